@@ -1,0 +1,477 @@
+//! Entity sets and rows: queries with keyset paging, and create/retrieve/update/delete with the
+//! service's conditional-request rules.
+
+use std::ops::Bound;
+
+use percent_encoding::utf8_percent_encode;
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use super::render::{
+    Expand, Projection, RowProps, cmp_key, cmp_rows, etag, parse_expand, parse_orderby,
+    parse_select, write_json, write_row,
+};
+use super::{Ctx, URL};
+use crate::Request;
+use crate::odata::cookie::Cursor;
+use crate::odata::filter;
+use crate::reply::{Fail, Reply};
+use crate::store::{Row, Store};
+
+/// The service's page size limit, which is also the default.
+pub const MAX_PAGE: usize = 5000;
+
+pub fn list(store: &Store, ctx: &Ctx, t: usize) -> Result<Reply, Fail> {
+    let opts = &ctx.options;
+    let prefer = &ctx.prefer;
+    if opts.apply.is_some() {
+        return Err(Fail::not_implemented("$apply aggregation"));
+    }
+    if opts.deltatoken.is_some() {
+        return super::delta::read(store, ctx, t);
+    }
+    let table = &store.tables[t];
+    let def = &table.def;
+    let tracking = prefer.track_changes && def.change_tracking;
+    if tracking {
+        super::delta::refuse_options(opts)?;
+    }
+    let projection = parse_select(def, opts.select.as_deref())?;
+    let expand = parse_expand(store, def, opts.expand.as_deref())?;
+    let filter = opts
+        .filter
+        .as_deref()
+        .filter(|f| !f.trim().is_empty())
+        .map(|f| filter::parse(f, &RowProps(def)))
+        .transpose()?;
+    let order = parse_orderby(def, opts.orderby.as_deref())?;
+    let count = opts.count()?;
+    let top = opts.top()?;
+    // `$top` is ignored when a page size is asked for, as documented; without either, pages are 5000.
+    let (page_size, paged) = match (prefer.max_page_size, top) {
+        (Some(n), _) => (n.min(MAX_PAGE), true),
+        (None, Some(n)) => (n.min(MAX_PAGE), false),
+        (None, None) => (MAX_PAGE, true),
+    };
+    let (page, last, tracking_version) = match opts.skiptoken.as_deref() {
+        None => (0, None, tracking.then_some(store.version)),
+        Some(token) => match Cursor::decode(token)? {
+            Cursor::Keyset {
+                page,
+                last,
+                tracking: t_version,
+            } => {
+                let expected: Vec<&str> = order
+                    .iter()
+                    .map(|(c, _)| def.columns[*c].name.as_str())
+                    .chain([def.primary_id.as_str()])
+                    .collect();
+                let names: Vec<&str> = last.iter().map(|(n, _)| n.as_str()).collect();
+                if names != expected || t_version.is_some() != tracking {
+                    return Err(Fail::bad_query(
+                        "The $skiptoken does not belong to this query.",
+                    ));
+                }
+                let key: Vec<Value> = last.into_iter().map(|(_, v)| v).collect();
+                (page, Some(key), t_version)
+            }
+            Cursor::Delta { .. } => {
+                return Err(Fail::bad_query(
+                    "The $skiptoken does not belong to this query.",
+                ));
+            }
+        },
+    };
+
+    let matches = |row: &Row| {
+        filter
+            .as_ref()
+            .is_none_or(|f| filter::matches(f, &row.cells))
+    };
+    let mut rows: Vec<&Row> = if order.is_empty() {
+        // The primary key order is the map's own order: a range scan from the cookie's key.
+        let start = match last.as_ref().and_then(|k| k.last()).and_then(Value::as_str) {
+            Some(id) => Bound::Excluded(Uuid::parse_str(id).map_err(|_| {
+                Fail::bad_query("The $skiptoken value is not a valid paging cookie.")
+            })?),
+            None => Bound::Unbounded,
+        };
+        table
+            .rows
+            .range((start, Bound::Unbounded))
+            .map(|(_, r)| r)
+            .filter(|r| matches(r))
+            .take(page_size + 1)
+            .collect()
+    } else {
+        let mut candidates: Vec<&Row> = table
+            .rows
+            .values()
+            .filter(|r| matches(r))
+            .filter(|r| {
+                last.as_ref()
+                    .is_none_or(|k| cmp_key(def, &order, &r.cells, k).is_gt())
+            })
+            .collect();
+        let by_order = |a: &&Row, b: &&Row| cmp_rows(def, &order, &a.cells, &b.cells);
+        if candidates.len() > page_size + 1 {
+            candidates.select_nth_unstable_by(page_size, by_order);
+            candidates.truncate(page_size + 1);
+        }
+        candidates.sort_unstable_by(by_order);
+        candidates
+    };
+    let more = rows.len() > page_size;
+    rows.truncate(page_size);
+
+    let mut out = Vec::with_capacity(256 + rows.len() * 512);
+    out.extend_from_slice(b"{\"@odata.context\":");
+    write_json(
+        &mut out,
+        &format!(
+            "{}$metadata#{}{}",
+            ctx.base, def.entity_set_name, projection.context
+        ),
+    );
+    if count {
+        let total = table
+            .rows
+            .values()
+            .filter(|r| matches(r))
+            .take(MAX_PAGE)
+            .count();
+        out.extend_from_slice(b",\"@odata.count\":");
+        write_json(&mut out, &total);
+        if prefer.wants_annotation("Microsoft.Dynamics.CRM.totalrecordcount") {
+            out.extend_from_slice(b",\"@Microsoft.Dynamics.CRM.totalrecordcount\":");
+            write_json(&mut out, &total);
+            out.extend_from_slice(b",\"@Microsoft.Dynamics.CRM.totalrecordcountlimitexceeded\":");
+            write_json(&mut out, &(total >= MAX_PAGE));
+        }
+    }
+    out.extend_from_slice(b",\"value\":[");
+    for (i, row) in rows.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_row(&mut out, store, def, row, &projection, &expand);
+    }
+    out.push(b']');
+    if more && paged {
+        let last_row = rows.last().map(|r| &r.cells);
+        let key = last_row.map(|cells| {
+            order
+                .iter()
+                .map(|(c, _)| (def.columns[*c].name.clone(), cells[*c].clone()))
+                .chain([(def.primary_id.clone(), cells[def.idx.id].clone())])
+                .collect()
+        });
+        let cursor = Cursor::Keyset {
+            page: page + 1,
+            last: key.unwrap_or_default(),
+            tracking: tracking_version,
+        };
+        out.extend_from_slice(b",\"@odata.nextLink\":");
+        write_json(
+            &mut out,
+            &link(
+                ctx,
+                &def.entity_set_name,
+                "$skiptoken",
+                &cursor.encode(),
+                |_| true,
+            ),
+        );
+    } else if let Some(version) = tracking_version {
+        let token = super::delta::token(version, store.clock.now());
+        out.extend_from_slice(b",\"@odata.deltaLink\":");
+        write_json(
+            &mut out,
+            &link(ctx, &def.entity_set_name, "$deltatoken", &token, |n| {
+                n == "$select"
+            }),
+        );
+    }
+    out.push(b'}');
+
+    let mut reply = Reply::raw_json(200, out);
+    let mut applied = Vec::new();
+    if tracking {
+        applied.push("odata.track-changes".to_owned());
+    }
+    if let Some(n) = prefer.max_page_size {
+        applied.push(format!("odata.maxpagesize={n}"));
+    }
+    if !applied.is_empty() {
+        reply = reply.with_header("preference-applied", applied.join(","));
+    }
+    Ok(reply)
+}
+
+/// `{base}{set}?{the request's options}&{name}={value}`, with the value URL-encoded.
+pub fn link(ctx: &Ctx, set: &str, name: &str, value: &str, keep: impl Fn(&str) -> bool) -> String {
+    let carried = ctx.options.carried(keep);
+    let separator = if carried.is_empty() { "" } else { "&" };
+    format!(
+        "{}{set}?{carried}{separator}{name}={}",
+        ctx.base,
+        utf8_percent_encode(value, URL)
+    )
+}
+
+pub fn count(store: &Store, ctx: &Ctx, t: usize) -> Result<Reply, Fail> {
+    let table = &store.tables[t];
+    if ctx.options.deltatoken.is_some() {
+        return Err(Fail::not_implemented("$count on a delta link"));
+    }
+    let filter = ctx
+        .options
+        .filter
+        .as_deref()
+        .map(|f| filter::parse(f, &RowProps(&table.def)))
+        .transpose()?;
+    let total = table
+        .rows
+        .values()
+        .filter(|r| filter.as_ref().is_none_or(|f| filter::matches(f, &r.cells)))
+        .take(MAX_PAGE)
+        .count();
+    // The service prefixes this plain-text body with a UTF-8 byte order mark.
+    Ok(Reply::text(200, format!("\u{feff}{total}")))
+}
+
+/// Parses the key in `accounts(<key>)`.
+pub fn parse_key(store: &Store, t: usize, key: &str) -> Result<Uuid, Fail> {
+    if let Ok(id) = Uuid::parse_str(key)
+        && key.len() == 36
+    {
+        return Ok(id);
+    }
+    if key.contains('=') {
+        // No alternate keys are defined on any table, exactly as on a fresh organisation.
+        return Err(Fail::new(
+            400,
+            "0x80060890",
+            format!(
+                "The specified key attributes are not a defined key for the {} entity",
+                store.tables[t].def.logical_name
+            ),
+        ));
+    }
+    Err(Fail::bad_query(format!(
+        "Bad Request - Error in query syntax. The key value '{key}' is not a valid Edm.Guid literal."
+    )))
+}
+
+fn row_reply(
+    store: &Store,
+    ctx: &Ctx,
+    t: usize,
+    row: &Row,
+    status: u16,
+    projection: &Projection,
+    expand: &[Expand],
+) -> Reply {
+    let def = &store.tables[t].def;
+    let mut out = Vec::with_capacity(1024);
+    out.extend_from_slice(b"{\"@odata.context\":");
+    write_json(
+        &mut out,
+        &format!(
+            "{}$metadata#{}{}/$entity",
+            ctx.base, def.entity_set_name, projection.context
+        ),
+    );
+    out.push(b',');
+    let mut body = Vec::with_capacity(1024);
+    write_row(&mut body, store, def, row, projection, expand);
+    // Splice the row's fields after the context.
+    out.extend_from_slice(&body[1..]);
+    Reply::raw_json(status, out).with_header("etag", etag(row.version))
+}
+
+pub fn retrieve(
+    store: &Store,
+    req: &Request,
+    ctx: &Ctx,
+    t: usize,
+    id: Uuid,
+) -> Result<Reply, Fail> {
+    let def = &store.tables[t].def;
+    let projection = parse_select(def, ctx.options.select.as_deref())?;
+    let expand = parse_expand(store, def, ctx.options.expand.as_deref())?;
+    let row = store.tables[t]
+        .rows
+        .get(&id)
+        .ok_or_else(|| Fail::row_not_found(&def.logical_name, &id))?;
+    // A conditional GET answers 304, except with $expand or annotations, as documented.
+    if let Some(tag) = req.header("if-none-match")
+        && expand.is_empty()
+        && ctx.prefer.annotations.is_none()
+        && parse_etag(tag) == Some(row.version)
+    {
+        return Ok(Reply::empty(304).with_header("etag", etag(row.version)));
+    }
+    Ok(row_reply(store, ctx, t, row, 200, &projection, &expand))
+}
+
+fn body_object(req: &Request, set: &str) -> Result<Map<String, Value>, Fail> {
+    if let Some(content_type) = req.header("content-type")
+        && !content_type
+            .trim_start()
+            .to_ascii_lowercase()
+            .starts_with("application/json")
+    {
+        return Err(Fail::new(
+            415,
+            "0x80060888",
+            format!("The content type '{content_type}' is not supported. Send application/json."),
+        ));
+    }
+    match serde_json::from_slice::<Value>(&req.body) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(Fail::payload(
+            set,
+            "A node of type 'StartArray' or a primitive value was read from the JSON reader when a 'StartObject' node was expected.",
+        )),
+        Err(e) => Err(Fail::payload(set, format!("Invalid JSON. {e}"))),
+    }
+}
+
+pub fn create(store: &mut Store, req: &Request, ctx: &Ctx, t: usize) -> Result<Reply, Fail> {
+    let set = store.tables[t].def.entity_set_name.clone();
+    let body = body_object(req, &set)?;
+    let changes = store.read_payload(t, &body)?;
+    let def = &store.tables[t].def;
+    let projection = parse_select(def, ctx.options.select.as_deref())?;
+    let id = changes.id.unwrap_or_else(Uuid::new_v4);
+    if store.tables[t].rows.contains_key(&id) {
+        return Err(duplicate());
+    }
+    store.insert(t, id, changes.values, None);
+    Ok(written(store, ctx, t, id, 201, &projection))
+}
+
+fn duplicate() -> Fail {
+    Fail::new(
+        412,
+        "0x80040237",
+        "A record with matching key values already exists.",
+    )
+}
+
+/// The answer to a successful create or update: the row with `return=representation`, else 204 and
+/// the row's address in `OData-EntityId`.
+fn written(
+    store: &Store,
+    ctx: &Ctx,
+    t: usize,
+    id: Uuid,
+    status_with_body: u16,
+    projection: &Projection,
+) -> Reply {
+    let set = &store.tables[t].def.entity_set_name;
+    if ctx.prefer.return_representation {
+        let row = &store.tables[t].rows[&id];
+        return row_reply(store, ctx, t, row, status_with_body, projection, &[])
+            .with_header("preference-applied", "return=representation");
+    }
+    Reply::empty(204).with_header("odata-entityid", format!("{}{set}({id})", ctx.base))
+}
+
+pub fn parse_etag(tag: &str) -> Option<u64> {
+    let tag = tag.trim();
+    let tag = tag.strip_prefix("W/").unwrap_or(tag);
+    tag.trim_matches('"').parse().ok()
+}
+
+enum Precondition {
+    None,
+    Any,
+    Version(Option<u64>),
+}
+
+fn if_match(req: &Request) -> Precondition {
+    match req.header("if-match").map(str::trim) {
+        None => Precondition::None,
+        Some("*") => Precondition::Any,
+        Some(tag) => Precondition::Version(parse_etag(tag)),
+    }
+}
+
+fn version_mismatch() -> Fail {
+    Fail::new(
+        412,
+        "0x80060882",
+        "The version of the existing record doesn't match the RowVersion property provided.",
+    )
+}
+
+/// PATCH: an upsert unless `If-Match` demands an existing row or `If-None-Match: *` a new one.
+pub fn patch(
+    store: &mut Store,
+    req: &Request,
+    ctx: &Ctx,
+    t: usize,
+    id: Uuid,
+) -> Result<Reply, Fail> {
+    let set = store.tables[t].def.entity_set_name.clone();
+    let logical = store.tables[t].def.logical_name.clone();
+    let body = body_object(req, &set)?;
+    let changes = store.read_payload(t, &body)?;
+    if changes.id.is_some_and(|body_id| body_id != id) {
+        return Err(Fail::new(
+            400,
+            "0x80040203",
+            "Entity Id must be the same as the value set in property bag.",
+        ));
+    }
+    let current = store.tables[t].rows.get(&id).map(|r| r.version);
+    if req.header("if-none-match").map(str::trim) == Some("*") && current.is_some() {
+        return Err(duplicate());
+    }
+    match (if_match(req), current) {
+        (Precondition::Any | Precondition::Version(_), None) => {
+            return Err(Fail::row_not_found(&logical, &id));
+        }
+        (Precondition::Version(expected), Some(version)) if expected != Some(version) => {
+            return Err(version_mismatch());
+        }
+        _ => {}
+    }
+    let projection = parse_select(&store.tables[t].def, ctx.options.select.as_deref())?;
+    let status = if current.is_some() {
+        store.update(t, id, changes.values);
+        200
+    } else {
+        store.insert(t, id, changes.values, None);
+        201
+    };
+    Ok(written(store, ctx, t, id, status, &projection))
+}
+
+pub fn delete(store: &mut Store, req: &Request, t: usize, id: Uuid) -> Result<Reply, Fail> {
+    let logical = store.tables[t].def.logical_name.clone();
+    let Some(version) = store.tables[t].rows.get(&id).map(|r| r.version) else {
+        return Err(Fail::row_not_found(&logical, &id));
+    };
+    if let Precondition::Version(expected) = if_match(req)
+        && expected != Some(version)
+    {
+        return Err(version_mismatch());
+    }
+    store.delete(t, id);
+    Ok(Reply::empty(204))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_etag;
+
+    #[test]
+    fn reads_weak_and_strong_etags() {
+        assert_eq!(parse_etag("W/\"12345\""), Some(12345));
+        assert_eq!(parse_etag("\"7\""), Some(7));
+        assert_eq!(parse_etag("W/\"x\""), None);
+    }
+}

@@ -1,0 +1,163 @@
+//! Command-line options.
+
+use std::net::SocketAddr;
+
+use crate::Seed;
+
+pub const USAGE: &str = "\
+dataverse-emulator: a local Dataverse Web API for tests and demos
+
+USAGE:
+    dataverse-emulator [--listen ADDR] [--seed demo|none] [--client-id ID --client-secret SECRET]
+                       [--token-ttl SECS] [--delta-token-ttl SECS]
+
+OPTIONS:
+    --listen ADDR            address to listen on [default: 127.0.0.1:0]
+    --seed demo|none         demo data or empty tables [default: demo]
+    --client-id ID           the client id the token endpoint accepts [default: local-client]
+    --client-secret SECRET   its secret [default: local-secret]
+    --token-ttl SECS         access token lifetime [default: 3599]
+    --delta-token-ttl SECS   change-tracking token retention [default: 604800, i.e. 7 days]
+    -h, --help               print this help
+
+When ready it prints one line to stdout: `listening on http://127.0.0.1:<port>`.";
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub listen: SocketAddr,
+    pub seed: Seed,
+    pub client_id: String,
+    pub client_secret: String,
+    pub token_ttl_secs: i64,
+    pub delta_token_ttl_secs: i64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            seed: Seed::Demo,
+            client_id: "local-client".into(),
+            client_secret: "local-secret".into(),
+            token_ttl_secs: 3599,
+            delta_token_ttl_secs: 7 * 24 * 3600,
+        }
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Parsed {
+    Run,
+    Help,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CliError {
+    #[error("unknown argument '{0}'")]
+    Unknown(String),
+    #[error("{0} needs a value")]
+    MissingValue(String),
+    #[error("{flag}: {problem}")]
+    Invalid { flag: String, problem: String },
+}
+
+impl Options {
+    pub fn parse(args: impl IntoIterator<Item = String>) -> Result<(Self, Parsed), CliError> {
+        let mut options = Self::default();
+        let mut args = args.into_iter();
+        while let Some(flag) = args.next() {
+            if flag == "-h" || flag == "--help" {
+                return Ok((options, Parsed::Help));
+            }
+            let (flag, inline) = match flag.split_once('=') {
+                Some((f, v)) if f.starts_with("--") => (f.to_owned(), Some(v.to_owned())),
+                _ => (flag, None),
+            };
+            let mut value = || {
+                inline
+                    .clone()
+                    .or_else(|| args.next())
+                    .ok_or_else(|| CliError::MissingValue(flag.clone()))
+            };
+            let invalid = |problem: &str| CliError::Invalid {
+                flag: flag.clone(),
+                problem: problem.to_owned(),
+            };
+            match flag.as_str() {
+                "--listen" => {
+                    options.listen = value()?
+                        .parse()
+                        .map_err(|_| invalid("expected an address such as 127.0.0.1:8080"))?;
+                }
+                "--seed" => {
+                    options.seed = match value()?.as_str() {
+                        "demo" => Seed::Demo,
+                        "none" => Seed::None,
+                        _ => return Err(invalid("expected demo or none")),
+                    };
+                }
+                "--client-id" => options.client_id = value()?,
+                "--client-secret" => options.client_secret = value()?,
+                "--token-ttl" => {
+                    options.token_ttl_secs = value()?
+                        .parse()
+                        .ok()
+                        .filter(|n: &i64| *n > 0)
+                        .ok_or_else(|| invalid("expected a positive number of seconds"))?;
+                }
+                "--delta-token-ttl" => {
+                    options.delta_token_ttl_secs =
+                        value()?
+                            .parse()
+                            .ok()
+                            .filter(|n: &i64| *n > 0)
+                            .ok_or_else(|| invalid("expected a positive number of seconds"))?;
+                }
+                _ => return Err(CliError::Unknown(flag)),
+            }
+        }
+        Ok((options, Parsed::Run))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<(Options, Parsed), CliError> {
+        Options::parse(args.iter().map(|s| (*s).to_owned()))
+    }
+
+    #[test]
+    fn reads_every_flag_in_both_spellings() {
+        let (o, p) = parse(&[
+            "--listen=127.0.0.1:9",
+            "--seed",
+            "none",
+            "--client-id",
+            "a",
+            "--client-secret=b",
+            "--token-ttl",
+            "5",
+        ])
+        .unwrap();
+        assert_eq!(p, Parsed::Run);
+        assert_eq!(o.listen.port(), 9);
+        assert_eq!(o.seed, Seed::None);
+        assert_eq!((o.client_id.as_str(), o.client_secret.as_str()), ("a", "b"));
+        assert_eq!(o.token_ttl_secs, 5);
+    }
+
+    #[test]
+    fn explains_bad_arguments() {
+        assert_eq!(
+            parse(&["--bogus"]).unwrap_err(),
+            CliError::Unknown("--bogus".into())
+        );
+        assert!(matches!(
+            parse(&["--token-ttl", "-1"]),
+            Err(CliError::Invalid { .. })
+        ));
+        assert!(matches!(parse(&["--seed"]), Err(CliError::MissingValue(_))));
+    }
+}

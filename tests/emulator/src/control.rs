@@ -1,0 +1,355 @@
+//! The control API under `/_emulator/`, for tests and demos. It needs no token.
+//!
+//! | Request | Effect |
+//! |---|---|
+//! | `POST /_emulator/reset` `{"seed": "demo"\|"none"}` | empty the organisation, reload tables and seed data, clear faults and the request log |
+//! | `POST /_emulator/tables` `{"logical_name","entity_set_name","primary_id","primary_name","change_tracking","columns"?}` | add a custom table |
+//! | `POST /_emulator/faults` `{"status"?,"retry_after"?,"times"?,"method"?,"path_contains"?,"delay_ms"?,"drop_connection"?,"code"?,"message"?}` | inject a fault into the next matching requests |
+//! | `DELETE /_emulator/faults` | remove all faults |
+//! | `GET /_emulator/requests` / `DELETE` | the request log (method, path and query, status, a few headers) / clear it |
+//! | `POST /_emulator/tokens/expire` | every issued access token is now expired |
+//! | `POST /_emulator/deltatokens/expire` | every delta token issued so far is now expired |
+//! | `POST /_emulator/clock` `{"advance_secs": n}` | move the clock forward |
+//! | `POST /_emulator/tables/{name}/rows` `{...columns, "createdon"?, "modifiedon"?}` | insert a row with explicit timestamps (a late commit) |
+//! | `POST /_emulator/tables/{name}/generate` `{"count": n, "createdon"?}` | insert n synthetic rows quickly (benchmarks) |
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+use uuid::Uuid;
+
+use crate::reply::{Fail, Reply};
+use crate::schema::{self, Column, ColumnType, TableDef};
+use crate::{Emulator, Request, Seed, clock};
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Fault {
+    pub status: Option<u16>,
+    pub retry_after: Option<u64>,
+    #[serde(default = "one")]
+    pub times: u32,
+    pub method: Option<String>,
+    pub path_contains: Option<String>,
+    pub delay_ms: Option<u64>,
+    #[serde(default)]
+    pub drop_connection: bool,
+    pub code: Option<String>,
+    pub message: Option<String>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+impl Fault {
+    fn matches(&self, method: &str, path_and_query: &str) -> bool {
+        self.times > 0
+            && self
+                .method
+                .as_deref()
+                .is_none_or(|m| m.eq_ignore_ascii_case(method))
+            && self
+                .path_contains
+                .as_deref()
+                .is_none_or(|p| path_and_query.contains(p))
+    }
+
+    /// The error a faulted request gets, in the service's words for that status.
+    pub fn failure(&self) -> Option<Fail> {
+        let status = self.status?;
+        let (code, message) = match status {
+            429 => (
+                "0x80072322",
+                "Number of requests exceeded the limit of 6000 over time window of 300 seconds.",
+            ),
+            503 => (
+                "0x80040216",
+                "The service is temporarily unavailable. Please try again later.",
+            ),
+            502 => ("0x80040216", "Bad Gateway"),
+            504 => ("0x80040216", "The request timed out at the gateway."),
+            _ => ("0x80040216", "An unexpected error occurred."),
+        };
+        let mut fail = Fail::new(
+            status,
+            self.code.clone().unwrap_or_else(|| code.to_owned()),
+            self.message.clone().unwrap_or_else(|| message.to_owned()),
+        );
+        if let Some(secs) = self.retry_after {
+            fail = fail.with_header("retry-after", secs.to_string());
+        }
+        Some(fail)
+    }
+}
+
+/// Takes one use of the first fault matching the request, if any.
+pub fn take_fault(faults: &mut [Fault], method: &str, path_and_query: &str) -> Option<Fault> {
+    let fault = faults
+        .iter_mut()
+        .find(|f| f.matches(method, path_and_query))?;
+    fault.times -= 1;
+    Some(fault.clone())
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LogEntry {
+    pub method: String,
+    /// Path and query, as received.
+    pub path: String,
+    /// 0 when the connection was dropped without an answer.
+    pub status: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prefer: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub if_match: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub if_none_match: Option<String>,
+    pub fault: bool,
+}
+
+fn bad(message: impl Into<String>) -> Reply {
+    Reply::json(400, &json!({"error": message.into()}))
+}
+
+fn body<T: for<'de> Deserialize<'de>>(req: &Request) -> Result<T, Reply> {
+    let bytes: &[u8] = if req.body.is_empty() {
+        b"{}"
+    } else {
+        &req.body
+    };
+    serde_json::from_slice(bytes).map_err(|e| bad(format!("invalid body: {e}")))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResetBody {
+    seed: Option<Seed>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TableBody {
+    logical_name: String,
+    entity_set_name: String,
+    primary_id: String,
+    primary_name: String,
+    #[serde(default)]
+    change_tracking: bool,
+    #[serde(default)]
+    columns: Map<String, Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClockBody {
+    advance_secs: i64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GenerateBody {
+    count: usize,
+    createdon: Option<String>,
+}
+
+pub fn handle(em: &mut Emulator, req: &Request, rest: &str) -> Reply {
+    match handle_inner(em, req, rest) {
+        Ok(reply) | Err(reply) => reply,
+    }
+}
+
+fn handle_inner(em: &mut Emulator, req: &Request, rest: &str) -> Result<Reply, Reply> {
+    let segments: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
+    match (req.method.as_str(), segments.as_slice()) {
+        ("POST", ["reset"]) => {
+            let b: ResetBody = body(req)?;
+            em.reset(b.seed.unwrap_or(em.seed));
+            Ok(Reply::empty(204))
+        }
+        ("POST", ["tables"]) => add_table(em, &body(req)?),
+        ("POST", ["faults"]) => {
+            let fault: Fault = body(req)?;
+            if fault.status.is_none() && fault.delay_ms.is_none() && !fault.drop_connection {
+                return Err(bad("a fault needs status, delay_ms or drop_connection"));
+            }
+            if fault.times == 0 {
+                return Err(bad("times must be at least 1"));
+            }
+            em.faults.push(fault);
+            Ok(Reply::json(201, &json!({"faults": em.faults.len()})))
+        }
+        ("DELETE", ["faults"]) => {
+            em.faults.clear();
+            Ok(Reply::empty(204))
+        }
+        ("GET", ["requests"]) => Ok(Reply::json(200, &json!(em.log))),
+        ("DELETE", ["requests"]) => {
+            em.log.clear();
+            Ok(Reply::empty(204))
+        }
+        ("POST", ["tokens", "expire"]) => {
+            em.auth.expire_all();
+            Ok(Reply::empty(204))
+        }
+        ("POST", ["deltatokens", "expire"]) => {
+            // Take a version of its own, so tokens issued from now on (even with no writes in
+            // between) are newer than the floor and stay valid.
+            em.store.version += 1;
+            em.store.delta_floor = em.store.version;
+            Ok(Reply::empty(204))
+        }
+        ("POST", ["clock"]) => {
+            let b: ClockBody = body(req)?;
+            if b.advance_secs < 0 {
+                return Err(bad("the clock only moves forward"));
+            }
+            em.store.clock.advance(b.advance_secs);
+            Ok(Reply::json(
+                200,
+                &json!({"now": clock::format_utc(em.store.clock.now())}),
+            ))
+        }
+        ("POST", ["tables", name, "rows"]) => insert_row(em, req, name),
+        ("POST", ["tables", name, "generate"]) => generate(em, name, &body(req)?),
+        _ => Err(Reply::json(
+            404,
+            &json!({"error": format!("no control endpoint {} /_emulator/{rest}", req.method)}),
+        )),
+    }
+}
+
+fn add_table(em: &mut Emulator, b: &TableBody) -> Result<Reply, Reply> {
+    let valid = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    for (field, value) in [
+        ("logical_name", &b.logical_name),
+        ("entity_set_name", &b.entity_set_name),
+        ("primary_id", &b.primary_id),
+        ("primary_name", &b.primary_name),
+    ] {
+        if !valid(value) {
+            return Err(bad(format!(
+                "{field} must be letters, digits and underscores"
+            )));
+        }
+    }
+    if b.logical_name.chars().any(|c| c.is_ascii_uppercase()) {
+        return Err(bad(
+            "logical_name must be lowercase, as Dataverse logical names are",
+        ));
+    }
+    let taken = em.store.tables.iter().any(|t| {
+        [&t.def.logical_name, &t.def.entity_set_name]
+            .iter()
+            .any(|n| **n == b.logical_name || **n == b.entity_set_name)
+    });
+    if taken {
+        return Err(bad(
+            "a table with that logical name or entity set name exists",
+        ));
+    }
+    let mut columns = Vec::new();
+    for (name, spec) in &b.columns {
+        let spec = spec
+            .as_str()
+            .ok_or_else(|| bad(format!("column '{name}': the type must be a string")))?;
+        let ty = schema::parse_column_type(spec, name).map_err(bad)?;
+        let name = if matches!(ty, ColumnType::Lookup { .. }) {
+            schema::lookup_column_name(name)
+        } else {
+            name.clone()
+        };
+        columns.push(Column { name, ty });
+    }
+    if !columns.iter().any(|c| c.name == b.primary_name) {
+        columns.insert(
+            0,
+            Column {
+                name: b.primary_name.clone(),
+                ty: ColumnType::Text { max_len: 850 },
+            },
+        );
+    }
+    let mut def = TableDef::new(
+        &b.logical_name,
+        &b.entity_set_name,
+        &b.primary_id,
+        &b.primary_name,
+        b.change_tracking,
+        columns,
+    );
+    def.is_custom = true;
+    def.object_type_code = 10_000 + i64::try_from(em.store.tables.len()).unwrap_or(0);
+    let summary = json!({
+        "LogicalName": def.logical_name,
+        "EntitySetName": def.entity_set_name,
+        "PrimaryIdAttribute": def.primary_id,
+        "PrimaryNameAttribute": def.primary_name,
+        "ChangeTrackingEnabled": def.change_tracking,
+        "MetadataId": def.metadata_id,
+        "Columns": def.columns.iter().map(|c| c.name.clone()).collect::<Vec<_>>(),
+    });
+    em.store.add_table(def);
+    Ok(Reply::json(201, &summary))
+}
+
+fn table_index(em: &Emulator, name: &str) -> Result<usize, Reply> {
+    em.store
+        .by_any_name(name)
+        .ok_or_else(|| Reply::json(404, &json!({"error": format!("no table '{name}'")})))
+}
+
+/// Inserts a row whose `createdon`/`modifiedon` are given, as a transaction that committed late would
+/// leave it: older timestamps than rows already visible, but the next version number.
+fn insert_row(em: &mut Emulator, req: &Request, name: &str) -> Result<Reply, Reply> {
+    let t = table_index(em, name)?;
+    let mut fields: Map<String, Value> = body(req)?;
+    let mut stamp = |key: &str| -> Result<Option<i64>, Reply> {
+        match fields.remove(key) {
+            None => Ok(None),
+            Some(v) => v
+                .as_str()
+                .and_then(clock::parse_datetime)
+                .map(Some)
+                .ok_or_else(|| bad(format!("{key} must be an ISO 8601 date-time"))),
+        }
+    };
+    let created = stamp("createdon")?;
+    let modified = stamp("modifiedon")?;
+    let now = em.store.clock.now();
+    let created = created.or(modified).unwrap_or(now);
+    let modified = modified.unwrap_or(created);
+    let changes = em
+        .store
+        .read_payload(t, &fields)
+        .map_err(Fail::into_reply)?;
+    let id = changes.id.unwrap_or_else(Uuid::new_v4);
+    if em.store.tables[t].rows.contains_key(&id) {
+        return Err(bad("a row with that id exists"));
+    }
+    let version = em
+        .store
+        .insert(t, id, changes.values, Some((created, modified)));
+    Ok(Reply::json(
+        201,
+        &json!({
+            "id": id,
+            "versionnumber": version,
+            "createdon": clock::format_utc(created),
+            "modifiedon": clock::format_utc(modified),
+        }),
+    ))
+}
+
+fn generate(em: &mut Emulator, name: &str, b: &GenerateBody) -> Result<Reply, Reply> {
+    let t = table_index(em, name)?;
+    let at = match b.createdon.as_deref() {
+        None => None,
+        Some(s) => {
+            let t = clock::parse_datetime(s)
+                .ok_or_else(|| bad("createdon must be an ISO 8601 date-time"))?;
+            Some((t, t))
+        }
+    };
+    crate::seed::synthetic(&mut em.store, t, b.count, at);
+    Ok(Reply::json(201, &json!({"count": b.count})))
+}

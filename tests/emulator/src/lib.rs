@@ -1,0 +1,108 @@
+//! A local Microsoft Dataverse Web API emulator.
+//!
+//! It serves the Web API (`/api/data/v9.x/`), an Entra ID client-credentials token endpoint, and a
+//! control API under `/_emulator/` for tests. It is strict where the real service is strict — paging,
+//! upserts, conditional requests, change tracking, `$filter` parsing — because a lenient double lets
+//! client bugs through to production. Everything it does not implement answers a clear 501.
+//!
+//! All state sits in one [`Emulator`] behind one lock: requests are short, and a 5000-row page is
+//! rendered in a few milliseconds (see `benches/page.rs`).
+
+pub mod api;
+pub mod auth;
+pub mod cli;
+pub mod clock;
+pub mod control;
+pub mod odata;
+pub mod reply;
+pub mod schema;
+pub mod seed;
+pub mod server;
+pub mod store;
+
+use bytes::Bytes;
+use hyper::HeaderMap;
+use serde::Deserialize;
+
+/// The tenant named in `WWW-Authenticate` challenges. Any tenant may ask for a token.
+pub const TENANT_ID: &str = "0b6f1c3e-7d52-4e8a-9c41-5a2f8e6d0b17";
+
+/// The whole emulated world.
+#[derive(Debug)]
+pub struct Emulator {
+    pub store: store::Store,
+    pub auth: auth::Auth,
+    pub faults: Vec<control::Fault>,
+    pub log: Vec<control::LogEntry>,
+    pub seed: Seed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Seed {
+    Demo,
+    None,
+}
+
+impl Emulator {
+    pub fn new(options: &cli::Options) -> Self {
+        let mut emulator = Self {
+            store: store::Store::new(options.delta_token_ttl_secs),
+            auth: auth::Auth::new(
+                options.client_id.clone(),
+                options.client_secret.clone(),
+                options.token_ttl_secs,
+            ),
+            faults: Vec::new(),
+            log: Vec::new(),
+            seed: options.seed,
+        };
+        emulator.reset(options.seed);
+        emulator
+    }
+
+    /// Empties the organisation and reloads the built-in tables and seed data. Issued tokens stay
+    /// valid, so connected clients carry on.
+    pub fn reset(&mut self, seed: Seed) {
+        let ttl = self.store.delta_ttl_secs;
+        let clock = std::mem::take(&mut self.store.clock);
+        self.store = store::Store::new(ttl);
+        self.store.clock = clock;
+        for def in schema::builtin_tables() {
+            self.store.add_table(def);
+        }
+        if seed == Seed::Demo {
+            seed::demo(&mut self.store);
+        }
+        self.faults.clear();
+        self.log.clear();
+    }
+}
+
+/// A request as the handlers see it: the body read, the path and query still raw.
+#[derive(Debug)]
+pub struct Request {
+    pub method: String,
+    pub path: String,
+    pub query: String,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Request {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    pub fn headers_all(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect()
+    }
+
+    pub fn host(&self) -> &str {
+        self.header("host").unwrap_or("localhost")
+    }
+}

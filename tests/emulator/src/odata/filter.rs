@@ -1,0 +1,943 @@
+//! `$filter`: the subset of the `OData` expression language Dataverse supports, parsed and type-checked
+//! like the real service does it, so a client's encoding or quoting mistake fails here as it would in
+//! production.
+//!
+//! Supported: `eq ne gt ge lt le`, `and or not`, parentheses, `contains`/`startswith`/`endswith`
+//! (case-insensitive, with SQL wildcards inside the value, as Dataverse evaluates them), `null`,
+//! `true`/`false`, integers and decimals, strings with `''` escapes, unquoted GUIDs (quoted ones too,
+//! against GUID columns), date-times and dates. Column-to-column comparisons work.
+//! Refused with 501: lookup paths (`a/b`), lambda operators, `Microsoft.Dynamics.CRM.*` query functions
+//! and parameter aliases.
+
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::clock;
+use crate::reply::Fail;
+use crate::schema::Edm;
+
+/// Resolves a property name to a column, so the parser can check types while it parses.
+pub trait Properties {
+    fn property(&self, name: &str) -> Result<(usize, Edm), Fail>;
+    /// The text used in "Could not find a property" messages and similar.
+    fn type_name(&self) -> String;
+    /// Metadata queries refuse string functions.
+    fn allows_string_functions(&self) -> bool {
+        true
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CmpOp {
+    Eq,
+    Ne,
+    Gt,
+    Ge,
+    Lt,
+    Le,
+}
+
+impl CmpOp {
+    fn kind(self) -> &'static str {
+        match self {
+            CmpOp::Eq => "Equal",
+            CmpOp::Ne => "NotEqual",
+            CmpOp::Gt => "GreaterThan",
+            CmpOp::Ge => "GreaterThanOrEqual",
+            CmpOp::Lt => "LessThan",
+            CmpOp::Le => "LessThanOrEqual",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StrFn {
+    Contains,
+    StartsWith,
+    EndsWith,
+}
+
+#[derive(Debug, Clone)]
+pub enum Lit {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Num(f64),
+    Str(String),
+    /// Normalised to the form rows store (lowercase GUIDs, `...Z` date-times, `YYYY-MM-DD` dates), so
+    /// evaluation is a string comparison.
+    Exact(String, Edm),
+}
+
+#[derive(Debug, Clone)]
+pub enum Expr {
+    Prop(usize, Edm),
+    Lit(Lit),
+    Cmp(CmpOp, Box<Expr>, Box<Expr>),
+    And(Box<Expr>, Box<Expr>),
+    Or(Box<Expr>, Box<Expr>),
+    Not(Box<Expr>),
+    Str(StrFn, Box<Expr>, Box<Expr>),
+}
+
+/// The type of an expression; `None` is the type of `null`, compatible with everything.
+type Ty = Option<Edm>;
+
+pub fn parse(text: &str, props: &dyn Properties) -> Result<Expr, Fail> {
+    let tokens = lex(text)?;
+    let mut parser = Parser {
+        text,
+        tokens,
+        at: 0,
+        props,
+    };
+    let (expr, ty) = parser.or()?;
+    if parser.peek().kind != Kind::End {
+        return Err(parser.syntax_error(parser.peek().pos));
+    }
+    if !matches!(ty, Some(Edm::Boolean) | None) {
+        return Err(Fail::bad_query(
+            "The $filter expression must evaluate to a single boolean value.",
+        ));
+    }
+    Ok(expr)
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Lexer
+
+#[derive(Debug, Clone, PartialEq)]
+enum Kind {
+    Ident(String),
+    Str(String),
+    Int(i64),
+    Num(f64),
+    Guid(Uuid),
+    DateTime(i64),
+    Date(String),
+    Open,
+    Close,
+    Comma,
+    End,
+}
+
+#[derive(Debug, Clone)]
+struct Token {
+    kind: Kind,
+    pos: usize,
+}
+
+fn lex(text: &str) -> Result<Vec<Token>, Fail> {
+    let chars: Vec<char> = text.chars().collect();
+    let mut tokens = Vec::new();
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        let start = i;
+        let kind = match c {
+            c if c.is_whitespace() => {
+                i += 1;
+                continue;
+            }
+            '(' => {
+                i += 1;
+                Kind::Open
+            }
+            ')' => {
+                i += 1;
+                Kind::Close
+            }
+            ',' => {
+                i += 1;
+                Kind::Comma
+            }
+            '\'' => {
+                let mut value = String::new();
+                i += 1;
+                loop {
+                    match chars.get(i) {
+                        None => {
+                            return Err(Fail::bad_query(format!(
+                                "There is an unterminated literal at position {} in '{text}'.",
+                                chars.len()
+                            )));
+                        }
+                        Some('\'') if chars.get(i + 1) == Some(&'\'') => {
+                            value.push('\'');
+                            i += 2;
+                        }
+                        Some('\'') => {
+                            i += 1;
+                            break;
+                        }
+                        Some(&other) => {
+                            value.push(other);
+                            i += 1;
+                        }
+                    }
+                }
+                Kind::Str(value)
+            }
+            _ => {
+                if let Some((guid, len)) = guid_at(&chars[i..]) {
+                    i += len;
+                    Kind::Guid(guid)
+                } else if c.is_ascii_digit()
+                    || (c == '-' && chars.get(i + 1).is_some_and(char::is_ascii_digit))
+                {
+                    let (kind, len) =
+                        number_or_date(&chars[i..]).ok_or_else(|| syntax(text, start))?;
+                    i += len;
+                    kind
+                } else if c.is_alphabetic() || c == '_' || c == '@' || c == '$' {
+                    let len = chars[i..]
+                        .iter()
+                        .take_while(|c| {
+                            c.is_alphanumeric() || matches!(c, '_' | '.' | '/' | '@' | '$')
+                        })
+                        .count();
+                    i += len;
+                    Kind::Ident(chars[start..i].iter().collect())
+                } else {
+                    return Err(syntax(text, start));
+                }
+            }
+        };
+        tokens.push(Token { kind, pos: start });
+    }
+    tokens.push(Token {
+        kind: Kind::End,
+        pos: chars.len(),
+    });
+    Ok(tokens)
+}
+
+fn syntax(text: &str, pos: usize) -> Fail {
+    Fail::bad_query(format!("Syntax error at position {pos} in '{text}'."))
+}
+
+fn is_word_char(c: Option<&char>) -> bool {
+    c.is_some_and(|c| c.is_alphanumeric() || *c == '_')
+}
+
+/// An unquoted GUID literal: 8-4-4-4-12 hex digits not followed by more word characters.
+fn guid_at(chars: &[char]) -> Option<(Uuid, usize)> {
+    const GROUPS: [usize; 5] = [8, 4, 4, 4, 12];
+    let mut at = 0;
+    for (n, len) in GROUPS.iter().enumerate() {
+        if n > 0 {
+            if chars.get(at) != Some(&'-') {
+                return None;
+            }
+            at += 1;
+        }
+        for _ in 0..*len {
+            if !chars.get(at)?.is_ascii_hexdigit() {
+                return None;
+            }
+            at += 1;
+        }
+    }
+    if is_word_char(chars.get(at)) || chars.get(at) == Some(&'-') {
+        return None;
+    }
+    let text: String = chars[..at].iter().collect();
+    Uuid::parse_str(&text).ok().map(|g| (g, at))
+}
+
+fn number_or_date(chars: &[char]) -> Option<(Kind, usize)> {
+    // Date or date-time: YYYY-MM-DD[THH:MM[:SS[.fff]](Z|+HH:MM|-HH:MM)]
+    let is_date = chars.len() >= 10
+        && chars[..4].iter().all(char::is_ascii_digit)
+        && chars[4] == '-'
+        && chars[5..7].iter().all(char::is_ascii_digit)
+        && chars[7] == '-'
+        && chars[8..10].iter().all(char::is_ascii_digit);
+    if is_date {
+        let len = chars
+            .iter()
+            .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | ':' | '.' | '+'))
+            .count();
+        let text: String = chars[..len].iter().collect();
+        if len == 10 {
+            let date = clock::parse_date(&text)?;
+            return Some((Kind::Date(clock::format_date(date)), len));
+        }
+        return clock::parse_datetime(&text).map(|t| (Kind::DateTime(t), len));
+    }
+    let mut len = usize::from(chars[0] == '-');
+    len += chars[len..]
+        .iter()
+        .take_while(|c| c.is_ascii_digit())
+        .count();
+    let mut decimal = false;
+    if chars.get(len) == Some(&'.') && chars.get(len + 1).is_some_and(char::is_ascii_digit) {
+        decimal = true;
+        len += 1;
+        len += chars[len..]
+            .iter()
+            .take_while(|c| c.is_ascii_digit())
+            .count();
+    }
+    if matches!(chars.get(len), Some('e' | 'E')) {
+        let mut exp = len + 1;
+        if matches!(chars.get(exp), Some('+' | '-')) {
+            exp += 1;
+        }
+        let digits = chars[exp..]
+            .iter()
+            .take_while(|c| c.is_ascii_digit())
+            .count();
+        if digits > 0 {
+            decimal = true;
+            len = exp + digits;
+        }
+    }
+    let text: String = chars[..len].iter().collect();
+    // Type suffixes: 5L (Int64), 5.0M (Decimal), 5.0D / 5.0F (Double/Single).
+    let suffix = chars
+        .get(len)
+        .filter(|c| matches!(c, 'L' | 'l' | 'M' | 'm' | 'D' | 'd' | 'F' | 'f'));
+    let total = len + usize::from(suffix.is_some());
+    if is_word_char(chars.get(total)) {
+        return None;
+    }
+    if decimal || matches!(suffix, Some('M' | 'm' | 'D' | 'd' | 'F' | 'f')) {
+        text.parse::<f64>().ok().map(|n| (Kind::Num(n), total))
+    } else {
+        text.parse::<i64>().ok().map(|n| (Kind::Int(n), total))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Parser and type checker
+
+struct Parser<'a> {
+    text: &'a str,
+    tokens: Vec<Token>,
+    at: usize,
+    props: &'a dyn Properties,
+}
+
+impl Parser<'_> {
+    fn peek(&self) -> &Token {
+        &self.tokens[self.at.min(self.tokens.len() - 1)]
+    }
+
+    fn next(&mut self) -> Token {
+        let token = self.peek().clone();
+        if self.at < self.tokens.len() - 1 {
+            self.at += 1;
+        }
+        token
+    }
+
+    fn keyword(&self, word: &str) -> bool {
+        matches!(&self.peek().kind, Kind::Ident(w) if w == word)
+    }
+
+    fn syntax_error(&self, pos: usize) -> Fail {
+        syntax(self.text, pos)
+    }
+
+    fn or(&mut self) -> Result<(Expr, Ty), Fail> {
+        let (mut left, mut left_ty) = self.and()?;
+        while self.keyword("or") {
+            self.next();
+            let (right, right_ty) = self.and()?;
+            logical("Or", left_ty, right_ty)?;
+            left = Expr::Or(Box::new(left), Box::new(right));
+            left_ty = Some(Edm::Boolean);
+        }
+        Ok((left, left_ty))
+    }
+
+    fn and(&mut self) -> Result<(Expr, Ty), Fail> {
+        let (mut left, mut left_ty) = self.comparison()?;
+        while self.keyword("and") {
+            self.next();
+            let (right, right_ty) = self.comparison()?;
+            logical("And", left_ty, right_ty)?;
+            left = Expr::And(Box::new(left), Box::new(right));
+            left_ty = Some(Edm::Boolean);
+        }
+        Ok((left, left_ty))
+    }
+
+    fn comparison(&mut self) -> Result<(Expr, Ty), Fail> {
+        let (mut left, mut left_ty) = self.unary()?;
+        while let Some(op) = self.comparison_operator()? {
+            self.next();
+            let (right, right_ty) = self.unary()?;
+            let (left_c, right_c) = comparable(op, left, left_ty, right, right_ty)?;
+            left = Expr::Cmp(op, Box::new(left_c), Box::new(right_c));
+            left_ty = Some(Edm::Boolean);
+        }
+        Ok((left, left_ty))
+    }
+
+    /// The comparison operator at the cursor, if any. Operators Dataverse does not support (`has`, `in`,
+    /// arithmetic) are syntax errors there, as they are here.
+    fn comparison_operator(&self) -> Result<Option<CmpOp>, Fail> {
+        let Kind::Ident(word) = &self.peek().kind else {
+            return Ok(None);
+        };
+        Ok(Some(match word.as_str() {
+            "eq" => CmpOp::Eq,
+            "ne" => CmpOp::Ne,
+            "gt" => CmpOp::Gt,
+            "ge" => CmpOp::Ge,
+            "lt" => CmpOp::Lt,
+            "le" => CmpOp::Le,
+            "has" | "in" | "add" | "sub" | "mul" | "div" | "mod" => {
+                return Err(self.syntax_error(self.peek().pos));
+            }
+            _ => return Ok(None),
+        }))
+    }
+
+    fn unary(&mut self) -> Result<(Expr, Ty), Fail> {
+        if self.keyword("not") {
+            self.next();
+            let (inner, ty) = self.unary()?;
+            if !matches!(ty, Some(Edm::Boolean) | None) {
+                return Err(Fail::bad_query(format!(
+                    "A unary operator with an incompatible type was detected. Found operand type '{}' for operator kind 'Not'.",
+                    ty.map_or("null", Edm::name)
+                )));
+            }
+            return Ok((Expr::Not(Box::new(inner)), Some(Edm::Boolean)));
+        }
+        self.primary()
+    }
+
+    fn primary(&mut self) -> Result<(Expr, Ty), Fail> {
+        let token = self.next();
+        let lit = |l: Lit, ty: Ty| Ok((Expr::Lit(l), ty));
+        match token.kind {
+            Kind::Open => {
+                let inner = self.or()?;
+                if self.peek().kind != Kind::Close {
+                    return Err(Fail::bad_query(format!(
+                        "')' or operator expected at position {} in '{}'.",
+                        self.peek().pos,
+                        self.text
+                    )));
+                }
+                self.next();
+                Ok(inner)
+            }
+            Kind::Str(s) => lit(Lit::Str(s), Some(Edm::String)),
+            Kind::Int(n) => {
+                let ty = if i32::try_from(n).is_ok() {
+                    Edm::Int32
+                } else {
+                    Edm::Int64
+                };
+                lit(Lit::Int(n), Some(ty))
+            }
+            Kind::Num(n) => lit(Lit::Num(n), Some(Edm::Decimal)),
+            Kind::Guid(g) => lit(Lit::Exact(g.to_string(), Edm::Guid), Some(Edm::Guid)),
+            Kind::DateTime(t) => lit(
+                Lit::Exact(clock::format_utc(t), Edm::DateTimeOffset),
+                Some(Edm::DateTimeOffset),
+            ),
+            Kind::Date(d) => lit(Lit::Exact(d, Edm::Date), Some(Edm::Date)),
+            Kind::Ident(word) => self.identifier(&word, token.pos),
+            Kind::End => Err(Fail::bad_query(format!(
+                "Expression expected at position {} in '{}'.",
+                token.pos, self.text
+            ))),
+            Kind::Close | Kind::Comma => Err(self.syntax_error(token.pos)),
+        }
+    }
+
+    fn identifier(&mut self, word: &str, pos: usize) -> Result<(Expr, Ty), Fail> {
+        match word {
+            "null" => return Ok((Expr::Lit(Lit::Null), None)),
+            "true" => return Ok((Expr::Lit(Lit::Bool(true)), Some(Edm::Boolean))),
+            "false" => return Ok((Expr::Lit(Lit::Bool(false)), Some(Edm::Boolean))),
+            _ => {}
+        }
+        if word.starts_with('@') {
+            return Err(Fail::not_implemented(format!(
+                "parameter aliases such as '{word}' in $filter"
+            )));
+        }
+        if word.starts_with("Microsoft.Dynamics.CRM.") {
+            return Err(Fail::not_implemented(format!(
+                "the query function '{word}'"
+            )));
+        }
+        if word.contains('/') {
+            // Complex-value leaves such as `CanChangeTrackingBeEnabled/Value` are properties of their
+            // own; anything else with a slash is a lookup path or a lambda.
+            if let Ok((column, edm)) = self.props.property(word) {
+                return Ok((Expr::Prop(column, edm), Some(edm)));
+            }
+            return Err(Fail::not_implemented(format!(
+                "navigation paths and lambda operators in $filter ('{word}')"
+            )));
+        }
+        if self.peek().kind == Kind::Open {
+            return self.function(word, pos);
+        }
+        let (column, edm) = self.props.property(word)?;
+        Ok((Expr::Prop(column, edm), Some(edm)))
+    }
+
+    fn function(&mut self, name: &str, _pos: usize) -> Result<(Expr, Ty), Fail> {
+        let func = match name {
+            "contains" => StrFn::Contains,
+            "startswith" => StrFn::StartsWith,
+            "endswith" => StrFn::EndsWith,
+            _ => {
+                return Err(Fail::bad_query(format!(
+                    "An unknown function with name '{name}' was found. This may also be a function import or a key lookup on a navigation property, which is not allowed."
+                )));
+            }
+        };
+        if !self.props.allows_string_functions() {
+            return Err(Fail::new(
+                400,
+                "0x8006088a",
+                format!("The \"{name}\" function isn't supported for Metadata Entities."),
+            ));
+        }
+        self.next(); // (
+        let mut args = Vec::new();
+        if self.peek().kind != Kind::Close {
+            loop {
+                args.push(self.or()?);
+                if self.peek().kind == Kind::Comma {
+                    self.next();
+                    continue;
+                }
+                break;
+            }
+        }
+        if self.peek().kind != Kind::Close {
+            return Err(Fail::bad_query(format!(
+                "')' or ',' expected at position {} in '{}'.",
+                self.peek().pos,
+                self.text
+            )));
+        }
+        self.next();
+        let signature_ok = args.len() == 2
+            && args
+                .iter()
+                .all(|(_, ty)| matches!(ty, Some(Edm::String) | None));
+        if !signature_ok {
+            return Err(Fail::bad_query(format!(
+                "No function signature for the function with name '{name}' matches the specified arguments. The function signatures considered are: {name}(Edm.String Nullable=true, Edm.String Nullable=true)."
+            )));
+        }
+        let mut args = args.into_iter().map(|(e, _)| Box::new(e));
+        match (args.next(), args.next()) {
+            (Some(subject), Some(pattern)) => {
+                Ok((Expr::Str(func, subject, pattern), Some(Edm::Boolean)))
+            }
+            _ => Err(self.syntax_error(self.peek().pos)),
+        }
+    }
+}
+
+fn logical(kind: &str, left: Ty, right: Ty) -> Result<(), Fail> {
+    let ok = |t: Ty| matches!(t, Some(Edm::Boolean) | None);
+    if ok(left) && ok(right) {
+        Ok(())
+    } else {
+        Err(Fail::bad_query(format!(
+            "A binary operator with incompatible types was detected. Found operand types '{}' and '{}' for operator kind '{kind}'.",
+            left.map_or("null", Edm::name),
+            right.map_or("null", Edm::name)
+        )))
+    }
+}
+
+/// Checks that two operands can be compared, converting a quoted GUID literal compared with a GUID
+/// column (the documentation shows both forms) and a date literal compared with a date-time.
+fn comparable(op: CmpOp, left: Expr, lt: Ty, right: Expr, rt: Ty) -> Result<(Expr, Expr), Fail> {
+    let incompatible = || {
+        Fail::bad_query(format!(
+            "A binary operator with incompatible types was detected. Found operand types '{}' and '{}' for operator kind '{}'.",
+            lt.map_or("null", Edm::name),
+            rt.map_or("null", Edm::name),
+            op.kind()
+        ))
+    };
+    let (Some(l), Some(r)) = (lt, rt) else {
+        return Ok((left, right));
+    };
+    if l == r || (l.is_numeric() && r.is_numeric()) {
+        return Ok((left, right));
+    }
+    let convert = |e: Expr, target: Edm| -> Option<Expr> {
+        match (e, target) {
+            (Expr::Lit(Lit::Str(s)), Edm::Guid) => Uuid::parse_str(&s)
+                .ok()
+                .map(|g| Expr::Lit(Lit::Exact(g.to_string(), Edm::Guid))),
+            (Expr::Lit(Lit::Exact(d, Edm::Date)), Edm::DateTimeOffset) => Some(Expr::Lit(
+                Lit::Exact(format!("{d}T00:00:00Z"), Edm::DateTimeOffset),
+            )),
+            _ => None,
+        }
+    };
+    match (l, r) {
+        (Edm::Guid, Edm::String) | (Edm::DateTimeOffset, Edm::Date) => convert(right, l)
+            .map(|r| (left, r))
+            .ok_or_else(incompatible),
+        (Edm::String, Edm::Guid) | (Edm::Date, Edm::DateTimeOffset) => convert(left, r)
+            .map(|l| (l, right))
+            .ok_or_else(incompatible),
+        _ => Err(incompatible()),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Evaluation
+
+/// A value during evaluation. Text compares case-insensitively, as Dataverse's collation does; GUIDs,
+/// dates and date-times are stored normalised and compare exactly.
+#[derive(Debug, Clone, Copy)]
+enum Scalar<'a> {
+    Null,
+    Text(&'a str),
+    Exact(&'a str),
+    Int(i64),
+    Num(f64),
+    Bool(bool),
+}
+
+fn scalar<'a>(expr: &'a Expr, row: &'a [Value]) -> Scalar<'a> {
+    match expr {
+        Expr::Prop(column, edm) => match row.get(*column) {
+            Some(Value::String(s)) if *edm == Edm::String => Scalar::Text(s),
+            Some(Value::String(s)) => Scalar::Exact(s),
+            Some(Value::Bool(b)) => Scalar::Bool(*b),
+            Some(Value::Number(n)) => n
+                .as_i64()
+                .map_or_else(|| Scalar::Num(n.as_f64().unwrap_or(f64::NAN)), Scalar::Int),
+            None | Some(Value::Null | Value::Array(_) | Value::Object(_)) => Scalar::Null,
+        },
+        Expr::Lit(lit) => match lit {
+            Lit::Null => Scalar::Null,
+            Lit::Bool(b) => Scalar::Bool(*b),
+            Lit::Int(n) => Scalar::Int(*n),
+            Lit::Num(n) => Scalar::Num(*n),
+            Lit::Str(s) => Scalar::Text(s),
+            Lit::Exact(s, _) => Scalar::Exact(s),
+        },
+        other => match truth(other, row) {
+            Some(b) => Scalar::Bool(b),
+            None => Scalar::Null,
+        },
+    }
+}
+
+/// Evaluates a boolean expression with SQL's three-valued logic: `None` is "unknown", and a row is
+/// returned only when the whole filter is `Some(true)`.
+pub fn truth(expr: &Expr, row: &[Value]) -> Option<bool> {
+    match expr {
+        Expr::And(a, b) => match (truth(a, row), truth(b, row)) {
+            (Some(false), _) | (_, Some(false)) => Some(false),
+            (Some(true), Some(true)) => Some(true),
+            _ => None,
+        },
+        Expr::Or(a, b) => match (truth(a, row), truth(b, row)) {
+            (Some(true), _) | (_, Some(true)) => Some(true),
+            (Some(false), Some(false)) => Some(false),
+            _ => None,
+        },
+        Expr::Not(a) => truth(a, row).map(|b| !b),
+        Expr::Cmp(op, a, b) => compare(*op, scalar(a, row), scalar(b, row)),
+        Expr::Str(func, subject, pattern) => match (scalar(subject, row), scalar(pattern, row)) {
+            (Scalar::Text(s) | Scalar::Exact(s), Scalar::Text(p) | Scalar::Exact(p)) => {
+                Some(like(s, p, *func))
+            }
+            _ => None,
+        },
+        Expr::Prop(..) | Expr::Lit(_) => match scalar(expr, row) {
+            Scalar::Bool(b) => Some(b),
+            _ => None,
+        },
+    }
+}
+
+pub fn matches(expr: &Expr, row: &[Value]) -> bool {
+    truth(expr, row) == Some(true)
+}
+
+fn compare(op: CmpOp, a: Scalar<'_>, b: Scalar<'_>) -> Option<bool> {
+    use std::cmp::Ordering;
+    let ordering = match (a, b) {
+        (Scalar::Null, Scalar::Null) => {
+            return match op {
+                CmpOp::Eq | CmpOp::Ge | CmpOp::Le => Some(true),
+                CmpOp::Ne => Some(false),
+                _ => None,
+            };
+        }
+        (Scalar::Null, _) | (_, Scalar::Null) => {
+            return match op {
+                CmpOp::Eq => Some(false),
+                CmpOp::Ne => Some(true),
+                _ => None,
+            };
+        }
+        (Scalar::Text(x), Scalar::Text(y) | Scalar::Exact(y))
+        | (Scalar::Exact(x), Scalar::Text(y)) => compare_text(x, y),
+        (Scalar::Exact(x), Scalar::Exact(y)) => x.cmp(y),
+        (Scalar::Int(x), Scalar::Int(y)) => x.cmp(&y),
+        (Scalar::Bool(x), Scalar::Bool(y)) => x.cmp(&y),
+        (x, y) => {
+            // Mixed integer/decimal comparisons go through f64, as SQL promotes them to float.
+            #[allow(clippy::cast_precision_loss)]
+            let as_f64 = |s: Scalar<'_>| match s {
+                Scalar::Int(n) => Some(n as f64),
+                Scalar::Num(n) => Some(n),
+                _ => None,
+            };
+            as_f64(x)?.partial_cmp(&as_f64(y)?)?
+        }
+    };
+    Some(match op {
+        CmpOp::Eq => ordering == Ordering::Equal,
+        CmpOp::Ne => ordering != Ordering::Equal,
+        CmpOp::Gt => ordering == Ordering::Greater,
+        CmpOp::Ge => ordering != Ordering::Less,
+        CmpOp::Lt => ordering == Ordering::Less,
+        CmpOp::Le => ordering != Ordering::Greater,
+    })
+}
+
+/// Case-insensitive comparison, as SQL Server's default collation compares text.
+pub fn compare_text(a: &str, b: &str) -> std::cmp::Ordering {
+    // Byte by byte while both sides are ASCII (sorting a large table spends its time here), falling
+    // back to Unicode lowercasing from the first non-ASCII byte on.
+    let (x, y) = (a.as_bytes(), b.as_bytes());
+    for (i, (&p, &q)) in x.iter().zip(y).enumerate() {
+        if !p.is_ascii() || !q.is_ascii() {
+            return a[i..]
+                .chars()
+                .flat_map(char::to_lowercase)
+                .cmp(b[i..].chars().flat_map(char::to_lowercase));
+        }
+        let ordering = p.to_ascii_lowercase().cmp(&q.to_ascii_lowercase());
+        if ordering.is_ne() {
+            return ordering;
+        }
+    }
+    x.len().cmp(&y.len())
+}
+
+/// `contains`/`startswith`/`endswith` become a SQL `LIKE` on the server, so `%`, `_`, `[abc]` and
+/// `[^abc]` inside the value are wildcards there, and here.
+fn like(subject: &str, value: &str, func: StrFn) -> bool {
+    let subject: Vec<char> = subject.chars().flat_map(char::to_lowercase).collect();
+    let mut pattern: Vec<char> = Vec::with_capacity(value.len() + 2);
+    if func != StrFn::StartsWith {
+        pattern.push('%');
+    }
+    pattern.extend(value.chars().flat_map(char::to_lowercase));
+    if func != StrFn::EndsWith {
+        pattern.push('%');
+    }
+    like_match(&subject, &pattern)
+}
+
+fn like_match(s: &[char], p: &[char]) -> bool {
+    // Iterative matcher with backtracking to the last '%', linear for patterns without brackets.
+    let (mut si, mut pi) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while si < s.len() {
+        if pi < p.len() {
+            match p[pi] {
+                '%' => {
+                    star = Some((pi, si));
+                    pi += 1;
+                    continue;
+                }
+                '_' => {
+                    si += 1;
+                    pi += 1;
+                    continue;
+                }
+                '[' => {
+                    if let Some((matched, len)) = bracket(&p[pi..], s[si]) {
+                        if matched {
+                            si += 1;
+                            pi += len;
+                            continue;
+                        }
+                    } else if s[si] == '[' {
+                        si += 1;
+                        pi += 1;
+                        continue;
+                    }
+                }
+                c if c == s[si] => {
+                    si += 1;
+                    pi += 1;
+                    continue;
+                }
+                _ => {}
+            }
+        }
+        match star {
+            Some((sp, ss)) => {
+                pi = sp + 1;
+                si = ss + 1;
+                star = Some((sp, ss + 1));
+            }
+            None => return false,
+        }
+    }
+    p[pi..].iter().all(|&c| c == '%')
+}
+
+/// Matches one character against a `[...]` class; returns whether it matched and the class length.
+fn bracket(p: &[char], c: char) -> Option<(bool, usize)> {
+    let end = p.iter().position(|&x| x == ']')?;
+    let class = &p[1..end];
+    let (negated, class) = match class.first() {
+        Some('^') => (true, &class[1..]),
+        _ => (false, class),
+    };
+    let mut hit = false;
+    let mut i = 0;
+    while i < class.len() {
+        if i + 2 < class.len() && class[i + 1] == '-' {
+            hit |= class[i] <= c && c <= class[i + 2];
+            i += 3;
+        } else {
+            hit |= class[i] == c;
+            i += 1;
+        }
+    }
+    Some((hit != negated, end + 1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    struct Cols;
+    impl Properties for Cols {
+        fn property(&self, name: &str) -> Result<(usize, Edm), Fail> {
+            match name {
+                "name" => Ok((0, Edm::String)),
+                "employees" => Ok((1, Edm::Int32)),
+                "id" => Ok((2, Edm::Guid)),
+                "on" => Ok((3, Edm::DateTimeOffset)),
+                "hold" => Ok((4, Edm::Boolean)),
+                "other" => Ok((5, Edm::String)),
+                _ => Err(Fail::no_such_property(name, "Microsoft.Dynamics.CRM.test")),
+            }
+        }
+        fn type_name(&self) -> String {
+            "Microsoft.Dynamics.CRM.test".into()
+        }
+    }
+
+    fn row() -> Vec<Value> {
+        vec![
+            json!("O'Bryan Ltd"),
+            json!(250),
+            json!("70bf4d48-34cb-ed11-b596-0022481d68cd"),
+            json!("2021-06-01T10:00:00Z"),
+            json!(false),
+            Value::Null,
+        ]
+    }
+
+    fn eval(filter: &str) -> bool {
+        matches(&parse(filter, &Cols).unwrap(), &row())
+    }
+
+    fn error(filter: &str) -> String {
+        parse(filter, &Cols).unwrap_err().message
+    }
+
+    #[test]
+    fn compares_strings_case_insensitively_with_escaped_quotes() {
+        assert!(eval("name eq 'o''bryan ltd'"));
+        assert!(eval("startswith(name,'O''B') and not endswith(name,'x')"));
+        assert!(eval("contains(name, 'bry')"));
+    }
+
+    #[test]
+    fn treats_sql_wildcards_inside_values_as_wildcards() {
+        assert!(eval("contains(name,'o%ltd')"));
+        assert!(eval("startswith(name,'_''b')"));
+        assert!(eval("startswith(name,'[mno]''')"));
+        assert!(!eval("startswith(name,'[^o]')"));
+    }
+
+    #[test]
+    fn compares_text_case_insensitively_across_scripts() {
+        use std::cmp::Ordering::{Equal, Greater, Less};
+        assert_eq!(compare_text("Redmond", "redmond"), Equal);
+        assert_eq!(compare_text("abc", "ABD"), Less);
+        assert_eq!(compare_text("ab", "AB "), Less);
+        assert_eq!(compare_text("Müller", "MÜLLER"), Equal);
+        assert_eq!(compare_text("Éa", "éb"), Less);
+        assert_eq!(compare_text("z", "É"), Less);
+        assert_eq!(compare_text("zz", "z"), Greater);
+    }
+
+    #[test]
+    fn follows_three_valued_logic_for_null() {
+        assert!(eval("other eq null"));
+        assert!(!eval("other ne null"));
+        assert!(!eval("other gt 'a'"));
+        assert!(!eval("not (other gt 'a')"));
+        assert!(eval("name ne null and employees ge 250"));
+    }
+
+    #[test]
+    fn accepts_guid_datetime_and_numeric_literals() {
+        assert!(eval("id eq 70bf4d48-34cb-ed11-b596-0022481d68cd"));
+        assert!(eval("id eq '70BF4D48-34CB-ED11-B596-0022481D68CD'"));
+        assert!(eval(
+            "on ge 2021-01-01T00:00:00-00:00 and on lt 2021-06-01T10:00:01Z"
+        ));
+        assert!(eval("employees gt 249.5 and employees lt 251L"));
+        assert!(eval("hold eq false or employees eq -1"));
+        assert!(eval("name ne other or (employees eq 250)"));
+    }
+
+    #[test]
+    fn reports_syntax_errors_with_positions() {
+        assert_eq!(
+            error("lastname eq 'O'Bryan'").replace("lastname", "name"),
+            "There is an unterminated literal at position 21 in 'name eq 'O'Bryan''."
+        );
+        assert_eq!(
+            error("name eq"),
+            "Expression expected at position 7 in 'name eq'."
+        );
+        assert_eq!(
+            error("name eqq 'x'"),
+            "Syntax error at position 5 in 'name eqq 'x''."
+        );
+        assert_eq!(
+            error("(name eq 'x'"),
+            "')' or operator expected at position 12 in '(name eq 'x''."
+        );
+        assert!(error("name eq 'x' #").starts_with("Syntax error at position 12"));
+    }
+
+    #[test]
+    fn rejects_ill_typed_comparisons_and_unknown_names() {
+        assert!(error("employees eq 'many'").contains("incompatible types"));
+        assert!(error("nme eq 'x'").contains("Could not find a property named 'nme'"));
+        assert!(error("tolower(name) eq 'x'").contains("unknown function"));
+        assert!(error("contains(employees,'1')").contains("No function signature"));
+        assert!(error("name").contains("single boolean value"));
+        assert!(error("not name").contains("unary operator"));
+        assert!(error("name eq 'x' AND hold").starts_with("Syntax error"));
+    }
+}

@@ -1,0 +1,5 @@
+//! `OData`: query options, `$filter` and paging cookies.
+
+pub mod cookie;
+pub mod filter;
+pub mod query;

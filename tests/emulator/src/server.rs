@@ -1,0 +1,207 @@
+//! The HTTP server: one hyper connection task per client, every request logged, faults applied before
+//! routing.
+
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use percent_encoding::percent_decode_str;
+use tokio::net::TcpListener;
+
+use crate::control::{self, LogEntry};
+use crate::reply::{Fail, Reply};
+use crate::{Emulator, Request, api, auth};
+
+/// Dataverse limits a GET URL to 32 KB.
+const MAX_URL: usize = 32 * 1024;
+const MAX_BODY: usize = 64 * 1024 * 1024;
+
+pub type Shared = Arc<Mutex<Emulator>>;
+
+/// Returned by the service to make hyper close the connection without an answer.
+#[derive(Debug, thiserror::Error)]
+#[error("connection dropped on purpose by an injected fault")]
+pub struct Dropped;
+
+fn lock(shared: &Shared) -> MutexGuard<'_, Emulator> {
+    // A handler that panicked leaves consistent data behind (every write completes under the lock
+    // before it can panic), so a poisoned lock is still usable.
+    shared.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+pub async fn serve(listener: TcpListener, shared: Shared) -> std::io::Result<()> {
+    loop {
+        let (stream, _) = listener.accept().await?;
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| handle(shared.clone(), req));
+            // A client hanging up mid-request is not the emulator's problem.
+            let _ = http1::Builder::new()
+                .keep_alive(true)
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+async fn handle(
+    shared: Shared,
+    req: hyper::Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Dropped> {
+    let (parts, body) = req.into_parts();
+    let body = match Limited::new(body, MAX_BODY).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(_) => {
+            return Ok(to_response(
+                Fail::new(413, "0x80040216", "The request body is too large.").into_reply(),
+            ));
+        }
+    };
+    let request = Request {
+        method: parts.method.as_str().to_owned(),
+        path: parts.uri.path().to_owned(),
+        query: parts.uri.query().unwrap_or_default().to_owned(),
+        headers: parts.headers,
+        body,
+    };
+    let path_and_query = parts
+        .uri
+        .path_and_query()
+        .map_or_else(|| request.path.clone(), |p| p.as_str().to_owned());
+
+    if let Some(rest) = request.path.strip_prefix("/_emulator/") {
+        let reply = control::handle(&mut lock(&shared), &request, rest);
+        return Ok(to_response(reply));
+    }
+
+    let fault = control::take_fault(&mut lock(&shared).faults, &request.method, &path_and_query);
+    let log = |status: u16, fault: bool| LogEntry {
+        method: request.method.clone(),
+        path: path_and_query.clone(),
+        status,
+        prefer: request.header("prefer").map(str::to_owned),
+        if_match: request.header("if-match").map(str::to_owned),
+        if_none_match: request.header("if-none-match").map(str::to_owned),
+        fault,
+    };
+    if let Some(fault) = fault {
+        if let Some(ms) = fault.delay_ms {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
+        if fault.drop_connection {
+            lock(&shared).log.push(log(0, true));
+            return Err(Dropped);
+        }
+        if let Some(fail) = fault.failure() {
+            lock(&shared).log.push(log(fail.status, true));
+            return Ok(to_response(fail.into_reply()));
+        }
+    }
+
+    let mut emulator = lock(&shared);
+    let reply = route(&mut emulator, &request, &path_and_query);
+    emulator.log.push(log(reply.status, false));
+    drop(emulator);
+    Ok(to_response(reply))
+}
+
+fn route(em: &mut Emulator, req: &Request, path_and_query: &str) -> Reply {
+    if path_and_query.len() > MAX_URL {
+        return Fail::new(
+            414,
+            "0x80040216",
+            "The request URL is longer than 32768 characters.",
+        )
+        .into_reply();
+    }
+    let Ok(path) = percent_decode_str(&req.path).decode_utf8() else {
+        return Fail::bad_query("The request path is not valid UTF-8.").into_reply();
+    };
+    let segments: Vec<&str> = path.trim_start_matches('/').splitn(4, '/').collect();
+    match segments.as_slice() {
+        [tenant, "oauth2", "v2.0", "token"] => token(em, req, tenant),
+        ["api", "data", version, rest] if matches!(*version, "v9.0" | "v9.1" | "v9.2") => {
+            web_api(em, req, version, rest)
+        }
+        ["api", "data", version] if matches!(*version, "v9.0" | "v9.1" | "v9.2") => {
+            web_api(em, req, version, "")
+        }
+        ["api", "data", other, ..] => Fail::segment_not_found(other).into_reply(),
+        _ => Fail::segment_not_found(segments.first().copied().unwrap_or_default()).into_reply(),
+    }
+}
+
+fn web_api(em: &mut Emulator, req: &Request, version: &str, rest: &str) -> Reply {
+    let now = em.store.clock.now();
+    let check = em.auth.check(req.header("authorization"), now);
+    if !matches!(check, auth::Check::Valid) {
+        return auth::unauthorized(&check, &format!("http://{}", req.host())).into_reply();
+    }
+    api::handle(&mut em.store, req, version, rest).unwrap_or_else(Fail::into_reply)
+}
+
+fn token(em: &mut Emulator, req: &Request, tenant: &str) -> Reply {
+    if req.method != "POST" {
+        return Reply::json(
+            405,
+            &serde_json::json!({"error": "invalid_request", "error_description": "AADSTS900561: The endpoint only accepts POST requests."}),
+        );
+    }
+    let form: std::collections::HashMap<String, String> = url_form(&req.body);
+    let basic = req
+        .header("authorization")
+        .and_then(|h| h.strip_prefix("Basic "))
+        .and_then(|b| {
+            use base64::Engine as _;
+            base64::engine::general_purpose::STANDARD
+                .decode(b.trim())
+                .ok()
+        })
+        .and_then(|raw| String::from_utf8(raw).ok())
+        .and_then(|pair| {
+            let (id, secret) = pair.split_once(':')?;
+            let decode = |s: &str| {
+                percent_decode_str(s)
+                    .decode_utf8()
+                    .ok()
+                    .map(std::borrow::Cow::into_owned)
+            };
+            Some((decode(id)?, decode(secret)?))
+        });
+    let now = em.store.clock.now();
+    em.auth.token(tenant, &form, basic, req.host(), now)
+}
+
+fn url_form(body: &[u8]) -> std::collections::HashMap<String, String> {
+    let text = String::from_utf8_lossy(body);
+    text.split('&')
+        .filter_map(|pair| {
+            let (k, v) = pair.split_once('=')?;
+            let decode = |s: &str| {
+                percent_decode_str(&s.replace('+', " "))
+                    .decode_utf8()
+                    .ok()
+                    .map(std::borrow::Cow::into_owned)
+            };
+            Some((decode(k)?, decode(v)?))
+        })
+        .collect()
+}
+
+fn to_response(reply: Reply) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(reply.body)));
+    *response.status_mut() =
+        StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    for (name, value) in reply.headers {
+        if let Ok(value) = hyper::header::HeaderValue::from_str(&value) {
+            response.headers_mut().append(name, value);
+        }
+    }
+    response
+}

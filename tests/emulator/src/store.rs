@@ -1,0 +1,413 @@
+//! The organisation's data: tables, rows, the org-wide version counter and deletion tombstones.
+//!
+//! Rows live in a `BTreeMap` keyed by primary key, so the default order (the primary key, as Dataverse
+//! adds it when a query has none) and keyset paging over it are range scans. A second index by
+//! `versionnumber` serves change tracking.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Map, Number, Value};
+use uuid::Uuid;
+
+use crate::clock::{self, Clock};
+use crate::reply::Fail;
+use crate::schema::{ColumnType, Edm, System, TableDef};
+
+#[derive(Debug, Clone)]
+pub struct Row {
+    /// One value per column of the table, in column order.
+    pub cells: Vec<Value>,
+    pub version: u64,
+}
+
+#[derive(Debug)]
+pub struct Table {
+    pub def: TableDef,
+    pub rows: BTreeMap<Uuid, Row>,
+    pub by_version: BTreeMap<u64, Uuid>,
+    /// Deletions by the version at which they happened.
+    pub tombstones: BTreeMap<u64, Uuid>,
+}
+
+impl Table {
+    pub fn new(def: TableDef) -> Self {
+        Self {
+            def,
+            rows: BTreeMap::new(),
+            by_version: BTreeMap::new(),
+            tombstones: BTreeMap::new(),
+        }
+    }
+}
+
+/// The well-known ids every row's system lookups point at.
+#[derive(Debug, Clone, Copy)]
+pub struct Org {
+    pub organization: Uuid,
+    pub business_unit: Uuid,
+    pub user: Uuid,
+    pub currency: Uuid,
+}
+
+#[derive(Debug)]
+pub struct Store {
+    pub tables: Vec<Table>,
+    /// The org-wide row version; every write takes the next one.
+    pub version: u64,
+    pub clock: Clock,
+    pub org: Org,
+    /// Delta tokens below this version have been expired through the control API.
+    pub delta_floor: u64,
+    /// How long a delta token stays valid (Dataverse's default is 7 days).
+    pub delta_ttl_secs: i64,
+}
+
+/// What a POST or PATCH body sets, after validation.
+#[derive(Debug, Default)]
+pub struct Changes {
+    pub id: Option<Uuid>,
+    pub values: Vec<(usize, Value)>,
+}
+
+impl Store {
+    pub fn new(delta_ttl_secs: i64) -> Self {
+        let fixed = |n: u128| Uuid::from_u128(0x9f1c_0000_0000_4000_8000_0000_0000_0000 | n);
+        Self {
+            tables: Vec::new(),
+            // Real versionnumbers are large; starting high keeps clients from assuming small ones.
+            version: 1_000_000,
+            clock: Clock::default(),
+            org: Org {
+                organization: fixed(1),
+                business_unit: fixed(2),
+                user: fixed(3),
+                currency: fixed(4),
+            },
+            delta_floor: 0,
+            delta_ttl_secs,
+        }
+    }
+
+    pub fn by_set(&self, entity_set: &str) -> Option<usize> {
+        self.tables
+            .iter()
+            .position(|t| t.def.entity_set_name == entity_set)
+    }
+
+    pub fn by_logical(&self, logical_name: &str) -> Option<usize> {
+        self.tables
+            .iter()
+            .position(|t| t.def.logical_name == logical_name)
+    }
+
+    /// A table named either way, for the control API's convenience.
+    pub fn by_any_name(&self, name: &str) -> Option<usize> {
+        self.by_logical(name).or_else(|| self.by_set(name))
+    }
+
+    pub fn add_table(&mut self, def: TableDef) {
+        self.tables.push(Table::new(def));
+    }
+
+    fn next_version(&mut self) -> u64 {
+        self.version += 1;
+        self.version
+    }
+
+    /// Validates a POST or PATCH body against the table, as the service's `OData` reader does.
+    pub fn read_payload(&self, t: usize, body: &Map<String, Value>) -> Result<Changes, Fail> {
+        let def = &self.tables[t].def;
+        let set = def.entity_set_name.as_str();
+        let mut changes = Changes::default();
+        for (key, value) in body {
+            if key.starts_with('@') {
+                continue;
+            }
+            if let Some(nav) = key.strip_suffix("@odata.bind") {
+                changes.values.push(self.read_bind(t, nav, value)?);
+                continue;
+            }
+            if key.contains('@') {
+                // Instance annotations such as a FormattedValue echoed back are ignored.
+                continue;
+            }
+            let Some(column) = def.column(key) else {
+                return Err(invalid_property(key, def));
+            };
+            let spec = &def.columns[column];
+            let converted = match &spec.ty {
+                ColumnType::Id => match value.as_str().and_then(|s| Uuid::parse_str(s).ok()) {
+                    Some(id) => {
+                        changes.id = Some(id);
+                        continue;
+                    }
+                    None => return Err(cannot_convert(set, value, Edm::Guid)),
+                },
+                ColumnType::System(System::Reference) | ColumnType::Lookup { .. } => {
+                    return Err(invalid_property(key, def));
+                }
+                ColumnType::System(_) => continue,
+                ty => convert(set, def, key, ty, spec.edm(), value)?,
+            };
+            changes.values.push((column, converted));
+        }
+        Ok(changes)
+    }
+
+    fn read_bind(&self, t: usize, nav: &str, value: &Value) -> Result<(usize, Value), Fail> {
+        let def = &self.tables[t].def;
+        let Some((column, nav_def)) = def.nav(nav) else {
+            return Err(Fail::payload(
+                &def.entity_set_name,
+                format!(
+                    "An undeclared property '{nav}' which only has property annotations in the payload but no property value was found in the payload. In OData, only declared navigation properties and declared named streams can be represented as properties without values."
+                ),
+            ));
+        };
+        if value.is_null() {
+            return Ok((column, Value::Null));
+        }
+        let target = self.by_logical(&nav_def.target).ok_or_else(|| {
+            Fail::not_implemented(format!("binding to the table '{}'", nav_def.target))
+        })?;
+        let target_set = &self.tables[target].def.entity_set_name;
+        let reference = value.as_str().unwrap_or_default();
+        // Accepts "/contacts(id)", "contacts(id)" and an absolute URL ending in either.
+        let tail = reference.rsplit('/').next().unwrap_or(reference);
+        let id = tail
+            .strip_prefix(target_set.as_str())
+            .and_then(|r| r.strip_prefix('('))
+            .and_then(|r| r.strip_suffix(')'))
+            .and_then(|r| Uuid::parse_str(r).ok());
+        let Some(id) = id else {
+            return Err(Fail::payload(
+                &def.entity_set_name,
+                format!(
+                    "The value '{reference}' of '{nav}@odata.bind' is not a reference to a row of '{target_set}', such as '/{target_set}(00000000-0000-0000-0000-000000000000)'."
+                ),
+            ));
+        };
+        if !self.tables[target].rows.contains_key(&id) {
+            return Err(Fail::row_not_found(&nav_def.target, &id));
+        }
+        Ok((column, Value::String(id.to_string())))
+    }
+
+    /// Creates a row. `at` overrides `createdon`/`modifiedon` (the control API uses it to simulate a
+    /// late commit); otherwise both are now, as the service sets them on create.
+    pub fn insert(
+        &mut self,
+        t: usize,
+        id: Uuid,
+        values: Vec<(usize, Value)>,
+        at: Option<(i64, i64)>,
+    ) -> u64 {
+        let now = self.clock.now();
+        let (created, modified) = at.unwrap_or((now, now));
+        let version = self.next_version();
+        let org = self.org;
+        let table = &mut self.tables[t];
+        let def = &table.def;
+        let mut cells = vec![Value::Null; def.columns.len()];
+        for (i, column) in def.columns.iter().enumerate() {
+            cells[i] = match (&column.ty, column.name.as_str()) {
+                (ColumnType::Id, _) => Value::String(id.to_string()),
+                (_, "statecode") => Value::from(0),
+                (_, "statuscode") => Value::from(1),
+                (ColumnType::System(System::CreatedOn), _) => {
+                    Value::String(clock::format_utc(created))
+                }
+                (ColumnType::System(System::ModifiedOn), _) => {
+                    Value::String(clock::format_utc(modified))
+                }
+                (ColumnType::System(System::VersionNumber), _) => Value::from(version),
+                (ColumnType::System(System::Reference), "_owningbusinessunit_value") => {
+                    Value::String(org.business_unit.to_string())
+                }
+                (ColumnType::System(System::Reference), "_transactioncurrencyid_value") => {
+                    Value::Null
+                }
+                (ColumnType::System(System::Reference), _) => Value::String(org.user.to_string()),
+                _ => Value::Null,
+            };
+        }
+        for (column, value) in values {
+            cells[column] = value;
+        }
+        finish_row(def, &mut cells, org);
+        table.by_version.insert(version, id);
+        table.rows.insert(id, Row { cells, version });
+        version
+    }
+
+    pub fn update(&mut self, t: usize, id: Uuid, values: Vec<(usize, Value)>) -> u64 {
+        let now = self.clock.now();
+        let version = self.next_version();
+        let org = self.org;
+        let table = &mut self.tables[t];
+        let idx = table.def.idx;
+        let Some(row) = table.rows.get_mut(&id) else {
+            return version;
+        };
+        table.by_version.remove(&row.version);
+        for (column, value) in values {
+            row.cells[column] = value;
+        }
+        row.cells[idx.modified] = Value::String(clock::format_utc(now));
+        row.cells[idx.version] = Value::from(version);
+        row.version = version;
+        finish_row(&table.def, &mut row.cells, org);
+        table.by_version.insert(version, id);
+        version
+    }
+
+    pub fn delete(&mut self, t: usize, id: Uuid) -> bool {
+        let version = self.next_version();
+        let table = &mut self.tables[t];
+        match table.rows.remove(&id) {
+            Some(row) => {
+                table.by_version.remove(&row.version);
+                table.tombstones.insert(version, id);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The table a lookup value points at, found by looking the id up in each of the lookup's targets.
+    pub fn lookup_target(&self, targets: &[crate::schema::Nav], id: &str) -> Option<(usize, Uuid)> {
+        let id = Uuid::parse_str(id).ok()?;
+        targets.iter().find_map(|nav| {
+            let t = self.by_logical(&nav.target)?;
+            self.tables[t].rows.contains_key(&id).then_some((t, id))
+        })
+    }
+}
+
+/// Computed columns: `fullname` from first and last name, and the currency that money columns imply.
+fn finish_row(def: &TableDef, cells: &mut [Value], org: Org) {
+    if def.has_full_name() {
+        let part = |name: &str| {
+            def.column(name)
+                .and_then(|c| cells[c].as_str())
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let full = format!("{} {}", part("firstname"), part("lastname"))
+            .trim()
+            .to_owned();
+        if let Some(c) = def.column("fullname") {
+            cells[c] = if full.is_empty() {
+                Value::Null
+            } else {
+                Value::String(full)
+            };
+        }
+    }
+    if let Some(currency) = def.column("_transactioncurrencyid_value") {
+        let has_money = def
+            .columns
+            .iter()
+            .zip(cells.iter())
+            .any(|(c, v)| matches!(c.ty, ColumnType::Money) && !v.is_null());
+        if has_money && cells[currency].is_null() {
+            cells[currency] = Value::String(org.currency.to_string());
+        }
+    }
+}
+
+fn invalid_property(key: &str, def: &TableDef) -> Fail {
+    Fail::new(
+        400,
+        "0x0",
+        format!(
+            "An error occurred while validating input parameters: Microsoft.Crm.CrmException: Invalid property '{key}' was found in entity '{}'. ---> Microsoft.OData.ODataException: Does not support untyped value in non-open type.",
+            def.type_name()
+        ),
+    )
+}
+
+fn cannot_convert(set: &str, value: &Value, edm: Edm) -> Fail {
+    let literal = match value {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    Fail::payload(
+        set,
+        format!(
+            "Cannot convert the literal '{literal}' to the expected type '{}'.",
+            edm.name()
+        ),
+    )
+}
+
+fn convert(
+    set: &str,
+    def: &TableDef,
+    key: &str,
+    ty: &ColumnType,
+    edm: Edm,
+    value: &Value,
+) -> Result<Value, Fail> {
+    if value.is_null() {
+        return Ok(Value::Null);
+    }
+    let bad = || cannot_convert(set, value, edm);
+    let validation = |message: String| {
+        Fail::new(
+            400,
+            "0x80044331",
+            format!("A validation error occurred. {message}"),
+        )
+    };
+    Ok(match ty {
+        ColumnType::Text { max_len } => {
+            let s = value.as_str().ok_or_else(bad)?;
+            if s.chars().count() > *max_len {
+                return Err(validation(format!(
+                    "The length of the '{key}' attribute of the '{}' entity exceeded the maximum allowed length of '{max_len}'.",
+                    def.logical_name
+                )));
+            }
+            Value::String(s.to_owned())
+        }
+        ColumnType::Whole { min, max } => {
+            let n = value
+                .as_i64()
+                .filter(|n| (*min..=*max).contains(n))
+                .ok_or_else(bad)?;
+            Value::from(n)
+        }
+        ColumnType::BigInt => Value::from(value.as_i64().ok_or_else(bad)?),
+        ColumnType::Money | ColumnType::Decimal | ColumnType::Float => {
+            let n = value.as_f64().ok_or_else(bad)?;
+            Value::Number(Number::from_f64(n).ok_or_else(bad)?)
+        }
+        ColumnType::YesNo => Value::Bool(value.as_bool().ok_or_else(bad)?),
+        ColumnType::DateTime => {
+            let t = value
+                .as_str()
+                .and_then(clock::parse_datetime)
+                .ok_or_else(bad)?;
+            Value::String(clock::format_utc(t))
+        }
+        ColumnType::DateOnly => {
+            let d = value.as_str().and_then(clock::parse_date).ok_or_else(bad)?;
+            Value::String(clock::format_date(d))
+        }
+        ColumnType::Choice { options } => {
+            let n = value
+                .as_i64()
+                .filter(|n| i32::try_from(*n).is_ok())
+                .ok_or_else(bad)?;
+            if !options.is_empty() && !options.contains(&n) {
+                return Err(validation(format!(
+                    "The value {n} of '{key}' on record of type '{}' is outside the valid range.",
+                    def.logical_name
+                )));
+            }
+            Value::from(n)
+        }
+        ColumnType::Id | ColumnType::Lookup { .. } | ColumnType::System(_) => return Err(bad()),
+    })
+}

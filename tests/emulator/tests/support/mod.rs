@@ -1,0 +1,189 @@
+//! Starts the real `dataverse-emulator` binary on a free port and talks to it over HTTP.
+
+// Test support: a failed expectation is a failed test, so panicking is the point.
+#![allow(dead_code, unreachable_pub, clippy::expect_used, clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+use reqwest::{Method, RequestBuilder, Response};
+use serde_json::{Value, json};
+
+pub struct Emulator {
+    child: Child,
+    pub url: String,
+    pub http: reqwest::Client,
+    client_id: String,
+    client_secret: String,
+    token: String,
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Emulator {
+    pub async fn start(args: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_dataverse-emulator"))
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn the emulator");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("read the ready line");
+        let url = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+            .to_owned();
+        let http = reqwest::Client::new();
+        let flag = |name: &str, default: &str| {
+            args.iter()
+                .position(|a| *a == name)
+                .and_then(|i| args.get(i + 1))
+                .map_or_else(|| default.to_owned(), |v| (*v).to_owned())
+        };
+        let mut emulator = Self {
+            child,
+            url,
+            http,
+            client_id: flag("--client-id", "local-client"),
+            client_secret: flag("--client-secret", "local-secret"),
+            token: String::new(),
+        };
+        emulator.token = emulator.fresh_token().await;
+        emulator
+    }
+
+    pub async fn empty() -> Self {
+        Self::start(&["--seed", "none"]).await
+    }
+
+    pub async fn demo() -> Self {
+        Self::start(&["--seed", "demo"]).await
+    }
+
+    pub async fn token_response(&self, form: &[(&str, &str)]) -> Response {
+        self.http
+            .post(format!("{}/my-tenant/oauth2/v2.0/token", self.url))
+            .form(form)
+            .send()
+            .await
+            .expect("token request")
+    }
+
+    pub async fn fresh_token(&self) -> String {
+        let scope = format!("{}/.default", self.url);
+        let body: Value = self
+            .token_response(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", &self.client_id),
+                ("client_secret", &self.client_secret),
+                ("scope", &scope),
+            ])
+            .await
+            .json()
+            .await
+            .expect("token json");
+        body["access_token"]
+            .as_str()
+            .expect("access_token")
+            .to_owned()
+    }
+
+    pub fn api(&self, path: &str) -> String {
+        format!("{}/api/data/v9.2/{path}", self.url)
+    }
+
+    /// A Web API request with a valid bearer token and the headers Dataverse asks clients to send.
+    pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        self.http
+            .request(method, self.api(path))
+            .bearer_auth(&self.token)
+            .header("Accept", "application/json")
+            .header("OData-MaxVersion", "4.0")
+            .header("OData-Version", "4.0")
+    }
+
+    pub async fn get(&self, path: impl AsRef<str>) -> Response {
+        self.request(Method::GET, path.as_ref())
+            .send()
+            .await
+            .expect("GET")
+    }
+
+    pub async fn get_json(&self, path: &str) -> Value {
+        let response = self.get(path).await;
+        assert_eq!(response.status(), 200, "GET {path}");
+        response.json().await.expect("json")
+    }
+
+    pub async fn create(&self, set: &str, body: Value) -> Value {
+        let response = self
+            .request(Method::POST, set)
+            .header("Prefer", "return=representation")
+            .json(&body)
+            .send()
+            .await
+            .expect("POST");
+        assert_eq!(response.status(), 201, "POST {set}");
+        response.json().await.expect("json")
+    }
+
+    pub async fn control(&self, method: Method, path: &str, body: Value) -> Response {
+        self.http
+            .request(method, format!("{}/_emulator/{path}", self.url))
+            .json(&body)
+            .send()
+            .await
+            .expect("control request")
+    }
+
+    pub async fn fault(&self, spec: Value) {
+        let response = self.control(Method::POST, "faults", spec).await;
+        assert_eq!(response.status(), 201);
+    }
+
+    pub async fn requests(&self) -> Vec<Value> {
+        self.control(Method::GET, "requests", json!(null))
+            .await
+            .json()
+            .await
+            .expect("request log")
+    }
+
+    pub async fn add_table(&self, spec: Value) {
+        let response = self.control(Method::POST, "tables", spec).await;
+        assert_eq!(
+            response.status(),
+            201,
+            "{}",
+            response.text().await.unwrap_or_default()
+        );
+    }
+}
+
+/// Asserts a failed response: the status, and the `{"error": {"code", "message"}}` envelope.
+pub async fn expect_error(
+    response: Response,
+    status: u16,
+    code: &str,
+    message_part: &str,
+) -> Value {
+    assert_eq!(response.status(), status, "status");
+    let body: Value = response.json().await.expect("error body is JSON");
+    let error = &body["error"];
+    assert_eq!(error["code"], code, "code in {body}");
+    let message = error["message"].as_str().expect("message");
+    assert!(
+        message.contains(message_part),
+        "{message:?} should contain {message_part:?}"
+    );
+    body
+}
