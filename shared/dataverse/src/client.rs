@@ -1,0 +1,654 @@
+//! The client: table resolution, paging, CRUD, and the one send loop every request goes through.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use bytes::Bytes;
+use futures_util::stream::{self, Stream, StreamExt, TryStreamExt};
+use reqwest::header::HeaderMap;
+use reqwest::{Method, Url};
+use secrecy::ExposeSecret;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use crate::auth::{Credentials, TokenSource, secure_url};
+use crate::query::{Query, encode};
+use crate::retry::{Deadline, Repeat, RetryPolicy};
+use crate::{Error, transport};
+
+/// The most rows Dataverse returns in one page, and the default.
+pub const MAX_PAGE_SIZE: usize = 5000;
+
+/// What `EntityDefinitions` says about a table.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Table {
+    pub logical_name: String,
+    pub entity_set_name: String,
+    pub primary_id_attribute: String,
+    #[serde(default)]
+    pub primary_name_attribute: Option<String>,
+    #[serde(default)]
+    pub change_tracking_enabled: bool,
+}
+
+/// One page of a collection or a delta. Rows stay raw JSON: they are passed on, not inspected, and a
+/// raw row costs a fraction of a parsed one.
+#[derive(Debug, Deserialize)]
+pub struct Page {
+    #[serde(rename = "value")]
+    pub rows: Vec<Box<RawValue>>,
+    #[serde(rename = "@odata.nextLink", default)]
+    pub next_link: Option<String>,
+    #[serde(rename = "@odata.deltaLink", default)]
+    pub delta_link: Option<String>,
+    #[serde(rename = "@odata.count", default)]
+    pub count: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct Definitions {
+    value: Vec<Table>,
+}
+
+/// The `Prefer` preferences of a read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Prefer {
+    /// `odata.maxpagesize`; Dataverse's default (5000) when `None`.
+    pub max_page_size: Option<usize>,
+    /// `odata.track-changes`: end the result with a delta link.
+    pub track_changes: bool,
+}
+
+impl Prefer {
+    fn header(self) -> Option<String> {
+        let mut parts = Vec::new();
+        if self.track_changes {
+            parts.push("odata.track-changes".to_owned());
+        }
+        if let Some(n) = self.max_page_size {
+            parts.push(format!("odata.maxpagesize={}", n.clamp(1, MAX_PAGE_SIZE)));
+        }
+        (!parts.is_empty()).then(|| parts.join(","))
+    }
+}
+
+#[derive(Debug)]
+pub struct ClientBuilder {
+    credentials: Credentials,
+    policy: RetryPolicy,
+}
+
+impl ClientBuilder {
+    #[must_use]
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    pub fn build(self) -> Result<Client, Error> {
+        let url = secure_url("url", &self.credentials.url)?;
+        let api = Url::parse(&format!(
+            "{}/api/data/v9.2/",
+            url.as_str().trim_end_matches('/')
+        ))
+        .map_err(|e| Error::Config(format!("cannot build the Web API URL: {e}")))?;
+        let tokens = TokenSource::new(&self.credentials, &url)?;
+        let http = reqwest::Client::builder()
+            // A redirect could carry the bearer token somewhere else; Dataverse does not redirect.
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(std::time::Duration::from_secs(5))
+            .user_agent(concat!("dynamics-crm-lambda/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| Error::Config(format!("cannot build the HTTP client: {e}")))?;
+        let origin = format!("{}://{}/", api.scheme(), api.authority());
+        Ok(Client {
+            inner: Arc::new(Inner {
+                http,
+                api,
+                origin,
+                tokens,
+                policy: self.policy,
+                tables: Mutex::new(HashMap::new()),
+            }),
+        })
+    }
+}
+
+/// A Dataverse Web API client for one environment. Cheap to clone; clones share the connection pool,
+/// the token and the table cache.
+#[derive(Debug, Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    http: reqwest::Client,
+    /// `{url}/api/data/v9.2/`.
+    api: Url,
+    /// `scheme://host[:port]/`: links from Dataverse must stay on it.
+    origin: String,
+    tokens: TokenSource,
+    policy: RetryPolicy,
+    tables: Mutex<HashMap<String, Arc<Table>>>,
+}
+
+/// One request as the send loop sees it.
+struct Call<'a> {
+    method: Method,
+    url: &'a str,
+    headers: Vec<(&'static str, String)>,
+    body: Option<Bytes>,
+    repeat: Repeat,
+    /// A status that means success if an earlier attempt may have reached the server (a DELETE
+    /// retried after its answer was lost finds the row already gone).
+    done_if_retried: Option<u16>,
+}
+
+/// A response to a successful request.
+struct Answer {
+    status: u16,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+impl Client {
+    pub fn builder(credentials: Credentials) -> ClientBuilder {
+        ClientBuilder {
+            credentials,
+            policy: RetryPolicy::default(),
+        }
+    }
+
+    /// The Web API root, `{url}/api/data/v9.2/`.
+    pub fn api_url(&self) -> &Url {
+        &self.inner.api
+    }
+
+    /// Resolves a logical name (`account`) or an entity set name (`accounts`) through
+    /// `EntityDefinitions`, once per name for the life of the client.
+    pub async fn table(&self, name: &str, deadline: Deadline) -> Result<Arc<Table>, Error> {
+        let valid = !name.is_empty()
+            && name.len() <= 128
+            && name
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid {
+            return Err(Error::Invalid {
+                what: "table",
+                problem: format!(
+                    "'{name}' is not a table name: use a logical name such as 'account' or an entity set name such as 'accounts' (letters, digits and underscores)"
+                ),
+            });
+        }
+        if let Some(table) = self.cached_table(name) {
+            return Ok(table);
+        }
+        let url = format!(
+            "{}EntityDefinitions?$select=LogicalName,EntitySetName,PrimaryIdAttribute,PrimaryNameAttribute,ChangeTrackingEnabled&$filter={}",
+            self.inner.api,
+            encode(&format!(
+                "LogicalName eq '{name}' or EntitySetName eq '{name}'"
+            ))
+        );
+        let answer = self.get_json(&url, None, deadline).await?;
+        let found: Definitions = transport::decode("EntityDefinitions", &answer.body)?;
+        let table = found
+            .value
+            .into_iter()
+            .min_by_key(|t| t.logical_name != name)
+            .ok_or_else(|| Error::UnknownTable {
+                name: name.to_owned(),
+            })?;
+        let table = Arc::new(table);
+        let mut cache = self
+            .inner
+            .tables
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        cache.insert(name.to_owned(), table.clone());
+        cache.insert(table.logical_name.clone(), table.clone());
+        cache.insert(table.entity_set_name.clone(), table.clone());
+        Ok(table)
+    }
+
+    fn cached_table(&self, name: &str) -> Option<Arc<Table>> {
+        self.inner
+            .tables
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(name)
+            .cloned()
+    }
+
+    /// `{api}{entity set}?{query}`.
+    pub fn collection_url(&self, table: &Table, query: &Query) -> String {
+        let options = query.to_query_string();
+        let separator = if options.is_empty() { "" } else { "?" };
+        format!(
+            "{}{}{separator}{options}",
+            self.inner.api, table.entity_set_name
+        )
+    }
+
+    fn row_url(&self, table: &Table, id: Uuid, query: &Query) -> String {
+        let options = query.to_query_string();
+        let separator = if options.is_empty() { "" } else { "?" };
+        format!(
+            "{}{}({id}){separator}{options}",
+            self.inner.api, table.entity_set_name
+        )
+    }
+
+    /// Fetches one page. `url` is a collection URL or a link Dataverse returned, used verbatim; it
+    /// must point at this environment, so a forged link cannot collect the bearer token.
+    pub async fn page(&self, url: &str, prefer: Prefer, deadline: Deadline) -> Result<Page, Error> {
+        if !url.starts_with(&self.inner.origin) {
+            return Err(Error::Invalid {
+                what: "link",
+                problem: format!("'{url}' does not point at {}", self.inner.origin),
+            });
+        }
+        let answer = self.get_json(url, prefer.header(), deadline).await?;
+        let page: Page = transport::decode(path_of(url), &answer.body)?;
+        tracing::debug!(
+            rows = page.rows.len(),
+            next = page.next_link.is_some(),
+            "page"
+        );
+        Ok(page)
+    }
+
+    /// Pages from `first_url` on, following each `@odata.nextLink` verbatim with the same preferences
+    /// (Dataverse asks for both). The stream ends after the page without a next link.
+    pub fn pages(
+        &self,
+        first_url: String,
+        prefer: Prefer,
+        deadline: Deadline,
+    ) -> impl Stream<Item = Result<Page, Error>> + '_ {
+        stream::try_unfold(Some(first_url), move |url| async move {
+            let Some(url) = url else { return Ok(None) };
+            let page = self.page(&url, prefer, deadline).await?;
+            let next = page.next_link.clone();
+            Ok(Some((page, next)))
+        })
+    }
+
+    /// The rows of a query, `skip` rows in and at most `top` rows long, fetched page by page.
+    /// Dataverse refuses `$skip`, so skipped rows are read and dropped a page at a time; and `$top`
+    /// is not sent (Dataverse ignores it beside a page size), so pages are requested until `top` rows
+    /// have come, and no further.
+    pub fn rows(
+        &self,
+        table: &Table,
+        query: &Query,
+        skip: usize,
+        top: Option<usize>,
+        deadline: Deadline,
+    ) -> impl Stream<Item = Result<Box<RawValue>, Error>> + '_ {
+        let wanted = top.map_or(usize::MAX, |t| skip.saturating_add(t));
+        let prefer = Prefer {
+            max_page_size: Some(wanted.clamp(1, MAX_PAGE_SIZE)),
+            track_changes: false,
+        };
+        self.pages(self.collection_url(table, query), prefer, deadline)
+            .map_ok(|page| stream::iter(page.rows.into_iter().map(Ok)))
+            .try_flatten()
+            .skip(skip)
+            .take(top.unwrap_or(usize::MAX))
+    }
+
+    /// Retrieves one row; `Error::Api` with status 404 when it does not exist.
+    pub async fn get(
+        &self,
+        table: &Table,
+        id: Uuid,
+        select: Option<&str>,
+        expand: Option<&str>,
+        deadline: Deadline,
+    ) -> Result<Map<String, Value>, Error> {
+        let query = Query {
+            select: select.map(str::to_owned),
+            expand: expand.map(str::to_owned),
+            ..Query::default()
+        };
+        let url = self.row_url(table, id, &query);
+        let answer = self.get_json(&url, None, deadline).await?;
+        row_body(&url, &answer.body)
+    }
+
+    /// Creates a row and returns it as stored (`Prefer: return=representation`).
+    ///
+    /// Never repeated once it may have reached the server: only a connection that was never made, a
+    /// 429 or a 401 (neither processed) is retried. Otherwise a lost answer could mean two rows.
+    pub async fn create(
+        &self,
+        table: &Table,
+        item: &Map<String, Value>,
+        select: Option<&str>,
+        deadline: Deadline,
+    ) -> Result<Map<String, Value>, Error> {
+        let query = Query {
+            select: select.map(str::to_owned),
+            ..Query::default()
+        };
+        let url = self.collection_url(table, &query);
+        let answer = self
+            .execute(
+                Call {
+                    method: Method::POST,
+                    url: &url,
+                    headers: vec![
+                        ("prefer", "return=representation".into()),
+                        ("content-type", "application/json; charset=utf-8".into()),
+                    ],
+                    body: Some(json_body(item)),
+                    repeat: Repeat::OnlyIfUnsent,
+                    done_if_retried: None,
+                },
+                deadline,
+            )
+            .await?;
+        if answer.status == 204 {
+            // The preference was not honoured: read the row back from its address.
+            let id = entity_id(&answer.headers).ok_or_else(|| Error::Invalid {
+                what: "response",
+                problem: "a create answered 204 without an OData-EntityId header".into(),
+            })?;
+            return self.get(table, id, select, None, deadline).await;
+        }
+        row_body(&url, &answer.body)
+    }
+
+    /// Updates a row, and never creates one: `If-Match` is the caller's etag, or `*` (any version of a
+    /// row that exists). A missing row is a 404, a stale etag a 412.
+    pub async fn update(
+        &self,
+        table: &Table,
+        id: Uuid,
+        item: &Map<String, Value>,
+        etag: Option<&str>,
+        select: Option<&str>,
+        deadline: Deadline,
+    ) -> Result<Map<String, Value>, Error> {
+        let query = Query {
+            select: select.map(str::to_owned),
+            ..Query::default()
+        };
+        let url = self.row_url(table, id, &query);
+        let answer = self
+            .execute(
+                Call {
+                    method: Method::PATCH,
+                    url: &url,
+                    headers: vec![
+                        ("if-match", etag.unwrap_or("*").to_owned()),
+                        ("prefer", "return=representation".into()),
+                        ("content-type", "application/json; charset=utf-8".into()),
+                    ],
+                    body: Some(json_body(item)),
+                    // Writing the same values twice is harmless; but an etag-guarded write that landed
+                    // and is sent again would answer 412, so that one is not repeated blindly.
+                    repeat: if etag.is_some() {
+                        Repeat::OnlyIfUnsent
+                    } else {
+                        Repeat::Safe
+                    },
+                    done_if_retried: None,
+                },
+                deadline,
+            )
+            .await?;
+        if answer.status == 204 {
+            return self.get(table, id, select, None, deadline).await;
+        }
+        row_body(&url, &answer.body)
+    }
+
+    /// Deletes a row, with optimistic concurrency when `etag` is given.
+    pub async fn delete(
+        &self,
+        table: &Table,
+        id: Uuid,
+        etag: Option<&str>,
+        deadline: Deadline,
+    ) -> Result<(), Error> {
+        let url = self.row_url(table, id, &Query::default());
+        let mut headers = Vec::new();
+        if let Some(etag) = etag {
+            headers.push(("if-match", etag.to_owned()));
+        }
+        self.execute(
+            Call {
+                method: Method::DELETE,
+                url: &url,
+                headers,
+                body: None,
+                repeat: if etag.is_some() {
+                    Repeat::OnlyIfUnsent
+                } else {
+                    Repeat::Safe
+                },
+                done_if_retried: Some(404),
+            },
+            deadline,
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn get_json(
+        &self,
+        url: &str,
+        prefer: Option<String>,
+        deadline: Deadline,
+    ) -> Result<Answer, Error> {
+        let mut headers = Vec::new();
+        if let Some(prefer) = prefer {
+            headers.push(("prefer", prefer));
+        }
+        self.execute(
+            Call {
+                method: Method::GET,
+                url,
+                headers,
+                body: None,
+                repeat: Repeat::Safe,
+                done_if_retried: None,
+            },
+            deadline,
+        )
+        .await
+    }
+
+    /// The send loop: a token on every request, one refresh on a 401, and retries as
+    /// [`RetryPolicy::delay`] decides, never sleeping past `deadline`.
+    async fn execute(&self, call: Call<'_>, deadline: Deadline) -> Result<Answer, Error> {
+        let inner = &self.inner;
+        let path = path_of(call.url);
+        let method = call.method.as_str();
+        let mut attempt = 0;
+        let mut refreshed = false;
+        let mut maybe_delivered = false;
+        loop {
+            attempt += 1;
+            let token = inner
+                .tokens
+                .token(&inner.http, &inner.policy, deadline)
+                .await?;
+            let Some(timeout) = transport::attempt_timeout(&inner.policy, deadline) else {
+                return Err(Error::Deadline {
+                    method: method.into(),
+                    path: path.into(),
+                });
+            };
+            let mut request = inner
+                .http
+                .request(call.method.clone(), call.url)
+                .timeout(timeout)
+                .bearer_auth(token.expose_secret())
+                .header("accept", "application/json")
+                .header("odata-maxversion", "4.0")
+                .header("odata-version", "4.0");
+            if call.method == Method::GET {
+                // Defeats caching of expanded collections, as Dataverse recommends.
+                request = request.header("if-none-match", "null");
+            }
+            for (name, value) in &call.headers {
+                request = request.header(*name, value);
+            }
+            if let Some(body) = &call.body {
+                request = request.body(body.clone());
+            }
+            let error = match request.send().await {
+                Ok(response) => {
+                    let status = response.status().as_u16();
+                    let headers = response.headers().clone();
+                    let body = response
+                        .bytes()
+                        .await
+                        .map_err(|e| transport::error(method, path, e));
+                    match body {
+                        Ok(body) if (200..300).contains(&status) => {
+                            return Ok(Answer {
+                                status,
+                                headers,
+                                body,
+                            });
+                        }
+                        Ok(_) if maybe_delivered && call.done_if_retried == Some(status) => {
+                            tracing::info!(
+                                status,
+                                method,
+                                "an earlier attempt had already succeeded"
+                            );
+                            return Ok(Answer {
+                                status: 204,
+                                headers,
+                                body: Bytes::new(),
+                            });
+                        }
+                        Ok(body) => transport::api_error(status, &headers, &body),
+                        Err(e) => e,
+                    }
+                }
+                Err(e) => transport::error(method, path, e),
+            };
+            if matches!(&error, Error::Transport { unsent: false, .. }) {
+                maybe_delivered = true;
+            }
+            if error.status() == Some(401) && !refreshed {
+                // A token can be revoked or expire early: fetch a fresh one, once.
+                tracing::info!(method, "Dataverse refused the token; fetching a new one");
+                inner.tokens.invalidate(&token).await;
+                refreshed = true;
+                continue;
+            }
+            match inner
+                .policy
+                .delay(attempt, &error, call.repeat, fastrand::f64())
+            {
+                Some(wait) if deadline.allows(wait) => {
+                    tracing::warn!(
+                        attempt,
+                        method,
+                        status = error.status(),
+                        delay_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+                        "request failed; retrying"
+                    );
+                    tokio::time::sleep(wait).await;
+                }
+                Some(wait) => {
+                    tracing::warn!(
+                        attempt,
+                        method,
+                        status = error.status(),
+                        delay_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+                        "request failed; the next attempt would end after the deadline"
+                    );
+                    return Err(error);
+                }
+                None => return Err(error),
+            }
+        }
+    }
+}
+
+fn json_body(item: &Map<String, Value>) -> Bytes {
+    // Serialising a map of JSON values cannot fail.
+    Bytes::from(serde_json::to_vec(item).unwrap_or_default())
+}
+
+/// A single-row body, without its `@odata.context`.
+fn row_body(url: &str, body: &[u8]) -> Result<Map<String, Value>, Error> {
+    let mut row: Map<String, Value> = transport::decode(path_of(url), body)?;
+    row.remove("@odata.context");
+    Ok(row)
+}
+
+/// The id in `OData-EntityId: https://org/api/data/v9.2/accounts(<id>)`.
+fn entity_id(headers: &HeaderMap) -> Option<Uuid> {
+    let value = headers.get("odata-entityid")?.to_str().ok()?;
+    let start = value.rfind('(')? + 1;
+    Uuid::parse_str(value.get(start..value.len().checked_sub(1)?)?).ok()
+}
+
+/// The path of a URL, without the query (which may be long and is not needed in messages).
+fn path_of(url: &str) -> &str {
+    let without_query = url.split('?').next().unwrap_or(url);
+    without_query
+        .find("://")
+        .and_then(|i| {
+            without_query[i + 3..]
+                .find('/')
+                .map(|j| &without_query[i + 3 + j..])
+        })
+        .unwrap_or(without_query)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_id_from_odata_entity_id() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "odata-entityid",
+            "https://org.crm.dynamics.com/api/data/v9.2/accounts(7eb682f1-ca75-e511-80d4-00155d2a68d1)"
+                .parse()
+                .unwrap(),
+        );
+        assert_eq!(
+            entity_id(&headers).map(|u| u.to_string()).as_deref(),
+            Some("7eb682f1-ca75-e511-80d4-00155d2a68d1")
+        );
+    }
+
+    #[test]
+    fn names_a_url_by_its_path_only() {
+        assert_eq!(
+            path_of("https://h:1/api/data/v9.2/accounts?$filter=x"),
+            "/api/data/v9.2/accounts"
+        );
+    }
+
+    #[test]
+    fn joins_preferences_into_one_header_and_caps_the_page_size() {
+        let prefer = Prefer {
+            max_page_size: Some(9000),
+            track_changes: true,
+        };
+        assert_eq!(
+            prefer.header().as_deref(),
+            Some("odata.track-changes,odata.maxpagesize=5000")
+        );
+        assert_eq!(Prefer::default().header(), None);
+    }
+}

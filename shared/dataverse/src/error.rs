@@ -1,0 +1,95 @@
+use std::time::Duration;
+
+/// Everything that can go wrong talking to Dataverse.
+///
+/// Callers branch on [`Error::status`] first: Dataverse's own `code` is frequently empty or `0x0`, and
+/// the same condition has been seen with different codes, so it is kept for people, not for logic.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Dataverse answered with an error status. `code` and `message` come from its
+    /// `{"error": {"code", "message"}}` envelope.
+    #[error("Dataverse answered {status}{}: {message}", code.as_deref().map(|c| format!(" ({c})")).unwrap_or_default())]
+    Api {
+        status: u16,
+        code: Option<String>,
+        message: String,
+        retry_after: Option<Duration>,
+    },
+
+    /// Microsoft Entra ID refused to issue a token (`invalid_client`, `unauthorized_client`, ...).
+    #[error("the token endpoint answered {status} {error}: {description}")]
+    Token {
+        status: u16,
+        error: String,
+        description: String,
+    },
+
+    /// The request could not be sent, or its answer could not be read.
+    #[error("{method} {path}: {source}")]
+    Transport {
+        method: String,
+        path: String,
+        /// Whether the request provably never reached the server (the connection was never made).
+        unsent: bool,
+        #[source]
+        source: reqwest::Error,
+    },
+
+    /// The caller's deadline arrived before an answer did.
+    #[error("{method} {path}: no answer before the deadline")]
+    Deadline { method: String, path: String },
+
+    /// A response did not have the expected shape. `json_path` says where.
+    #[error("unexpected response from {path} at `{json_path}`: {source}")]
+    Decode {
+        path: String,
+        json_path: String,
+        #[source]
+        source: serde_json::Error,
+    },
+
+    /// An argument the client refuses before sending anything (a table name that is not a name, a
+    /// link to another host).
+    #[error("{what}: {problem}")]
+    Invalid { what: &'static str, problem: String },
+
+    /// No table has this logical name or entity set name.
+    #[error("no table has the logical name or entity set name '{name}'")]
+    UnknownTable { name: String },
+
+    /// The client cannot be built from this configuration (for example a plain-HTTP URL that is not
+    /// loopback).
+    #[error("{0}")]
+    Config(String),
+}
+
+impl Error {
+    /// The HTTP status behind this error: Dataverse's, or the token endpoint's.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Error::Api { status, .. } | Error::Token { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// Dataverse's error code, when it sent one.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            Error::Api { code, .. } => code.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// True when the credentials were refused: by the token endpoint, or by Dataverse even after a
+    /// fresh token. A caller that can re-read rotated credentials should do so once.
+    pub fn is_unauthorized(&self) -> bool {
+        match self {
+            Error::Api { status, .. } => *status == 401,
+            Error::Token { status, error, .. } => {
+                *status == 401 || matches!(error.as_str(), "invalid_client" | "unauthorized_client")
+            }
+            _ => false,
+        }
+    }
+}

@@ -1,0 +1,40 @@
+//! A client for the Microsoft Dataverse (Dynamics 365) Web API.
+//!
+//! It knows nothing of Lambda or AWS. What it does know is where Dataverse differs from a generic OData
+//! service (see `shared/docs/dataverse-web-api.md` beside the repository):
+//!
+//! - client-credentials tokens, cached until shortly before they expire and refreshed once on a 401;
+//! - tables named by logical name or entity set name, resolved through `EntityDefinitions`, because
+//!   entity set names are not "logical name + s";
+//! - paging by `Prefer: odata.maxpagesize` and verbatim `@odata.nextLink`s, with `$skip` and `$top`
+//!   provided here because Dataverse refuses the one and ignores the other beside a page size;
+//! - updates that never create (`If-Match`), and a create that is never repeated blindly;
+//! - `Retry-After` on 429, backoff on gateway errors, and nothing past the caller's deadline.
+//!
+//! ```no_run
+//! # async fn demo(credentials: dataverse::Credentials) -> Result<(), dataverse::Error> {
+//! use dataverse::{Client, Deadline, Query};
+//! use futures_util::TryStreamExt;
+//!
+//! let client = Client::builder(credentials).build()?;
+//! let deadline = Deadline::after(std::time::Duration::from_secs(30));
+//! let accounts = client.table("account", deadline).await?;
+//! let query = Query::new().select("name").filter("statecode eq 0");
+//! let rows: Vec<_> = client.rows(&accounts, &query, 0, Some(10), deadline).try_collect().await?;
+//! # Ok(()) }
+//! ```
+
+mod auth;
+mod change;
+mod client;
+mod error;
+mod query;
+mod retry;
+mod transport;
+
+pub use auth::Credentials;
+pub use change::{Change, classify};
+pub use client::{Client, ClientBuilder, MAX_PAGE_SIZE, Page, Prefer, Table};
+pub use error::Error;
+pub use query::Query;
+pub use retry::{Deadline, Repeat, RetryPolicy, parse_retry_after};

@@ -1,0 +1,110 @@
+//! OData query options, encoded the way Dataverse reads them.
+
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+
+/// Escaped in a query option's value: everything but unreserved characters and the punctuation OData
+/// expressions are written with. In particular `&`, `+`, `#`, `%`, `=`, `;` and spaces are escaped, so a
+/// value can never end its option early or turn into a space (Dataverse reads `+` as a space).
+const VALUE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~')
+    .remove(b',')
+    .remove(b'(')
+    .remove(b')')
+    .remove(b'\'')
+    .remove(b'/')
+    .remove(b'*');
+
+/// `$select`, `$filter`, `$orderby`, `$expand` and `$count`. Page size is not here: it travels in the
+/// `Prefer` header, and `$top`/`$skip` are provided by [`Client::rows`](crate::Client::rows).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Query {
+    pub select: Option<String>,
+    pub filter: Option<String>,
+    pub orderby: Option<String>,
+    pub expand: Option<String>,
+    pub count: bool,
+}
+
+impl Query {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    #[must_use]
+    pub fn select(mut self, columns: impl Into<String>) -> Self {
+        self.select = Some(columns.into());
+        self
+    }
+
+    #[must_use]
+    pub fn filter(mut self, expression: impl Into<String>) -> Self {
+        self.filter = Some(expression.into());
+        self
+    }
+
+    #[must_use]
+    pub fn orderby(mut self, order: impl Into<String>) -> Self {
+        self.orderby = Some(order.into());
+        self
+    }
+
+    #[must_use]
+    pub fn expand(mut self, expand: impl Into<String>) -> Self {
+        self.expand = Some(expand.into());
+        self
+    }
+
+    /// `$select=a,b&$filter=...`, each value encoded; empty when no option is set.
+    pub fn to_query_string(&self) -> String {
+        let mut parts = Vec::new();
+        for (name, value) in [
+            ("$select", &self.select),
+            ("$filter", &self.filter),
+            ("$orderby", &self.orderby),
+            ("$expand", &self.expand),
+        ] {
+            if let Some(value) = value.as_deref().filter(|v| !v.trim().is_empty()) {
+                parts.push(format!("{name}={}", encode(value)));
+            }
+        }
+        if self.count {
+            parts.push("$count=true".to_owned());
+        }
+        parts.join("&")
+    }
+}
+
+pub(crate) fn encode(value: &str) -> String {
+    utf8_percent_encode(value, VALUE).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encodes_values_so_they_cannot_break_out_of_their_option() {
+        let q = Query::new()
+            .select("name,revenue")
+            .filter("name eq 'A&B + C#1' and contains(name,'100%')")
+            .orderby("name desc");
+        assert_eq!(
+            q.to_query_string(),
+            "$select=name,revenue&$filter=name%20eq%20'A%26B%20%2B%20C%231'%20and%20contains(name,'100%25')&$orderby=name%20desc"
+        );
+    }
+
+    #[test]
+    fn leaves_out_empty_options() {
+        let q = Query {
+            select: Some(String::new()),
+            count: true,
+            ..Query::default()
+        };
+        assert_eq!(q.to_query_string(), "$count=true");
+        assert_eq!(Query::new().to_query_string(), "");
+    }
+}

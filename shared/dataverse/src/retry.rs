@@ -1,0 +1,238 @@
+//! When to retry, and how long to wait: pure functions, so the policy is tested apart from the network.
+//!
+//! - 429: wait exactly `Retry-After` (Dataverse's service protection says when to come back), for any
+//!   request, because a throttled request was not processed.
+//! - 502, 503, 504, timeouts and resets: jittered exponential backoff, for idempotent requests only.
+//! - A connection that was never made: backoff, for any request, because nothing reached the server.
+//! - Nothing waits past the caller's deadline: if the wait would end after it, the last error stands.
+
+use std::time::{Duration, SystemTime};
+
+use tokio::time::Instant;
+
+use crate::Error;
+
+/// When the caller needs an answer by (a Lambda invocation's deadline, less a margin).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deadline(Option<Instant>);
+
+impl Deadline {
+    /// No deadline: retries stop only when the retry budget is spent.
+    pub fn none() -> Self {
+        Self(None)
+    }
+
+    pub fn at(instant: Instant) -> Self {
+        Self(Some(instant))
+    }
+
+    pub fn after(duration: Duration) -> Self {
+        Self(Some(Instant::now() + duration))
+    }
+
+    /// The time left, or `None` without a deadline.
+    pub fn remaining(&self) -> Option<Duration> {
+        self.0
+            .map(|at| at.saturating_duration_since(Instant::now()))
+    }
+
+    /// Whether waiting `wait` still leaves time for another attempt.
+    pub fn allows(&self, wait: Duration) -> bool {
+        self.remaining().is_none_or(|left| wait < left)
+    }
+
+    /// An earlier deadline, `margin` before this one (for work that must finish first).
+    pub fn less(&self, margin: Duration) -> Self {
+        Self(
+            self.0
+                .map(|at| at.checked_sub(margin).unwrap_or_else(Instant::now)),
+        )
+    }
+
+    pub fn instant(&self) -> Option<Instant> {
+        self.0
+    }
+}
+
+/// How hard to try.
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    /// Attempts in all, the first included.
+    pub max_attempts: u32,
+    /// The first backoff step; each later one doubles, up to `max_delay`.
+    pub base_delay: Duration,
+    pub max_delay: Duration,
+    /// The longest a single request may take (the deadline may cut it shorter).
+    pub request_timeout: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            max_attempts: 6,
+            base_delay: Duration::from_millis(250),
+            max_delay: Duration::from_secs(8),
+            request_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Whether repeating a request can cause a second effect. A POST that creates a row is the one
+/// request here that is not safe to repeat once it may have reached the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Repeat {
+    Safe,
+    OnlyIfUnsent,
+}
+
+impl RetryPolicy {
+    /// The wait before attempt `attempt + 1`, or `None` to give up with `error`.
+    /// `jitter` is a number in `[0, 1)`; the caller draws it.
+    pub fn delay(
+        &self,
+        attempt: u32,
+        error: &Error,
+        repeat: Repeat,
+        jitter: f64,
+    ) -> Option<Duration> {
+        if attempt >= self.max_attempts {
+            return None;
+        }
+        let backoff = || self.backoff(attempt, jitter);
+        match error {
+            Error::Api {
+                status: 429,
+                retry_after,
+                ..
+            } => Some(retry_after.unwrap_or_else(backoff)),
+            Error::Api {
+                status: 502..=504, ..
+            } if repeat == Repeat::Safe => Some(backoff()),
+            Error::Token { status, .. } if *status == 429 || *status >= 500 => Some(backoff()),
+            Error::Transport { unsent: true, .. } => Some(backoff()),
+            Error::Transport { unsent: false, .. } | Error::Deadline { .. }
+                if repeat == Repeat::Safe =>
+            {
+                Some(backoff())
+            }
+            _ => None,
+        }
+    }
+
+    /// Exponential backoff with "equal jitter": half the step is fixed, half random, so waits spread
+    /// out but never collapse to zero.
+    pub fn backoff(&self, attempt: u32, jitter: f64) -> Duration {
+        let step = self
+            .base_delay
+            .saturating_mul(1u32 << attempt.saturating_sub(1).min(16))
+            .min(self.max_delay);
+        step / 2 + step.mul_f64(jitter.clamp(0.0, 1.0) / 2.0)
+    }
+}
+
+/// Reads `Retry-After`: delay-seconds or an HTTP date.
+pub fn parse_retry_after(value: &str) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(
+        at.duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api(status: u16, retry_after: Option<u64>) -> Error {
+        Error::Api {
+            status,
+            code: None,
+            message: String::new(),
+            retry_after: retry_after.map(Duration::from_secs),
+        }
+    }
+
+    #[test]
+    fn waits_exactly_retry_after_on_429_even_for_a_create() {
+        let policy = RetryPolicy::default();
+        for repeat in [Repeat::Safe, Repeat::OnlyIfUnsent] {
+            assert_eq!(
+                policy.delay(1, &api(429, Some(7)), repeat, 0.9),
+                Some(Duration::from_secs(7))
+            );
+        }
+    }
+
+    #[test]
+    fn backs_off_on_gateway_errors_only_when_repeating_is_safe() {
+        let policy = RetryPolicy::default();
+        for status in [502, 503, 504] {
+            assert!(
+                policy
+                    .delay(1, &api(status, None), Repeat::Safe, 0.5)
+                    .is_some()
+            );
+            assert_eq!(
+                policy.delay(1, &api(status, None), Repeat::OnlyIfUnsent, 0.5),
+                None
+            );
+        }
+        for status in [400, 401, 403, 404, 412, 500, 501] {
+            assert_eq!(policy.delay(1, &api(status, None), Repeat::Safe, 0.5), None);
+        }
+    }
+
+    #[test]
+    fn gives_up_when_the_attempts_are_spent() {
+        let policy = RetryPolicy {
+            max_attempts: 3,
+            ..RetryPolicy::default()
+        };
+        assert!(
+            policy
+                .delay(2, &api(503, None), Repeat::Safe, 0.0)
+                .is_some()
+        );
+        assert_eq!(policy.delay(3, &api(503, None), Repeat::Safe, 0.0), None);
+    }
+
+    #[test]
+    fn backoff_doubles_with_jitter_and_stays_under_the_cap() {
+        let policy = RetryPolicy {
+            base_delay: Duration::from_millis(100),
+            max_delay: Duration::from_millis(1000),
+            ..RetryPolicy::default()
+        };
+        assert_eq!(policy.backoff(1, 0.0), Duration::from_millis(50));
+        assert_eq!(policy.backoff(1, 1.0), Duration::from_millis(100));
+        assert_eq!(policy.backoff(3, 0.0), Duration::from_millis(200));
+        assert_eq!(policy.backoff(30, 1.0), Duration::from_millis(1000));
+    }
+
+    #[test]
+    fn reads_retry_after_as_seconds_or_a_date() {
+        assert_eq!(parse_retry_after(" 12 "), Some(Duration::from_secs(12)));
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after("soon"), None);
+    }
+
+    #[test]
+    fn a_deadline_refuses_waits_that_end_after_it() {
+        let deadline = Deadline::after(Duration::from_secs(10));
+        assert!(deadline.allows(Duration::from_secs(1)));
+        assert!(!deadline.allows(Duration::from_secs(11)));
+        assert!(Deadline::none().allows(Duration::from_secs(3600)));
+        assert!(
+            !deadline
+                .less(Duration::from_secs(20))
+                .allows(Duration::ZERO)
+        );
+    }
+}

@@ -1,0 +1,80 @@
+//! Small helpers shared by the token source and the client: error mapping, timeouts, decoding.
+
+use std::time::Duration;
+
+use reqwest::header::HeaderMap;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+
+use crate::Error;
+use crate::retry::{Deadline, RetryPolicy, parse_retry_after};
+
+/// A transport failure, noting whether the request provably never left (no connection was made).
+pub(crate) fn error(method: &str, path: &str, source: reqwest::Error) -> Error {
+    Error::Transport {
+        method: method.to_owned(),
+        path: path.to_owned(),
+        unsent: source.is_connect(),
+        source,
+    }
+}
+
+/// How long the next attempt may take: the policy's limit, cut to what the deadline leaves. `None`
+/// when no time is left at all.
+pub(crate) fn attempt_timeout(policy: &RetryPolicy, deadline: Deadline) -> Option<Duration> {
+    match deadline.remaining() {
+        None => Some(policy.request_timeout),
+        Some(left) if left < Duration::from_millis(10) => None,
+        Some(left) => Some(left.min(policy.request_timeout)),
+    }
+}
+
+/// Decodes JSON, naming the path of the first thing that did not fit.
+pub(crate) fn decode<T: DeserializeOwned>(path: &str, body: &[u8]) -> Result<T, Error> {
+    let deserializer = &mut serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(deserializer).map_err(|e| Error::Decode {
+        path: path.to_owned(),
+        json_path: e.path().to_string(),
+        source: e.into_inner(),
+    })
+}
+
+#[derive(Deserialize)]
+struct Envelope {
+    error: ErrorBody,
+}
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    #[serde(default)]
+    code: String,
+    #[serde(default)]
+    message: String,
+}
+
+/// Reads Dataverse's `{"error": {"code", "message"}}` envelope; a body that is not one (a gateway's
+/// HTML page, an empty 401) gives the status's reason instead, never the raw body.
+pub(crate) fn api_error(status: u16, headers: &HeaderMap, body: &[u8]) -> Error {
+    let (code, message) = match serde_json::from_slice::<Envelope>(body) {
+        Ok(Envelope { error }) => (Some(error.code).filter(|c| !c.is_empty()), error.message),
+        Err(_) => (None, String::new()),
+    };
+    let message = if message.is_empty() {
+        reqwest::StatusCode::from_u16(status)
+            .ok()
+            .and_then(|s| s.canonical_reason())
+            .unwrap_or("error")
+            .to_owned()
+    } else {
+        message
+    };
+    Error::Api {
+        status,
+        code,
+        message,
+        retry_after: headers
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_retry_after),
+    }
+}
