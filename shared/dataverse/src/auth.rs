@@ -213,8 +213,13 @@ impl TokenSource {
             let parsed: TokenError = serde_json::from_slice(&body).unwrap_or_default();
             return Err(Error::Token {
                 status,
+                // A gateway or a throttle may answer in its own shape: name the status then.
                 error: if parsed.error.is_empty() {
-                    "unknown_error".into()
+                    reqwest::StatusCode::from_u16(status)
+                        .ok()
+                        .and_then(|s| s.canonical_reason())
+                        .unwrap_or("error")
+                        .to_owned()
                 } else {
                     parsed.error
                 },

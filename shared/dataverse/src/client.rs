@@ -538,9 +538,19 @@ impl Client {
                         Err(e) => e,
                     }
                 }
+                // A timeout that the deadline imposed is the deadline's doing, not the network's.
+                Err(e) if e.is_timeout() && timeout < inner.policy.request_timeout => {
+                    Error::Deadline {
+                        method: method.into(),
+                        path: path.into(),
+                    }
+                }
                 Err(e) => transport::error(method, path, e),
             };
-            if matches!(&error, Error::Transport { unsent: false, .. }) {
+            if matches!(
+                &error,
+                Error::Transport { unsent: false, .. } | Error::Deadline { .. }
+            ) {
                 maybe_delivered = true;
             }
             if error.status() == Some(401) && !refreshed {

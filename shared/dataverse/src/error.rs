@@ -26,7 +26,7 @@ pub enum Error {
     },
 
     /// The request could not be sent, or its answer could not be read.
-    #[error("{method} {path}: {source}")]
+    #[error("{method} {path}: {}", describe(source))]
     Transport {
         method: String,
         path: String,
@@ -62,6 +62,23 @@ pub enum Error {
     /// loopback).
     #[error("{0}")]
     Config(String),
+}
+
+/// A transport failure in a few words: what happened, and the root cause, without the URL (which
+/// can be long, and is already named by the path).
+fn describe(error: &reqwest::Error) -> String {
+    let mut root: &dyn std::error::Error = error;
+    while let Some(next) = root.source() {
+        root = next;
+    }
+    let what = if error.is_timeout() {
+        "timed out"
+    } else if error.is_connect() {
+        "could not connect"
+    } else {
+        "the exchange failed"
+    };
+    format!("{what} ({root})")
 }
 
 impl Error {

@@ -8,6 +8,7 @@
 //! | `DELETE /_emulator/faults` | remove all faults |
 //! | `GET /_emulator/requests` / `DELETE` | the request log (method, path and query, status, a few headers) / clear it |
 //! | `POST /_emulator/tokens/expire` | every issued access token is now expired |
+//! | `POST /_emulator/credentials` `{"client_id"?, "client_secret"?}` | rotate the app registration's credentials |
 //! | `POST /_emulator/deltatokens/expire` | every delta token issued so far is now expired |
 //! | `POST /_emulator/clock` `{"advance_secs": n}` | move the clock forward |
 //! | `POST /_emulator/tables/{name}/rows` `{...columns, "createdon"?, "modifiedon"?}` | insert a row with explicit timestamps (a late commit) |
@@ -141,6 +142,13 @@ struct TableBody {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct CredentialsBody {
+    client_id: Option<String>,
+    client_secret: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct ClockBody {
     advance_secs: i64,
 }
@@ -189,6 +197,16 @@ fn handle_inner(em: &mut Emulator, req: &Request, rest: &str) -> Result<Reply, R
         }
         ("POST", ["tokens", "expire"]) => {
             em.auth.expire_all();
+            Ok(Reply::empty(204))
+        }
+        ("POST", ["credentials"]) => {
+            let b: CredentialsBody = body(req)?;
+            if let Some(id) = b.client_id {
+                em.auth.client_id = id;
+            }
+            if let Some(secret) = b.client_secret {
+                em.auth.client_secret = secret;
+            }
             Ok(Reply::empty(204))
         }
         ("POST", ["deltatokens", "expire"]) => {

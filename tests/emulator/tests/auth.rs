@@ -242,3 +242,37 @@ async fn uses_the_client_id_and_secret_given_on_the_command_line() {
         .await;
     assert_eq!(defaults.status(), 400);
 }
+
+#[tokio::test]
+async fn rotates_the_client_secret_through_the_control_api() {
+    let emulator = Emulator::empty().await;
+    let response = emulator
+        .control(
+            Method::POST,
+            "credentials",
+            json!({"client_secret": "rotated"}),
+        )
+        .await;
+    assert_eq!(response.status(), 204);
+    // Tokens already issued still work; new ones need the new secret.
+    assert_eq!(emulator.get("accounts").await.status(), 200);
+    let scope = format!("{}/.default", emulator.url);
+    let old = emulator
+        .token_response(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", "local-client"),
+            ("client_secret", "local-secret"),
+            ("scope", &scope),
+        ])
+        .await;
+    assert_eq!(old.status(), 401);
+    let new = emulator
+        .token_response(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", "local-client"),
+            ("client_secret", "rotated"),
+            ("scope", &scope),
+        ])
+        .await;
+    assert_eq!(new.status(), 200);
+}

@@ -1,0 +1,114 @@
+use std::pin::pin;
+
+use connector::input::{self, Dataset, TableName};
+use connector::{Crm, CrmError, lambda};
+use dataverse::Query;
+use futures_util::TryStreamExt;
+use lambda_runtime::LambdaEvent;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use serde_json::value::RawValue;
+
+/// The original connector's default "Maximum Get Count".
+const DEFAULT_TOP: usize = 256;
+
+/// Lambda refuses a response over 6 MB; stop short of it with an error that says what to change.
+const RESPONSE_LIMIT: usize = 6_000_000;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Input {
+    dataset: Dataset,
+    table: TableName,
+    #[serde(rename = "$filter", default, deserialize_with = "input::expression")]
+    filter: Option<String>,
+    #[serde(rename = "$orderby", default, deserialize_with = "input::expression")]
+    orderby: Option<String>,
+    #[serde(rename = "$top", default, deserialize_with = "input::positive")]
+    top: Option<usize>,
+    #[serde(rename = "$skip", default)]
+    skip: usize,
+    #[serde(rename = "$select", default, deserialize_with = "input::expression")]
+    select: Option<String>,
+    #[serde(rename = "$expand", default, deserialize_with = "input::expression")]
+    expand: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct Output {
+    value: Vec<Box<RawValue>>,
+}
+
+enum Listing {
+    Rows(Vec<Box<RawValue>>),
+    TooLarge { rows: usize },
+}
+
+pub(crate) async fn handle(crm: &Crm, event: LambdaEvent<Value>) -> Result<Output, CrmError> {
+    let (payload, context) = event.into_parts();
+    let input: Input = input::parse(payload)?;
+    let deadline = lambda::deadline(&context);
+    let top = input.top.unwrap_or(DEFAULT_TOP);
+    let query = Query {
+        select: input.select.clone(),
+        filter: input.filter.clone(),
+        orderby: input.orderby.clone(),
+        expand: input.expand.clone(),
+        count: false,
+    };
+    let listing = crm
+        .call(&input.dataset, async |client| {
+            let table = client.table(input.table.as_str(), deadline).await?;
+            // Rows stream in page by page; skipped ones are dropped as they pass.
+            let mut rows = pin!(client.rows(&table, &query, input.skip, Some(top), deadline));
+            let mut kept = Vec::new();
+            let mut bytes = 0;
+            while let Some(row) = rows.try_next().await? {
+                bytes += row.get().len() + 1;
+                if bytes > RESPONSE_LIMIT {
+                    return Ok(Listing::TooLarge { rows: kept.len() });
+                }
+                kept.push(row);
+            }
+            Ok(Listing::Rows(kept))
+        })
+        .await?;
+    match listing {
+        Listing::Rows(value) => {
+            tracing::info!(dataset = %input.dataset, table = %input.table, rows = value.len(), skip = input.skip, "listed records");
+            Ok(Output { value })
+        }
+        Listing::TooLarge { rows } => Err(CrmError::invalid(
+            "$top",
+            format!(
+                "the first {rows} rows already fill Lambda's 6 MB response limit; lower $top, page with $skip, or name fewer columns in $select"
+            ),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sample_event_is_a_valid_input() {
+        let event: Value = serde_json::from_str(include_str!("../events/list.json")).unwrap();
+        let input: Input = input::parse(event).unwrap();
+        assert_eq!(input.table.as_str(), "accounts");
+    }
+
+    #[test]
+    fn refuses_a_negative_skip_and_a_zero_top() {
+        for bad in [
+            serde_json::json!({"dataset": "contoso", "table": "accounts", "$skip": -1}),
+            serde_json::json!({"dataset": "contoso", "table": "accounts", "$top": 0}),
+            serde_json::json!({"dataset": "contoso", "table": "accounts", "$top": "10"}),
+        ] {
+            assert!(matches!(
+                input::parse::<Input>(bad),
+                Err(CrmError::InvalidInput { .. })
+            ));
+        }
+    }
+}

@@ -1,0 +1,58 @@
+use connector::input::{self, Dataset, Etag, RecordId, TableName};
+use connector::{Crm, CrmError, lambda};
+use lambda_runtime::LambdaEvent;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Input {
+    dataset: Dataset,
+    table: TableName,
+    id: RecordId,
+    #[serde(deserialize_with = "input::columns")]
+    item: Map<String, Value>,
+    #[serde(default)]
+    etag: Option<Etag>,
+    #[serde(rename = "$select", default, deserialize_with = "input::expression")]
+    select: Option<String>,
+}
+
+/// Sends `If-Match` (the etag, or `*`), so a missing id is `Crm.NotFound` and never a new row.
+pub(crate) async fn handle(
+    crm: &Crm,
+    event: LambdaEvent<Value>,
+) -> Result<Map<String, Value>, CrmError> {
+    let (payload, context) = event.into_parts();
+    let input: Input = input::parse(payload)?;
+    let deadline = lambda::deadline(&context);
+    let etag = input.etag.as_ref().map(Etag::as_str);
+    let row = crm
+        .call(&input.dataset, async |client| {
+            let table = client.table(input.table.as_str(), deadline).await?;
+            client
+                .update(
+                    &table,
+                    input.id.0,
+                    &input.item,
+                    etag,
+                    input.select.as_deref(),
+                    deadline,
+                )
+                .await
+        })
+        .await?;
+    tracing::info!(dataset = %input.dataset, table = %input.table, id = %input.id, columns = input.item.len(), "updated a record");
+    Ok(row)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sample_event_is_a_valid_input() {
+        let event: Value = serde_json::from_str(include_str!("../events/update.json")).unwrap();
+        input::parse::<Input>(event).unwrap();
+    }
+}

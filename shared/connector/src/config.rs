@@ -1,0 +1,218 @@
+//! Configuration from environment variables (design.md §4).
+//!
+//! | Variable | Values | Default |
+//! |---|---|---|
+//! | `CRM_SECRETS` | `secretsmanager:<prefix>` (secret id = prefix + dataset) or `file:<path>` | `secretsmanager:dynamics-crm/` |
+//! | `CRM_STATE` | `dynamodb:<table>` or `file:<directory>` (triggers) | none |
+//! | `CRM_EVENTS` | `eventbridge:<bus name or ARN>`, `file:<path.jsonl>` or `none` (triggers) | `none` |
+//! | `CRM_EVENT_SOURCE` | EventBridge `Source` | `dynamics.crm` |
+//!
+//! AWS endpoints are not configured here: the SDK reads `AWS_ENDPOINT_URL*` itself.
+
+use std::path::PathBuf;
+
+use crate::ConfigError;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretsConfig {
+    SecretsManager { prefix: String },
+    File(PathBuf),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StateConfig {
+    DynamoDb { table: String },
+    Directory(PathBuf),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventsConfig {
+    EventBridge { bus: String },
+    File(PathBuf),
+    None,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub secrets: SecretsConfig,
+    /// Only triggers need it; they report its absence as `Crm.Configuration`.
+    pub state: Option<StateConfig>,
+    pub events: EventsConfig,
+    pub event_source: String,
+}
+
+impl Config {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Parses the variables `lookup` gives, reporting every problem at once.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let mut problems = Vec::new();
+        let mut bad = |name: &str, value: &str, expected: &str| {
+            problems.push(format!("{name} is '{value}', expected {expected}"));
+        };
+        let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+
+        let secrets = match get("CRM_SECRETS") {
+            None => Some(SecretsConfig::SecretsManager {
+                prefix: "dynamics-crm/".into(),
+            }),
+            Some(v) => match split(&v) {
+                Some(("secretsmanager", prefix)) => Some(SecretsConfig::SecretsManager {
+                    prefix: prefix.into(),
+                }),
+                Some(("file", path)) if !path.is_empty() => Some(SecretsConfig::File(path.into())),
+                _ => {
+                    bad("CRM_SECRETS", &v, "secretsmanager:<prefix> or file:<path>");
+                    None
+                }
+            },
+        };
+        let state = match get("CRM_STATE") {
+            None => None,
+            Some(v) => match split(&v) {
+                Some(("dynamodb", table)) if valid_table_name(table) => {
+                    Some(StateConfig::DynamoDb {
+                        table: table.into(),
+                    })
+                }
+                Some(("file", dir)) if !dir.is_empty() => Some(StateConfig::Directory(dir.into())),
+                _ => {
+                    bad("CRM_STATE", &v, "dynamodb:<table> or file:<directory>");
+                    None
+                }
+            },
+        };
+        let events = match get("CRM_EVENTS") {
+            None => Some(EventsConfig::None),
+            Some(v) if v == "none" => Some(EventsConfig::None),
+            Some(v) => match split(&v) {
+                Some(("eventbridge", bus)) if !bus.is_empty() => {
+                    Some(EventsConfig::EventBridge { bus: bus.into() })
+                }
+                Some(("file", path)) if !path.is_empty() => Some(EventsConfig::File(path.into())),
+                _ => {
+                    bad(
+                        "CRM_EVENTS",
+                        &v,
+                        "eventbridge:<bus>, file:<path.jsonl> or none",
+                    );
+                    None
+                }
+            },
+        };
+        let event_source = get("CRM_EVENT_SOURCE").unwrap_or_else(|| "dynamics.crm".into());
+        if event_source.len() > 256 || event_source.starts_with("aws.") {
+            bad(
+                "CRM_EVENT_SOURCE",
+                &event_source,
+                "at most 256 characters, not starting with 'aws.'",
+            );
+        }
+        match (secrets, events) {
+            (Some(secrets), Some(events)) if problems.is_empty() => Ok(Self {
+                secrets,
+                state,
+                events,
+                event_source,
+            }),
+            _ => Err(ConfigError::Environment(problems)),
+        }
+    }
+}
+
+fn split(value: &str) -> Option<(&str, &str)> {
+    value.split_once(':')
+}
+
+/// DynamoDB table names: 3-255 characters of `[A-Za-z0-9_.-]`.
+fn valid_table_name(name: &str) -> bool {
+    (3..=255).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn parse(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        Config::from_lookup(|name| map.get(name).cloned())
+    }
+
+    #[test]
+    fn defaults_to_secrets_manager_and_no_events() {
+        let config = parse(&[]).unwrap();
+        assert_eq!(
+            config.secrets,
+            SecretsConfig::SecretsManager {
+                prefix: "dynamics-crm/".into()
+            }
+        );
+        assert_eq!(config.state, None);
+        assert_eq!(config.events, EventsConfig::None);
+        assert_eq!(config.event_source, "dynamics.crm");
+    }
+
+    #[test]
+    fn reads_every_backend() {
+        let config = parse(&[
+            ("CRM_SECRETS", "file:/tmp/creds.json"),
+            ("CRM_STATE", "dynamodb:crm-cursors"),
+            (
+                "CRM_EVENTS",
+                "eventbridge:arn:aws:events:eu-west-1:123456789012:event-bus/crm",
+            ),
+            ("CRM_EVENT_SOURCE", "contoso.crm"),
+        ])
+        .unwrap();
+        assert_eq!(
+            config.secrets,
+            SecretsConfig::File("/tmp/creds.json".into())
+        );
+        assert_eq!(
+            config.state,
+            Some(StateConfig::DynamoDb {
+                table: "crm-cursors".into()
+            })
+        );
+        assert_eq!(
+            config.events,
+            EventsConfig::EventBridge {
+                bus: "arn:aws:events:eu-west-1:123456789012:event-bus/crm".into()
+            }
+        );
+        let files = parse(&[
+            ("CRM_STATE", "file:/var/state"),
+            ("CRM_EVENTS", "file:/tmp/e.jsonl"),
+        ])
+        .unwrap();
+        assert_eq!(
+            files.state,
+            Some(StateConfig::Directory("/var/state".into()))
+        );
+        assert_eq!(files.events, EventsConfig::File("/tmp/e.jsonl".into()));
+    }
+
+    #[test]
+    fn reports_every_bad_variable_at_once() {
+        let ConfigError::Environment(problems) = parse(&[
+            ("CRM_SECRETS", "vault:x"),
+            ("CRM_STATE", "dynamodb:"),
+            ("CRM_EVENTS", "sns:topic"),
+        ])
+        .unwrap_err() else {
+            panic!("expected an environment error");
+        };
+        assert_eq!(problems.len(), 3, "{problems:?}");
+        assert!(problems[0].starts_with("CRM_SECRETS is 'vault:x'"));
+    }
+}

@@ -1,0 +1,219 @@
+//! Credentials per dataset, and a Dataverse client per dataset kept for the life of a warm instance.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use aws_sdk_secretsmanager::error::{DisplayErrorContext, ProvideErrorMetadata};
+use dataverse::{Client, Credentials, RetryPolicy};
+use serde_json::Value;
+use tokio::sync::Mutex;
+
+use crate::config::SecretsConfig;
+use crate::input::Dataset;
+use crate::{ConfigError, CrmError};
+
+/// Where credentials come from (`CRM_SECRETS`).
+#[derive(Debug)]
+pub enum CredentialSource {
+    /// One secret per dataset, named `prefix + dataset`.
+    SecretsManager {
+        client: aws_sdk_secretsmanager::Client,
+        prefix: String,
+    },
+    /// A JSON object mapping dataset names to credentials (local runs).
+    File(PathBuf),
+}
+
+impl CredentialSource {
+    pub async fn from_config(config: &SecretsConfig) -> Self {
+        match config {
+            SecretsConfig::SecretsManager { prefix } => Self::SecretsManager {
+                client: aws_sdk_secretsmanager::Client::new(&crate::aws::sdk_config().await),
+                prefix: prefix.clone(),
+            },
+            SecretsConfig::File(path) => Self::File(path.clone()),
+        }
+    }
+
+    /// Reads the dataset's credentials, every time it is asked (the caller caches).
+    pub async fn load(&self, dataset: &Dataset) -> Result<Credentials, CrmError> {
+        match self {
+            Self::SecretsManager { client, prefix } => {
+                let id = format!("{prefix}{dataset}");
+                let output = client
+                    .get_secret_value()
+                    .secret_id(&id)
+                    .send()
+                    .await
+                    .map_err(|e| secret_error(dataset, &id, &e))?;
+                let location = format!("secret '{id}'");
+                let text = output
+                    .secret_string()
+                    .ok_or_else(|| ConfigError::BadCredentials {
+                        dataset: dataset.to_string(),
+                        location: location.clone(),
+                        problem:
+                            "the secret has no string value (binary secrets are not supported)"
+                                .into(),
+                    })?;
+                let value =
+                    serde_json::from_str(text).map_err(|e| ConfigError::BadCredentials {
+                        dataset: dataset.to_string(),
+                        location: location.clone(),
+                        problem: format!("not JSON (line {}, column {})", e.line(), e.column()),
+                    })?;
+                Ok(credentials(dataset, &location, value)?)
+            }
+            Self::File(path) => {
+                let location = format!("file '{}'", path.display());
+                let text = tokio::fs::read_to_string(path).await.map_err(|e| {
+                    ConfigError::NoCredentials {
+                        dataset: dataset.to_string(),
+                        reason: format!("cannot read {location}: {e}"),
+                    }
+                })?;
+                let mut all: serde_json::Map<String, Value> =
+                    serde_json::from_str(&text).map_err(|e| ConfigError::BadCredentials {
+                        dataset: dataset.to_string(),
+                        location: location.clone(),
+                        problem: format!(
+                            "not a JSON object mapping datasets to credentials (line {}, column {})",
+                            e.line(),
+                            e.column()
+                        ),
+                    })?;
+                let value =
+                    all.remove(dataset.as_str())
+                        .ok_or_else(|| ConfigError::NoCredentials {
+                            dataset: dataset.to_string(),
+                            reason: format!("{location} has no entry for it"),
+                        })?;
+                Ok(credentials(dataset, &location, value)?)
+            }
+        }
+    }
+}
+
+/// Parses credentials JSON. Serde's messages can quote a value, and the value might be the secret, so
+/// only the field and the kind of problem are reported.
+fn credentials(
+    dataset: &Dataset,
+    location: &str,
+    value: Value,
+) -> Result<Credentials, ConfigError> {
+    serde_path_to_error::deserialize::<_, Credentials>(value).map_err(|e| {
+        let message = e.inner().to_string();
+        let problem =
+            if message.starts_with("missing field") || message.starts_with("unknown field") {
+                message
+                    .split(", expected")
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned()
+            } else {
+                format!(
+                    "field `{}` has the wrong type (expected a string)",
+                    e.path()
+                )
+            };
+        ConfigError::BadCredentials {
+            dataset: dataset.to_string(),
+            location: location.to_owned(),
+            problem,
+        }
+    })
+}
+
+fn secret_error<E>(
+    dataset: &Dataset,
+    id: &str,
+    error: &aws_sdk_secretsmanager::error::SdkError<E>,
+) -> CrmError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    let dataset = dataset.to_string();
+    match error.code() {
+        Some("ResourceNotFoundException") => ConfigError::NoCredentials {
+            dataset,
+            reason: format!("the secret '{id}' does not exist"),
+        }
+        .into(),
+        Some("AccessDeniedException") => ConfigError::NoCredentials {
+            dataset,
+            reason: format!("this function may not read the secret '{id}' (check its IAM policy)"),
+        }
+        .into(),
+        Some("DecryptionFailure" | "InvalidRequestException" | "InvalidParameterException") => {
+            ConfigError::BadCredentials {
+                dataset,
+                location: format!("secret '{id}'"),
+                problem: error.message().unwrap_or("it cannot be read").to_owned(),
+            }
+            .into()
+        }
+        _ => CrmError::SecretsUnavailable {
+            dataset,
+            detail: DisplayErrorContext(error).to_string(),
+        },
+    }
+}
+
+/// The functions' door to Dataverse: credentials per dataset, and a client per dataset, both kept for
+/// the life of a warm instance.
+#[derive(Debug)]
+pub struct Crm {
+    source: CredentialSource,
+    policy: RetryPolicy,
+    clients: Mutex<HashMap<Dataset, Client>>,
+}
+
+impl Crm {
+    pub fn new(source: CredentialSource) -> Self {
+        Self {
+            source,
+            policy: RetryPolicy::default(),
+            clients: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// From `CRM_SECRETS`. The error is kept and reported by each invocation.
+    pub async fn from_env() -> Result<Self, ConfigError> {
+        let config = crate::Config::from_env()?;
+        Ok(Self::new(
+            CredentialSource::from_config(&config.secrets).await,
+        ))
+    }
+
+    /// The dataset's client, building it (and reading its credentials) on first use.
+    pub async fn client(&self, dataset: &Dataset) -> Result<Client, CrmError> {
+        let mut clients = self.clients.lock().await;
+        if let Some(client) = clients.get(dataset) {
+            return Ok(client.clone());
+        }
+        let credentials = self.source.load(dataset).await?;
+        let client = Client::builder(credentials)
+            .retry(self.policy.clone())
+            .build()?;
+        tracing::info!(dataset = %dataset, "credentials loaded");
+        clients.insert(dataset.clone(), client.clone());
+        Ok(client)
+    }
+
+    /// Runs `work` with the dataset's client. If Dataverse or the token endpoint refuses the
+    /// credentials, they may have been rotated: read them again and try once more.
+    pub async fn call<T>(
+        &self,
+        dataset: &Dataset,
+        work: impl AsyncFn(Client) -> Result<T, dataverse::Error>,
+    ) -> Result<T, CrmError> {
+        match work(self.client(dataset).await?).await {
+            Err(e) if e.is_unauthorized() => {
+                tracing::warn!(dataset = %dataset, "credentials refused; reading them again");
+                self.clients.lock().await.remove(dataset);
+                Ok(work(self.client(dataset).await?).await?)
+            }
+            other => Ok(other?),
+        }
+    }
+}

@@ -1,0 +1,357 @@
+//! Payloads: the EventBridge envelope, and typed, validated inputs named as in the original connector.
+//!
+//! A bad payload is a `Crm.InvalidInput` naming the field and the problem, before anything is sent, so
+//! nothing a caller writes can end up spliced into a URL.
+
+use std::fmt;
+
+use serde::de::{self, DeserializeOwned, Deserializer};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use crate::CrmError;
+
+/// The fields of a `Record Created/Updated/Deleted` event's detail that describe the event rather than
+/// ask for anything; an action drops them, so a rule on our own events can target it directly.
+const EVENT_FIELDS: [&str; 5] = ["event_id", "version", "changed_on", "record", "truncated"];
+
+/// Takes the payload out of an EventBridge event (`{"source", "detail-type", "detail": {...}}`), so a
+/// function can be the target of an event rule as well as invoked directly.
+pub fn unwrap_envelope(event: Value) -> Value {
+    match event {
+        Value::Object(mut map)
+            if map.contains_key("detail-type")
+                && map.contains_key("source")
+                && map.get("detail").is_some_and(Value::is_object) =>
+        {
+            let mut detail = map.remove("detail").unwrap_or(Value::Null);
+            let is_record_event = map
+                .get("detail-type")
+                .and_then(Value::as_str)
+                .is_some_and(|t| t.starts_with("Record "));
+            if let (true, Some(fields)) = (is_record_event, detail.as_object_mut()) {
+                for name in EVENT_FIELDS {
+                    fields.remove(name);
+                }
+            }
+            detail
+        }
+        other => other,
+    }
+}
+
+/// Parses a payload into `T`, turning every serde complaint into `Crm.InvalidInput` with the field's
+/// name.
+pub fn parse<T: DeserializeOwned>(event: Value) -> Result<T, CrmError> {
+    let payload = unwrap_envelope(event);
+    if !payload.is_object() {
+        return Err(CrmError::invalid(
+            "payload",
+            format!("must be a JSON object, not {}", kind(&payload)),
+        ));
+    }
+    serde_path_to_error::deserialize(payload).map_err(|e| {
+        let path = e.path().to_string();
+        let message = e.inner().to_string();
+        if let Some(name) = quoted_after(&message, "missing field ") {
+            return CrmError::invalid(name, "is required");
+        }
+        if let Some(name) = quoted_after(&message, "unknown field ") {
+            let expected = message.split_once(", expected ").map_or("", |(_, e)| e);
+            return CrmError::invalid(
+                name,
+                format!(
+                    "is not an input of this function (expected {})",
+                    expected.replace('`', "")
+                ),
+            );
+        }
+        CrmError::invalid(
+            if path == "." {
+                "payload".to_owned()
+            } else {
+                path
+            },
+            message,
+        )
+    })
+}
+
+fn quoted_after<'a>(message: &'a str, prefix: &str) -> Option<&'a str> {
+    message
+        .strip_prefix(prefix)?
+        .strip_prefix('`')?
+        .split('`')
+        .next()
+}
+
+fn kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// The organisation: the name its credentials are stored under.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(transparent)]
+pub struct Dataset(String);
+
+impl Dataset {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Dataset {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl TryFrom<String> for Dataset {
+    type Error = String;
+
+    fn try_from(name: String) -> Result<Self, String> {
+        let valid = !name.is_empty()
+            && name.len() <= 128
+            && !name.starts_with('.')
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+        if valid {
+            Ok(Self(name))
+        } else {
+            Err(format!(
+                "'{name}' is not a dataset name: use letters, digits, '.', '_' and '-' (it names the credentials, e.g. 'contoso')"
+            ))
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Dataset {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Dataset::try_from(String::deserialize(deserializer)?).map_err(de::Error::custom)
+    }
+}
+
+/// A table: a logical name (`account`) or an entity set name (`accounts`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TableName(String);
+
+impl TableName {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for TableName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for TableName {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(deserializer)?;
+        let valid = !name.is_empty()
+            && name.len() <= 128
+            && name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if valid {
+            Ok(Self(name))
+        } else {
+            Err(de::Error::custom(format!(
+                "'{name}' is not a table name: use a logical name such as 'account' or an entity set name such as 'accounts' (letters, digits and underscores only)"
+            )))
+        }
+    }
+}
+
+/// A row id: a GUID, and nothing else, so no path can be injected into a URL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RecordId(pub Uuid);
+
+impl<'de> Deserialize<'de> for RecordId {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        // Only the 36-character hyphenated form: braces, URNs and bare hex are not what Dataverse
+        // returns, and accepting them would hide a caller's mix-up.
+        match Uuid::try_parse(&text) {
+            Ok(id) if text.len() == 36 => Ok(Self(id)),
+            _ => Err(de::Error::custom(format!(
+                "'{text}' is not a GUID such as 00000000-0000-0000-0000-000000000000"
+            ))),
+        }
+    }
+}
+
+impl fmt::Display for RecordId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// An etag as Dataverse returns it in `@odata.etag` (`W/"12345"`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Etag(String);
+
+impl Etag {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for Etag {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let tag = String::deserialize(deserializer)?;
+        let opaque = tag.strip_prefix("W/").unwrap_or(&tag);
+        let valid = tag.len() <= 256
+            && opaque.len() >= 2
+            && opaque.starts_with('"')
+            && opaque.ends_with('"')
+            && opaque[1..opaque.len() - 1]
+                .chars()
+                .all(|c| c.is_ascii_graphic() && c != '"');
+        if valid {
+            Ok(Self(tag))
+        } else {
+            Err(de::Error::custom(format!(
+                "'{tag}' is not an etag such as W/\"12345\" (take it from a row's @odata.etag)"
+            )))
+        }
+    }
+}
+
+/// `$top`: a positive number of rows.
+pub fn positive<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<usize>, D::Error> {
+    match Option::<u64>::deserialize(deserializer)? {
+        None => Ok(None),
+        Some(0) => Err(de::Error::custom("must be at least 1")),
+        Some(n) => usize::try_from(n)
+            .map(Some)
+            .map_err(|_| de::Error::custom("is too large")),
+    }
+}
+
+/// An optional OData expression (`$filter`, `$select`, ...). An empty string counts as absent, so a
+/// schedule's JSON input can always carry the key.
+pub fn expression<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
+    let value = Option::<String>::deserialize(deserializer)?;
+    match value {
+        Some(text) if text.trim().is_empty() => Ok(None),
+        Some(text) if text.chars().any(char::is_control) => Err(de::Error::custom(
+            "must not contain control characters such as line breaks",
+        )),
+        other => Ok(other),
+    }
+}
+
+/// `item`: the columns to write, as a JSON object.
+pub fn columns<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Map<String, Value>, D::Error> {
+    match Value::deserialize(deserializer)? {
+        Value::Object(map) if !map.is_empty() => Ok(map),
+        Value::Object(_) => Err(de::Error::custom("must name at least one column to write")),
+        other => Err(de::Error::custom(format!(
+            "must be a JSON object of column values, not {}",
+            kind(&other)
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Sample {
+        dataset: Dataset,
+        table: TableName,
+        id: Option<RecordId>,
+        #[serde(rename = "$top", default, deserialize_with = "positive")]
+        top: Option<usize>,
+        #[serde(rename = "$filter", default, deserialize_with = "expression")]
+        filter: Option<String>,
+        etag: Option<Etag>,
+    }
+
+    fn error(payload: Value) -> (String, String) {
+        match parse::<Sample>(payload).unwrap_err() {
+            CrmError::InvalidInput { field, problem } => (field, problem),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn accepts_a_bare_payload_or_an_eventbridge_event() {
+        let bare = json!({"dataset": "contoso", "table": "accounts", "$filter": ""});
+        let sample: Sample = parse(bare.clone()).unwrap();
+        assert_eq!(sample.filter, None, "an empty filter is no filter");
+        let event = json!({"version": "0", "source": "aws.scheduler", "detail-type": "Scheduled Event", "detail": bare});
+        assert_eq!(parse::<Sample>(event).unwrap().table.as_str(), "accounts");
+    }
+
+    #[test]
+    fn drops_the_event_fields_of_our_own_record_events() {
+        let event = json!({"source": "dynamics.crm", "detail-type": "Record Created", "detail": {
+            "event_id": "ab", "dataset": "contoso", "table": "accounts", "id": "2e451703-c686-e711-80e5-00155db19e6d",
+            "version": "5", "changed_on": "2026-01-01T00:00:00Z", "record": {"name": "x"}
+        }});
+        let sample: Sample = parse(event).unwrap();
+        assert!(sample.id.is_some());
+    }
+
+    #[test]
+    fn names_the_field_and_the_problem() {
+        let base = || json!({"dataset": "contoso", "table": "accounts"});
+        assert_eq!(
+            error(json!({"table": "accounts"})),
+            ("dataset".into(), "is required".into())
+        );
+        let mut bad_id = base();
+        bad_id["id"] = json!("../accounts");
+        assert_eq!(error(bad_id).0, "id");
+        let mut braces = base();
+        braces["id"] = json!("{2e451703-c686-e711-80e5-00155db19e6d}");
+        assert_eq!(error(braces).0, "id");
+        for table in ["accounts/x", "accounts?x=1", "accounts(1)", ""] {
+            let mut bad = base();
+            bad["table"] = json!(table);
+            let (field, problem) = error(bad);
+            assert_eq!(field, "table");
+            assert!(problem.contains("not a table name"), "{problem}");
+        }
+        let mut top = base();
+        top["$top"] = json!(0);
+        assert_eq!(error(top), ("$top".into(), "must be at least 1".into()));
+        let mut typo = base();
+        typo["$fitler"] = json!("x");
+        let (field, problem) = error(typo);
+        assert_eq!(field, "$fitler");
+        assert!(problem.contains("not an input"), "{problem}");
+        let mut etag = base();
+        etag["etag"] = json!("123\r\nX-Evil: 1");
+        assert_eq!(error(etag).0, "etag");
+        assert_eq!(error(json!(["dataset"])).0, "payload");
+    }
+
+    #[test]
+    fn accepts_etags_and_guids_as_dataverse_writes_them() {
+        let sample: Sample = parse(json!({
+            "dataset": "contoso.prod", "table": "new_project", "id": "2e451703-c686-e711-80e5-00155db19e6d",
+            "etag": "W/\"71004878\"", "$top": 5
+        }))
+        .unwrap();
+        assert_eq!(sample.etag.unwrap().as_str(), "W/\"71004878\"");
+        assert_eq!(sample.top, Some(5));
+    }
+}

@@ -1,0 +1,19 @@
+//! What every Dynamics CRM function shares.
+//!
+//! - [`input`]: payloads, named as in the Logic Apps connector, validated into types;
+//! - [`CrmError`]: the error every function returns, with the public `Crm.*` error types;
+//! - [`Config`]: the `CRM_*` environment variables;
+//! - [`Crm`]: credentials per dataset (Secrets Manager or a file) and a client per dataset;
+//! - [`lambda`]: logging, the invocation deadline, serving a handler;
+//! - with the `triggers` feature, the cursor store, the event sink and the trigger engine.
+
+pub mod aws;
+pub mod config;
+pub mod crm;
+mod error;
+pub mod input;
+pub mod lambda;
+
+pub use config::Config;
+pub use crm::{CredentialSource, Crm};
+pub use error::{ConfigError, CrmError};
