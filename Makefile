@@ -3,16 +3,24 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 CARGO ?= cargo
+PYTHON ?= python3
+VENV := .venv
 
-.PHONY: help run test fmt fmt-check clippy cargo-test bench emulator clean
+# The tests start moto from the project's own virtualenv.
+export MOTO_SERVER := $(CURDIR)/$(VENV)/bin/moto_server
+
+.PHONY: help run dev test fmt fmt-check clippy bins cargo-test tools build-tools bench clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
-run: ## Start the Dataverse emulator with demo data (Ctrl-C to stop)
-	$(CARGO) run --quiet -p dataverse-emulator -- --listen 127.0.0.1:8181 --seed demo
+run: bins ## Tour every function on the embedded Dataverse emulator
+	target/debug/crm-tour
 
-test: fmt-check clippy cargo-test ## Format check, clippy -D warnings, every test
+dev: bins build-tools ## Emulator on :8181 and `cargo lambda watch`, for manual invocations
+	scripts/dev.sh
+
+test: fmt-check clippy tools bins cargo-test ## Format check, clippy -D warnings, every test
 
 fmt: ## Format the code
 	$(CARGO) fmt --all
@@ -23,14 +31,31 @@ fmt-check:
 clippy:
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 
+# The suites run the function binaries as they ship, so they are built first.
+bins:
+	$(CARGO) build --workspace --bins --locked
+
 cargo-test:
 	$(CARGO) test --workspace --locked
+
+tools: $(VENV)/.test-tools ## Python test tools (moto, cfn-lint) into .venv
+
+$(VENV)/.test-tools: requirements.txt infra/requirements.txt
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python 3.11 or newer is needed"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements.txt
+	@touch $@
+
+build-tools: $(VENV)/.build-tools ## cargo-lambda and zig into .venv
+
+$(VENV)/.build-tools: requirements-build.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-build.txt
+	@touch $@
 
 bench: ## Benchmarks (the emulator's page serving)
 	$(CARGO) bench -p dataverse-emulator --bench page
 
-emulator: ## Start the emulator on 127.0.0.1:8181 (same as run, for now)
-	$(CARGO) run --quiet -p dataverse-emulator -- --listen 127.0.0.1:8181
-
 clean:
 	$(CARGO) clean
+	rm -rf $(VENV) .run

@@ -1,0 +1,259 @@
+//! `make run`: a scripted tour of the connector on the embedded Dataverse emulator.
+//!
+//! It starts the emulator with demo data, runs every function as the binary it ships as, through the
+//! Lambda Runtime API, and prints each input and output. It exits 0 only if every step answered as
+//! expected, so it doubles as a smoke test of a fresh build.
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::process::ExitCode;
+
+use e2e_tests::{Emulator, Failure, Function, TempDir, env};
+use serde_json::{Value, json};
+
+/// What a step should answer.
+enum Expect {
+    Ok,
+    Error(&'static str),
+}
+
+struct Tour {
+    functions: Vec<Function>,
+    failures: usize,
+    step: usize,
+    out: std::io::Stdout,
+    dir: TempDir,
+}
+
+impl Tour {
+    async fn function(
+        &mut self,
+        name: &str,
+        environment: &[(String, String)],
+    ) -> Result<usize, String> {
+        if let Some(i) = self.functions.iter().position(|f| f.name == name) {
+            return Ok(i);
+        }
+        let function = Function::start(name, environment)
+            .await
+            .map_err(|e| format!("cannot start {name}: {e}"))?;
+        self.functions.push(function);
+        Ok(self.functions.len() - 1)
+    }
+
+    fn say(&mut self, text: &str) {
+        // The tour's output is its purpose; a closed stdout leaves nothing to do.
+        let _ = writeln!(self.out, "{text}");
+    }
+
+    async fn step(
+        &mut self,
+        name: &str,
+        environment: &[(String, String)],
+        what: &str,
+        input: &Value,
+        expect: Expect,
+    ) -> Result<Value, String> {
+        self.step += 1;
+        let i = self.function(name, environment).await?;
+        self.say(&format!("\n━━ {}. {name}: {what}", self.step));
+        self.say(&indent("input ", input, usize::MAX));
+        let answer = self.functions[i].invoke(input).await;
+        let (shown, ok, value) = match (&answer, &expect) {
+            (Ok(output), Expect::Ok) => (indent("output", output, 24), true, output.clone()),
+            (
+                Err(Failure::Error {
+                    error_type,
+                    message,
+                }),
+                Expect::Error(wanted),
+            ) => (
+                format!("  error  {error_type}: {message}"),
+                error_type == wanted,
+                Value::Null,
+            ),
+            (Ok(output), Expect::Error(wanted)) => (
+                format!("{}\n  ✗ expected {wanted}", indent("output", output, 24)),
+                false,
+                Value::Null,
+            ),
+            (Err(failure), _) => (format!("  error  {failure}"), false, Value::Null),
+        };
+        self.say(&shown);
+        if !ok {
+            self.failures += 1;
+            self.say("  ✗ not the expected answer");
+        }
+        Ok(value)
+    }
+}
+
+/// Pretty JSON under a label, cut after `max_lines` lines.
+fn indent(label: &str, value: &Value, max_lines: usize) -> String {
+    let pretty = serde_json::to_string_pretty(value).unwrap_or_default();
+    let lines: Vec<&str> = pretty.lines().collect();
+    let mut out = String::new();
+    for (n, line) in lines.iter().take(max_lines).enumerate() {
+        let prefix = if n == 0 { label } else { "" };
+        let _ = writeln!(out, "  {prefix:<6} {line}");
+    }
+    if lines.len() > max_lines {
+        let _ = writeln!(out, "         … {} more lines", lines.len() - max_lines);
+    }
+    out.trim_end().to_owned()
+}
+
+fn sample(json: &str) -> Value {
+    serde_json::from_str(json).unwrap_or(Value::Null)
+}
+
+async fn actions(tour: &mut Tour, environment: &[(String, String)]) -> Result<(), String> {
+    tour.step(
+        "list-records",
+        environment,
+        "the biggest US accounts (functions/list-records/events/list.json)",
+        &sample(include_str!(
+            "../../../../functions/list-records/events/list.json"
+        )),
+        Expect::Ok,
+    )
+    .await?;
+    tour.step(
+        "get-record",
+        environment,
+        "one account, with its primary contact expanded",
+        &sample(include_str!(
+            "../../../../functions/get-record/events/get.json"
+        )),
+        Expect::Ok,
+    )
+    .await?;
+    let created = tour
+        .step(
+            "create-record",
+            environment,
+            "a contact bound to that account",
+            &sample(include_str!(
+                "../../../../functions/create-record/events/create.json"
+            )),
+            Expect::Ok,
+        )
+        .await?;
+    let id = created["contactid"].as_str().unwrap_or_default().to_owned();
+    let etag = created["@odata.etag"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    tour.step(
+        "update-record",
+        environment,
+        "her job title, guarded by the etag create-record returned",
+        &json!({"dataset": "contoso", "table": "contacts", "id": id, "etag": etag,
+                "item": {"jobtitle": "Computer Scientist"}, "$select": "fullname,jobtitle"}),
+        Expect::Ok,
+    )
+    .await?;
+    tour.step(
+        "update-record",
+        environment,
+        "again with the same, now stale, etag",
+        &json!({"dataset": "contoso", "table": "contacts", "id": id, "etag": etag, "item": {"jobtitle": "Admiral"}}),
+        Expect::Error("Crm.PreconditionFailed"),
+    )
+    .await?;
+    tour.step(
+        "list-records",
+        environment,
+        "contacts named Hopper, with their account",
+        &json!({"dataset": "contoso", "table": "contact", "$filter": "lastname eq 'Hopper'",
+                "$select": "fullname,jobtitle", "$expand": "parentcustomerid_account($select=name)"}),
+        Expect::Ok,
+    )
+    .await?;
+    tour.step(
+        "delete-record",
+        environment,
+        "the contact",
+        &json!({"dataset": "contoso", "table": "contacts", "id": id}),
+        Expect::Ok,
+    )
+    .await?;
+    tour.step(
+        "get-record",
+        environment,
+        "the deleted contact",
+        &json!({"dataset": "contoso", "table": "contacts", "id": id}),
+        Expect::Error("Crm.NotFound"),
+    )
+    .await?;
+    tour.step(
+        "update-record",
+        environment,
+        "a row that does not exist (an update never creates one)",
+        &json!({"dataset": "contoso", "table": "accounts", "id": "0b8c6f4e-1d2a-4c3b-9e8f-7a6b5c4d3e2f", "item": {"name": "Ghost"}}),
+        Expect::Error("Crm.NotFound"),
+    )
+    .await?;
+    tour.step(
+        "get-record",
+        environment,
+        "an id that is not a GUID",
+        &json!({"dataset": "contoso", "table": "accounts", "id": "../../WhoAmI"}),
+        Expect::Error("Crm.InvalidInput"),
+    )
+    .await?;
+    Ok(())
+}
+
+async fn run(tour: &mut Tour) -> Result<(), String> {
+    let emulator = Emulator::start(&["--seed", "demo"])
+        .await
+        .map_err(|e| format!("cannot start the emulator: {e}"))?;
+    let credentials = tour
+        .dir
+        .write(
+            "credentials.json",
+            &json!({"contoso": emulator.credentials()}).to_string(),
+        )
+        .map_err(|e| e.to_string())?;
+    tour.say(&format!(
+        "Dataverse emulator at {} (demo data); credentials for dataset 'contoso' in {}",
+        emulator.url,
+        credentials.display()
+    ));
+    let secrets = format!("file:{}", credentials.display());
+    let environment = env(&[("CRM_SECRETS", &secrets), ("RUST_LOG", "warn")]);
+    actions(tour, &environment).await
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let dir = match TempDir::new("tour") {
+        Ok(dir) => dir,
+        Err(e) => {
+            eprintln!("crm-tour: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut tour = Tour {
+        functions: Vec::new(),
+        failures: 0,
+        step: 0,
+        out: std::io::stdout(),
+        dir,
+    };
+    tour.say("A tour of the Dynamics CRM connector: each function runs as its Lambda binary.");
+    if let Err(e) = run(&mut tour).await {
+        eprintln!("crm-tour: {e}");
+        return ExitCode::FAILURE;
+    }
+    if tour.failures > 0 {
+        eprintln!(
+            "\ncrm-tour: {} step(s) did not answer as expected",
+            tour.failures
+        );
+        return ExitCode::FAILURE;
+    }
+    tour.say(&format!("\nAll {} steps answered as expected.", tour.step));
+    ExitCode::SUCCESS
+}

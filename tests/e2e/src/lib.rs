@@ -1,0 +1,16 @@
+//! Harness for the cross-crate suites and the tour: the real function binaries, driven through a Lambda
+//! Runtime API, against the Dataverse emulator and moto.
+
+pub mod runtime;
+pub mod services;
+
+pub use runtime::{Failure, Function, bin_dir, binary};
+pub use services::{Emulator, Moto, TempDir};
+
+/// `(name, value)` pairs for [`Function::start`].
+pub fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}

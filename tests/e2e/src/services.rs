@@ -1,0 +1,261 @@
+//! The processes the functions talk to: the Dataverse emulator and moto (AWS), each on a free port and
+//! stopped when dropped.
+
+use std::io::{Error, ErrorKind};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+use crate::runtime::binary;
+
+/// The Dataverse emulator binary, started for one test or one tour.
+#[derive(Debug)]
+pub struct Emulator {
+    _child: Child,
+    pub url: String,
+    http: reqwest::Client,
+}
+
+impl Emulator {
+    /// Starts `dataverse-emulator` with `args` and waits for its `listening on` line.
+    pub async fn start(args: &[&str]) -> std::io::Result<Self> {
+        let mut child = Command::new(binary("dataverse-emulator")?)
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| Error::other("no stdout"))?;
+        let mut line = String::new();
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            BufReader::new(stdout).read_line(&mut line),
+        )
+        .await
+        .map_err(|_| Error::new(ErrorKind::TimedOut, "the emulator did not start"))??;
+        let url = line
+            .trim()
+            .strip_prefix("listening on ")
+            .ok_or_else(|| {
+                Error::other(format!("unexpected first line from the emulator: {line:?}"))
+            })?
+            .to_owned();
+        Ok(Self {
+            _child: child,
+            url,
+            http: reqwest::Client::new(),
+        })
+    }
+
+    /// Credentials JSON for this emulator, as a dataset's secret holds it.
+    pub fn credentials(&self) -> Value {
+        self.credentials_with_secret("local-secret")
+    }
+
+    pub fn credentials_with_secret(&self, secret: &str) -> Value {
+        json!({
+            "url": self.url,
+            "tenant_id": "contoso.onmicrosoft.com",
+            "client_id": "local-client",
+            "client_secret": secret,
+            "authority": self.url,
+        })
+    }
+
+    pub async fn control(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: &Value,
+    ) -> reqwest::Result<reqwest::Response> {
+        self.http
+            .request(method, format!("{}/_emulator/{path}", self.url))
+            .json(body)
+            .send()
+            .await
+    }
+
+    /// `POST /_emulator/{path}`, expecting success.
+    pub async fn post(&self, path: &str, body: &Value) -> Result<Value, Error> {
+        let response = self
+            .control(reqwest::Method::POST, path, body)
+            .await
+            .map_err(Error::other)?;
+        let status = response.status();
+        let text = response.text().await.map_err(Error::other)?;
+        if !status.is_success() {
+            return Err(Error::other(format!(
+                "POST /_emulator/{path}: {status} {text}"
+            )));
+        }
+        Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    /// The request log since the last clear.
+    pub async fn requests(&self) -> Result<Vec<Value>, Error> {
+        let response = self
+            .control(reqwest::Method::GET, "requests", &Value::Null)
+            .await
+            .map_err(Error::other)?;
+        response.json().await.map_err(Error::other)
+    }
+
+    pub async fn clear_requests(&self) -> Result<(), Error> {
+        self.control(reqwest::Method::DELETE, "requests", &Value::Null)
+            .await
+            .map_err(Error::other)?;
+        Ok(())
+    }
+
+    /// A Web API GET with a fresh token, for checking what the functions did: `(status, body)`.
+    pub async fn api_get(&self, path: &str) -> Result<(u16, Value), Error> {
+        let scope = format!("{}/.default", self.url);
+        let token: Value = self
+            .http
+            .post(format!("{}/checker/oauth2/v2.0/token", self.url))
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", "local-client"),
+                ("client_secret", "local-secret"),
+                ("scope", scope.as_str()),
+            ])
+            .send()
+            .await
+            .map_err(Error::other)?
+            .json()
+            .await
+            .map_err(Error::other)?;
+        let response = self
+            .http
+            .get(format!("{}/api/data/v9.2/{path}", self.url))
+            .bearer_auth(token["access_token"].as_str().unwrap_or_default())
+            .send()
+            .await
+            .map_err(Error::other)?;
+        let status = response.status().as_u16();
+        let body = response.json().await.unwrap_or(Value::Null);
+        Ok((status, body))
+    }
+}
+
+/// moto's server: real AWS wire protocols for Secrets Manager, DynamoDB, EventBridge and SQS.
+#[derive(Debug)]
+pub struct Moto {
+    _child: Child,
+    pub url: String,
+}
+
+impl Moto {
+    /// Starts `moto_server` (from `MOTO_SERVER`, the project's `.venv`, or `PATH`) on a free port.
+    pub async fn start() -> std::io::Result<Self> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let program = moto_program();
+        let child = Command::new(&program)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| {
+                Error::new(
+                    e.kind(),
+                    format!(
+                        "cannot start {}: {e} (install the Python tools with `make tools`, or set MOTO_SERVER)",
+                        program.display()
+                    ),
+                )
+            })?;
+        let url = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::new();
+        for _ in 0..200 {
+            if http
+                .get(format!("{url}/moto-api/"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+            {
+                return Ok(Self { _child: child, url });
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Err(Error::new(
+            ErrorKind::TimedOut,
+            "moto did not start within 10 s",
+        ))
+    }
+
+    /// The environment a function needs to reach this moto through the SDK's standard variables.
+    pub fn env(&self) -> Vec<(String, String)> {
+        [
+            ("AWS_ENDPOINT_URL", self.url.as_str()),
+            ("AWS_ACCESS_KEY_ID", "test"),
+            ("AWS_SECRET_ACCESS_KEY", "test"),
+            ("AWS_REGION", "us-east-1"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+    }
+
+    /// SDK configuration for the tests' own clients.
+    pub async fn sdk_config(&self) -> aws_config::SdkConfig {
+        aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .endpoint_url(&self.url)
+            .region(aws_config::Region::new("us-east-1"))
+            .credentials_provider(aws_sdk_secretsmanager::config::Credentials::new(
+                "test", "test", None, None, "moto",
+            ))
+            .load()
+            .await
+    }
+}
+
+fn moto_program() -> PathBuf {
+    if let Some(path) = std::env::var_os("MOTO_SERVER") {
+        return PathBuf::from(path);
+    }
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/moto_server");
+    if venv.is_file() {
+        return venv;
+    }
+    PathBuf::from("moto_server")
+}
+
+/// A directory removed when dropped.
+#[derive(Debug)]
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(label: &str) -> std::io::Result<Self> {
+        let path = std::env::temp_dir().join(format!("crm-{label}-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&path)?;
+        Ok(Self(path))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    /// Writes `file` in the directory and returns its path.
+    pub fn write(&self, file: &str, contents: &str) -> std::io::Result<PathBuf> {
+        let path = self.0.join(file);
+        std::fs::write(&path, contents)?;
+        Ok(path)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
