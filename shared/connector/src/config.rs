@@ -6,10 +6,12 @@
 //! | `CRM_STATE` | `dynamodb:<table>` or `file:<directory>` (triggers) | none |
 //! | `CRM_EVENTS` | `eventbridge:<bus name or ARN>`, `file:<path.jsonl>` or `none` (triggers) | `none` |
 //! | `CRM_EVENT_SOURCE` | EventBridge `Source` | `dynamics.crm` |
+//! | `CRM_TRIGGER_OVERLAP_SECS` | how long after its time a late commit still fires (triggers) | `60` |
 //!
 //! AWS endpoints are not configured here: the SDK reads `AWS_ENDPOINT_URL*` itself.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use crate::ConfigError;
 
@@ -39,6 +41,8 @@ pub struct Config {
     pub state: Option<StateConfig>,
     pub events: EventsConfig,
     pub event_source: String,
+    /// How far back each trigger poll re-reads, to catch transactions that committed late.
+    pub trigger_overlap: Duration,
 }
 
 impl Config {
@@ -110,12 +114,27 @@ impl Config {
                 "at most 256 characters, not starting with 'aws.'",
             );
         }
+        let trigger_overlap = match get("CRM_TRIGGER_OVERLAP_SECS") {
+            None => Duration::from_secs(60),
+            Some(v) => match v.trim().parse::<u64>() {
+                Ok(secs) if secs <= 3600 => Duration::from_secs(secs),
+                _ => {
+                    bad(
+                        "CRM_TRIGGER_OVERLAP_SECS",
+                        &v,
+                        "a number of seconds from 0 to 3600",
+                    );
+                    Duration::ZERO
+                }
+            },
+        };
         match (secrets, events) {
             (Some(secrets), Some(events)) if problems.is_empty() => Ok(Self {
                 secrets,
                 state,
                 events,
                 event_source,
+                trigger_overlap,
             }),
             _ => Err(ConfigError::Environment(problems)),
         }
@@ -160,6 +179,7 @@ mod tests {
         assert_eq!(config.state, None);
         assert_eq!(config.events, EventsConfig::None);
         assert_eq!(config.event_source, "dynamics.crm");
+        assert_eq!(config.trigger_overlap, Duration::from_secs(60));
     }
 
     #[test]

@@ -19,6 +19,10 @@ pub enum ConfigError {
     #[error("no credentials for dataset '{dataset}': {reason}")]
     NoCredentials { dataset: String, reason: String },
 
+    /// A table cannot serve this function as it is set up in Dataverse.
+    #[error("table '{table}': {problem}")]
+    Table { table: String, problem: String },
+
     /// Credentials exist but cannot be used. `problem` never quotes the secret.
     #[error("the credentials for dataset '{dataset}' in {location} are not usable: {problem}")]
     BadCredentials {

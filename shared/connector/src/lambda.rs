@@ -43,7 +43,9 @@ where
     let handler = &handler;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
         let deps = deps.as_ref().map_err(|e| CrmError::from(e.clone()))?;
-        let result = handler(deps, event).await;
+        // Boxed: a trigger's future nests the SDK clients' futures deeply enough to exceed the
+        // compiler's layout depth, and is large; on the heap it is neither.
+        let result = Box::pin(handler(deps, event)).await;
         if let Err(error) = &result {
             tracing::error!(error_type = error.error_type(), error = %error, "invocation failed");
         }

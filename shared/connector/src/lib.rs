@@ -10,9 +10,15 @@
 pub mod aws;
 pub mod config;
 pub mod crm;
+#[cfg(feature = "triggers")]
+pub mod cursor;
 mod error;
+#[cfg(feature = "triggers")]
+pub mod events;
 pub mod input;
 pub mod lambda;
+#[cfg(feature = "triggers")]
+pub mod trigger;
 
 pub use config::Config;
 pub use crm::{CredentialSource, Crm};

@@ -1,6 +1,7 @@
 //! Harness for the cross-crate suites and the tour: the real function binaries, driven through a Lambda
 //! Runtime API, against the Dataverse emulator and moto.
 
+pub mod aws;
 pub mod runtime;
 pub mod services;
 

@@ -115,8 +115,14 @@ impl Emulator {
         Ok(())
     }
 
-    /// A Web API GET with a fresh token, for checking what the functions did: `(status, body)`.
-    pub async fn api_get(&self, path: &str) -> Result<(u16, Value), Error> {
+    /// A Web API request with a fresh token, for setting up and checking what the functions did:
+    /// `(status, body)`. Writes ask for the row back.
+    pub async fn api(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<(u16, Value), Error> {
         let scope = format!("{}/.default", self.url);
         let token: Value = self
             .http
@@ -133,16 +139,23 @@ impl Emulator {
             .json()
             .await
             .map_err(Error::other)?;
-        let response = self
+        let mut request = self
             .http
-            .get(format!("{}/api/data/v9.2/{path}", self.url))
+            .request(method, format!("{}/api/data/v9.2/{path}", self.url))
             .bearer_auth(token["access_token"].as_str().unwrap_or_default())
-            .send()
-            .await
-            .map_err(Error::other)?;
+            .header("Prefer", "return=representation");
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await.map_err(Error::other)?;
         let status = response.status().as_u16();
         let body = response.json().await.unwrap_or(Value::Null);
         Ok((status, body))
+    }
+
+    /// A Web API GET: `(status, body)`.
+    pub async fn api_get(&self, path: &str) -> Result<(u16, Value), Error> {
+        self.api(reqwest::Method::GET, path, None).await
     }
 }
 

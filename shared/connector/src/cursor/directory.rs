@@ -1,0 +1,324 @@
+//! `CRM_STATE=file:<directory>`: cursors as JSON files, for local runs.
+//!
+//! Every read-modify-write happens under an exclusive lock on a sibling `.lock` file, and every write
+//! goes to a temporary file that is synced and renamed over the old one, so a process killed at any
+//! moment leaves either the old cursor or the new one, never half of one.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::fs::{File, OpenOptions};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::{CursorError, Lease, Record, epoch_millis};
+
+#[derive(Debug, Clone)]
+pub struct DirectoryStore {
+    dir: PathBuf,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Stored {
+    revision: u64,
+    record: Option<Record>,
+    lease: Option<Held>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Held {
+    owner: String,
+    until_ms: u64,
+}
+
+impl DirectoryStore {
+    pub fn new(dir: PathBuf) -> Self {
+        Self { dir }
+    }
+
+    /// A file name for a key: letters, digits, `.`, `_` and `-` as they are, anything else as `%XX`.
+    fn base(&self, key: &str) -> PathBuf {
+        let mut name = String::with_capacity(key.len());
+        for byte in key.bytes() {
+            if byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'_' | b'-') {
+                name.push(char::from(byte));
+            } else {
+                let _ = write!(name, "%{byte:02X}");
+            }
+        }
+        self.dir.join(name)
+    }
+
+    /// Runs `work` on the blocking pool under the key's exclusive file lock.
+    async fn locked<T: Send + 'static>(
+        &self,
+        key: &str,
+        work: impl FnOnce(&Path) -> Result<T, CursorError> + Send + 'static,
+    ) -> Result<T, CursorError> {
+        let base = self.base(key);
+        let dir = self.dir.clone();
+        tokio::task::spawn_blocking(move || {
+            std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
+            let lock_path = with_suffix(&base, ".lock");
+            let lock = OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&lock_path)
+                .map_err(|e| io(&lock_path, e))?;
+            lock.lock().map_err(|e| io(&lock_path, e))?;
+            // The lock is released when `lock` is dropped, after the work.
+            work(&base)
+        })
+        .await
+        .map_err(|e| CursorError::Io {
+            path: self.dir.display().to_string(),
+            source: std::io::Error::other(e),
+        })?
+    }
+
+    pub async fn acquire(
+        &self,
+        key: &str,
+        owner: &str,
+        until: SystemTime,
+    ) -> Result<Option<Lease>, CursorError> {
+        let (key, owner) = (key.to_owned(), owner.to_owned());
+        self.locked(&key.clone(), move |base| {
+            let path = with_suffix(base, ".json");
+            let mut stored: Stored = read(&path, &key)?.unwrap_or_default();
+            let now = epoch_millis(SystemTime::now());
+            if stored
+                .lease
+                .as_ref()
+                .is_some_and(|held| held.until_ms > now && held.owner != owner)
+            {
+                return Ok(None);
+            }
+            stored.lease = Some(Held {
+                owner: owner.clone(),
+                until_ms: epoch_millis(until),
+            });
+            write(&path, &stored)?;
+            Ok(Some(Lease {
+                key,
+                owner,
+                revision: stored.revision,
+                record: stored.record,
+            }))
+        })
+        .await
+    }
+
+    pub async fn commit(&self, lease: &Lease, record: &Record) -> Result<(), CursorError> {
+        let (lease, record) = (lease.clone(), record.clone());
+        self.locked(&lease.key.clone(), move |base| {
+            let path = with_suffix(base, ".json");
+            let stored: Stored = read(&path, &lease.key)?.unwrap_or_default();
+            let ours = stored
+                .lease
+                .as_ref()
+                .is_some_and(|h| h.owner == lease.owner);
+            if !ours || stored.revision != lease.revision {
+                return Err(CursorError::Lost { key: lease.key });
+            }
+            write(
+                &path,
+                &Stored {
+                    revision: stored.revision + 1,
+                    record: Some(record),
+                    lease: None,
+                },
+            )
+        })
+        .await
+    }
+
+    pub async fn release(&self, lease: &Lease) -> Result<(), CursorError> {
+        let lease = lease.clone();
+        self.locked(&lease.key.clone(), move |base| {
+            let path = with_suffix(base, ".json");
+            let Some(mut stored) = read::<Stored>(&path, &lease.key)? else {
+                return Ok(());
+            };
+            if stored
+                .lease
+                .as_ref()
+                .is_some_and(|h| h.owner == lease.owner)
+            {
+                stored.lease = None;
+                write(&path, &stored)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn fingerprints(
+        &self,
+        key: &str,
+        ids: &[Uuid],
+    ) -> Result<HashMap<Uuid, String>, CursorError> {
+        let (key, ids) = (key.to_owned(), ids.to_vec());
+        self.locked(&key.clone(), move |base| {
+            let path = with_suffix(base, ".fingerprints.json");
+            let all: HashMap<Uuid, String> = read(&path, &key)?.unwrap_or_default();
+            Ok(ids
+                .into_iter()
+                .filter_map(|id| all.get(&id).map(|fp| (id, fp.clone())))
+                .collect())
+        })
+        .await
+    }
+
+    pub async fn put_fingerprints(
+        &self,
+        key: &str,
+        entries: &[(Uuid, String)],
+    ) -> Result<(), CursorError> {
+        let (key, entries) = (key.to_owned(), entries.to_vec());
+        self.locked(&key.clone(), move |base| {
+            let path = with_suffix(base, ".fingerprints.json");
+            let mut all: HashMap<Uuid, String> = read(&path, &key)?.unwrap_or_default();
+            all.extend(entries);
+            write(&path, &all)
+        })
+        .await
+    }
+}
+
+fn with_suffix(base: &Path, suffix: &str) -> PathBuf {
+    let mut name = base.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+fn io(path: &Path, source: std::io::Error) -> CursorError {
+    CursorError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+fn read<T: DeserializeOwned>(path: &Path, key: &str) -> Result<Option<T>, CursorError> {
+    match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| CursorError::Corrupt {
+                key: key.to_owned(),
+                problem: format!("{}: {e}", path.display()),
+            }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io(path, e)),
+    }
+}
+
+/// Writes atomically: a synced temporary file renamed over the target, then the directory synced so
+/// the rename itself survives a crash.
+fn write<T: Serialize>(path: &Path, value: &T) -> Result<(), CursorError> {
+    let temporary = with_suffix(path, &format!(".tmp{}", std::process::id()));
+    let bytes = serde_json::to_vec(value).map_err(|e| io(path, std::io::Error::other(e)))?;
+    let mut file = File::create(&temporary).map_err(|e| io(&temporary, e))?;
+    file.write_all(&bytes).map_err(|e| io(&temporary, e))?;
+    file.sync_all().map_err(|e| io(&temporary, e))?;
+    std::fs::rename(&temporary, path).map_err(|e| io(path, e))?;
+    if let Some(dir) = path.parent() {
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| io(dir, e))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn store() -> (DirectoryStore, PathBuf) {
+        let dir = std::env::temp_dir().join(format!("cursor-test-{}", Uuid::new_v4()));
+        (DirectoryStore::new(dir.clone()), dir)
+    }
+
+    fn record(position: &str) -> Record {
+        Record {
+            state: format!("{{\"p\":\"{position}\"}}"),
+            position: position.into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_held_lease_keeps_a_second_poller_out_until_it_expires() {
+        let (store, dir) = store();
+        let later = SystemTime::now() + Duration::from_secs(60);
+        let first = store.acquire("k/a b", "one", later).await.unwrap();
+        assert!(first.is_some());
+        assert!(
+            store
+                .acquire("k/a b", "two", later)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        let expired = SystemTime::now() - Duration::from_secs(1);
+        let other_store = DirectoryStore::new(dir.clone());
+        other_store.acquire("k/x", "one", expired).await.unwrap();
+        assert!(
+            other_store
+                .acquire("k/x", "two", later)
+                .await
+                .unwrap()
+                .is_some(),
+            "an expired lease is free"
+        );
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test]
+    async fn commits_once_per_read_and_never_backwards() {
+        let (store, dir) = store();
+        let later = SystemTime::now() + Duration::from_secs(60);
+        let lease = store.acquire("k", "one", later).await.unwrap().unwrap();
+        store.commit(&lease, &record("0005")).await.unwrap();
+        // The same read cannot be committed twice.
+        assert!(matches!(
+            store.commit(&lease, &record("0006")).await,
+            Err(CursorError::Lost { .. })
+        ));
+        let lease = store.acquire("k", "two", later).await.unwrap().unwrap();
+        assert_eq!(lease.record.as_ref().unwrap().position, "0005");
+        let wrapped = super::super::CursorStore::Directory(store.clone());
+        assert!(matches!(
+            wrapped.commit(&lease, &record("0004")).await,
+            Err(CursorError::Backwards { .. })
+        ));
+        wrapped.commit(&lease, &record("0007")).await.unwrap();
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test]
+    async fn keeps_fingerprints_per_row() {
+        let (store, dir) = store();
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        store
+            .put_fingerprints("k", &[(a, "aa".into())])
+            .await
+            .unwrap();
+        store
+            .put_fingerprints("k", &[(b, "bb".into()), (a, "a2".into())])
+            .await
+            .unwrap();
+        let found = store
+            .fingerprints("k", &[a, b, Uuid::new_v4()])
+            .await
+            .unwrap();
+        assert_eq!(found.len(), 2);
+        assert_eq!(found[&a], "a2");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

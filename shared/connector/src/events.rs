@@ -1,0 +1,273 @@
+//! Where triggers publish: EventBridge, a JSON-lines file, or nowhere (`CRM_EVENTS`).
+//!
+//! Publishing reports how many events, from the first, were accepted. The trigger advances its cursor
+//! only past those: an event that was not accepted is fetched and published again by the next poll,
+//! with the same `event_id`.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use aws_sdk_eventbridge::error::DisplayErrorContext;
+use aws_sdk_eventbridge::types::PutEventsRequestEntry;
+use dataverse::Deadline;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::config::EventsConfig;
+
+/// EventBridge's limit for one `PutEvents` request, entries included: 256 KB.
+const REQUEST_LIMIT: usize = 256 * 1024;
+/// Attempts at entries EventBridge reported as failed.
+const ATTEMPTS: u32 = 5;
+
+/// One change, ready to publish.
+#[derive(Debug, Clone, Serialize)]
+pub struct Event {
+    #[serde(rename = "detail-type")]
+    pub detail_type: &'static str,
+    pub detail: Value,
+}
+
+impl Event {
+    /// What EventBridge counts toward the 256 KB entry limit: source, detail type, detail, and 14
+    /// bytes for the time (the calculation AWS documents for `PutEvents` entry sizes).
+    pub fn size(&self, source: &str, detail: &str) -> usize {
+        14 + source.len() + self.detail_type.len() + detail.len()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EventError {
+    #[error("EventBridge refused {failed} event(s) after {ATTEMPTS} attempts: {reason}")]
+    Rejected { failed: usize, reason: String },
+    #[error("PutEvents to '{bus}' failed: {message}")]
+    Call { bus: String, message: String },
+    #[error("writing events to {path}: {source}")]
+    File {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the deadline arrived before every event was published")]
+    Deadline,
+}
+
+/// The outcome of a publish: the first `accepted` events are delivered; `error` says why the rest
+/// are not.
+#[derive(Debug)]
+pub struct Published {
+    pub accepted: usize,
+    pub error: Option<EventError>,
+}
+
+#[derive(Debug)]
+pub enum EventSink {
+    EventBridge {
+        client: aws_sdk_eventbridge::Client,
+        bus: String,
+        source: String,
+    },
+    File {
+        path: PathBuf,
+        source: String,
+    },
+    None,
+}
+
+impl EventSink {
+    pub async fn from_config(config: &EventsConfig, source: &str) -> Self {
+        match config {
+            EventsConfig::EventBridge { bus } => Self::EventBridge {
+                client: aws_sdk_eventbridge::Client::new(&crate::aws::sdk_config().await),
+                bus: bus.clone(),
+                source: source.to_owned(),
+            },
+            EventsConfig::File(path) => Self::File {
+                path: path.clone(),
+                source: source.to_owned(),
+            },
+            EventsConfig::None => Self::None,
+        }
+    }
+
+    /// Publishes `events` in order, stopping at the first that cannot be delivered.
+    pub async fn publish(&self, events: &[Event], deadline: Deadline) -> Published {
+        match self {
+            Self::None => Published {
+                accepted: events.len(),
+                error: None,
+            },
+            Self::File { path, source } => publish_file(path, source, events).await,
+            Self::EventBridge {
+                client,
+                bus,
+                source,
+            } => publish_eventbridge(client, bus, source, events, deadline).await,
+        }
+    }
+}
+
+async fn publish_file(path: &std::path::Path, source: &str, events: &[Event]) -> Published {
+    #[derive(Serialize)]
+    struct Line<'a> {
+        source: &'a str,
+        #[serde(flatten)]
+        event: &'a Event,
+    }
+    let mut text = String::new();
+    for event in events {
+        // Serialising a Value cannot fail.
+        text.push_str(&serde_json::to_string(&Line { source, event }).unwrap_or_default());
+        text.push('\n');
+    }
+    let target = path.to_owned();
+    let written = tokio::task::spawn_blocking(move || {
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&target)?;
+        file.write_all(text.as_bytes())?;
+        file.sync_data()
+    })
+    .await
+    .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+    match written {
+        Ok(()) => Published {
+            accepted: events.len(),
+            error: None,
+        },
+        // A partial append may hold some of the lines; the next poll writes them again, with the same
+        // event ids, which is the at-least-once contract.
+        Err(e) => Published {
+            accepted: 0,
+            error: Some(EventError::File {
+                path: path.display().to_string(),
+                source: e,
+            }),
+        },
+    }
+}
+
+/// Splits events into `PutEvents` requests of at most 10 entries and 256 KB.
+fn batches(sizes: &[usize]) -> Vec<std::ops::Range<usize>> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut bytes = 0;
+    for (i, size) in sizes.iter().enumerate() {
+        if i > start && (i - start == 10 || bytes + size > REQUEST_LIMIT) {
+            out.push(start..i);
+            start = i;
+            bytes = 0;
+        }
+        bytes += size;
+    }
+    if start < sizes.len() {
+        out.push(start..sizes.len());
+    }
+    out
+}
+
+async fn publish_eventbridge(
+    client: &aws_sdk_eventbridge::Client,
+    bus: &str,
+    source: &str,
+    events: &[Event],
+    deadline: Deadline,
+) -> Published {
+    let details: Vec<String> = events.iter().map(|e| e.detail.to_string()).collect();
+    let sizes: Vec<usize> = events
+        .iter()
+        .zip(&details)
+        .map(|(e, d)| e.size(source, d))
+        .collect();
+    for range in batches(&sizes) {
+        // Indices (into `events`) still to deliver in this batch.
+        let mut pending: Vec<usize> = range.clone().collect();
+        let mut reason = String::new();
+        for attempt in 0..ATTEMPTS {
+            if attempt > 0 {
+                let wait = Duration::from_millis(100 << attempt);
+                if !deadline.allows(wait) {
+                    break;
+                }
+                tokio::time::sleep(wait).await;
+            }
+            let entries = pending
+                .iter()
+                .map(|&i| {
+                    PutEventsRequestEntry::builder()
+                        .event_bus_name(bus)
+                        .source(source)
+                        .detail_type(events[i].detail_type)
+                        .detail(&details[i])
+                        .build()
+                })
+                .collect();
+            let output = match client.put_events().set_entries(Some(entries)).send().await {
+                Ok(output) => output,
+                Err(e) => {
+                    reason = DisplayErrorContext(&e).to_string();
+                    tracing::warn!(attempt, error = %reason, "PutEvents failed");
+                    continue;
+                }
+            };
+            // Entries answer in request order; a failed one carries an error code.
+            let results = output.entries();
+            let mut failed = Vec::new();
+            for (position, &index) in pending.iter().enumerate() {
+                match results.get(position) {
+                    Some(entry) if entry.error_code().is_none() && entry.event_id().is_some() => {}
+                    Some(entry) => {
+                        reason = format!(
+                            "{}: {}",
+                            entry.error_code().unwrap_or("unknown"),
+                            entry.error_message().unwrap_or_default()
+                        );
+                        failed.push(index);
+                    }
+                    None => failed.push(index),
+                }
+            }
+            if !failed.is_empty() {
+                tracing::warn!(attempt, failed = failed.len(), reason = %reason, "EventBridge refused some entries; retrying them");
+            }
+            pending = failed;
+            if pending.is_empty() {
+                break;
+            }
+        }
+        if let Some(&first_failed) = pending.iter().min() {
+            let error = if reason.is_empty() {
+                EventError::Deadline
+            } else {
+                EventError::Rejected {
+                    failed: pending.len(),
+                    reason,
+                }
+            };
+            return Published {
+                accepted: first_failed,
+                error: Some(error),
+            };
+        }
+    }
+    Published {
+        accepted: events.len(),
+        error: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::batches;
+
+    #[test]
+    fn batches_hold_at_most_ten_entries_and_256_kb() {
+        assert_eq!(batches(&[1; 23]), vec![0..10, 10..20, 20..23]);
+        let big = 100 * 1024;
+        assert_eq!(batches(&[big, big, big, 1]), vec![0..2, 2..4]);
+        assert_eq!(batches(&[]), Vec::<std::ops::Range<usize>>::new());
+    }
+}

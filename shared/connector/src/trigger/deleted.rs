@@ -1,0 +1,198 @@
+//! `when-record-deleted`: Dataverse change tracking.
+//!
+//! Deletions leave no row to poll, so this trigger follows delta links:
+//!
+//! - **Baseline.** The first poll asks for the table with `Prefer: odata.track-changes` (only the
+//!   primary key) and pages through the whole result to reach the `@odata.deltaLink` on its last page.
+//!   A large table can take several polls: the next page's link is the saved state, so the baseline
+//!   resumes where it stopped. Deletions from the moment the baseline began are reported later.
+//! - **Deltas.** Each later poll follows the saved link. Changed rows are passed over; each
+//!   `$deletedEntity` tombstone fires, including rows created and deleted between two polls. At `$top`
+//!   the state keeps the page's link and the last tombstone fired, so the next poll re-reads that page
+//!   and carries on after it (if that tombstone has vanished, the whole page fires again: a duplicate,
+//!   with the same event id, never a loss). The last page's new delta link is saved for the next pass.
+//! - **Expiry.** Delta tokens expire (7 days by default) or become invalid after metadata changes.
+//!   Dataverse then answers a 4xx; the trigger logs a warning and takes a new baseline instead of
+//!   failing forever. Deletions during the gap are unknowable, and the warning says so.
+//!
+//! A tombstone carries only the id, so a deletion's event has no record and no version.
+
+use dataverse::{Change, Prefer, Query, classify};
+use serde_json::json;
+
+use super::{Deletions, Fired, Kind, Phase, Scan, Step, TriggerState};
+use crate::{ConfigError, CrmError};
+
+/// Whether a failed delta request means the token can no longer be used (as opposed to a failure
+/// worth retrying later: throttling, auth, the server).
+fn token_unusable(error: &dataverse::Error) -> bool {
+    matches!(error.status(), Some(status) if (400..500).contains(&status) && !matches!(status, 401 | 403 | 408 | 429))
+}
+
+pub(super) async fn scan(
+    poll: &super::Poll<'_>,
+    stored: Option<Deletions>,
+) -> Result<(TriggerState, Scan, bool), CrmError> {
+    let super::Poll {
+        client,
+        input,
+        table,
+        deadline,
+        ..
+    } = *poll;
+    let fresh = stored.is_none();
+    let initial = stored.unwrap_or(Deletions {
+        generation: 0,
+        fired: 0,
+        phase: Phase::Baseline { next: None },
+    });
+    let mut current = initial.clone();
+    let mut scan = Scan::default();
+    let dataset = input.dataset.as_str();
+    'polls: while scan.fired.len() < input.top && deadline.allows(std::time::Duration::ZERO) {
+        match current.phase.clone() {
+            Phase::Baseline { next } => {
+                let url = next.unwrap_or_else(|| {
+                    client.collection_url(
+                        table,
+                        &Query::new().select(table.primary_id_attribute.clone()),
+                    )
+                });
+                let prefer = Prefer {
+                    max_page_size: Some(dataverse::MAX_PAGE_SIZE),
+                    track_changes: true,
+                };
+                let page = match client.page(&url, prefer, deadline).await {
+                    Ok(page) => page,
+                    Err(e) => {
+                        scan.error = Some(e.into());
+                        break;
+                    }
+                };
+                current.phase = match (page.next_link, page.delta_link) {
+                    (Some(next), _) => Phase::Baseline { next: Some(next) },
+                    (None, Some(delta)) => {
+                        tracing::info!(table = %table.entity_set_name, "baseline taken; deletions from now on will fire");
+                        current.generation += 1;
+                        current.fired = 0;
+                        Phase::Tracking {
+                            link: delta,
+                            after: None,
+                        }
+                    }
+                    (None, None) => {
+                        scan.error = Some(
+                            ConfigError::Table {
+                                table: table.logical_name.clone(),
+                                problem: "Dataverse returned no delta link, so change tracking is not enabled for it".into(),
+                            }
+                            .into(),
+                        );
+                        break;
+                    }
+                };
+                scan.steps.push(Step::Deletion {
+                    fired: None,
+                    state: current.clone(),
+                });
+            }
+            Phase::Tracking { link, after } => {
+                let prefer = Prefer {
+                    max_page_size: Some(dataverse::MAX_PAGE_SIZE),
+                    track_changes: false,
+                };
+                let page = match client.page(&link, prefer, deadline).await {
+                    Ok(page) => page,
+                    Err(e) if token_unusable(&e) => {
+                        tracing::warn!(
+                            table = %table.entity_set_name,
+                            error = %e,
+                            "the delta link can no longer be used (expired or invalidated); taking a new baseline: deletions since the last successful poll cannot be reported"
+                        );
+                        current = Deletions {
+                            generation: current.generation + 1,
+                            fired: 0,
+                            phase: Phase::Baseline { next: None },
+                        };
+                        scan.steps.push(Step::Deletion {
+                            fired: None,
+                            state: current.clone(),
+                        });
+                        continue;
+                    }
+                    Err(e) => {
+                        scan.error = Some(e.into());
+                        break;
+                    }
+                };
+                let tombstones: Vec<uuid::Uuid> = page
+                    .rows
+                    .into_iter()
+                    .filter_map(|entry| match classify(entry) {
+                        Change::Deleted(id) => Some(id),
+                        Change::Upserted(_) => None,
+                    })
+                    .collect();
+                // Resume after the last tombstone fired from this page, if it is still there.
+                let start = after
+                    .and_then(|a| tombstones.iter().position(|id| *id == a))
+                    .map_or(0, |i| i + 1);
+                for id in &tombstones[start..] {
+                    if scan.fired.len() >= input.top {
+                        // More on this page: stay on it.
+                        break 'polls;
+                    }
+                    let event =
+                        super::change_event(Kind::Deleted, dataset, table, *id, None, None, None);
+                    scan.fired.push(Fired {
+                        event,
+                        output: json!({"id": id}),
+                    });
+                    current.fired += 1;
+                    current.phase = Phase::Tracking {
+                        link: link.clone(),
+                        after: Some(*id),
+                    };
+                    scan.steps.push(Step::Deletion {
+                        fired: Some(scan.fired.len() - 1),
+                        state: current.clone(),
+                    });
+                }
+                match (page.next_link, page.delta_link) {
+                    (Some(next), _) => {
+                        current.phase = Phase::Tracking {
+                            link: next,
+                            after: None,
+                        };
+                        scan.steps.push(Step::Deletion {
+                            fired: None,
+                            state: current.clone(),
+                        });
+                    }
+                    (None, Some(delta)) => {
+                        // One pass per poll: the next delta is the next poll's.
+                        current.generation += 1;
+                        current.fired = 0;
+                        current.phase = Phase::Tracking {
+                            link: delta,
+                            after: None,
+                        };
+                        scan.steps.push(Step::Deletion {
+                            fired: None,
+                            state: current.clone(),
+                        });
+                        break;
+                    }
+                    (None, None) => {
+                        scan.error = Some(CrmError::Dataverse(dataverse::Error::Invalid {
+                            what: "response",
+                            problem: "a delta page had neither a next link nor a delta link".into(),
+                        }));
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    Ok((TriggerState::Deleted(initial), scan, fresh))
+}

@@ -1,0 +1,318 @@
+//! The triggers' payload, and the name of the cursor it selects.
+
+use serde::Deserialize;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::CrmError;
+use crate::input::{self, Dataset, TableName};
+
+/// The original connector's default "Maximum Get Count".
+const DEFAULT_TOP: usize = 256;
+/// The most changes one poll may fire.
+const MAX_TOP: usize = 10_000;
+
+/// Which changes a trigger fires on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Created,
+    Updated,
+    Deleted,
+}
+
+impl Kind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Created => "when-record-created",
+            Kind::Updated => "when-record-updated",
+            Kind::Deleted => "when-record-deleted",
+        }
+    }
+
+    pub fn detail_type(self) -> &'static str {
+        match self {
+            Kind::Created => "Record Created",
+            Kind::Updated => "Record Updated",
+            Kind::Deleted => "Record Deleted",
+        }
+    }
+
+    pub(crate) fn short(self) -> &'static str {
+        match self {
+            Kind::Created => "created",
+            Kind::Updated => "updated",
+            Kind::Deleted => "deleted",
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Payload {
+    dataset: Dataset,
+    table: TableName,
+    #[serde(rename = "$filter", default, deserialize_with = "input::expression")]
+    filter: Option<String>,
+    #[serde(rename = "$orderby", default, deserialize_with = "input::expression")]
+    orderby: Option<String>,
+    #[serde(rename = "$top", default, deserialize_with = "input::positive")]
+    top: Option<usize>,
+    #[serde(rename = "$skip", default)]
+    skip: usize,
+    #[serde(rename = "$select", default, deserialize_with = "input::expression")]
+    select: Option<String>,
+    #[serde(default)]
+    columns: Option<Columns>,
+    #[serde(default)]
+    trigger: Option<String>,
+    #[serde(default)]
+    since: Option<String>,
+}
+
+/// `columns` as a list or a comma-separated string.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Columns {
+    List(Vec<String>),
+    Text(String),
+}
+
+/// A validated trigger payload.
+#[derive(Debug, Clone)]
+pub struct TriggerInput {
+    pub dataset: Dataset,
+    pub table: TableName,
+    pub filter: Option<String>,
+    pub orderby: Option<String>,
+    pub top: usize,
+    pub select: Option<String>,
+    /// `when-record-updated` only: fire only when one of these columns changed.
+    pub columns: Vec<String>,
+    /// The cursor's name, if the caller chose one.
+    pub trigger: Option<String>,
+    /// Where a new cursor starts (Unix seconds); now when absent.
+    pub since: Option<i64>,
+}
+
+impl TriggerInput {
+    pub fn parse(kind: Kind, event: Value) -> Result<Self, CrmError> {
+        let p: Payload = input::parse(event)?;
+        if p.skip != 0 {
+            return Err(CrmError::invalid(
+                "$skip",
+                "a trigger cannot skip changes (they would be lost); remove it or set it to 0",
+            ));
+        }
+        let top = p.top.unwrap_or(DEFAULT_TOP);
+        if top > MAX_TOP {
+            return Err(CrmError::invalid(
+                "$top",
+                format!("must be at most {MAX_TOP} for a trigger"),
+            ));
+        }
+        if kind == Kind::Deleted {
+            let refused = [
+                (
+                    "$filter",
+                    p.filter.is_some(),
+                    "a deletion carries only the row's id, so there is nothing to filter on",
+                ),
+                (
+                    "$orderby",
+                    p.orderby.is_some(),
+                    "deletions are delivered in the order Dataverse reports them",
+                ),
+                (
+                    "$select",
+                    p.select.is_some(),
+                    "a deletion carries only the row's id",
+                ),
+                (
+                    "since",
+                    p.since.is_some(),
+                    "change tracking cannot go back in time; the first poll starts from now",
+                ),
+            ];
+            if let Some((field, _, why)) = refused.iter().find(|(_, present, _)| *present) {
+                return Err(CrmError::invalid(
+                    *field,
+                    format!("is not supported by when-record-deleted: {why}"),
+                ));
+            }
+        }
+        let columns = match p.columns {
+            None => Vec::new(),
+            Some(Columns::List(list)) => list,
+            Some(Columns::Text(text)) => text.split(',').map(|c| c.trim().to_owned()).collect(),
+        };
+        if !columns.is_empty() && kind != Kind::Updated {
+            return Err(CrmError::invalid(
+                "columns",
+                "only when-record-updated watches columns",
+            ));
+        }
+        if let Some(bad) = columns
+            .iter()
+            .find(|c| c.is_empty() || !c.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_'))
+        {
+            return Err(CrmError::invalid(
+                "columns",
+                format!("'{bad}' is not a column name"),
+            ));
+        }
+        if let Some(name) = &p.trigger {
+            let valid = !name.is_empty()
+                && name.len() <= 100
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+            if !valid {
+                return Err(CrmError::invalid(
+                    "trigger",
+                    "names the cursor: 1 to 100 letters, digits, '.', '_' or '-'",
+                ));
+            }
+        }
+        let since = p
+            .since
+            .map(|text| {
+                OffsetDateTime::parse(&text, &Rfc3339)
+                    .map(OffsetDateTime::unix_timestamp)
+                    .map_err(|_| {
+                        CrmError::invalid(
+                            "since",
+                            format!(
+                                "'{text}' is not an RFC 3339 time such as 2026-01-31T08:00:00Z"
+                            ),
+                        )
+                    })
+            })
+            .transpose()?;
+        Ok(Self {
+            dataset: p.dataset,
+            table: p.table,
+            filter: p.filter,
+            orderby: p.orderby,
+            top,
+            select: p.select,
+            columns,
+            trigger: p.trigger,
+            since,
+        })
+    }
+
+    /// The cursor's key: `<kind>/<dataset>/<trigger>` when named, else derived from the table's logical
+    /// name and what decides which changes fire (the filter and the watched columns), so two schedules
+    /// with different filters keep separate cursors.
+    pub fn cursor_key(&self, kind: Kind, logical_name: &str) -> String {
+        if let Some(name) = &self.trigger {
+            return format!("{}/{}/{name}", kind.short(), self.dataset);
+        }
+        let mut hash = Sha256::new();
+        hash.update(self.filter.as_deref().unwrap_or_default());
+        hash.update([0]);
+        hash.update(self.columns.join(","));
+        let short = super::hex(&hash.finalize()[..6]);
+        format!("{}/{}/{logical_name}/{short}", kind.short(), self.dataset)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn field(result: Result<TriggerInput, CrmError>) -> String {
+        match result {
+            Err(CrmError::InvalidInput { field, .. }) => field,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn refuses_options_that_would_lose_changes_or_cannot_apply() {
+        let base = || json!({"dataset": "contoso", "table": "accounts"});
+        let with = |k: &str, v: Value| {
+            let mut p = base();
+            p[k] = v;
+            p
+        };
+        assert_eq!(
+            field(TriggerInput::parse(Kind::Created, with("$skip", json!(5)))),
+            "$skip"
+        );
+        assert_eq!(
+            field(TriggerInput::parse(
+                Kind::Deleted,
+                with("$filter", json!("statecode eq 0"))
+            )),
+            "$filter"
+        );
+        assert_eq!(
+            field(TriggerInput::parse(
+                Kind::Deleted,
+                with("since", json!("2026-01-01T00:00:00Z"))
+            )),
+            "since"
+        );
+        assert_eq!(
+            field(TriggerInput::parse(
+                Kind::Created,
+                with("columns", json!(["name"]))
+            )),
+            "columns"
+        );
+        assert_eq!(
+            field(TriggerInput::parse(
+                Kind::Updated,
+                with("since", json!("yesterday"))
+            )),
+            "since"
+        );
+        assert_eq!(
+            field(TriggerInput::parse(
+                Kind::Updated,
+                with("trigger", json!("a/b"))
+            )),
+            "trigger"
+        );
+        assert_eq!(
+            field(TriggerInput::parse(
+                Kind::Updated,
+                with("$top", json!(100_000))
+            )),
+            "$top"
+        );
+        let ok =
+            TriggerInput::parse(Kind::Updated, with("columns", json!("name, telephone1"))).unwrap();
+        assert_eq!(ok.columns, ["name", "telephone1"]);
+        assert_eq!(ok.top, 256);
+    }
+
+    #[test]
+    fn derives_distinct_cursors_for_distinct_filters() {
+        let parse = |filter: &str| {
+            TriggerInput::parse(
+                Kind::Created,
+                json!({"dataset": "contoso", "table": "accounts", "$filter": filter}),
+            )
+            .unwrap()
+        };
+        let a = parse("statecode eq 0").cursor_key(Kind::Created, "account");
+        let b = parse("statecode eq 1").cursor_key(Kind::Created, "account");
+        assert_ne!(a, b);
+        assert!(a.starts_with("created/contoso/account/"));
+        let named = TriggerInput::parse(
+            Kind::Deleted,
+            json!({"dataset": "contoso", "table": "accounts", "trigger": "crm-sync"}),
+        )
+        .unwrap();
+        assert_eq!(
+            named.cursor_key(Kind::Deleted, "account"),
+            "deleted/contoso/crm-sync"
+        );
+    }
+}

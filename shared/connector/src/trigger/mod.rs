@@ -1,0 +1,527 @@
+//! The polling triggers: `when-record-created`, `when-record-updated`, `when-record-deleted`.
+//!
+//! One poll:
+//!
+//! 1. takes the trigger's cursor lease (an overlapping poll returns at once, firing nothing);
+//! 2. asks Dataverse what changed since the cursor, page by page, until `$top` changes are found, the
+//!    changes run out, or the time to fetch is up (a reserve is kept to publish and checkpoint);
+//! 3. publishes one event per change, in order;
+//! 4. advances the cursor past exactly the changes that were published, and saves it;
+//! 5. returns `{"value": [...]}` with what it fired.
+//!
+//! A process killed anywhere in this sequence has not moved the cursor past anything unpublished, so the
+//! next poll delivers those changes again, under the same `event_id`. How each kind finds its changes,
+//! and why that loses none, is explained in `changes.rs` and `deleted.rs`.
+
+mod changes;
+mod deleted;
+mod input;
+mod order;
+mod state;
+
+use std::time::{Duration, Instant, SystemTime};
+
+use dataverse::{Deadline, Table};
+use lambda_runtime::LambdaEvent;
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+pub use input::{Kind, TriggerInput};
+pub use state::{Changes, Deletions, Phase, Position, Seen, SeenEntry, TriggerState};
+
+use crate::config::Config;
+use crate::cursor::{CursorError, CursorStore, Record};
+use crate::events::{Event, EventSink};
+use crate::{ConfigError, Crm, CrmError, lambda};
+
+/// Lambda refuses a response over 6 MB: past this budget, returned rows are cut to their id.
+const RESPONSE_BUDGET: usize = 5_500_000;
+/// EventBridge refuses an entry over 256 KB: past this, an event's record is cut to its id.
+const DETAIL_BUDGET: usize = 250_000;
+
+/// What a trigger function needs.
+#[derive(Debug)]
+pub struct TriggerDeps {
+    pub crm: Crm,
+    pub store: CursorStore,
+    pub sink: EventSink,
+    /// How long a late commit can be caught (`CRM_TRIGGER_OVERLAP_SECS`).
+    pub overlap: Duration,
+}
+
+impl TriggerDeps {
+    /// From the `CRM_*` variables; a trigger needs `CRM_STATE`.
+    pub async fn from_env() -> Result<Self, ConfigError> {
+        let config = Config::from_env()?;
+        let Some(state) = &config.state else {
+            return Err(ConfigError::Environment(vec![
+                "CRM_STATE is not set: a trigger needs a cursor store (dynamodb:<table> or file:<directory>)".into(),
+            ]));
+        };
+        Ok(Self {
+            crm: Crm::new(crate::CredentialSource::from_config(&config.secrets).await),
+            store: CursorStore::from_config(state).await,
+            sink: EventSink::from_config(&config.events, &config.event_source).await,
+            overlap: config.trigger_overlap,
+        })
+    }
+}
+
+/// `{"value": [...]}`: the changes this poll fired.
+#[derive(Debug, Default, Serialize)]
+pub struct Output {
+    pub value: Vec<Value>,
+}
+
+/// A change found by a scan: its event, and what the poll returns for it.
+#[derive(Debug)]
+pub(crate) struct Fired {
+    event: Event,
+    output: Value,
+}
+
+/// One thing a scan did, applied to the cursor only if every change fired before it was published.
+#[derive(Debug)]
+pub(crate) enum Step {
+    /// A row handled by `when-record-created/updated`: fired (as change `fired`) or skipped.
+    Change {
+        fired: Option<usize>,
+        /// Set for rows beyond the cursor: the cursor moves to it.
+        forward: Option<Position>,
+        seen: SeenEntry,
+        fingerprint: Option<(Uuid, String)>,
+    },
+    /// `when-record-deleted`: after this step the state is `state`.
+    Deletion {
+        fired: Option<usize>,
+        state: Deletions,
+    },
+}
+
+impl Step {
+    fn fired(&self) -> Option<usize> {
+        match self {
+            Step::Change { fired, .. } | Step::Deletion { fired, .. } => *fired,
+        }
+    }
+}
+
+/// What both scans need to know about the poll.
+#[derive(Clone, Copy)]
+pub(crate) struct Poll<'a> {
+    kind: Kind,
+    client: &'a dataverse::Client,
+    deps: &'a TriggerDeps,
+    key: &'a str,
+    table: &'a Table,
+    input: &'a TriggerInput,
+    /// When fetching must stop, to leave time to publish and save the cursor.
+    deadline: Deadline,
+}
+
+/// What a scan found, and how far it got before an error, if one stopped it.
+#[derive(Debug, Default)]
+pub(crate) struct Scan {
+    fired: Vec<Fired>,
+    steps: Vec<Step>,
+    error: Option<CrmError>,
+}
+
+/// Lower-case hex of `bytes`.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut out, b| {
+            let _ = write!(out, "{b:02x}");
+            out
+        })
+}
+
+pub(crate) fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// The event id: stable for the same change, so a redelivery carries the same one. A creation and a
+/// deletion happen once per row, so their identity leaves the version out; an update is one version.
+pub(crate) fn event_id(
+    dataset: &str,
+    table: &str,
+    id: Uuid,
+    version: Option<u64>,
+    kind: Kind,
+) -> String {
+    let version = version.map(|v| v.to_string()).unwrap_or_default();
+    let digest = Sha256::digest(format!("{dataset}|{table}|{id}|{version}|{}", kind.short()));
+    hex(&digest[..16])
+}
+
+/// Builds the event for a change (design.md §5), cutting a record EventBridge would refuse down to
+/// its id.
+pub(crate) fn change_event(
+    kind: Kind,
+    dataset: &str,
+    table: &Table,
+    id: Uuid,
+    version: Option<u64>,
+    changed_on: Option<&str>,
+    record: Option<&Map<String, Value>>,
+) -> Event {
+    let event_version = if kind == Kind::Updated { version } else { None };
+    let mut detail = json!({
+        "event_id": event_id(dataset, &table.entity_set_name, id, event_version, kind),
+        "dataset": dataset,
+        "table": table.entity_set_name,
+        "id": id,
+        "version": version.map(|v| v.to_string()),
+        "changed_on": changed_on,
+    });
+    if let Some(record) = record {
+        detail["record"] = Value::Object(record.clone());
+        if detail.to_string().len() > DETAIL_BUDGET {
+            detail["record"] = json!({ table.primary_id_attribute.clone(): id });
+            detail["truncated"] = Value::Bool(true);
+        }
+    }
+    Event {
+        detail_type: kind.detail_type(),
+        detail,
+    }
+}
+
+/// How long to keep for publishing and saving the cursor: a fifth of the time left, between 1 and
+/// 10 seconds.
+fn fetch_deadline(deadline: Deadline) -> Deadline {
+    match deadline.remaining() {
+        None => deadline,
+        Some(left) => {
+            deadline.less((left / 5).clamp(Duration::from_secs(1), Duration::from_secs(10)))
+        }
+    }
+}
+
+/// Applies the steps of the published prefix to the state, and collects the fingerprints to save.
+fn settle(
+    initial: TriggerState,
+    steps: &[Step],
+    accepted: usize,
+    overlap: Duration,
+) -> (TriggerState, Vec<(Uuid, String)>) {
+    let mut state = initial;
+    let mut fingerprints = Vec::new();
+    for step in steps {
+        if step.fired().is_some_and(|i| i >= accepted) {
+            break;
+        }
+        match (step, &mut state) {
+            (
+                Step::Change {
+                    forward,
+                    seen,
+                    fingerprint,
+                    ..
+                },
+                TriggerState::Created(c) | TriggerState::Updated(c),
+            ) => {
+                if let Some(position) = forward {
+                    c.position = c.position.max(*position);
+                }
+                c.seen.0.push(*seen);
+                fingerprints.extend(fingerprint.clone());
+            }
+            (Step::Deletion { state: next, .. }, TriggerState::Deleted(d)) => *d = next.clone(),
+            _ => {}
+        }
+    }
+    if let TriggerState::Created(c) | TriggerState::Updated(c) = &mut state {
+        let window_start = unix_now() - i64::try_from(overlap.as_secs()).unwrap_or(i64::MAX);
+        let floor = c.since.max(window_start).max(c.seen_floor);
+        let kept_from = c.seen.prune(floor);
+        if kept_from > floor {
+            tracing::warn!(
+                kept_from,
+                "the overlap window holds too many changes; it is narrowed to stay bounded"
+            );
+            c.seen_floor = kept_from;
+        }
+    }
+    (state, fingerprints)
+}
+
+/// Cuts returned rows down to their id once the response would outgrow Lambda's limit.
+fn fit_response(values: Vec<Value>, primary_id: &str) -> Vec<Value> {
+    let mut used = 0;
+    values
+        .into_iter()
+        .map(|value| {
+            let size = value.to_string().len();
+            used += size;
+            if used <= RESPONSE_BUDGET {
+                return value;
+            }
+            let id = value
+                .get(primary_id)
+                .or_else(|| value.get("id"))
+                .cloned()
+                .unwrap_or(Value::Null);
+            json!({ primary_id: id, "truncated": true })
+        })
+        .collect()
+}
+
+/// One poll of a trigger: see the module documentation.
+pub async fn poll(
+    kind: Kind,
+    deps: &TriggerDeps,
+    event: LambdaEvent<Value>,
+) -> Result<Output, CrmError> {
+    let started = Instant::now();
+    let (payload, context) = event.into_parts();
+    let input = TriggerInput::parse(kind, payload)?;
+    let deadline = lambda::deadline(&context);
+    let table = deps
+        .crm
+        .call(&input.dataset, async |client| {
+            client.table(input.table.as_str(), deadline).await
+        })
+        .await?;
+    if kind == Kind::Deleted && !table.change_tracking_enabled {
+        return Err(ConfigError::Table {
+            table: table.logical_name.clone(),
+            problem: "change tracking is not enabled, and when-record-deleted needs it: turn on 'Track changes' in the table's properties".into(),
+        }
+        .into());
+    }
+    let key = input.cursor_key(kind, &table.logical_name);
+    let owner = if context.request_id.is_empty() {
+        Uuid::new_v4().to_string()
+    } else {
+        context.request_id.clone()
+    };
+    // Lambda ends the invocation at its deadline, so the lease need not outlive it (a second covers
+    // the answer margin); a killed poll's lease frees itself then.
+    let hold = deadline.remaining().unwrap_or(Duration::from_secs(900)) + Duration::from_secs(1);
+    let Some(lease) = deps
+        .store
+        .acquire(&key, &owner, SystemTime::now() + hold)
+        .await?
+    else {
+        tracing::info!(trigger = kind.name(), cursor = %key, "another poll holds this cursor; nothing to do");
+        return Ok(Output::default());
+    };
+    let stored =
+        match &lease.record {
+            None => None,
+            Some(record) => Some(serde_json::from_str::<TriggerState>(&record.state).map_err(
+                |e| CursorError::Corrupt {
+                    key: key.clone(),
+                    problem: e.to_string(),
+                },
+            )?),
+        };
+    let client = deps.crm.client(&input.dataset).await?;
+    let poll = Poll {
+        kind,
+        client: &client,
+        deps,
+        key: &key,
+        table: &table,
+        input: &input,
+        deadline: fetch_deadline(deadline),
+    };
+    let scanned = match kind {
+        Kind::Created | Kind::Updated => {
+            let stored = match stored {
+                None => None,
+                Some(TriggerState::Created(c)) if kind == Kind::Created => Some(c),
+                Some(TriggerState::Updated(c)) if kind == Kind::Updated => Some(c),
+                Some(_) => {
+                    return Err(CursorError::Corrupt {
+                        key,
+                        problem: "it belongs to another kind of trigger".into(),
+                    }
+                    .into());
+                }
+            };
+            changes::scan(&poll, stored).await
+        }
+        Kind::Deleted => {
+            let stored = match stored {
+                None => None,
+                Some(TriggerState::Deleted(d)) => Some(d),
+                Some(_) => {
+                    return Err(CursorError::Corrupt {
+                        key,
+                        problem: "it belongs to another kind of trigger".into(),
+                    }
+                    .into());
+                }
+            };
+            deleted::scan(&poll, stored).await
+        }
+    };
+    let (initial, mut scan, fresh) = match scanned {
+        Ok(found) => found,
+        Err(e) => {
+            release(deps, &lease).await;
+            return Err(e);
+        }
+    };
+    // Nothing found and nothing new to save: give the cursor back untouched.
+    if scan.steps.is_empty()
+        && !fresh
+        && let Some(error) = scan.error.take()
+    {
+        release(deps, &lease).await;
+        return Err(error);
+    }
+
+    let events: Vec<Event> = scan.fired.iter().map(|f| f.event.clone()).collect();
+    let published = deps.sink.publish(&events, deadline).await;
+    let (state, fingerprints) = settle(initial, &scan.steps, published.accepted, deps.overlap);
+    if let Err(e) = deps.store.put_fingerprints(&key, &fingerprints).await {
+        release(deps, &lease).await;
+        return Err(e.into());
+    }
+    let record = Record {
+        state: serde_json::to_string(&state).unwrap_or_default(),
+        position: state.position(),
+    };
+    deps.store.commit(&lease, &record).await?;
+    tracing::info!(
+        trigger = kind.name(),
+        dataset = %input.dataset,
+        table = %table.entity_set_name,
+        fired = published.accepted,
+        found = scan.fired.len(),
+        examined = scan.steps.len(),
+        elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        "poll done"
+    );
+    if let Some(error) = published.error {
+        return Err(error.into());
+    }
+    if let Some(error) = scan.error {
+        if scan.steps.is_empty() {
+            return Err(error);
+        }
+        // Progress was made and saved: the rest waits for the next poll, which starts from here.
+        tracing::warn!(error = %error, "the poll stopped early; the rest waits for the next poll");
+    }
+    let mut value: Vec<Value> = scan
+        .fired
+        .into_iter()
+        .take(published.accepted)
+        .map(|f| f.output)
+        .collect();
+    if let Some(orderby) = &input.orderby {
+        order::sort(&mut value, orderby)?;
+    }
+    Ok(Output {
+        value: fit_response(value, &table.primary_id_attribute),
+    })
+}
+
+async fn release(deps: &TriggerDeps, lease: &crate::cursor::Lease) {
+    if let Err(e) = deps.store.release(lease).await {
+        tracing::warn!(error = %e, "could not release the cursor lease; it expires at the deadline");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_ids_are_stable_per_change() {
+        let id = Uuid::from_u128(7);
+        let a = event_id("contoso", "accounts", id, Some(5), Kind::Updated);
+        assert_eq!(
+            a,
+            event_id("contoso", "accounts", id, Some(5), Kind::Updated)
+        );
+        assert_ne!(
+            a,
+            event_id("contoso", "accounts", id, Some(6), Kind::Updated)
+        );
+        assert_ne!(
+            a,
+            event_id("contoso", "accounts", id, Some(5), Kind::Created)
+        );
+        assert_eq!(a.len(), 32);
+    }
+
+    #[test]
+    fn settling_stops_at_the_first_change_not_published() {
+        let initial = TriggerState::Updated(Changes {
+            since: 0,
+            position: Position::Updated { version: 10 },
+            seen: Seen::default(),
+            seen_floor: 0,
+        });
+        let now = unix_now();
+        let step = |fired: Option<usize>, version: u64| Step::Change {
+            fired,
+            forward: Some(Position::Updated { version }),
+            seen: SeenEntry {
+                id: Uuid::from_u128(u128::from(version)),
+                version,
+                at: now,
+            },
+            fingerprint: None,
+        };
+        let steps = vec![
+            step(Some(0), 11),
+            step(None, 12),
+            step(Some(1), 13),
+            step(Some(2), 14),
+        ];
+        let (state, _) = settle(initial.clone(), &steps, 1, Duration::from_secs(60));
+        let TriggerState::Updated(c) = state else {
+            panic!()
+        };
+        assert_eq!(
+            c.position,
+            Position::Updated { version: 12 },
+            "past the skipped row, not past change 1"
+        );
+        assert_eq!(c.seen.0.len(), 2);
+        let (all, _) = settle(initial, &steps, 3, Duration::from_secs(60));
+        let TriggerState::Updated(c) = all else {
+            panic!()
+        };
+        assert_eq!(c.position, Position::Updated { version: 14 });
+    }
+
+    #[test]
+    fn oversized_records_are_cut_to_their_id() {
+        let table = Table {
+            logical_name: "account".into(),
+            entity_set_name: "accounts".into(),
+            primary_id_attribute: "accountid".into(),
+            primary_name_attribute: None,
+            change_tracking_enabled: true,
+        };
+        let mut record = Map::new();
+        record.insert("description".into(), Value::String("x".repeat(300_000)));
+        let id = Uuid::from_u128(1);
+        let event = change_event(
+            Kind::Created,
+            "contoso",
+            &table,
+            id,
+            Some(3),
+            None,
+            Some(&record),
+        );
+        assert_eq!(event.detail["truncated"], true);
+        assert_eq!(event.detail["record"], json!({"accountid": id}));
+        let small = change_event(Kind::Deleted, "contoso", &table, id, None, None, None);
+        assert!(small.detail.get("record").is_none());
+        assert_eq!(small.detail["version"], Value::Null);
+    }
+}

@@ -1,0 +1,223 @@
+//! What a trigger remembers between polls.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use uuid::Uuid;
+
+/// Changes fired within the overlap window are remembered, at most this many. Each takes 32 bytes,
+/// so the set stays far below DynamoDB's 400 KB item limit.
+pub(crate) const SEEN_CAP: usize = 6000;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum TriggerState {
+    Created(Changes),
+    Updated(Changes),
+    Deleted(Deletions),
+}
+
+/// The state of `when-record-created` and `when-record-updated`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Changes {
+    /// Changes before this time (Unix seconds) never fire: the first poll's time, or the payload's
+    /// `since`.
+    pub since: i64,
+    /// How far the forward scan got.
+    pub position: Position,
+    /// Changes handled within the overlap window, so a late commit below `position` is told apart
+    /// from one already fired.
+    pub seen: Seen,
+    /// When the seen set overflowed, the time below which it no longer remembers (the overlap window
+    /// shrinks to it rather than fire twice).
+    #[serde(default)]
+    pub seen_floor: i64,
+}
+
+/// The forward scan's position: the last change handled, in scan order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Position {
+    /// `(createdon, primary key)` of the last row handled: creation time never changes, and the key
+    /// orders rows created in the same second.
+    Created { on: i64, id: Uuid },
+    /// The `versionnumber` of the last change handled: unique and increasing across the org.
+    Updated { version: u64 },
+}
+
+/// The state of `when-record-deleted`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deletions {
+    /// Counts baselines and delta passes, so positions keep increasing across them.
+    pub generation: u64,
+    /// Tombstones fired in this generation.
+    pub fired: u64,
+    pub phase: Phase,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "phase", rename_all = "snake_case")]
+pub enum Phase {
+    /// Paging through the initial change-tracking result to reach its delta link; `next` is where
+    /// to resume if the poll ran out of time.
+    Baseline { next: Option<String> },
+    /// Following a delta: `link` is the page to (re)read, `after` the last tombstone fired from it.
+    Tracking { link: String, after: Option<Uuid> },
+}
+
+impl TriggerState {
+    /// A string that sorts as the trigger advances, which the store refuses to see go backwards.
+    pub fn position(&self) -> String {
+        match self {
+            TriggerState::Created(c) | TriggerState::Updated(c) => match c.position {
+                Position::Created { on, id } => format!("c{:012}{id}", on.max(0)),
+                Position::Updated { version } => format!("u{version:020}"),
+            },
+            TriggerState::Deleted(d) => format!("d{:010}{:012}", d.generation, d.fired),
+        }
+    }
+}
+
+/// One change remembered in the overlap window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SeenEntry {
+    pub id: Uuid,
+    /// The version fired (0 for creations, which are identified by the row alone).
+    pub version: u64,
+    /// The change's time (Unix seconds), for pruning.
+    pub at: i64,
+}
+
+/// The overlap window's memory, stored as base64 of 32-byte entries.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Seen(pub Vec<SeenEntry>);
+
+impl Seen {
+    pub fn contains(&self, id: Uuid, version: u64) -> bool {
+        self.0.iter().any(|e| e.id == id && e.version == version)
+    }
+
+    /// Forgets entries older than `floor`; if more than [`SEEN_CAP`] remain, forgets the oldest and
+    /// returns the new floor (the oldest time still fully remembered).
+    pub fn prune(&mut self, floor: i64) -> i64 {
+        self.0.retain(|e| e.at >= floor);
+        if self.0.len() <= SEEN_CAP {
+            return floor;
+        }
+        self.0.sort_by_key(|e| e.at);
+        let excess = self.0.len() - SEEN_CAP;
+        // Drop whole seconds, so no time is half remembered.
+        let cut = self.0[excess].at + 1;
+        self.0.retain(|e| e.at >= cut);
+        cut
+    }
+}
+
+impl Serialize for Seen {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut bytes = Vec::with_capacity(self.0.len() * 32);
+        for entry in &self.0 {
+            bytes.extend_from_slice(entry.id.as_bytes());
+            bytes.extend_from_slice(&entry.version.to_be_bytes());
+            bytes.extend_from_slice(&entry.at.to_be_bytes());
+        }
+        serializer.serialize_str(&STANDARD.encode(bytes))
+    }
+}
+
+impl<'de> Deserialize<'de> for Seen {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        let bytes = STANDARD.decode(text).map_err(serde::de::Error::custom)?;
+        if bytes.len() % 32 != 0 {
+            return Err(serde::de::Error::custom(
+                "the seen set is not a whole number of entries",
+            ));
+        }
+        let entries = bytes
+            .chunks_exact(32)
+            .map(|chunk| {
+                let mut id = [0u8; 16];
+                let mut version = [0u8; 8];
+                let mut at = [0u8; 8];
+                id.copy_from_slice(&chunk[..16]);
+                version.copy_from_slice(&chunk[16..24]);
+                at.copy_from_slice(&chunk[24..]);
+                SeenEntry {
+                    id: Uuid::from_bytes(id),
+                    version: u64::from_be_bytes(version),
+                    at: i64::from_be_bytes(at),
+                }
+            })
+            .collect();
+        Ok(Self(entries))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(at: i64) -> SeenEntry {
+        SeenEntry {
+            id: Uuid::new_v4(),
+            version: u64::try_from(at).unwrap_or(0),
+            at,
+        }
+    }
+
+    #[test]
+    fn round_trips_through_json() {
+        let state = TriggerState::Updated(Changes {
+            since: 1_700_000_000,
+            position: Position::Updated { version: 42 },
+            seen: Seen(vec![entry(1_700_000_010), entry(1_700_000_011)]),
+            seen_floor: 0,
+        });
+        let json = serde_json::to_string(&state).unwrap();
+        assert_eq!(serde_json::from_str::<TriggerState>(&json).unwrap(), state);
+    }
+
+    #[test]
+    fn positions_sort_as_the_cursor_advances() {
+        let created = |on: i64, id: u128| {
+            TriggerState::Created(Changes {
+                since: 0,
+                position: Position::Created {
+                    on,
+                    id: Uuid::from_u128(id),
+                },
+                seen: Seen::default(),
+                seen_floor: 0,
+            })
+            .position()
+        };
+        assert!(created(1_700_000_000, 9) < created(1_700_000_001, 1));
+        assert!(created(1_700_000_001, 1) < created(1_700_000_001, 2));
+        let deleted = |generation, fired| {
+            TriggerState::Deleted(Deletions {
+                generation,
+                fired,
+                phase: Phase::Baseline { next: None },
+            })
+            .position()
+        };
+        assert!(deleted(1, 999) < deleted(2, 0));
+    }
+
+    #[test]
+    fn pruning_forgets_old_entries_and_whole_seconds_past_the_cap() {
+        let mut seen = Seen((0..10).map(|i| entry(100 + i)).collect());
+        assert_eq!(seen.prune(105), 105);
+        assert_eq!(seen.0.len(), 5);
+        let mut crowded = Seen(
+            (0..SEEN_CAP + 10)
+                .map(|i| entry(1000 + i64::try_from(i / 100).unwrap()))
+                .collect(),
+        );
+        let floor = crowded.prune(0);
+        assert!(crowded.0.len() <= SEEN_CAP);
+        assert!(crowded.0.iter().all(|e| e.at >= floor));
+        assert!(floor > 1000);
+    }
+}
