@@ -12,7 +12,7 @@ use aws_sdk_eventbridge::error::DisplayErrorContext;
 use aws_sdk_eventbridge::types::PutEventsRequestEntry;
 use dataverse::Deadline;
 use serde::Serialize;
-use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::config::EventsConfig;
 
@@ -26,14 +26,15 @@ const ATTEMPTS: u32 = 5;
 pub struct Event {
     #[serde(rename = "detail-type")]
     pub detail_type: &'static str,
-    pub detail: Value,
+    /// The detail as JSON text: built once per change, sent as it is.
+    pub detail: Box<RawValue>,
 }
 
 impl Event {
     /// What EventBridge counts toward the 256 KB entry limit: source, detail type, detail, and 14
     /// bytes for the time (the calculation AWS documents for `PutEvents` entry sizes).
-    pub fn size(&self, source: &str, detail: &str) -> usize {
-        14 + source.len() + self.detail_type.len() + detail.len()
+    pub fn size(&self, source: &str) -> usize {
+        14 + source.len() + self.detail_type.len() + self.detail.get().len()
     }
 }
 
@@ -176,12 +177,7 @@ async fn publish_eventbridge(
     events: &[Event],
     deadline: Deadline,
 ) -> Published {
-    let details: Vec<String> = events.iter().map(|e| e.detail.to_string()).collect();
-    let sizes: Vec<usize> = events
-        .iter()
-        .zip(&details)
-        .map(|(e, d)| e.size(source, d))
-        .collect();
+    let sizes: Vec<usize> = events.iter().map(|e| e.size(source)).collect();
     for range in batches(&sizes) {
         // Indices (into `events`) still to deliver in this batch.
         let mut pending: Vec<usize> = range.clone().collect();
@@ -201,7 +197,7 @@ async fn publish_eventbridge(
                         .event_bus_name(bus)
                         .source(source)
                         .detail_type(events[i].detail_type)
-                        .detail(&details[i])
+                        .detail(events[i].detail.get())
                         .build()
                 })
                 .collect();

@@ -4,7 +4,9 @@
 //! adds it when a query has none) and keyset paging over it are range scans. A second index by
 //! `versionnumber` serves change tracking.
 
+use std::cmp::Ordering;
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use serde_json::{Map, Number, Value};
 use uuid::Uuid;
@@ -27,6 +29,18 @@ pub struct Table {
     pub by_version: BTreeMap<u64, Uuid>,
     /// Deletions by the version at which they happened.
     pub tombstones: BTreeMap<u64, Uuid>,
+    /// Bumped by every write, so cached orders know when they are stale.
+    pub generation: u64,
+    sorted: Mutex<Option<Sorted>>,
+}
+
+/// The table's rows in one `$orderby` order. Paging a large table in a custom order would otherwise
+/// sort it again for every page; this sorts once per order until the table changes.
+#[derive(Debug)]
+struct Sorted {
+    order: Vec<(usize, bool)>,
+    generation: u64,
+    ids: Arc<Vec<Uuid>>,
 }
 
 impl Table {
@@ -36,7 +50,30 @@ impl Table {
             rows: BTreeMap::new(),
             by_version: BTreeMap::new(),
             tombstones: BTreeMap::new(),
+            generation: 0,
+            sorted: Mutex::new(None),
         }
+    }
+
+    /// The ids of every row in `order`, as `cmp` orders rows; cached until the next write.
+    pub fn sorted_ids(&self, order: &[(usize, bool)], cmp: impl Fn(&[Value], &[Value]) -> Ordering) -> Arc<Vec<Uuid>> {
+        // The store is behind one lock already, so this one is never contended.
+        let mut cache = self.sorted.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(sorted) = cache.as_ref()
+            && sorted.generation == self.generation
+            && sorted.order == order
+        {
+            return sorted.ids.clone();
+        }
+        let mut rows: Vec<(&Uuid, &Row)> = self.rows.iter().collect();
+        rows.sort_unstable_by(|a, b| cmp(&a.1.cells, &b.1.cells));
+        let ids = Arc::new(rows.into_iter().map(|(id, _)| *id).collect());
+        *cache = Some(Sorted {
+            order: order.to_vec(),
+            generation: self.generation,
+            ids: Arc::clone(&ids),
+        });
+        ids
     }
 }
 
@@ -237,6 +274,7 @@ impl Store {
         finish_row(def, &mut cells, org);
         table.by_version.insert(version, id);
         table.rows.insert(id, Row { cells, version });
+        table.generation += 1;
         version
     }
 
@@ -258,6 +296,7 @@ impl Store {
         row.version = version;
         finish_row(&table.def, &mut row.cells, org);
         table.by_version.insert(version, id);
+        table.generation += 1;
         version
     }
 
@@ -268,6 +307,7 @@ impl Store {
             Some(row) => {
                 table.by_version.remove(&row.version);
                 table.tombstones.insert(version, id);
+                table.generation += 1;
                 true
             }
             None => false,

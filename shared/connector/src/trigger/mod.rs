@@ -24,6 +24,7 @@ use std::time::{Duration, Instant, SystemTime};
 use dataverse::{Deadline, Table};
 use lambda_runtime::LambdaEvent;
 use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
@@ -171,26 +172,49 @@ pub(crate) fn change_event(
     changed_on: Option<&str>,
     record: Option<&Map<String, Value>>,
 ) -> Event {
+    /// The detail, serialised straight from borrowed parts (the record is not copied).
+    #[derive(Serialize)]
+    struct Detail<'a> {
+        event_id: &'a str,
+        dataset: &'a str,
+        table: &'a str,
+        id: Uuid,
+        version: Option<String>,
+        changed_on: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        record: Option<&'a Map<String, Value>>,
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        truncated: bool,
+    }
     let event_version = if kind == Kind::Updated { version } else { None };
-    let mut detail = json!({
-        "event_id": event_id(dataset, &table.entity_set_name, id, event_version, kind),
-        "dataset": dataset,
-        "table": table.entity_set_name,
-        "id": id,
-        "version": version.map(|v| v.to_string()),
-        "changed_on": changed_on,
-    });
-    if let Some(record) = record {
-        detail["record"] = Value::Object(record.clone());
-        if detail.to_string().len() > DETAIL_BUDGET {
-            detail["record"] = json!({ table.primary_id_attribute.clone(): id });
-            detail["truncated"] = Value::Bool(true);
-        }
+    let event_id = event_id(dataset, &table.entity_set_name, id, event_version, kind);
+    let mut detail = Detail {
+        event_id: &event_id,
+        dataset,
+        table: &table.entity_set_name,
+        id,
+        version: version.map(|v| v.to_string()),
+        changed_on,
+        record,
+        truncated: false,
+    };
+    // Serialising maps of JSON values cannot fail.
+    let mut text = serde_json::to_string(&detail).unwrap_or_default();
+    let key_only: Map<String, Value>;
+    if text.len() > DETAIL_BUDGET {
+        key_only = Map::from_iter([(table.primary_id_attribute.clone(), Value::String(id.to_string()))]);
+        detail.record = Some(&key_only);
+        detail.truncated = true;
+        text = serde_json::to_string(&detail).unwrap_or_default();
     }
     Event {
         detail_type: kind.detail_type(),
-        detail,
+        detail: RawValue::from_string(text).unwrap_or_else(|_| empty_detail()),
     }
+}
+
+fn empty_detail() -> Box<RawValue> {
+    RawValue::from_string("{}".to_owned()).unwrap_or_default()
 }
 
 /// How long to keep for publishing and saving the cursor: a fifth of the time left, between 1 and
@@ -518,10 +542,14 @@ mod tests {
             None,
             Some(&record),
         );
-        assert_eq!(event.detail["truncated"], true);
-        assert_eq!(event.detail["record"], json!({"accountid": id}));
+        let detail: Value = serde_json::from_str(event.detail.get()).unwrap();
+        assert_eq!(detail["truncated"], true);
+        assert_eq!(detail["record"], json!({"accountid": id}));
+        assert!(event.size("dynamics.crm") < 256 * 1024);
         let small = change_event(Kind::Deleted, "contoso", &table, id, None, None, None);
-        assert!(small.detail.get("record").is_none());
-        assert_eq!(small.detail["version"], Value::Null);
+        let detail: Value = serde_json::from_str(small.detail.get()).unwrap();
+        assert!(detail.get("record").is_none());
+        assert!(detail.get("truncated").is_none());
+        assert_eq!(detail["version"], Value::Null);
     }
 }

@@ -104,22 +104,24 @@ pub fn list(store: &Store, ctx: &Ctx, t: usize) -> Result<Reply, Fail> {
             .take(page_size + 1)
             .collect()
     } else {
-        let mut candidates: Vec<&Row> = table
-            .rows
-            .values()
+        // The order is sorted once per table version; a page is a binary search for the cookie's
+        // key and a walk forward from it.
+        let ids = table.sorted_ids(&order, |a, b| cmp_rows(def, &order, a, b));
+        let start = match &last {
+            None => 0,
+            Some(key) => ids.partition_point(|id| {
+                table
+                    .rows
+                    .get(id)
+                    .is_some_and(|r| cmp_key(def, &order, &r.cells, key).is_le())
+            }),
+        };
+        ids[start..]
+            .iter()
+            .filter_map(|id| table.rows.get(id))
             .filter(|r| matches(r))
-            .filter(|r| {
-                last.as_ref()
-                    .is_none_or(|k| cmp_key(def, &order, &r.cells, k).is_gt())
-            })
-            .collect();
-        let by_order = |a: &&Row, b: &&Row| cmp_rows(def, &order, &a.cells, &b.cells);
-        if candidates.len() > page_size + 1 {
-            candidates.select_nth_unstable_by(page_size, by_order);
-            candidates.truncate(page_size + 1);
-        }
-        candidates.sort_unstable_by(by_order);
-        candidates
+            .take(page_size + 1)
+            .collect()
     };
     let more = rows.len() > page_size;
     rows.truncate(page_size);
