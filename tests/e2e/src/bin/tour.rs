@@ -14,6 +14,8 @@ use serde_json::{Value, json};
 /// What a step should answer.
 enum Expect {
     Ok,
+    /// `{"value": [...]}` with this many rows.
+    Fires(usize),
     Error(&'static str),
 }
 
@@ -61,6 +63,11 @@ impl Tour {
         let answer = self.functions[i].invoke(input).await;
         let (shown, ok, value) = match (&answer, &expect) {
             (Ok(output), Expect::Ok) => (indent("output", output, 24), true, output.clone()),
+            (Ok(output), Expect::Fires(n)) => (
+                indent("output", output, 24),
+                output["value"].as_array().map(Vec::len) == Some(*n),
+                output.clone(),
+            ),
             (
                 Err(Failure::Error {
                     error_type,
@@ -205,6 +212,128 @@ async fn actions(tour: &mut Tour, environment: &[(String, String)]) -> Result<()
     Ok(())
 }
 
+async fn triggers(tour: &mut Tour, environment: &[(String, String)]) -> Result<(), String> {
+    tour.say("\nTriggers: each poll fires what changed since its cursor, and publishes one event per change.");
+    let contacts = json!({"dataset": "contoso", "table": "contacts", "$select": "fullname,jobtitle", "trigger": "tour"});
+    let deletions = json!({"dataset": "contoso", "table": "contacts", "trigger": "tour"});
+    let watched = json!({"dataset": "contoso", "table": "contacts", "$select": "fullname,jobtitle",
+                         "columns": ["jobtitle"], "trigger": "tour"});
+    for (name, payload) in [
+        ("when-record-created", &contacts),
+        ("when-record-updated", &watched),
+        ("when-record-deleted", &deletions),
+    ] {
+        tour.step(
+            name,
+            environment,
+            "the first poll starts the cursor from now",
+            payload,
+            Expect::Fires(0),
+        )
+        .await?;
+    }
+    let mut ids = Vec::new();
+    for (first, last) in [("Katherine", "Johnson"), ("Margaret", "Hamilton")] {
+        let row = tour
+            .step(
+                "create-record",
+                environment,
+                "a new contact",
+                &json!({"dataset": "contoso", "table": "contacts", "item": {"firstname": first, "lastname": last}, "$select": "fullname"}),
+                Expect::Ok,
+            )
+            .await?;
+        ids.push(row["contactid"].as_str().unwrap_or_default().to_owned());
+    }
+    // A creation fires once its createdon second is over.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    tour.step(
+        "when-record-created",
+        environment,
+        "fires the two new contacts",
+        &contacts,
+        Expect::Fires(2),
+    )
+    .await?;
+    tour.step(
+        "when-record-created",
+        environment,
+        "and never twice",
+        &contacts,
+        Expect::Fires(0),
+    )
+    .await?;
+    let seeded = "ef0d20a1-c3f1-4a09-9067-9ee60d8ae7c3";
+    tour.step(
+        "update-record",
+        environment,
+        "a demo contact's job title",
+        &json!({"dataset": "contoso", "table": "contacts", "id": seeded, "item": {"jobtitle": "Flight Director"}, "$select": "fullname,jobtitle"}),
+        Expect::Ok,
+    )
+    .await?;
+    tour.step(
+        "when-record-updated",
+        environment,
+        "fires the change to a watched column",
+        &watched,
+        Expect::Fires(1),
+    )
+    .await?;
+    tour.step(
+        "update-record",
+        environment,
+        "the same contact's phone, a column the trigger does not watch",
+        &json!({"dataset": "contoso", "table": "contacts", "id": seeded, "item": {"telephone1": "+1-555-0142"}}),
+        Expect::Ok,
+    )
+    .await?;
+    tour.step(
+        "when-record-updated",
+        environment,
+        "stays quiet",
+        &watched,
+        Expect::Fires(0),
+    )
+    .await?;
+    tour.step(
+        "delete-record",
+        environment,
+        "one of the new contacts",
+        &json!({"dataset": "contoso", "table": "contacts", "id": ids[0]}),
+        Expect::Ok,
+    )
+    .await?;
+    tour.step(
+        "when-record-deleted",
+        environment,
+        "fires the deletion",
+        &deletions,
+        Expect::Fires(1),
+    )
+    .await?;
+    let events = std::fs::read_to_string(tour.dir.path().join("events.jsonl")).unwrap_or_default();
+    tour.say(
+        "\nThe events the triggers published (CRM_EVENTS=file:...; EventBridge when deployed):",
+    );
+    for line in events.lines() {
+        let event: Value = serde_json::from_str(line).unwrap_or(Value::Null);
+        let detail = &event["detail"];
+        tour.say(&format!(
+            "  {:<15} id {}  version {:<8}  event_id {}",
+            event["detail-type"].as_str().unwrap_or_default(),
+            detail["id"].as_str().unwrap_or_default(),
+            detail["version"].as_str().unwrap_or("-"),
+            detail["event_id"].as_str().unwrap_or_default(),
+        ));
+    }
+    if events.lines().count() != 4 {
+        tour.failures += 1;
+        tour.say("  ✗ expected four events");
+    }
+    Ok(())
+}
+
 async fn run(tour: &mut Tour) -> Result<(), String> {
     let emulator = Emulator::start(&["--seed", "demo"])
         .await
@@ -222,8 +351,16 @@ async fn run(tour: &mut Tour) -> Result<(), String> {
         credentials.display()
     ));
     let secrets = format!("file:{}", credentials.display());
-    let environment = env(&[("CRM_SECRETS", &secrets), ("RUST_LOG", "warn")]);
-    actions(tour, &environment).await
+    let state = format!("file:{}", tour.dir.path().join("state").display());
+    let events = format!("file:{}", tour.dir.path().join("events.jsonl").display());
+    let environment = env(&[
+        ("CRM_SECRETS", &secrets),
+        ("CRM_STATE", &state),
+        ("CRM_EVENTS", &events),
+        ("RUST_LOG", "warn"),
+    ]);
+    actions(tour, &environment).await?;
+    triggers(tour, &environment).await
 }
 
 #[tokio::main]
