@@ -13,6 +13,7 @@ pub mod auth;
 pub mod cli;
 pub mod clock;
 pub mod control;
+pub mod guid;
 pub mod odata;
 pub mod reply;
 pub mod schema;

@@ -123,9 +123,14 @@ fn route(em: &mut Emulator, req: &Request, path_and_query: &str) -> Reply {
     let Ok(path) = percent_decode_str(&req.path).decode_utf8() else {
         return Fail::bad_query("The request path is not valid UTF-8.").into_reply();
     };
-    let segments: Vec<&str> = path.trim_start_matches('/').splitn(4, '/').collect();
+    // Exactly one leading slash: `//tenant/oauth2/...` is not the token endpoint, on Entra ID or here.
+    let segments: Vec<&str> = path
+        .strip_prefix('/')
+        .unwrap_or(&path)
+        .splitn(4, '/')
+        .collect();
     match segments.as_slice() {
-        [tenant, "oauth2", "v2.0", "token"] => token(em, req, tenant),
+        [tenant, "oauth2", "v2.0", "token"] if !tenant.is_empty() => token(em, req, tenant),
         ["api", "data", version, rest] if matches!(*version, "v9.0" | "v9.1" | "v9.2") => {
             web_api(em, req, version, rest)
         }

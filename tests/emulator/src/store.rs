@@ -6,12 +6,14 @@
 
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
+use std::ops::Bound;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use serde_json::{Map, Number, Value};
 use uuid::Uuid;
 
 use crate::clock::{self, Clock};
+use crate::guid::SqlGuid;
 use crate::reply::Fail;
 use crate::schema::{ColumnType, Edm, System, TableDef};
 
@@ -22,10 +24,58 @@ pub struct Row {
     pub version: u64,
 }
 
+/// A table's rows by primary key, in SQL Server's GUID order (Dataverse's default order).
+#[derive(Debug, Default)]
+pub struct Rows(BTreeMap<SqlGuid, Row>);
+
+impl Rows {
+    pub fn get(&self, id: &Uuid) -> Option<&Row> {
+        self.0.get(&SqlGuid(*id))
+    }
+
+    pub fn get_mut(&mut self, id: &Uuid) -> Option<&mut Row> {
+        self.0.get_mut(&SqlGuid(*id))
+    }
+
+    pub fn contains_key(&self, id: &Uuid) -> bool {
+        self.0.contains_key(&SqlGuid(*id))
+    }
+
+    pub fn insert(&mut self, id: Uuid, row: Row) {
+        self.0.insert(SqlGuid(id), row);
+    }
+
+    pub fn remove(&mut self, id: &Uuid) -> Option<Row> {
+        self.0.remove(&SqlGuid(*id))
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn values(&self) -> impl Iterator<Item = &Row> {
+        self.0.values()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (Uuid, &Row)> {
+        self.0.iter().map(|(id, row)| (id.0, row))
+    }
+
+    /// The rows after `id` in key order (all of them without one): a keyset page's range scan.
+    pub fn after(&self, id: Option<Uuid>) -> impl Iterator<Item = &Row> {
+        let start = id.map_or(Bound::Unbounded, |id| Bound::Excluded(SqlGuid(id)));
+        self.0.range((start, Bound::Unbounded)).map(|(_, row)| row)
+    }
+}
+
 #[derive(Debug)]
 pub struct Table {
     pub def: TableDef,
-    pub rows: BTreeMap<Uuid, Row>,
+    pub rows: Rows,
     pub by_version: BTreeMap<u64, Uuid>,
     /// Deletions by the version at which they happened.
     pub tombstones: BTreeMap<u64, Uuid>,
@@ -47,7 +97,7 @@ impl Table {
     pub fn new(def: TableDef) -> Self {
         Self {
             def,
-            rows: BTreeMap::new(),
+            rows: Rows::default(),
             by_version: BTreeMap::new(),
             tombstones: BTreeMap::new(),
             generation: 0,
@@ -56,7 +106,11 @@ impl Table {
     }
 
     /// The ids of every row in `order`, as `cmp` orders rows; cached until the next write.
-    pub fn sorted_ids(&self, order: &[(usize, bool)], cmp: impl Fn(&[Value], &[Value]) -> Ordering) -> Arc<Vec<Uuid>> {
+    pub fn sorted_ids(
+        &self,
+        order: &[(usize, bool)],
+        cmp: impl Fn(&[Value], &[Value]) -> Ordering,
+    ) -> Arc<Vec<Uuid>> {
         // The store is behind one lock already, so this one is never contended.
         let mut cache = self.sorted.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(sorted) = cache.as_ref()
@@ -65,9 +119,9 @@ impl Table {
         {
             return sorted.ids.clone();
         }
-        let mut rows: Vec<(&Uuid, &Row)> = self.rows.iter().collect();
+        let mut rows: Vec<(Uuid, &Row)> = self.rows.iter().collect();
         rows.sort_unstable_by(|a, b| cmp(&a.1.cells, &b.1.cells));
-        let ids = Arc::new(rows.into_iter().map(|(id, _)| *id).collect());
+        let ids = Arc::new(rows.into_iter().map(|(id, _)| id).collect());
         *cache = Some(Sorted {
             order: order.to_vec(),
             generation: self.generation,

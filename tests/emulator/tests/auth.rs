@@ -276,3 +276,22 @@ async fn rotates_the_client_secret_through_the_control_api() {
         .await;
     assert_eq!(new.status(), 200);
 }
+
+#[tokio::test]
+async fn serves_the_token_endpoint_only_at_its_exact_path() {
+    let emulator = Emulator::empty().await;
+    let scope = format!("{}/.default", emulator.url);
+    let response = emulator
+        .http
+        .post(format!("{}//contoso/oauth2/v2.0/token", emulator.url))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", "local-client"),
+            ("client_secret", "local-secret"),
+            ("scope", scope.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 404, "a doubled slash is another path");
+}

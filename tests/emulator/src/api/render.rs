@@ -164,13 +164,14 @@ pub fn parse_expand(
     Ok(out)
 }
 
-/// Orders values as SQL Server does: nulls first, text case-insensitively.
+/// Orders values as SQL Server does: nulls first, text case-insensitively, GUIDs by byte group.
 pub fn cmp_value(a: &Value, b: &Value, edm: Edm) -> Ordering {
     match (a, b) {
         (Value::Null, Value::Null) => Ordering::Equal,
         (Value::Null, _) => Ordering::Less,
         (_, Value::Null) => Ordering::Greater,
         (Value::String(x), Value::String(y)) if edm == Edm::String => filter::compare_text(x, y),
+        (Value::String(x), Value::String(y)) if edm == Edm::Guid => crate::guid::compare_text(x, y),
         (Value::String(x), Value::String(y)) => x.cmp(y),
         (Value::Number(x), Value::Number(y)) => match (x.as_i64(), y.as_i64()) {
             (Some(i), Some(j)) => i.cmp(&j),

@@ -1,8 +1,6 @@
 //! Entity sets and rows: queries with keyset paging, and create/retrieve/update/delete with the
 //! service's conditional-request rules.
 
-use std::ops::Bound;
-
 use percent_encoding::utf8_percent_encode;
 use serde_json::{Map, Value};
 use uuid::Uuid;
@@ -16,6 +14,7 @@ use crate::Request;
 use crate::odata::cookie::Cursor;
 use crate::odata::filter;
 use crate::reply::{Fail, Reply};
+use crate::schema::Edm;
 use crate::store::{Row, Store};
 
 /// The service's page size limit, which is also the default.
@@ -90,16 +89,15 @@ pub fn list(store: &Store, ctx: &Ctx, t: usize) -> Result<Reply, Fail> {
     };
     let mut rows: Vec<&Row> = if order.is_empty() {
         // The primary key order is the map's own order: a range scan from the cookie's key.
-        let start = match last.as_ref().and_then(|k| k.last()).and_then(Value::as_str) {
-            Some(id) => Bound::Excluded(Uuid::parse_str(id).map_err(|_| {
+        let after = match last.as_ref().and_then(|k| k.last()).and_then(Value::as_str) {
+            Some(id) => Some(Uuid::parse_str(id).map_err(|_| {
                 Fail::bad_query("The $skiptoken value is not a valid paging cookie.")
             })?),
-            None => Bound::Unbounded,
+            None => None,
         };
         table
             .rows
-            .range((start, Bound::Unbounded))
-            .map(|(_, r)| r)
+            .after(after)
             .filter(|r| matches(r))
             .take(page_size + 1)
             .collect()
@@ -107,15 +105,31 @@ pub fn list(store: &Store, ctx: &Ctx, t: usize) -> Result<Reply, Fail> {
         // The order is sorted once per table version; a page is a binary search for the cookie's
         // key and a walk forward from it.
         let ids = table.sorted_ids(&order, |a, b| cmp_rows(def, &order, a, b));
-        let start = match &last {
+        let row_of = |id: &Uuid| table.rows.get(id).map(|r| &r.cells);
+        let mut start = match &last {
             None => 0,
             Some(key) => ids.partition_point(|id| {
-                table
-                    .rows
-                    .get(id)
-                    .is_some_and(|r| cmp_key(def, &order, &r.cells, key).is_le())
+                row_of(id).is_some_and(|cells| cmp_key(def, &order, cells, key).is_le())
             }),
         };
+        // An index seek: a filter that bounds the leading ascending sort columns from below (such as
+        // the keyset form `(a, b) > (x, y)`) starts the walk there, as a database's range scan does.
+        let mut leading: Vec<(usize, Edm)> = order
+            .iter()
+            .take_while(|(_, descending)| !descending)
+            .map(|(c, _)| (*c, def.columns[*c].edm()))
+            .collect();
+        // The primary key breaks ties last, so it extends the key only when every column before it
+        // is ascending.
+        if leading.len() == order.len() {
+            leading.push((def.idx.id, Edm::Guid));
+        }
+        if let Some(bound) = filter.as_ref().and_then(|f| filter::key_bound(f, &leading)) {
+            let seek = ids.partition_point(|id| {
+                row_of(id).is_some_and(|cells| filter::before_bound(cells, &bound, &leading))
+            });
+            start = start.max(seek);
+        }
         ids[start..]
             .iter()
             .filter_map(|id| table.rows.get(id))
@@ -373,8 +387,10 @@ fn written(
     projection: &Projection,
 ) -> Reply {
     let set = &store.tables[t].def.entity_set_name;
-    if ctx.prefer.return_representation {
-        let row = &store.tables[t].rows[&id];
+    // The row was written under the same lock, so it is there.
+    if ctx.prefer.return_representation
+        && let Some(row) = store.tables[t].rows.get(&id)
+    {
         return row_reply(store, ctx, t, row, status_with_body, projection, &[])
             .with_header("preference-applied", "return=representation");
     }

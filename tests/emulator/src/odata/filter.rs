@@ -605,6 +605,8 @@ enum Scalar<'a> {
     Null,
     Text(&'a str),
     Exact(&'a str),
+    /// Compared in SQL Server's GUID order.
+    Guid(&'a str),
     Int(i64),
     Num(f64),
     Bool(bool),
@@ -614,6 +616,7 @@ fn scalar<'a>(expr: &'a Expr, row: &'a [Value]) -> Scalar<'a> {
     match expr {
         Expr::Prop(column, edm) => match row.get(*column) {
             Some(Value::String(s)) if *edm == Edm::String => Scalar::Text(s),
+            Some(Value::String(s)) if *edm == Edm::Guid => Scalar::Guid(s),
             Some(Value::String(s)) => Scalar::Exact(s),
             Some(Value::Bool(b)) => Scalar::Bool(*b),
             Some(Value::Number(n)) => n
@@ -627,6 +630,7 @@ fn scalar<'a>(expr: &'a Expr, row: &'a [Value]) -> Scalar<'a> {
             Lit::Int(n) => Scalar::Int(*n),
             Lit::Num(n) => Scalar::Num(*n),
             Lit::Str(s) => Scalar::Text(s),
+            Lit::Exact(s, Edm::Guid) => Scalar::Guid(s),
             Lit::Exact(s, _) => Scalar::Exact(s),
         },
         other => match truth(other, row) {
@@ -653,15 +657,136 @@ pub fn truth(expr: &Expr, row: &[Value]) -> Option<bool> {
         Expr::Not(a) => truth(a, row).map(|b| !b),
         Expr::Cmp(op, a, b) => compare(*op, scalar(a, row), scalar(b, row)),
         Expr::Str(func, subject, pattern) => match (scalar(subject, row), scalar(pattern, row)) {
-            (Scalar::Text(s) | Scalar::Exact(s), Scalar::Text(p) | Scalar::Exact(p)) => {
-                Some(like(s, p, *func))
-            }
+            (
+                Scalar::Text(s) | Scalar::Exact(s) | Scalar::Guid(s),
+                Scalar::Text(p) | Scalar::Exact(p) | Scalar::Guid(p),
+            ) => Some(like(s, p, *func)),
             _ => None,
         },
         Expr::Prop(..) | Expr::Lit(_) => match scalar(expr, row) {
             Scalar::Bool(b) => Some(b),
             _ => None,
         },
+    }
+}
+
+/// A lower bound on a row's sort key that every row matching a filter respects: the start of an
+/// index range seek. Every matching row's key is at or after `prefix`, or, when `after`, strictly
+/// after every key that begins with `prefix`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeyBound {
+    pub prefix: Vec<Value>,
+    pub after: bool,
+}
+
+/// Derives a [`KeyBound`] on the leading sort `columns` (ascending) from a filter: `c gt x`, `c ge x`
+/// and `c eq x` on the first column bound it, `c eq x and <bound on the next columns>` extends the
+/// prefix (the keyset form `(a, b) > (x, y)`), `and` takes the tighter of two bounds and `or` the
+/// looser, if both sides have one.
+pub fn key_bound(expr: &Expr, columns: &[(usize, Edm)]) -> Option<KeyBound> {
+    let (first, _) = *columns.first()?;
+    let literal_on = |e: &Expr, ops: &[CmpOp]| match e {
+        Expr::Cmp(op, left, right) if ops.contains(op) => match (left.as_ref(), right.as_ref()) {
+            (Expr::Prop(c, _), Expr::Lit(lit)) if *c == first => {
+                literal_value(lit).map(|v| (*op, v))
+            }
+            _ => None,
+        },
+        _ => None,
+    };
+    if let Some((op, value)) = literal_on(expr, &[CmpOp::Gt, CmpOp::Ge, CmpOp::Eq]) {
+        return Some(KeyBound {
+            prefix: vec![value],
+            after: op == CmpOp::Gt,
+        });
+    }
+    match expr {
+        Expr::And(a, b) => {
+            for (eq, rest) in [(a, b), (b, a)] {
+                if let Some((_, value)) = literal_on(eq, &[CmpOp::Eq]) {
+                    let mut prefix = vec![value];
+                    let mut after = false;
+                    if let Some(inner) = key_bound(rest, &columns[1..]) {
+                        prefix.extend(inner.prefix);
+                        after = inner.after;
+                    }
+                    return Some(KeyBound { prefix, after });
+                }
+            }
+            match (key_bound(a, columns), key_bound(b, columns)) {
+                (Some(x), Some(y)) => Some(if compare_keys(&x, &y, columns).is_ge() {
+                    x
+                } else {
+                    y
+                }),
+                (one, None) | (None, one) => one,
+            }
+        }
+        Expr::Or(a, b) => {
+            let (x, y) = (key_bound(a, columns)?, key_bound(b, columns)?);
+            Some(if compare_keys(&x, &y, columns).is_le() {
+                x
+            } else {
+                y
+            })
+        }
+        _ => None,
+    }
+}
+
+fn compare_keys(x: &KeyBound, y: &KeyBound, columns: &[(usize, Edm)]) -> std::cmp::Ordering {
+    use std::cmp::Ordering;
+    for ((a, b), (_, edm)) in x.prefix.iter().zip(&y.prefix).zip(columns) {
+        let ordering = compare_values(a, b, *edm);
+        if ordering != Ordering::Equal {
+            return ordering;
+        }
+    }
+    match x.prefix.len().cmp(&y.prefix.len()) {
+        Ordering::Equal => x.after.cmp(&y.after),
+        Ordering::Less if x.after => Ordering::Greater,
+        Ordering::Less => Ordering::Less,
+        Ordering::Greater if y.after => Ordering::Less,
+        Ordering::Greater => Ordering::Greater,
+    }
+}
+
+/// Whether a row's sort key (the values of `columns`) is before the bound.
+pub fn before_bound(cells: &[Value], bound: &KeyBound, columns: &[(usize, Edm)]) -> bool {
+    for (value, (column, edm)) in bound.prefix.iter().zip(columns) {
+        match compare_values(&cells[*column], value, *edm) {
+            std::cmp::Ordering::Less => return true,
+            std::cmp::Ordering::Greater => return false,
+            std::cmp::Ordering::Equal => {}
+        }
+    }
+    bound.after
+}
+
+/// Orders two stored values as rows are sorted (nulls first, text case-insensitively).
+fn compare_values(a: &Value, b: &Value, edm: Edm) -> std::cmp::Ordering {
+    use std::cmp::Ordering;
+    match (a, b) {
+        (Value::Null, Value::Null) => Ordering::Equal,
+        (Value::Null, _) => Ordering::Less,
+        (_, Value::Null) => Ordering::Greater,
+        (Value::String(x), Value::String(y)) if edm == Edm::String => compare_text(x, y),
+        (Value::String(x), Value::String(y)) if edm == Edm::Guid => crate::guid::compare_text(x, y),
+        (Value::String(x), Value::String(y)) => x.cmp(y),
+        (x, y) => x
+            .as_f64()
+            .unwrap_or(0.0)
+            .total_cmp(&y.as_f64().unwrap_or(0.0)),
+    }
+}
+
+fn literal_value(lit: &Lit) -> Option<Value> {
+    match lit {
+        Lit::Int(n) => Some(Value::from(*n)),
+        Lit::Num(n) => serde_json::Number::from_f64(*n).map(Value::Number),
+        // Text compares case-insensitively and null sorts first: neither is worth seeking on.
+        Lit::Null | Lit::Bool(_) | Lit::Str(_) => None,
+        Lit::Exact(s, _) => Some(Value::String(s.clone())),
     }
 }
 
@@ -689,6 +814,7 @@ fn compare(op: CmpOp, a: Scalar<'_>, b: Scalar<'_>) -> Option<bool> {
         (Scalar::Text(x), Scalar::Text(y) | Scalar::Exact(y))
         | (Scalar::Exact(x), Scalar::Text(y)) => compare_text(x, y),
         (Scalar::Exact(x), Scalar::Exact(y)) => x.cmp(y),
+        (Scalar::Guid(x), Scalar::Guid(y)) => crate::guid::compare_text(x, y),
         (Scalar::Int(x), Scalar::Int(y)) => x.cmp(&y),
         (Scalar::Bool(x), Scalar::Bool(y)) => x.cmp(&y),
         (x, y) => {
@@ -901,12 +1027,76 @@ mod tests {
     fn accepts_guid_datetime_and_numeric_literals() {
         assert!(eval("id eq 70bf4d48-34cb-ed11-b596-0022481d68cd"));
         assert!(eval("id eq '70BF4D48-34CB-ED11-B596-0022481D68CD'"));
+        // GUIDs compare as SQL Server compares them, last group first, not as text.
+        assert!(eval("id lt 00000000-0000-0000-0000-ffffffffffff"));
+        assert!(eval("id gt ffffffff-ffff-ffff-ffff-000000000000"));
         assert!(eval(
             "on ge 2021-01-01T00:00:00-00:00 and on lt 2021-06-01T10:00:01Z"
         ));
         assert!(eval("employees gt 249.5 and employees lt 251L"));
         assert!(eval("hold eq false or employees eq -1"));
         assert!(eval("name ne other or (employees eq 250)"));
+    }
+
+    #[test]
+    fn derives_the_key_bound_an_index_seek_can_start_from() {
+        let columns = [(3, Edm::DateTimeOffset), (2, Edm::Guid)];
+        let bound = |f: &str| key_bound(&parse(f, &Cols).unwrap(), &columns);
+        let key = |prefix: Vec<Value>, after: bool| Some(KeyBound { prefix, after });
+        let (t, f) = ("2021-06-01T00:00:00Z", "2021-01-01T00:00:00Z");
+        let id = "70bf4d48-34cb-ed11-b596-0022481d68cd";
+        assert_eq!(bound(&format!("on gt {t}")), key(vec![json!(t)], true));
+        // The keyset form: (on, id) > (t, id), widened by a window that starts earlier.
+        assert_eq!(
+            bound(&format!(
+                "(on gt {t} or (on eq {t} and id gt {id})) and on lt 2022-01-01T00:00:00Z"
+            )),
+            key(vec![json!(t), json!(id)], true)
+        );
+        assert_eq!(
+            bound(&format!(
+                "on gt {t} or (on eq {t} and id gt {id}) or on ge {f}"
+            )),
+            key(vec![json!(f)], false)
+        );
+        assert_eq!(
+            bound(&format!("on ge {f} and on ge {t}")),
+            key(vec![json!(t)], false)
+        );
+        assert_eq!(bound(&format!("on gt {t} or employees gt 5")), None);
+        assert_eq!(bound(&format!("not (on lt {t})")), None);
+        let row = |on: &str, id: &str| {
+            let mut cells = vec![Value::Null; 6];
+            cells[3] = json!(on);
+            cells[2] = json!(id);
+            cells
+        };
+        let keyset = KeyBound {
+            prefix: vec![json!(t), json!(id)],
+            after: true,
+        };
+        assert!(before_bound(&row(t, id), &keyset, &columns));
+        assert!(before_bound(
+            &row(t, "00000000-0000-0000-0000-000000000000"),
+            &keyset,
+            &columns
+        ));
+        // GUIDs compare in SQL Server's order: the last group first.
+        assert!(!before_bound(
+            &row(t, "00000000-0000-0000-0000-ffffffffffff"),
+            &keyset,
+            &columns
+        ));
+        assert!(before_bound(
+            &row(t, "ffffffff-ffff-ffff-ffff-000000000000"),
+            &keyset,
+            &columns
+        ));
+        assert!(!before_bound(
+            &row("2021-06-02T00:00:00Z", id),
+            &keyset,
+            &columns
+        ));
     }
 
     #[test]
