@@ -111,6 +111,9 @@ impl TokenSource {
                 "tenant_id '{tenant}' is not a tenant id or domain"
             )));
         }
+        // A parsed URL with an empty path prints a trailing slash; a second one would make the path
+        // `//{tenant}/...`, which Entra ID does not serve.
+        let authority = authority.as_str().trim_end_matches('/');
         let endpoint = Url::parse(&format!("{authority}/{tenant}/oauth2/v2.0/token"))
             .map_err(|e| Error::Config(format!("cannot build the token endpoint: {e}")))?;
         Ok(Self {

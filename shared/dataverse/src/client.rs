@@ -547,9 +547,15 @@ impl Client {
                 }
                 Err(e) => transport::error(method, path, e),
             };
+            // A gateway error or a lost answer may hide a request the server carried out.
             if matches!(
                 &error,
-                Error::Transport { unsent: false, .. } | Error::Deadline { .. }
+                Error::Transport { unsent: false, .. }
+                    | Error::Deadline { .. }
+                    | Error::Api {
+                        status: 502..=504,
+                        ..
+                    }
             ) {
                 maybe_delivered = true;
             }
