@@ -179,6 +179,13 @@ async fn publish_eventbridge(
 ) -> Published {
     let sizes: Vec<usize> = events.iter().map(|e| e.size(source)).collect();
     for range in batches(&sizes) {
+        // What was accepted so far is kept: the caller saves the cursor past it.
+        if !deadline.allows(Duration::ZERO) {
+            return Published {
+                accepted: range.start,
+                error: Some(EventError::Deadline),
+            };
+        }
         // Indices (into `events`) still to deliver in this batch.
         let mut pending: Vec<usize> = range.clone().collect();
         let mut reason = String::new();
@@ -201,12 +208,23 @@ async fn publish_eventbridge(
                         .build()
                 })
                 .collect();
-            let output = match client.put_events().set_entries(Some(entries)).send().await {
-                Ok(output) => output,
-                Err(e) => {
+            let call = client.put_events().set_entries(Some(entries)).send();
+            // A call cut short by the deadline may have delivered its batch or not: it counts as not
+            // delivered, and a redelivery carries the same event ids.
+            let answer = match deadline.remaining() {
+                None => Ok(call.await),
+                Some(left) => tokio::time::timeout(left, call).await,
+            };
+            let output = match answer {
+                Ok(Ok(output)) => output,
+                Ok(Err(e)) => {
                     reason = DisplayErrorContext(&e).to_string();
                     tracing::warn!(attempt, error = %reason, "PutEvents failed");
                     continue;
+                }
+                Err(_) => {
+                    reason = "no answer before the deadline".into();
+                    break;
                 }
             };
             // Entries answer in request order; a failed one carries an error code.

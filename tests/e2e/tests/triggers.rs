@@ -132,6 +132,27 @@ fn accounts(extra: &Value) -> Value {
     payload
 }
 
+/// A GUID rewritten so that text order is SQL Server's order (last group first, the first three groups
+/// byte-swapped), worked out here independently of the code under test.
+fn sql_server_order(id: &str) -> String {
+    let groups: Vec<&str> = id.split('-').collect();
+    let swap = |g: &str| -> String {
+        g.as_bytes()
+            .chunks(2)
+            .rev()
+            .map(|pair| std::str::from_utf8(pair).unwrap())
+            .collect()
+    };
+    format!(
+        "{}{}{}{}{}",
+        groups[4],
+        groups[3],
+        swap(groups[2]),
+        swap(groups[1]),
+        swap(groups[0])
+    )
+}
+
 /// Waits for the current second to end: a creation fires once its `createdon` second is over.
 async fn settle() {
     tokio::time::sleep(Duration::from_millis(1100)).await;
@@ -733,13 +754,16 @@ async fn a_backlog_drains_in_order_over_successive_polls() {
         .map(|r| {
             (
                 r["createdon"].as_str().unwrap().to_owned(),
-                r["accountid"].as_str().unwrap().to_owned(),
+                sql_server_order(r["accountid"].as_str().unwrap()),
             )
         })
         .collect();
     let mut sorted = keys.clone();
     sorted.sort();
-    assert_eq!(keys, sorted, "fired in (createdon, id) order across polls");
+    assert_eq!(
+        keys, sorted,
+        "fired in (createdon, id) order across polls, ids as SQL Server orders them"
+    );
     assert_eq!(keys.iter().collect::<HashSet<_>>().len(), 2_000);
 }
 
@@ -977,4 +1001,93 @@ async fn killing_a_poll_at_any_moment_never_loses_a_change() {
             "update of {id} was lost"
         );
     }
+}
+
+/// Sleeps until just after the next whole second, and returns that second (Unix time).
+async fn next_second() -> u64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    let wait =
+        Duration::from_secs(1).saturating_sub(Duration::from_nanos(u64::from(now.subsec_nanos())));
+    tokio::time::sleep(wait + Duration::from_millis(50)).await;
+    now.as_secs() + 1
+}
+
+fn at(unix: u64) -> String {
+    let ago = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        - unix;
+    time_ago(ago)
+}
+
+#[tokio::test]
+async fn a_late_commit_between_polls_farther_apart_than_the_overlap_still_fires() {
+    let rig = Rig::new().await;
+    let mut environment = rig.env.clone();
+    environment.push(("CRM_TRIGGER_OVERLAP_SECS".into(), "3".into()));
+    let mut created = Function::start("when-record-created", &environment)
+        .await
+        .unwrap();
+    let payload = accounts(&json!({}));
+    poll(&mut created, &payload).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let seen = rig.create("seen").await;
+    settle().await;
+    assert_eq!(
+        ids(&poll(&mut created, &payload).await, "accountid"),
+        [seen]
+    );
+    // The next poll comes much later than the overlap; meanwhile a transaction that began just before
+    // the last poll commits, below the cursor.
+    let began = time_ago(2);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let late = rig
+        .emulator
+        .post(
+            "tables/accounts/rows",
+            &json!({"name": "late", "createdon": began, "modifiedon": began}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        ids(&poll(&mut created, &payload).await, "accountid"),
+        [late["id"].as_str().unwrap()],
+        "the window reaches back from the previous poll, not from now"
+    );
+}
+
+#[tokio::test]
+async fn rows_of_the_starting_second_fire_only_if_created_after_the_start() {
+    let rig = Rig::new().await;
+    let mut created = rig.function("when-record-created").await;
+    let payload = accounts(&json!({}));
+    let second = next_second().await;
+    // Created in the starting second, before the first poll: it predates the trigger.
+    let before = "00000000-0000-0000-0000-ffffffffffff";
+    rig.emulator
+        .post(
+            "tables/accounts/rows",
+            &json!({"accountid": before, "name": "before", "createdon": at(second)}),
+        )
+        .await
+        .unwrap();
+    poll(&mut created, &payload).await;
+    // Created in the same second, after the first poll, with a key that sorts before the other.
+    let after = "ffffffff-ffff-ffff-ffff-000000000000";
+    rig.emulator
+        .post(
+            "tables/accounts/rows",
+            &json!({"accountid": after, "name": "after", "createdon": at(second)}),
+        )
+        .await
+        .unwrap();
+    settle().await;
+    assert_eq!(
+        ids(&poll(&mut created, &payload).await, "accountid"),
+        [after]
+    );
+    assert!(poll(&mut created, &payload).await.is_empty());
 }

@@ -40,11 +40,12 @@ impl DirectoryStore {
         Self { dir }
     }
 
-    /// A file name for a key: letters, digits, `.`, `_` and `-` as they are, anything else as `%XX`.
+    /// A file name for a key: letters, digits, `_` and `-` as they are, anything else (`.` included)
+    /// as `%XX`, so no key can end in another key's file suffix (`.json`, `.fingerprints.json`).
     fn base(&self, key: &str) -> PathBuf {
         let mut name = String::with_capacity(key.len());
         for byte in key.bytes() {
-            if byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'_' | b'-') {
+            if byte.is_ascii_alphanumeric() || matches!(byte, b'_' | b'-') {
                 name.push(char::from(byte));
             } else {
                 let _ = write!(name, "%{byte:02X}");

@@ -219,6 +219,16 @@ impl DynamoStore {
                     tokio::time::sleep(Duration::from_millis(25 << attempt)).await;
                 }
             }
+            // Treating an unread fingerprint as absent would fire unchanged rows.
+            if !keys.is_empty() {
+                return Err(CursorError::Dynamo {
+                    message: format!(
+                        "{} fingerprints stayed unprocessed after retries",
+                        keys.len()
+                    ),
+                    configuration: false,
+                });
+            }
         }
         Ok(found)
     }

@@ -47,9 +47,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
-use super::{
-    Changes, Fired, Kind, Position, Scan, Seen, SeenEntry, Step, TriggerInput, TriggerState,
-};
+use super::{Changes, Kind, Position, Scan, Seen, SeenEntry, Step, TriggerInput, TriggerState};
 use crate::CrmError;
 
 /// The fields of a row the scan needs.
@@ -164,39 +162,36 @@ async fn latest_version(
         .unwrap_or(0))
 }
 
-/// The changes already there in the starting second `since` (and after, if a clock runs ahead).
-/// Timestamps have whole seconds, so a cursor starting "now" would otherwise fire them. They are
-/// remembered as seen; for creations, the returned position is also just past them.
+/// The changes already there in the starting second `since` (and after, if a clock runs ahead),
+/// remembered as seen so a cursor starting "now" does not fire them: timestamps have whole seconds,
+/// so they would otherwise be indistinguishable from changes made after the start.
 async fn already_there(
     kind: Kind,
     client: &Client,
     table: &Table,
     since: i64,
+    start: Position,
     deadline: Deadline,
-) -> Result<(Option<Position>, Seen), CrmError> {
+) -> Result<Seen, CrmError> {
     let pk = &table.primary_id_attribute;
-    let column = if kind == Kind::Created {
-        "createdon"
-    } else {
-        "modifiedon"
+    let filter = match start {
+        Position::Created { .. } => format!("createdon ge {}", literal(since)),
+        Position::Updated { version } => {
+            format!(
+                "modifiedon ge {} and versionnumber le {version}",
+                literal(since)
+            )
+        }
     };
     let query = Query::new()
         .select(format!("{pk},createdon,modifiedon,versionnumber"))
-        .filter(format!("{column} ge {}", literal(since)));
+        .filter(filter);
     let mut rows = pin!(client.rows(table, &query, 0, Some(dataverse::MAX_PAGE_SIZE), deadline));
-    let mut position = None;
     let mut seen = Seen::default();
     while let Some(raw) = rows.try_next().await? {
         let row: Map<String, Value> =
             serde_json::from_str(raw.get()).map_err(|e| row_error(e.to_string()))?;
         let key = row_key(&row, pk)?;
-        if kind == Kind::Created {
-            let here = Position::Created {
-                on: key.created,
-                id: key.id,
-            };
-            position = Some(position.map_or(here, |p: Position| p.max(here)));
-        }
         seen.0.push(match kind {
             Kind::Created => SeenEntry {
                 id: key.id,
@@ -210,7 +205,7 @@ async fn already_there(
             },
         });
     }
-    Ok((position, seen))
+    Ok(seen)
 }
 
 /// Scans for changes after the stored cursor (or starts one). Returns the state the scan started
@@ -234,22 +229,23 @@ pub(super) async fn scan(
         state
     } else {
         let since = input.since.unwrap_or(now);
-        let (start, seen) = if input.since.is_none() {
-            already_there(kind, client, table, since, deadline).await?
-        } else {
-            (None, Seen::default())
-        };
+        // With `since` the scan starts at the beginning and the time filter does the work. Without,
+        // the updated trigger starts after the newest version there is, read first so that the
+        // changes remembered below are all at or under it.
         let position = match kind {
-            Kind::Created => start.unwrap_or(Position::Created {
+            Kind::Created => Position::Created {
                 on: since,
                 id: Uuid::nil(),
-            }),
-            // With `since` the scan starts at the beginning and the time filter does the work;
-            // without, it starts after the newest change there is.
+            },
             _ if input.since.is_some() => Position::Updated { version: 0 },
             _ => Position::Updated {
                 version: latest_version(client, table, deadline).await?,
             },
+        };
+        let seen = if input.since.is_none() {
+            already_there(kind, client, table, since, position, deadline).await?
+        } else {
+            Seen::default()
         };
         tracing::info!(trigger = kind.name(), since, "starting a new cursor");
         Changes {
@@ -257,6 +253,7 @@ pub(super) async fn scan(
             position,
             seen,
             seen_floor: 0,
+            scanned_at: None,
         }
     };
     let initial = match kind {
@@ -264,11 +261,7 @@ pub(super) async fn scan(
         _ => TriggerState::Updated(state.clone()),
     };
 
-    let overlap = i64::try_from(deps.overlap.as_secs()).unwrap_or(i64::MAX);
-    let floor = state
-        .since
-        .max(now.saturating_sub(overlap))
-        .max(state.seen_floor);
+    let floor = state.window_floor(now, deps.overlap);
     let pk = table.primary_id_attribute.as_str();
     let (cursor_filter, orderby) = match state.position {
         // A creation fires once its second is over (`createdon lt now`): after that no new row can
@@ -316,8 +309,11 @@ pub(super) async fn scan(
         track_changes: false,
     };
     let mut pages = pin!(client.pages(client.collection_url(table, &query), prefer, deadline));
-    let mut scan = Scan::default();
-    'pages: while scan.fired.len() < input.top {
+    let mut scan = Scan {
+        started: now,
+        ..Scan::default()
+    };
+    'pages: while scan.fired() < input.top {
         if !deadline.allows(std::time::Duration::ZERO) {
             tracing::info!("out of time to fetch; publishing what was found");
             break;
@@ -360,7 +356,7 @@ pub(super) async fn scan(
             }
         };
         for (k, row) in rows {
-            if scan.fired.len() >= input.top {
+            if scan.fired() >= input.top {
                 break 'pages;
             }
             let (row_position, seen) = match kind {
@@ -386,6 +382,16 @@ pub(super) async fn scan(
             };
             let forward = row_position > state.position;
             if state.seen.contains(seen.id, seen.version) {
+                // Handled already (fired, or there when the cursor started): nothing fires, but a
+                // row ahead of the cursor still moves it.
+                if forward {
+                    scan.steps.push(Step::Change {
+                        fired: None,
+                        forward: Some(row_position),
+                        seen,
+                        fingerprint: None,
+                    });
+                }
                 continue;
             }
             let fingerprint =
@@ -411,11 +417,7 @@ pub(super) async fn scan(
                     Some(&k.modified_text),
                     Some(&row),
                 );
-                scan.fired.push(Fired {
-                    event,
-                    output: Value::Object(row),
-                });
-                Some(scan.fired.len() - 1)
+                Some(scan.fire(event, Value::Object(row)))
             } else {
                 None
             };

@@ -20,7 +20,7 @@
 use dataverse::{Change, Prefer, Query, classify};
 use serde_json::json;
 
-use super::{Deletions, Fired, Kind, Phase, Scan, Step, TriggerState};
+use super::{Deletions, Kind, Phase, Scan, Step, TriggerState};
 use crate::{ConfigError, CrmError};
 
 /// Whether a failed delta request means the token can no longer be used (as opposed to a failure
@@ -47,9 +47,12 @@ pub(super) async fn scan(
         phase: Phase::Baseline { next: None },
     });
     let mut current = initial.clone();
-    let mut scan = Scan::default();
+    let mut scan = Scan {
+        started: super::unix_now(),
+        ..Scan::default()
+    };
     let dataset = input.dataset.as_str();
-    'polls: while scan.fired.len() < input.top && deadline.allows(std::time::Duration::ZERO) {
+    'polls: while scan.fired() < input.top && deadline.allows(std::time::Duration::ZERO) {
         match current.phase.clone() {
             Phase::Baseline { next } => {
                 let url = next.unwrap_or_else(|| {
@@ -138,23 +141,20 @@ pub(super) async fn scan(
                     .and_then(|a| tombstones.iter().position(|id| *id == a))
                     .map_or(0, |i| i + 1);
                 for id in &tombstones[start..] {
-                    if scan.fired.len() >= input.top {
+                    if scan.fired() >= input.top {
                         // More on this page: stay on it.
                         break 'polls;
                     }
                     let event =
                         super::change_event(Kind::Deleted, dataset, table, *id, None, None, None);
-                    scan.fired.push(Fired {
-                        event,
-                        output: json!({"id": id}),
-                    });
+                    let fired = scan.fire(event, json!({"id": id}));
                     current.fired += 1;
                     current.phase = Phase::Tracking {
                         link: link.clone(),
                         after: Some(*id),
                     };
                     scan.steps.push(Step::Deletion {
-                        fired: Some(scan.fired.len() - 1),
+                        fired: Some(fired),
                         state: current.clone(),
                     });
                 }

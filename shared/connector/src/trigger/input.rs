@@ -85,7 +85,8 @@ pub struct TriggerInput {
     pub dataset: Dataset,
     pub table: TableName,
     pub filter: Option<String>,
-    pub orderby: Option<String>,
+    /// Sorts what one poll returns.
+    pub orderby: Option<super::order::OrderBy>,
     pub top: usize,
     pub select: Option<String>,
     /// `when-record-updated` only: fire only when one of these columns changed.
@@ -142,6 +143,15 @@ impl TriggerInput {
                 ));
             }
         }
+        if let Some(filter) = &p.filter
+            && !balanced(filter)
+        {
+            return Err(CrmError::invalid(
+                "$filter",
+                "has unbalanced parentheses or quotes; a trigger joins it to its cursor's own filter, which it must not be able to escape",
+            ));
+        }
+        let orderby = p.orderby.as_deref().map(super::order::parse).transpose()?;
         let columns = match p.columns {
             None => Vec::new(),
             Some(Columns::List(list)) => list,
@@ -194,7 +204,7 @@ impl TriggerInput {
             dataset: p.dataset,
             table: p.table,
             filter: p.filter,
-            orderby: p.orderby,
+            orderby,
             top,
             select: p.select,
             columns,
@@ -203,12 +213,13 @@ impl TriggerInput {
         })
     }
 
-    /// The cursor's key: `<kind>/<dataset>/<trigger>` when named, else derived from the table's logical
-    /// name and what decides which changes fire (the filter and the watched columns), so two schedules
-    /// with different filters keep separate cursors.
+    /// The cursor's key: `<kind>/<dataset>/<table>/<trigger>` when named, else derived from what
+    /// decides which changes fire (the filter and the watched columns), so two schedules with
+    /// different filters keep separate cursors. The table is always part of it: one table's position
+    /// means nothing in another.
     pub fn cursor_key(&self, kind: Kind, logical_name: &str) -> String {
         if let Some(name) = &self.trigger {
-            return format!("{}/{}/{name}", kind.short(), self.dataset);
+            return format!("{}/{}/{logical_name}/{name}", kind.short(), self.dataset);
         }
         let mut hash = Sha256::new();
         hash.update(self.filter.as_deref().unwrap_or_default());
@@ -217,6 +228,28 @@ impl TriggerInput {
         let short = super::hex(&hash.finalize()[..6]);
         format!("{}/{}/{logical_name}/{short}", kind.short(), self.dataset)
     }
+}
+
+/// Whether parentheses balance outside string literals (`'...'`, with `''` escapes), and every literal
+/// is closed: then `(<cursor filter>) and (<this>)` keeps the cursor's filter intact.
+fn balanced(filter: &str) -> bool {
+    let mut depth: i64 = 0;
+    let mut quoted = false;
+    for c in filter.chars() {
+        match (c, quoted) {
+            // A doubled quote inside a literal toggles twice, leaving it open: the escape works out.
+            ('\'', _) => quoted = !quoted,
+            ('(', false) => depth += 1,
+            (')', false) => {
+                depth -= 1;
+                if depth < 0 {
+                    return false;
+                }
+            }
+            _ => {}
+        }
+    }
+    depth == 0 && !quoted
 }
 
 #[cfg(test)]
@@ -312,7 +345,40 @@ mod tests {
         .unwrap();
         assert_eq!(
             named.cursor_key(Kind::Deleted, "account"),
-            "deleted/contoso/crm-sync"
+            "deleted/contoso/account/crm-sync"
+        );
+    }
+
+    #[test]
+    fn refuses_a_filter_that_could_escape_its_parentheses() {
+        let parse = |filter: &str| {
+            TriggerInput::parse(
+                Kind::Created,
+                json!({"dataset": "contoso", "table": "accounts", "$filter": filter}),
+            )
+        };
+        for bad in [
+            "x eq 1) or (true",
+            "(x eq 1",
+            "name eq 'open",
+            "x eq 1)) or ((true",
+        ] {
+            assert_eq!(field(parse(bad)), "$filter", "{bad}");
+        }
+        for good in [
+            "name eq 'a (b'",
+            "(a eq 1) and (b eq 2)",
+            "name eq 'O''Brien)'",
+            "contains(name,'x')",
+        ] {
+            assert!(parse(good).is_ok(), "{good}");
+        }
+        assert_eq!(
+            field(TriggerInput::parse(
+                Kind::Created,
+                json!({"dataset": "contoso", "table": "accounts", "$orderby": "name descending"})
+            )),
+            "$orderby"
         );
     }
 }

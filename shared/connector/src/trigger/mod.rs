@@ -30,6 +30,7 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 pub use input::{Kind, TriggerInput};
+pub use order::OrderBy;
 pub use state::{Changes, Deletions, Phase, Position, Seen, SeenEntry, TriggerState};
 
 use crate::config::Config;
@@ -39,6 +40,8 @@ use crate::{ConfigError, Crm, CrmError, lambda};
 
 /// Lambda refuses a response over 6 MB: past this budget, returned rows are cut to their id.
 const RESPONSE_BUDGET: usize = 5_500_000;
+/// Time kept after publishing to save fingerprints and the cursor.
+const COMMIT_RESERVE: Duration = Duration::from_secs(1);
 /// EventBridge refuses an entry over 256 KB: past this, an event's record is cut to its id.
 const DETAIL_BUDGET: usize = 250_000;
 
@@ -74,13 +77,6 @@ impl TriggerDeps {
 #[derive(Debug, Default, Serialize)]
 pub struct Output {
     pub value: Vec<Value>,
-}
-
-/// A change found by a scan: its event, and what the poll returns for it.
-#[derive(Debug)]
-pub(crate) struct Fired {
-    event: Event,
-    output: Value,
 }
 
 /// One thing a scan did, applied to the cursor only if every change fired before it was published.
@@ -125,9 +121,26 @@ pub(crate) struct Poll<'a> {
 /// What a scan found, and how far it got before an error, if one stopped it.
 #[derive(Debug, Default)]
 pub(crate) struct Scan {
-    fired: Vec<Fired>,
+    /// When the scan began (Unix seconds): the next poll's overlap window reaches back from it.
+    started: i64,
+    /// One event per change found, in order...
+    events: Vec<Event>,
+    /// ...and, at the same index, what the poll returns for it.
+    outputs: Vec<Value>,
     steps: Vec<Step>,
     error: Option<CrmError>,
+}
+
+impl Scan {
+    fn fire(&mut self, event: Event, output: Value) -> usize {
+        self.events.push(event);
+        self.outputs.push(output);
+        self.events.len() - 1
+    }
+
+    fn fired(&self) -> usize {
+        self.events.len()
+    }
 }
 
 /// Lower-case hex of `bytes`.
@@ -202,7 +215,10 @@ pub(crate) fn change_event(
     let mut text = serde_json::to_string(&detail).unwrap_or_default();
     let key_only: Map<String, Value>;
     if text.len() > DETAIL_BUDGET {
-        key_only = Map::from_iter([(table.primary_id_attribute.clone(), Value::String(id.to_string()))]);
+        key_only = Map::from_iter([(
+            table.primary_id_attribute.clone(),
+            Value::String(id.to_string()),
+        )]);
         detail.record = Some(&key_only);
         detail.truncated = true;
         text = serde_json::to_string(&detail).unwrap_or_default();
@@ -231,10 +247,11 @@ fn fetch_deadline(deadline: Deadline) -> Deadline {
 /// Applies the steps of the published prefix to the state, and collects the fingerprints to save.
 fn settle(
     initial: TriggerState,
-    steps: &[Step],
+    scan: &Scan,
     accepted: usize,
     overlap: Duration,
 ) -> (TriggerState, Vec<(Uuid, String)>) {
+    let steps = &scan.steps;
     let mut state = initial;
     let mut fingerprints = Vec::new();
     for step in steps {
@@ -254,7 +271,9 @@ fn settle(
                 if let Some(position) = forward {
                     c.position = c.position.max(*position);
                 }
-                c.seen.0.push(*seen);
+                if !c.seen.contains(seen.id, seen.version) {
+                    c.seen.0.push(*seen);
+                }
                 fingerprints.extend(fingerprint.clone());
             }
             (Step::Deletion { state: next, .. }, TriggerState::Deleted(d)) => *d = next.clone(),
@@ -262,8 +281,9 @@ fn settle(
         }
     }
     if let TriggerState::Created(c) | TriggerState::Updated(c) = &mut state {
-        let window_start = unix_now() - i64::try_from(overlap.as_secs()).unwrap_or(i64::MAX);
-        let floor = c.since.max(window_start).max(c.seen_floor);
+        // The next poll re-reads from this scan's start less the overlap: keep what that needs.
+        c.scanned_at = Some(scan.started);
+        let floor = c.window_floor(scan.started, overlap);
         let kept_from = c.seen.prune(floor);
         if kept_from > floor {
             tracing::warn!(
@@ -404,9 +424,12 @@ pub async fn poll(
         return Err(error);
     }
 
-    let events: Vec<Event> = scan.fired.iter().map(|f| f.event.clone()).collect();
-    let published = deps.sink.publish(&events, deadline).await;
-    let (state, fingerprints) = settle(initial, &scan.steps, published.accepted, deps.overlap);
+    // Publishing stops short of the deadline by enough to save the cursor afterwards.
+    let published = deps
+        .sink
+        .publish(&scan.events, deadline.less(COMMIT_RESERVE))
+        .await;
+    let (state, fingerprints) = settle(initial, &scan, published.accepted, deps.overlap);
     if let Err(e) = deps.store.put_fingerprints(&key, &fingerprints).await {
         release(deps, &lease).await;
         return Err(e.into());
@@ -415,13 +438,16 @@ pub async fn poll(
         state: serde_json::to_string(&state).unwrap_or_default(),
         position: state.position(),
     };
-    deps.store.commit(&lease, &record).await?;
+    if let Err(e) = deps.store.commit(&lease, &record).await {
+        release(deps, &lease).await;
+        return Err(e.into());
+    }
     tracing::info!(
         trigger = kind.name(),
         dataset = %input.dataset,
         table = %table.entity_set_name,
         fired = published.accepted,
-        found = scan.fired.len(),
+        found = scan.fired(),
         examined = scan.steps.len(),
         elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
         "poll done"
@@ -436,14 +462,10 @@ pub async fn poll(
         // Progress was made and saved: the rest waits for the next poll, which starts from here.
         tracing::warn!(error = %error, "the poll stopped early; the rest waits for the next poll");
     }
-    let mut value: Vec<Value> = scan
-        .fired
-        .into_iter()
-        .take(published.accepted)
-        .map(|f| f.output)
-        .collect();
+    let mut value = scan.outputs;
+    value.truncate(published.accepted);
     if let Some(orderby) = &input.orderby {
-        order::sort(&mut value, orderby)?;
+        order::sort(&mut value, orderby);
     }
     Ok(Output {
         value: fit_response(value, &table.primary_id_attribute),
@@ -486,6 +508,7 @@ mod tests {
             position: Position::Updated { version: 10 },
             seen: Seen::default(),
             seen_floor: 0,
+            scanned_at: None,
         });
         let now = unix_now();
         let step = |fired: Option<usize>, version: u64| Step::Change {
@@ -498,13 +521,17 @@ mod tests {
             },
             fingerprint: None,
         };
-        let steps = vec![
-            step(Some(0), 11),
-            step(None, 12),
-            step(Some(1), 13),
-            step(Some(2), 14),
-        ];
-        let (state, _) = settle(initial.clone(), &steps, 1, Duration::from_secs(60));
+        let scan = Scan {
+            started: now,
+            steps: vec![
+                step(Some(0), 11),
+                step(None, 12),
+                step(Some(1), 13),
+                step(Some(2), 14),
+            ],
+            ..Scan::default()
+        };
+        let (state, _) = settle(initial.clone(), &scan, 1, Duration::from_secs(60));
         let TriggerState::Updated(c) = state else {
             panic!()
         };
@@ -514,7 +541,7 @@ mod tests {
             "past the skipped row, not past change 1"
         );
         assert_eq!(c.seen.0.len(), 2);
-        let (all, _) = settle(initial, &steps, 3, Duration::from_secs(60));
+        let (all, _) = settle(initial, &scan, 3, Duration::from_secs(60));
         let TriggerState::Updated(c) = all else {
             panic!()
         };

@@ -10,7 +10,11 @@ use serde_json::Value;
 
 use crate::CrmError;
 
-pub(super) fn sort(rows: &mut [Value], orderby: &str) -> Result<(), CrmError> {
+/// `$orderby` parsed: columns and whether each is descending.
+pub type OrderBy = Vec<(String, bool)>;
+
+/// Parses `column [asc|desc], ...`; called when the payload is read, before anything is fetched.
+pub(super) fn parse(orderby: &str) -> Result<OrderBy, CrmError> {
     let mut keys = Vec::new();
     for item in orderby.split(',') {
         let mut words = item.split_whitespace();
@@ -25,7 +29,11 @@ pub(super) fn sort(rows: &mut [Value], orderby: &str) -> Result<(), CrmError> {
                 ));
             }
         };
-        if column.is_empty() || words.next().is_some() {
+        let valid_column = !column.is_empty()
+            && column
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid_column || words.next().is_some() {
             return Err(CrmError::invalid(
                 "$orderby",
                 format!("'{orderby}' is not 'column [asc|desc], ...'"),
@@ -33,8 +41,12 @@ pub(super) fn sort(rows: &mut [Value], orderby: &str) -> Result<(), CrmError> {
         }
         keys.push((column.to_owned(), descending));
     }
+    Ok(keys)
+}
+
+pub(super) fn sort(rows: &mut [Value], keys: &OrderBy) {
     rows.sort_by(|a, b| {
-        for (column, descending) in &keys {
+        for (column, descending) in keys {
             let ordering = compare(a.get(column), b.get(column));
             if ordering != Ordering::Equal {
                 return if *descending {
@@ -46,23 +58,34 @@ pub(super) fn sort(rows: &mut [Value], orderby: &str) -> Result<(), CrmError> {
         }
         Ordering::Equal
     });
-    Ok(())
 }
 
+/// A total order over JSON values: by kind first (null, booleans, numbers, text, the rest), then
+/// within a kind, text case-insensitively.
 fn compare(a: Option<&Value>, b: Option<&Value>) -> Ordering {
     let a = a.unwrap_or(&Value::Null);
     let b = b.unwrap_or(&Value::Null);
+    let rank = |v: &Value| match v {
+        Value::Null => 0,
+        Value::Bool(_) => 1,
+        Value::Number(_) => 2,
+        Value::String(_) => 3,
+        Value::Array(_) | Value::Object(_) => 4,
+    };
     match (a, b) {
-        (Value::Null, Value::Null) => Ordering::Equal,
-        (Value::Null, _) => Ordering::Less,
-        (_, Value::Null) => Ordering::Greater,
         (Value::Number(x), Value::Number(y)) => x
             .as_f64()
             .unwrap_or(0.0)
             .total_cmp(&y.as_f64().unwrap_or(0.0)),
-        (Value::String(x), Value::String(y)) => x.to_lowercase().cmp(&y.to_lowercase()),
+        (Value::String(x), Value::String(y)) => x
+            .to_lowercase()
+            .cmp(&y.to_lowercase())
+            .then_with(|| x.cmp(y)),
         (Value::Bool(x), Value::Bool(y)) => x.cmp(y),
-        _ => Ordering::Equal,
+        (Value::Array(_) | Value::Object(_), Value::Array(_) | Value::Object(_)) => {
+            a.to_string().cmp(&b.to_string())
+        }
+        _ => rank(a).cmp(&rank(b)),
     }
 }
 
@@ -80,9 +103,10 @@ mod tests {
             json!({"name": "gamma", "n": null}),
             json!({"name": "delta", "n": 5}),
         ];
-        sort(&mut rows, "n desc, name").unwrap();
+        sort(&mut rows, &parse("n desc, name").unwrap());
         let names: Vec<&str> = rows.iter().map(|r| r["name"].as_str().unwrap()).collect();
         assert_eq!(names, ["delta", "Alpha", "beta", "gamma"]);
-        assert!(sort(&mut rows, "name sideways").is_err());
+        assert!(parse("name sideways").is_err());
+        assert!(parse("name) desc").is_err());
     }
 }

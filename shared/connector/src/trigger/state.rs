@@ -32,10 +32,27 @@ pub struct Changes {
     /// shrinks to it rather than fire twice).
     #[serde(default)]
     pub seen_floor: i64,
+    /// When the last scan began. The overlap window reaches back from it, not from now, so a change
+    /// that commits late between two polls, however far apart, is still within reach.
+    #[serde(default)]
+    pub scanned_at: Option<i64>,
+}
+
+impl Changes {
+    /// Where the window starts for a scan beginning at `now`: `overlap` before the previous scan (or
+    /// before now, for a new cursor), never before `since`, nor below what an overflowed seen set
+    /// still remembers.
+    pub fn window_floor(&self, now: i64, overlap: std::time::Duration) -> i64 {
+        let overlap = i64::try_from(overlap.as_secs()).unwrap_or(i64::MAX);
+        let reference = self.scanned_at.map_or(now, |at| at.min(now));
+        self.since
+            .max(reference.saturating_sub(overlap))
+            .max(self.seen_floor)
+    }
 }
 
 /// The forward scan's position: the last change handled, in scan order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Position {
     /// `(createdon, primary key)` of the last row handled: creation time never changes, and the key
@@ -43,6 +60,38 @@ pub enum Position {
     Created { on: i64, id: Uuid },
     /// The `versionnumber` of the last change handled: unique and increasing across the org.
     Updated { version: u64 },
+}
+
+/// Positions compare as Dataverse orders the rows: a creation's key as SQL Server orders GUIDs.
+impl Ord for Position {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        match (self, other) {
+            (Position::Created { on: a, id: x }, Position::Created { on: b, id: y }) => {
+                a.cmp(b).then_with(|| sql_order(x).cmp(&sql_order(y)))
+            }
+            (Position::Updated { version: a }, Position::Updated { version: b }) => a.cmp(b),
+            (Position::Created { .. }, Position::Updated { .. }) => std::cmp::Ordering::Less,
+            (Position::Updated { .. }, Position::Created { .. }) => std::cmp::Ordering::Greater,
+        }
+    }
+}
+
+impl PartialOrd for Position {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// A GUID's bytes in the order SQL Server compares `uniqueidentifier` values (last group first, the
+/// first three groups byte-swapped; see `System.Data.SqlTypes.SqlGuid`). Dataverse evaluates
+/// `accountid gt <guid>` and orders by primary key this way, so the cursor must too, or it would
+/// step back over rows it has passed.
+pub(super) fn sql_order(id: &Uuid) -> [u8; 16] {
+    let u = id.as_bytes();
+    [
+        u[10], u[11], u[12], u[13], u[14], u[15], u[8], u[9], u[7], u[6], u[5], u[4], u[3], u[2],
+        u[1], u[0],
+    ]
 }
 
 /// The state of `when-record-deleted`.
@@ -70,7 +119,9 @@ impl TriggerState {
     pub fn position(&self) -> String {
         match self {
             TriggerState::Created(c) | TriggerState::Updated(c) => match c.position {
-                Position::Created { on, id } => format!("c{:012}{id}", on.max(0)),
+                Position::Created { on, id } => {
+                    format!("c{:012}{}", on.max(0), super::hex(&sql_order(&id)))
+                }
                 Position::Updated { version } => format!("u{version:020}"),
             },
             TriggerState::Deleted(d) => format!("d{:010}{:012}", d.generation, d.fired),
@@ -167,12 +218,30 @@ mod tests {
     }
 
     #[test]
+    fn positions_order_guids_as_sql_server_does() {
+        let at = |text: &str| Position::Created {
+            on: 5,
+            id: Uuid::parse_str(text).unwrap(),
+        };
+        assert!(
+            at("ffffffff-ffff-ffff-ffff-000000000000") < at("00000000-0000-0000-0000-000000000001")
+        );
+        assert!(
+            at("00000000-0000-0100-0000-000000000000") < at("00000000-0000-0001-0000-000000000000")
+        );
+        assert!(
+            at("01000000-0000-0000-0000-000000000000") < at("00000001-0000-0000-0000-000000000000")
+        );
+    }
+
+    #[test]
     fn round_trips_through_json() {
         let state = TriggerState::Updated(Changes {
             since: 1_700_000_000,
             position: Position::Updated { version: 42 },
             seen: Seen(vec![entry(1_700_000_010), entry(1_700_000_011)]),
             seen_floor: 0,
+            scanned_at: Some(1_700_000_020),
         });
         let json = serde_json::to_string(&state).unwrap();
         assert_eq!(serde_json::from_str::<TriggerState>(&json).unwrap(), state);
@@ -189,11 +258,15 @@ mod tests {
                 },
                 seen: Seen::default(),
                 seen_floor: 0,
+                scanned_at: None,
             })
             .position()
         };
         assert!(created(1_700_000_000, 9) < created(1_700_000_001, 1));
         assert!(created(1_700_000_001, 1) < created(1_700_000_001, 2));
+        // Within a second, in SQL Server's GUID order: the last group decides before the first.
+        let first_group = 0xff00_0000_0000_0000_0000_0000_0000_0000;
+        assert!(created(1_700_000_001, first_group) < created(1_700_000_001, 1));
         let deleted = |generation, fired| {
             TriggerState::Deleted(Deletions {
                 generation,
@@ -203,6 +276,37 @@ mod tests {
             .position()
         };
         assert!(deleted(1, 999) < deleted(2, 0));
+    }
+
+    #[test]
+    fn the_window_reaches_back_from_the_previous_scan_not_from_now() {
+        let mut changes = Changes {
+            since: 1_000,
+            position: Position::Updated { version: 1 },
+            seen: Seen::default(),
+            seen_floor: 0,
+            scanned_at: None,
+        };
+        let minute = std::time::Duration::from_secs(60);
+        assert_eq!(
+            changes.window_floor(10_000, minute),
+            9_940,
+            "a new cursor: a minute before now"
+        );
+        // Polls five minutes apart: the window covers the whole gap, plus a minute.
+        changes.scanned_at = Some(10_000);
+        assert_eq!(changes.window_floor(10_300, minute), 9_940);
+        assert_eq!(
+            changes.window_floor(500, minute),
+            1_000,
+            "never before since"
+        );
+        changes.seen_floor = 9_990;
+        assert_eq!(
+            changes.window_floor(10_300, minute),
+            9_990,
+            "nor below an overflowed memory"
+        );
     }
 
     #[test]
