@@ -9,7 +9,12 @@ VENV := .venv
 # The tests start moto from the project's own virtualenv.
 export MOTO_SERVER := $(CURDIR)/$(VENV)/bin/moto_server
 
-.PHONY: help run dev test fmt fmt-check clippy bins cargo-test tools build-tools bench clean
+FUNCTIONS := list-records get-record create-record update-record delete-record \
+	when-record-created when-record-updated when-record-deleted
+ASL_VALIDATOR := infra/node_modules/.bin/asl-validator
+
+.PHONY: help run dev test fmt fmt-check clippy bins cargo-test infra-check tools build-tools deploy-tools \
+	build sizes deploy bench clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -20,7 +25,7 @@ run: bins ## Tour every function on the embedded Dataverse emulator
 dev: bins build-tools ## Emulator on :8181 and `cargo lambda watch`, for manual invocations
 	scripts/dev.sh
 
-test: fmt-check clippy tools bins cargo-test ## Format check, clippy -D warnings, every test
+test: fmt-check clippy tools bins cargo-test infra-check ## Format check, clippy -D warnings, every test, infra lint
 
 fmt: ## Format the code
 	$(CARGO) fmt --all
@@ -38,6 +43,15 @@ bins:
 cargo-test:
 	$(CARGO) test --workspace --locked
 
+# cfn-lint on the SAM template and on its offline translation, asl-validator on the state machines,
+# and the least-privilege tests on the translated template.
+infra-check: tools $(ASL_VALIDATOR)
+	PYTHON=$(CURDIR)/$(VENV)/bin/python ASL_VALIDATOR=$(CURDIR)/$(ASL_VALIDATOR) infra/validate.sh
+
+$(ASL_VALIDATOR): infra/package.json infra/package-lock.json
+	npm ci --prefix infra --no-audit --no-fund --loglevel=error
+	@touch $@
+
 tools: $(VENV)/.test-tools ## Python test tools (moto, cfn-lint) into .venv
 
 $(VENV)/.test-tools: requirements.txt infra/requirements.txt
@@ -53,8 +67,42 @@ $(VENV)/.build-tools: requirements-build.txt
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-build.txt
 	@touch $@
 
-bench: ## Benchmarks (the emulator's page serving)
-	$(CARGO) bench -p dataverse-emulator --bench page
+# One cargo-lambda run per function: built together, their features would be unified and every binary
+# would carry every other's dependencies.
+build: build-tools ## Build every function for arm64 Lambda: target/lambda/<fn>/bootstrap.zip
+	rustup target add aarch64-unknown-linux-gnu
+	@for f in $(FUNCTIONS); do \
+		echo "cargo lambda build --release --arm64 --output-format zip -p $$f"; \
+		PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(CARGO) lambda build --release --arm64 --output-format zip --locked -p $$f || exit 1; \
+	done
+	@$(MAKE) --no-print-directory sizes
+
+sizes: ## Print the size of each bootstrap.zip and of the binary inside it
+	@printf '%-22s %12s %12s\n' function 'zip bytes' 'binary bytes'
+	@for f in $(FUNCTIONS); do \
+		zip=target/lambda/$$f/bootstrap.zip; \
+		if [ -f $$zip ]; then \
+			printf '%-22s %12s %12s\n' $$f $$(stat -c %s $$zip) $$($(PYTHON) -c 'import sys, zipfile; print(sum(i.file_size for i in zipfile.ZipFile(sys.argv[1]).infolist()))' $$zip); \
+		else printf '%-22s %12s\n' $$f 'not built'; fi; \
+	done
+
+deploy-tools: $(VENV)/.deploy-tools
+
+$(VENV)/.deploy-tools: requirements-deploy.txt $(VENV)/.test-tools
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-deploy.txt
+	@touch $@
+
+deploy: build infra-check deploy-tools ## Deploy with SAM (guided the first time; see infra/README.md)
+	cd infra && if [ -f samconfig.toml ]; then \
+		SAM_CLI_TELEMETRY=0 ../$(VENV)/bin/sam deploy; \
+	else \
+		SAM_CLI_TELEMETRY=0 ../$(VENV)/bin/sam deploy --guided --capabilities CAPABILITY_IAM; \
+	fi
+
+bench: ## Benchmarks: emulator pages, trigger backlog drain, get-record cold start (release builds)
+	$(CARGO) build --release --locked -p dataverse-emulator -p get-record -p when-record-created
+	$(CARGO) bench --locked -p dataverse-emulator --bench page
+	$(CARGO) bench --locked -p e2e-tests --bench drain --bench cold_start
 
 clean:
 	$(CARGO) clean

@@ -1,0 +1,638 @@
+"""Least-privilege and configuration rules for the TRANSLATED template (plain CloudFormation).
+
+Every check returns a list of human-readable problems; an empty list means the rule holds. The checks
+work on the output of the SAM transform (infra/tools/sam_offline.py), so they see exactly what
+CloudFormation would create, including the roles that SAM generates for schedules and rules.
+test_template.py runs them against the real template and against mutated copies, to prove that each
+rule can fail.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from typing import Any
+
+Template = dict[str, Any]
+
+# binary (= package = contract name) -> logical id in infra/template.yaml
+ACTIONS = {
+    "list-records": "ListRecordsFunction",
+    "get-record": "GetRecordFunction",
+    "create-record": "CreateRecordFunction",
+    "update-record": "UpdateRecordFunction",
+    "delete-record": "DeleteRecordFunction",
+}
+TRIGGERS = {
+    "when-record-created": "WhenRecordCreatedFunction",
+    "when-record-updated": "WhenRecordUpdatedFunction",
+    "when-record-deleted": "WhenRecordDeletedFunction",
+}
+FUNCTIONS = {**ACTIONS, **TRIGGERS}
+# Functions that act on one row; a workflow task calling them must catch Crm.NotFound.
+ROW_FUNCTIONS = {"get-record", "update-record", "delete-record"}
+
+LOG_ACTIONS = {"logs:CreateLogStream", "logs:PutLogEvents"}
+SECRET_ACTION = "secretsmanager:GetSecretValue"
+SECRETS_RESOURCE = {
+    "Fn::Sub": "arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:dynamics-crm/*"
+}
+SECRETS_PREFIX = "secretsmanager:dynamics-crm/"
+# Exactly what shared/connector/src/cursor/dynamo.rs calls: conditional UpdateItem for the lease and
+# the cursor, BatchGetItem/BatchWriteItem for the per-row fingerprints of when-record-updated.
+TRIGGER_DYNAMODB_ACTIONS = {
+    "dynamodb:UpdateItem",
+    "dynamodb:BatchGetItem",
+    "dynamodb:BatchWriteItem",
+}
+EVENTS_ACTION = "events:PutEvents"
+
+LAMBDA_SERVICE_ERRORS = {
+    "Lambda.ServiceException",
+    "Lambda.AWSLambdaException",
+    "Lambda.SdkClientException",
+    "Lambda.TooManyRequestsException",
+}
+RETRIED_CRM_ERRORS = {"Crm.Throttled", "Crm.ServerError"}
+CAUGHT_CRM_ERROR = "Crm.NotFound"
+
+# Payload keys each trigger accepts (design.md section 2); the deleted trigger rejects $filter.
+TRIGGER_INPUT_KEYS = {
+    "when-record-created": {"dataset", "table", "$filter", "$orderby", "$top", "$skip", "$select", "trigger", "since"},
+    "when-record-updated": {
+        "dataset", "table", "$filter", "$orderby", "$top", "$skip", "$select", "trigger", "since", "columns",
+    },
+    "when-record-deleted": {"dataset", "table", "$top", "trigger"},
+}
+
+# Values the CloudFormation schema accepts but cfn-lint does not check (see docs/tooling.md section 4).
+RUNTIME = "provided.al2023"
+ARCHITECTURES = ["arm64"]
+APPLICATION_LOG_LEVELS = {"TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL"}
+SYSTEM_LOG_LEVELS = {"DEBUG", "INFO", "WARN"}
+RATE_EXPRESSION = re.compile(r"rate\((?:1 (?:minute|hour|day)|(?:[2-9]|[1-9][0-9]+) (?:minutes|hours|days))\)")
+CRON_EXPRESSION = re.compile(r"cron\(\S+ \S+ \S+ \S+ \S+ \S+\)")
+
+# Values for parameters without a default, used when rendering Fn::Sub samples.
+SAMPLE_PARAMETERS = {"Dataset": "contoso"}
+PSEUDO_PARAMETERS = {
+    "AWS::StackName": "dynamics-crm",
+    "AWS::Region": "us-east-1",
+    "AWS::AccountId": "123456789012",
+    "AWS::Partition": "aws",
+}
+
+
+# ------------------------------------------------------------------------------------------------
+# Helpers
+# ------------------------------------------------------------------------------------------------
+
+
+def resources(t: Template, type_name: str) -> dict[str, dict[str, Any]]:
+    return {k: v for k, v in t.get("Resources", {}).items() if v.get("Type") == type_name}
+
+
+def props(t: Template, logical_id: str) -> dict[str, Any]:
+    return t["Resources"][logical_id].get("Properties") or {}
+
+
+def as_list(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    return value if isinstance(value, list) else [value]
+
+
+def target_of(value: Any) -> str | None:
+    """The logical id named by a Ref or Fn::GetAtt, else None."""
+    if isinstance(value, dict):
+        if "Ref" in value and isinstance(value["Ref"], str):
+            return value["Ref"]
+        if "Fn::GetAtt" in value:
+            getatt = value["Fn::GetAtt"]
+            return getatt[0] if isinstance(getatt, list) else str(getatt).split(".")[0]
+    return None
+
+
+def getatt(logical_id: str, attribute: str = "Arn") -> dict[str, Any]:
+    return {"Fn::GetAtt": [logical_id, attribute]}
+
+
+def is_getatt(value: Any, logical_id: str, attribute: str = "Arn") -> bool:
+    if not isinstance(value, dict) or "Fn::GetAtt" not in value:
+        return False
+    getatt_value = value["Fn::GetAtt"]
+    if isinstance(getatt_value, str):
+        getatt_value = getatt_value.split(".", 1)
+    return list(getatt_value) == [logical_id, attribute]
+
+
+def parameter_sample(t: Template, name: str) -> Any:
+    if name in PSEUDO_PARAMETERS:
+        return PSEUDO_PARAMETERS[name]
+    param = t.get("Parameters", {}).get(name)
+    if param is None:
+        raise KeyError(f"unknown parameter {name}")
+    if "Default" in param:
+        return param["Default"]
+    return SAMPLE_PARAMETERS[name]
+
+
+def resolve(t: Template, value: Any) -> Any:
+    """Resolve a Ref to a parameter (its default or sample) and Fn::Sub over parameters."""
+    if isinstance(value, dict) and set(value) == {"Ref"}:
+        if value["Ref"] in t.get("Parameters", {}) or value["Ref"] in PSEUDO_PARAMETERS:
+            return parameter_sample(t, value["Ref"])
+        return value
+    if isinstance(value, dict) and set(value) == {"Fn::Sub"} and isinstance(value["Fn::Sub"], str):
+        return re.sub(r"\$\{([A-Za-z0-9:]+)\}", lambda m: str(parameter_sample(t, m.group(1))), value["Fn::Sub"])
+    return value
+
+
+def sub_parameters(value: Any) -> list[str]:
+    """Parameter-like names used in an Fn::Sub string (${Name}, not ${Res.Attr} or ${!literal})."""
+    if isinstance(value, dict) and isinstance(value.get("Fn::Sub"), str):
+        return re.findall(r"\$\{([A-Za-z0-9]+)\}", value["Fn::Sub"])
+    return []
+
+
+def function_id_of_role(t: Template, role_id: str) -> list[str]:
+    return [fid for fid, f in resources(t, "AWS::Lambda::Function").items()
+            if target_of(f.get("Properties", {}).get("Role")) == role_id]
+
+
+def binary_of(logical_id: str) -> str | None:
+    for name, fid in FUNCTIONS.items():
+        if fid == logical_id:
+            return name
+    return None
+
+
+# ------------------------------------------------------------------------------------------------
+# IAM: statements of a role, from inline policies and from policies defined in this template
+# ------------------------------------------------------------------------------------------------
+
+
+def role_statements(t: Template, role_id: str) -> tuple[list[dict[str, Any]], list[str]]:
+    """All Allow/Deny statements that apply to a role, and problems with attachments we cannot see."""
+    problems: list[str] = []
+    statements: list[dict[str, Any]] = []
+    role = props(t, role_id)
+    for policy in as_list(role.get("Policies")):
+        statements += as_list(policy.get("PolicyDocument", {}).get("Statement"))
+    for arn in as_list(role.get("ManagedPolicyArns")):
+        policy_id = target_of(arn)
+        if policy_id and t["Resources"].get(policy_id, {}).get("Type") == "AWS::IAM::ManagedPolicy":
+            statements += as_list(props(t, policy_id).get("PolicyDocument", {}).get("Statement"))
+        else:
+            problems.append(f"{role_id}: attaches managed policy {json.dumps(arn)} that is not defined in this "
+                            "template (e.g. AWSLambdaBasicExecutionRole grants logs on '*')")
+    for policy_type in ("AWS::IAM::Policy", "AWS::IAM::ManagedPolicy"):
+        for policy_id, policy in resources(t, policy_type).items():
+            attached = [target_of(r) for r in as_list(policy.get("Properties", {}).get("Roles"))]
+            if role_id in attached:
+                statements += as_list(policy["Properties"].get("PolicyDocument", {}).get("Statement"))
+    return statements, problems
+
+
+def statement_problems(role_id: str, statement: dict[str, Any]) -> list[str]:
+    """Rules for every statement of every role: no NotAction/NotResource, no wildcards."""
+    problems = []
+    for key in ("NotAction", "NotResource", "NotPrincipal"):
+        if key in statement:
+            problems.append(f"{role_id}: statement uses {key}")
+    for action in as_list(statement.get("Action")):
+        if not isinstance(action, str) or "*" in action:
+            problems.append(f"{role_id}: wildcard or non-literal action {json.dumps(action)}")
+    for resource in as_list(statement.get("Resource")):
+        # Any "*" in a literal, Fn::Sub or Fn::Join resource is a wildcard. The one exception is the
+        # secrets prefix: one secret per dataset, and the datasets are not known at deploy time.
+        if "*" in json.dumps(resource) and resource != SECRETS_RESOURCE:
+            problems.append(f"{role_id}: Resource {json.dumps(resource)} is a wildcard; name the resource")
+    if not as_list(statement.get("Resource")) and statement.get("Effect") == "Allow":
+        problems.append(f"{role_id}: Allow statement without Resource")
+    return problems
+
+
+def allowed_grants(role_id: str, statements: list[dict[str, Any]],
+                   allowed: dict[str, list[Any]]) -> tuple[dict[str, list[Any]], list[str]]:
+    """Check that every (action, resource) granted is in `allowed`; return what was granted."""
+    problems: list[str] = []
+    granted: dict[str, list[Any]] = {}
+    for statement in statements:
+        problems += statement_problems(role_id, statement)
+        if statement.get("Effect") != "Allow":
+            continue
+        for action in as_list(statement.get("Action")):
+            for resource in as_list(statement.get("Resource")):
+                granted.setdefault(action, []).append(resource)
+                if action not in allowed:
+                    problems.append(f"{role_id}: action {action} is not allowed for this role")
+                elif resource not in allowed[action]:
+                    problems.append(f"{role_id}: {action} on {json.dumps(resource)} is not allowed; "
+                                    f"only {json.dumps(allowed[action])}")
+    return granted, problems
+
+
+def trust_problems(t: Template, role_id: str, service: str) -> list[str]:
+    problems = []
+    for statement in as_list(props(t, role_id).get("AssumeRolePolicyDocument", {}).get("Statement")):
+        principals = as_list((statement.get("Principal") or {}).get("Service"))
+        if principals != [service] or set(statement.get("Principal", {})) != {"Service"}:
+            problems.append(f"{role_id}: may be assumed by {json.dumps(statement.get('Principal'))}, "
+                            f"expected only {service}")
+    return problems
+
+
+# ------------------------------------------------------------------------------------------------
+# Data stores
+# ------------------------------------------------------------------------------------------------
+
+
+def the_one(t: Template, type_name: str) -> tuple[str | None, list[str]]:
+    found = sorted(resources(t, type_name))
+    if len(found) != 1:
+        return (found[0] if found else None), [f"expected exactly one {type_name}, found {found}"]
+    return found[0], []
+
+
+def store_problems(t: Template) -> list[str]:
+    problems = []
+    table_id, p = the_one(t, "AWS::DynamoDB::Table")
+    problems += p
+    if table_id:
+        table = props(t, table_id)
+        if table.get("BillingMode") != "PAY_PER_REQUEST":
+            problems.append(f"{table_id}: BillingMode must be PAY_PER_REQUEST")
+        key_schema = {k["AttributeName"]: k["KeyType"] for k in as_list(table.get("KeySchema"))}
+        if key_schema != {"pk": "HASH", "sk": "RANGE"}:
+            problems.append(f"{table_id}: key schema must be pk (HASH) + sk (RANGE), got {key_schema}")
+        types = {a["AttributeName"]: a["AttributeType"] for a in as_list(table.get("AttributeDefinitions"))}
+        if types != {"pk": "S", "sk": "S"}:
+            problems.append(f"{table_id}: pk and sk must be strings (S), got {types}")
+        if table.get("TimeToLiveSpecification") != {"AttributeName": "expires_at", "Enabled": True}:
+            problems.append(f"{table_id}: TTL must be enabled on expires_at")
+        if (table.get("PointInTimeRecoverySpecification") or {}).get("PointInTimeRecoveryEnabled") is not True:
+            problems.append(f"{table_id}: point-in-time recovery must be on")
+    _, p = the_one(t, "AWS::Events::EventBus")
+    problems += p
+    for secret_id, secret in resources(t, "AWS::SecretsManager::Secret").items():
+        if secret.get("Properties", {}).get("Name") != {"Fn::Sub": "dynamics-crm/${Dataset}"}:
+            problems.append(f"{secret_id}: the secret must be named dynamics-crm/${{Dataset}}")
+    for policy_id, policy in resources(t, "AWS::SQS::QueuePolicy").items():
+        for statement in as_list(policy["Properties"].get("PolicyDocument", {}).get("Statement")):
+            condition = statement.get("Condition") or {}
+            if not any("aws:SourceArn" in block for block in condition.values()):
+                problems.append(f"{policy_id}: queue policy statement without an aws:SourceArn condition")
+            if statement.get("Principal") == "*" or statement.get("Principal") == {"AWS": "*"}:
+                problems.append(f"{policy_id}: queue policy open to any principal")
+    return problems
+
+
+# ------------------------------------------------------------------------------------------------
+# Functions
+# ------------------------------------------------------------------------------------------------
+
+
+def _number_in_range(t: Template, value: Any, low: int, high: int) -> bool:
+    value = resolve(t, value)
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        return False
+    return low <= number <= high
+
+
+def function_problems(t: Template) -> list[str]:
+    problems = []
+    functions = resources(t, "AWS::Lambda::Function")
+    expected = set(FUNCTIONS.values())
+    for missing in sorted(expected - set(functions)):
+        problems.append(f"missing function {missing}")
+    for extra in sorted(set(functions) - expected):
+        problems.append(f"unexpected function {extra}: add it to infra/tests/checks.py so its rights are checked")
+    table_id = next(iter(resources(t, "AWS::DynamoDB::Table")), None)
+    bus_id = next(iter(resources(t, "AWS::Events::EventBus")), None)
+    log_groups_seen: dict[str, str] = {}
+    roles_seen: dict[str, str] = {}
+
+    for name, fid in FUNCTIONS.items():
+        if fid not in functions:
+            continue
+        f = props(t, fid)
+        is_trigger = name in TRIGGERS
+        # Runtime and packaging.
+        if f.get("Runtime") != RUNTIME:
+            problems.append(f"{fid}: Runtime must be {RUNTIME}, got {json.dumps(f.get('Runtime'))}")
+        if f.get("Architectures") != ARCHITECTURES:
+            problems.append(f"{fid}: Architectures must be {ARCHITECTURES}, got {json.dumps(f.get('Architectures'))}")
+        if f.get("Handler") != "bootstrap":
+            problems.append(f"{fid}: Handler must be bootstrap")
+        key = (f.get("Code") or {}).get("S3Key", "")
+        if not str(key).endswith(f"target/lambda/{name}/bootstrap.zip"):
+            problems.append(f"{fid}: code must come from target/lambda/{name}/bootstrap.zip, got {key}")
+        function_name = json.dumps(f.get("FunctionName"))
+        if name not in function_name:
+            problems.append(f"{fid}: FunctionName {function_name} should contain {name}")
+        # Explicit sizing.
+        if "MemorySize" not in f or not _number_in_range(t, f["MemorySize"], 128, 10240):
+            problems.append(f"{fid}: MemorySize must be set explicitly (128..10240)")
+        if "Timeout" not in f or not _number_in_range(t, f["Timeout"], 1, 900):
+            problems.append(f"{fid}: Timeout must be set explicitly (1..900 s)")
+        if is_trigger:
+            param = target_of(f.get("Timeout"))
+            if param not in t.get("Parameters", {}) or t["Parameters"][param].get("Type") != "Number":
+                problems.append(f"{fid}: a trigger's Timeout must come from a Number parameter")
+        # Logging.
+        logging = f.get("LoggingConfig") or {}
+        if logging.get("LogFormat") != "JSON":
+            problems.append(f"{fid}: LoggingConfig.LogFormat must be JSON")
+        if logging.get("ApplicationLogLevel") not in APPLICATION_LOG_LEVELS:
+            problems.append(f"{fid}: LoggingConfig.ApplicationLogLevel must be one of {sorted(APPLICATION_LOG_LEVELS)}")
+        if logging.get("SystemLogLevel") not in SYSTEM_LOG_LEVELS:
+            problems.append(f"{fid}: LoggingConfig.SystemLogLevel must be one of {sorted(SYSTEM_LOG_LEVELS)}")
+        log_group_id = target_of(logging.get("LogGroup"))
+        if t["Resources"].get(log_group_id or "", {}).get("Type") != "AWS::Logs::LogGroup":
+            problems.append(f"{fid}: LoggingConfig.LogGroup must reference an AWS::Logs::LogGroup in the template")
+            log_group_id = None
+        else:
+            if "RetentionInDays" not in props(t, log_group_id):
+                problems.append(f"{log_group_id}: log group of {fid} needs RetentionInDays")
+            if log_group_id in log_groups_seen:
+                problems.append(f"{fid}: shares log group {log_group_id} with {log_groups_seen[log_group_id]}")
+            log_groups_seen[log_group_id] = fid
+        # Environment.
+        env = (f.get("Environment") or {}).get("Variables") or {}
+        if env.get("CRM_SECRETS") != SECRETS_PREFIX:
+            problems.append(f"{fid}: CRM_SECRETS must be {SECRETS_PREFIX}")
+        if is_trigger:
+            if env.get("CRM_STATE") != {"Fn::Sub": f"dynamodb:${{{table_id}}}"}:
+                problems.append(f"{fid}: CRM_STATE must be dynamodb:<the cursor table>")
+            if env.get("CRM_EVENTS") != {"Fn::Sub": f"eventbridge:${{{bus_id}.Name}}"}:
+                problems.append(f"{fid}: CRM_EVENTS must be eventbridge:<the event bus>")
+            if resolve(t, env.get("CRM_EVENT_SOURCE")) != "dynamics.crm":
+                problems.append(f"{fid}: CRM_EVENT_SOURCE must default to dynamics.crm")
+        else:
+            for var in ("CRM_STATE", "CRM_EVENTS"):
+                if var in env:
+                    problems.append(f"{fid}: an action must not have {var}")
+        # Role.
+        role_id = target_of(f.get("Role"))
+        if t["Resources"].get(role_id or "", {}).get("Type") != "AWS::IAM::Role":
+            problems.append(f"{fid}: Role must be an AWS::IAM::Role defined in this template")
+            continue
+        if role_id in roles_seen:
+            problems.append(f"{fid}: shares role {role_id} with {roles_seen[role_id]}")
+        roles_seen[role_id] = fid
+        problems += function_role_problems(t, fid, name, role_id, log_group_id, table_id, bus_id)
+    return problems
+
+
+def function_role_problems(t: Template, fid: str, name: str, role_id: str, log_group_id: str | None,
+                           table_id: str | None, bus_id: str | None) -> list[str]:
+    problems = trust_problems(t, role_id, "lambda.amazonaws.com")
+    statements, p = role_statements(t, role_id)
+    problems += p
+    allowed: dict[str, list[Any]] = {SECRET_ACTION: [SECRETS_RESOURCE]}
+    if log_group_id:
+        allowed.update({action: [getatt(log_group_id)] for action in LOG_ACTIONS})
+    is_trigger = name in TRIGGERS
+    if is_trigger:
+        allowed.update({action: [getatt(table_id)] for action in TRIGGER_DYNAMODB_ACTIONS})
+        allowed[EVENTS_ACTION] = [getatt(bus_id)]
+    else:
+        for statement in statements:
+            for action in as_list(statement.get("Action")):
+                if isinstance(action, str) and action.split(":")[0] in ("dynamodb", "events"):
+                    problems.append(f"{role_id}: action function {name} must not have {action}")
+    granted, p = allowed_grants(role_id, statements, allowed)
+    problems += p
+    required = set(LOG_ACTIONS) | {SECRET_ACTION}
+    if is_trigger:
+        required |= TRIGGER_DYNAMODB_ACTIONS | {EVENTS_ACTION}
+    for action in sorted(required):
+        if not any(resource in granted.get(action, []) for resource in allowed.get(action, [])):
+            problems.append(f"{role_id}: {name} needs {action} on {json.dumps(allowed.get(action))}")
+    return problems
+
+
+# ------------------------------------------------------------------------------------------------
+# Schedules
+# ------------------------------------------------------------------------------------------------
+
+
+def schedule_expression_problems(t: Template, owner: str, expression: Any) -> list[str]:
+    problems = []
+    param = target_of(expression)
+    if param in t.get("Parameters", {}):
+        pattern = t["Parameters"][param].get("AllowedPattern")
+        if not pattern:
+            problems.append(f"{owner}: parameter {param} needs an AllowedPattern for schedule expressions")
+        else:
+            for bad in ("rate(5 minutez)", "rate(1 minutes)", "rate(0 minutes)", "rate(5 minute)"):
+                if re.fullmatch(pattern, bad):
+                    problems.append(f"{owner}: parameter {param} accepts the invalid expression {bad}")
+    value = resolve(t, expression)
+    if not isinstance(value, str) or not (RATE_EXPRESSION.fullmatch(value) or CRON_EXPRESSION.fullmatch(value)):
+        problems.append(f"{owner}: invalid schedule expression {json.dumps(value)}")
+    return problems
+
+
+def schedule_problems(t: Template) -> list[str]:
+    problems = []
+    schedules = resources(t, "AWS::Scheduler::Schedule")
+    targets: dict[str, list[str]] = {}
+    for sid, schedule in schedules.items():
+        s = schedule.get("Properties") or {}
+        target = s.get("Target") or {}
+        target_id = target_of(target.get("Arn"))
+        targets.setdefault(target_id or "?", []).append(sid)
+        problems += schedule_expression_problems(t, sid, s.get("ScheduleExpression"))
+        if "State" not in s:
+            problems.append(f"{sid}: State must be explicit (ENABLED/DISABLED)")
+        retry = target.get("RetryPolicy") or {}
+        if not isinstance(retry.get("MaximumRetryAttempts"), int) or not isinstance(
+                retry.get("MaximumEventAgeInSeconds"), int):
+            problems.append(f"{sid}: Target.RetryPolicy needs MaximumRetryAttempts and MaximumEventAgeInSeconds")
+        dlq_id = target_of((target.get("DeadLetterConfig") or {}).get("Arn"))
+        if t["Resources"].get(dlq_id or "", {}).get("Type") != "AWS::SQS::Queue":
+            problems.append(f"{sid}: Target.DeadLetterConfig must name an SQS queue of this template")
+            dlq_id = None
+        # Input: valid JSON for the sample parameter values, and no parameter that can break it.
+        raw_input = target.get("Input")
+        for param in sub_parameters(raw_input):
+            pattern = t.get("Parameters", {}).get(param, {}).get("AllowedPattern")
+            if param in t.get("Parameters", {}) and (
+                    not pattern or re.fullmatch(pattern, 'a"b') or re.fullmatch(pattern, "a\\b")):
+                problems.append(f"{sid}: parameter {param} is substituted into the JSON Input but its "
+                                'AllowedPattern does not exclude " and \\')
+        try:
+            payload = json.loads(resolve(t, raw_input)) if raw_input is not None else None
+        except (TypeError, ValueError) as err:
+            problems.append(f"{sid}: Target.Input is not valid JSON: {err}")
+            payload = None
+        name = binary_of(target_id or "")
+        if name in TRIGGERS:
+            if not isinstance(payload, dict):
+                problems.append(f"{sid}: a trigger schedule needs an explicit JSON object Input")
+            else:
+                for field in ("dataset", "table"):
+                    if not isinstance(payload.get(field), str):
+                        problems.append(f"{sid}: Input needs a string {field}")
+                unknown = set(payload) - TRIGGER_INPUT_KEYS[name]
+                if unknown:
+                    problems.append(f"{sid}: {name} does not accept {sorted(unknown)}")
+        elif raw_input is None:
+            problems.append(f"{sid}: Input must be explicit")
+        # The scheduler's role: invoke this target, write to this DLQ, nothing else.
+        role_id = target_of(target.get("RoleArn"))
+        if t["Resources"].get(role_id or "", {}).get("Type") != "AWS::IAM::Role":
+            problems.append(f"{sid}: RoleArn must be a role of this template")
+            continue
+        problems += trust_problems(t, role_id, "scheduler.amazonaws.com")
+        statements, p = role_statements(t, role_id)
+        problems += p
+        invoke = ("states:StartExecution" if t["Resources"].get(target_id or "", {}).get("Type")
+                  == "AWS::StepFunctions::StateMachine" else "lambda:InvokeFunction")
+        allowed = {invoke: [target.get("Arn")]}
+        if dlq_id:
+            allowed["sqs:SendMessage"] = [getatt(dlq_id)]
+        problems += allowed_grants(role_id, statements, allowed)[1]
+    for name, fid in TRIGGERS.items():
+        if len(targets.get(fid, [])) != 1:
+            problems.append(f"{fid}: expected exactly one schedule, found {targets.get(fid, [])}")
+    return problems
+
+
+# ------------------------------------------------------------------------------------------------
+# State machines
+# ------------------------------------------------------------------------------------------------
+
+
+def definition_of(t: Template, sm_id: str) -> dict[str, Any]:
+    definition = props(t, sm_id).get("DefinitionString")
+    if isinstance(definition, dict) and "Fn::Join" in definition:
+        separator, parts = definition["Fn::Join"]
+        definition = separator.join(parts)
+    if not isinstance(definition, str):
+        raise ValueError(f"{sm_id}: no inline DefinitionString (translate with infra/tools/sam_offline.py)")
+    return json.loads(definition)
+
+
+def walk_states(states: dict[str, Any], path: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
+    for name, state in states.items():
+        yield f"{path}{name}", state
+        for nested_key in ("ItemProcessor", "Iterator"):
+            if nested_key in state:
+                yield from walk_states(state[nested_key].get("States", {}), f"{path}{name}/")
+        for i, branch in enumerate(state.get("Branches", [])):
+            yield from walk_states(branch.get("States", {}), f"{path}{name}[{i}]/")
+
+
+def _retried(state: dict[str, Any], error: str) -> dict[str, Any] | None:
+    for retrier in state.get("Retry", []):
+        if error in retrier.get("ErrorEquals", []):
+            return retrier
+    return None
+
+
+def _caught(state: dict[str, Any], error: str) -> bool:
+    return any(error in catcher.get("ErrorEquals", []) for catcher in state.get("Catch", []))
+
+
+def state_machine_problems(t: Template) -> list[str]:
+    problems = []
+    machines = resources(t, "AWS::StepFunctions::StateMachine")
+    if not machines:
+        problems.append("no state machines")
+    for sm_id, machine in machines.items():
+        p = machine.get("Properties") or {}
+        substitutions = p.get("DefinitionSubstitutions") or {}
+        try:
+            definition = definition_of(t, sm_id)
+        except (ValueError, TypeError) as err:
+            problems.append(f"{sm_id}: {err}")
+            continue
+        invoked: list[Any] = []
+        catches_not_found = False
+        for state_name, state in walk_states(definition.get("States", {})):
+            where = f"{sm_id}/{state_name}"
+            if state.get("Type") != "Task":
+                continue
+            resource = state.get("Resource", "")
+            if not resource.endswith(":states:::lambda:invoke"):
+                problems.append(f"{where}: call Lambda through arn:aws:states:::lambda:invoke, not {resource}")
+                continue
+            function_ref = (state.get("Parameters") or {}).get("FunctionName", "")
+            match = re.fullmatch(r"\$\{(\w+)\}", function_ref)
+            arn = substitutions.get(match.group(1)) if match else None
+            function_id = target_of(arn)
+            if not is_getatt(arn, function_id or "") or function_id not in FUNCTIONS.values():
+                problems.append(f"{where}: FunctionName must be a DefinitionSubstitutions entry "
+                                "that is Fn::GetAtt <one of our functions>.Arn")
+            else:
+                invoked.append(arn)
+            missing_service = sorted(e for e in LAMBDA_SERVICE_ERRORS if _retried(state, e) is None)
+            if missing_service:
+                problems.append(f"{where}: Retry must cover the Lambda service errors {missing_service}")
+            for error in sorted(RETRIED_CRM_ERRORS):
+                retrier = _retried(state, error)
+                if retrier is None:
+                    problems.append(f"{where}: Retry must cover {error}")
+                elif retrier.get("MaxAttempts", 3) < 1 or retrier.get("BackoffRate", 2.0) <= 1.0:
+                    problems.append(f"{where}: {error} must be retried with backoff (MaxAttempts >= 1, BackoffRate > 1)")
+            if _caught(state, CAUGHT_CRM_ERROR):
+                catches_not_found = True
+            elif binary_of(function_id or "") in ROW_FUNCTIONS:
+                problems.append(f"{where}: a task on one row must Catch {CAUGHT_CRM_ERROR}")
+        if not catches_not_found:
+            problems.append(f"{sm_id}: no state catches {CAUGHT_CRM_ERROR}")
+        # Role: invoke exactly the functions the definition calls.
+        role_id = target_of(p.get("RoleArn"))
+        if t["Resources"].get(role_id or "", {}).get("Type") != "AWS::IAM::Role":
+            problems.append(f"{sm_id}: RoleArn must be an explicit role of this template")
+            continue
+        problems += trust_problems(t, role_id, "states.amazonaws.com")
+        statements, p2 = role_statements(t, role_id)
+        problems += p2
+        granted, p3 = allowed_grants(role_id, statements, {"lambda:InvokeFunction": invoked})
+        problems += p3
+        for arn in invoked:
+            if arn not in granted.get("lambda:InvokeFunction", []):
+                problems.append(f"{role_id}: may not invoke {json.dumps(arn)}, which {sm_id} calls")
+    return problems
+
+
+# ------------------------------------------------------------------------------------------------
+# Everything else that can act: roles not covered above (e.g. the EventBridge rule's role)
+# ------------------------------------------------------------------------------------------------
+
+
+def other_role_problems(t: Template) -> list[str]:
+    problems = []
+    for role_id in resources(t, "AWS::IAM::Role"):
+        statements, p = role_statements(t, role_id)
+        problems += p
+        for statement in statements:
+            problems += statement_problems(role_id, statement)
+    for policy_type in ("AWS::IAM::ManagedPolicy", "AWS::IAM::Policy"):
+        for policy_id, policy in resources(t, policy_type).items():
+            for statement in as_list(policy["Properties"].get("PolicyDocument", {}).get("Statement")):
+                problems += statement_problems(policy_id, statement)
+    for rule_id, rule in resources(t, "AWS::Events::Rule").items():
+        for target in as_list(rule["Properties"].get("Targets")):
+            target_id = target_of(target.get("Arn"))
+            kind = t["Resources"].get(target_id or "", {}).get("Type")
+            if kind == "AWS::StepFunctions::StateMachine":
+                if "RetryPolicy" not in target or "DeadLetterConfig" not in target:
+                    problems.append(f"{rule_id}: a workflow target needs a RetryPolicy and a DeadLetterConfig")
+                role_id = target_of(target.get("RoleArn"))
+                if role_id:
+                    statements, _ = role_statements(t, role_id)
+                    problems += allowed_grants(role_id, statements, {"states:StartExecution": [target["Arn"]]})[1]
+    return sorted(set(problems))
+
+
+def all_problems(t: Template) -> list[str]:
+    return sorted(set(store_problems(t) + function_problems(t) + schedule_problems(t)
+                      + state_machine_problems(t) + other_role_problems(t)))

@@ -1,0 +1,472 @@
+"""Policy tests for infra/template.yaml (stdlib unittest).
+
+They load the TRANSLATED template: the file named by INFRA_TRANSLATED_TEMPLATE (validate.sh writes it),
+or, when that is unset, a fresh offline translation (infra/tools/sam_offline.py). Run them with
+`infra/validate.sh`, or alone:
+
+    python -m unittest discover -s infra/tests -t infra/tests
+
+The `Mutations` tests feed the checker broken copies of the template, to prove that each rule can fail.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import re
+import sys
+import unittest
+from pathlib import Path
+from typing import Any
+
+INFRA_DIR = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(INFRA_DIR / "tools"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import checks  # noqa: E402
+
+_TRANSLATED: dict[str, Any] | None = None
+
+
+def translated() -> dict[str, Any]:
+    """The translated template, loaded once per test run; tests get deep copies."""
+    global _TRANSLATED
+    if _TRANSLATED is None:
+        path = os.environ.get("INFRA_TRANSLATED_TEMPLATE")
+        if path:
+            _TRANSLATED = json.loads(Path(path).read_text())
+        else:
+            import sam_offline
+
+            _TRANSLATED = sam_offline.translate(INFRA_DIR / "template.yaml")
+    return copy.deepcopy(_TRANSLATED)
+
+
+def raw_template() -> dict[str, Any]:
+    from samtranslator.yaml_helper import yaml_parse
+
+    return yaml_parse((INFRA_DIR / "template.yaml").read_text())
+
+
+def statements_of(t: dict[str, Any], role_id: str) -> list[dict[str, Any]]:
+    return checks.role_statements(t, role_id)[0]
+
+
+def add_statement(t: dict[str, Any], role_id: str, statement: dict[str, Any]) -> None:
+    t["Resources"][role_id]["Properties"].setdefault("Policies", []).append(
+        {"PolicyName": "mutation", "PolicyDocument": {"Version": "2012-10-17", "Statement": [statement]}}
+    )
+
+
+def set_definition(t: dict[str, Any], sm_id: str, definition: dict[str, Any]) -> None:
+    t["Resources"][sm_id]["Properties"]["DefinitionString"] = json.dumps(definition)
+
+
+# ------------------------------------------------------------------------------------------------
+# The real template
+# ------------------------------------------------------------------------------------------------
+
+
+class TranslatedTemplate(unittest.TestCase):
+    """The deployable (translated) template obeys every rule."""
+
+    def setUp(self) -> None:
+        self.t = translated()
+
+    def test_cursor_table_bus_secret_and_queue_policies_are_as_designed(self) -> None:
+        self.assertEqual(checks.store_problems(self.t), [])
+
+    def test_every_function_is_arm64_al2023_sized_logged_and_least_privileged(self) -> None:
+        self.assertEqual(checks.function_problems(self.t), [])
+
+    def test_every_schedule_retries_has_a_dead_letter_queue_and_valid_json_input(self) -> None:
+        self.assertEqual(checks.schedule_problems(self.t), [])
+
+    def test_state_machines_retry_throttling_catch_not_found_and_invoke_only_their_functions(self) -> None:
+        self.assertEqual(checks.state_machine_problems(self.t), [])
+
+    def test_no_role_or_policy_has_wildcards(self) -> None:
+        self.assertEqual(checks.other_role_problems(self.t), [])
+
+    def test_action_roles_have_no_dynamodb_or_events_rights(self) -> None:
+        for fid in checks.ACTIONS.values():
+            role_id = checks.target_of(self.t["Resources"][fid]["Properties"]["Role"])
+            actions = {a for s in statements_of(self.t, role_id) for a in checks.as_list(s.get("Action"))}
+            self.assertFalse({a for a in actions if a.startswith(("dynamodb:", "events:"))}, fid)
+
+    def test_trigger_roles_reach_only_the_cursor_table_and_the_bus(self) -> None:
+        for fid in checks.TRIGGERS.values():
+            role_id = checks.target_of(self.t["Resources"][fid]["Properties"]["Role"])
+            granted = {}
+            for statement in statements_of(self.t, role_id):
+                for action in checks.as_list(statement["Action"]):
+                    granted.setdefault(action, []).extend(checks.as_list(statement["Resource"]))
+            dynamodb = {a: r for a, r in granted.items() if a.startswith("dynamodb:")}
+            self.assertEqual(set(dynamodb), checks.TRIGGER_DYNAMODB_ACTIONS, fid)
+            for resources in dynamodb.values():
+                self.assertEqual(resources, [{"Fn::GetAtt": ["CursorTable", "Arn"]}], fid)
+            self.assertEqual(granted["events:PutEvents"], [{"Fn::GetAtt": ["EventBus", "Arn"]}], fid)
+            self.assertEqual(granted["secretsmanager:GetSecretValue"], [checks.SECRETS_RESOURCE], fid)
+
+    def test_no_role_attaches_an_aws_managed_policy(self) -> None:
+        for role_id, role in checks.resources(self.t, "AWS::IAM::Role").items():
+            for arn in role["Properties"].get("ManagedPolicyArns", []):
+                self.assertIn(checks.target_of(arn), self.t["Resources"], f"{role_id} attaches {arn}")
+
+    def test_trigger_inputs_match_the_contract(self) -> None:
+        inputs = {}
+        for schedule in checks.resources(self.t, "AWS::Scheduler::Schedule").values():
+            target = schedule["Properties"]["Target"]
+            name = checks.binary_of(checks.target_of(target["Arn"]) or "")
+            if name:
+                inputs[name] = json.loads(checks.resolve(self.t, target["Input"]))
+        self.assertEqual(inputs["when-record-created"], {"dataset": "contoso", "table": "accounts", "$filter": ""})
+        self.assertEqual(inputs["when-record-updated"], {"dataset": "contoso", "table": "accounts", "$filter": ""})
+        self.assertEqual(inputs["when-record-deleted"], {"dataset": "contoso", "table": ""})
+
+    def test_filter_parameters_cannot_break_the_schedule_json(self) -> None:
+        for name in ("CreatedFilter", "UpdatedFilter"):
+            pattern = self.t["Parameters"][name]["AllowedPattern"]
+            self.assertTrue(re.fullmatch(pattern, "statecode eq 0 and name eq 'A&B (C)'"))
+            self.assertIsNone(re.fullmatch(pattern, 'name eq "x"'))
+            self.assertIsNone(re.fullmatch(pattern, "name eq 'a\\'"))
+
+    def test_poll_rate_parameters_accept_only_valid_expressions(self) -> None:
+        for name in ("PollRate", "WorkflowPollRate"):
+            pattern = self.t["Parameters"][name]["AllowedPattern"]
+            for good in ("rate(1 minute)", "rate(5 minutes)", "rate(12 hours)", "cron(0/5 * * * ? *)"):
+                self.assertTrue(re.fullmatch(pattern, good), (name, good))
+            for bad in ("rate(5 minutez)", "rate(1 minutes)", "rate(0 minutes)", "rate(5 minute)", "5 minutes"):
+                self.assertIsNone(re.fullmatch(pattern, bad), (name, bad))
+
+    def test_the_record_created_rule_starts_the_workflow_for_the_configured_table(self) -> None:
+        rule = self.t["Resources"]["RecordCreatedStateMachineOnRecordCreated"]["Properties"]
+        self.assertEqual(rule["EventPattern"]["detail-type"], ["Record Created"])
+        self.assertEqual(rule["EventPattern"]["source"], [{"Ref": "EventSource"}])
+        self.assertEqual(rule["EventPattern"]["detail"]["table"], [{"Ref": "CreatedTable"}])
+        self.assertEqual(rule["EventBusName"], {"Ref": "EventBus"})
+        self.assertEqual(rule["Targets"][0]["Arn"], {"Ref": "RecordCreatedStateMachine"})
+
+    def test_the_sample_event_matches_the_rule_and_carries_the_design_detail(self) -> None:
+        event = json.loads((INFRA_DIR / "events" / "record-created.json").read_text())
+        pattern = self.t["Resources"]["RecordCreatedStateMachineOnRecordCreated"]["Properties"]["EventPattern"]
+
+        def matches(pattern: dict[str, Any], value: dict[str, Any]) -> bool:
+            for key, expected in pattern.items():
+                if isinstance(expected, dict):
+                    if not matches(expected, value.get(key, {})):
+                        return False
+                elif value.get(key) not in [checks.resolve(self.t, e) for e in expected]:
+                    return False
+            return True
+
+        self.assertTrue(matches(pattern, event))
+        self.assertEqual(set(event["detail"]),
+                         {"event_id", "dataset", "table", "id", "version", "changed_on", "record"})
+        self.assertIn("@odata.etag", event["detail"]["record"])
+
+    def test_outputs_give_what_a_user_needs(self) -> None:
+        outputs = set(self.t["Outputs"])
+        for needed in ("SecretName", "EventBusName", "EventBusArn", "CursorTableName", "ScheduleDeadLetterQueueUrl",
+                       "WorkflowDeadLetterQueueUrl", "RecordCreatedStateMachineArn", "ScheduledPollStateMachineArn"):
+            self.assertIn(needed, outputs)
+        for fid in checks.FUNCTIONS.values():
+            self.assertIn(f"{fid}Arn", outputs)
+
+
+class SamTemplate(unittest.TestCase):
+    """The SAM source: what the translated template cannot show."""
+
+    def setUp(self) -> None:
+        self.t = raw_template()
+
+    def test_code_comes_from_make_build_without_a_sam_build_method(self) -> None:
+        for name, fid in checks.FUNCTIONS.items():
+            resource = self.t["Resources"][fid]
+            self.assertEqual(resource["Type"], "AWS::Serverless::Function")
+            self.assertEqual(resource["Properties"]["CodeUri"], f"../target/lambda/{name}/bootstrap.zip")
+            self.assertNotIn("BuildMethod", json.dumps(resource.get("Metadata", {})), fid)
+            self.assertNotIn("Policies", resource["Properties"], f"{fid}: use its explicit role, not SAM Policies")
+
+    def test_globals_carry_no_policies(self) -> None:
+        self.assertNotIn("Policies", self.t.get("Globals", {}).get("Function", {}))
+
+    def test_state_machine_files_exist_and_are_all_wired(self) -> None:
+        wired = {r["Properties"]["DefinitionUri"] for r in self.t["Resources"].values()
+                 if r["Type"] == "AWS::Serverless::StateMachine"}
+        on_disk = {f"statemachines/{p.name}" for p in (INFRA_DIR / "statemachines").glob("*.asl.json")}
+        self.assertEqual(wired, on_disk)
+        for path in on_disk:
+            json.loads((INFRA_DIR / path).read_text())
+
+
+# ------------------------------------------------------------------------------------------------
+# The checks can fail
+# ------------------------------------------------------------------------------------------------
+
+
+class Mutations(unittest.TestCase):
+    """Each test breaks one rule in a copy of the translated template and expects a report."""
+
+    def setUp(self) -> None:
+        self.t = translated()
+        self.r = self.t["Resources"]
+
+    def assertReported(self, fragment: str) -> None:  # noqa: N802 (unittest style)
+        problems = checks.all_problems(self.t)
+        self.assertTrue(any(fragment in p for p in problems),
+                        f"expected a problem containing {fragment!r}, got:\n" + "\n".join(problems))
+
+    # IAM ---------------------------------------------------------------------------------------
+
+    def test_resource_star_on_an_action_role_is_reported(self) -> None:
+        add_statement(self.t, "ListRecordsRole", {"Effect": "Allow", "Action": "s3:GetObject", "Resource": "*"})
+        self.assertReported('ListRecordsRole: Resource "*" is a wildcard')
+
+    def test_dynamodb_on_an_action_role_is_reported(self) -> None:
+        add_statement(self.t, "GetRecordRole", {"Effect": "Allow", "Action": "dynamodb:GetItem",
+                                                "Resource": {"Fn::GetAtt": ["CursorTable", "Arn"]}})
+        self.assertReported("GetRecordRole: action function get-record must not have dynamodb:GetItem")
+
+    def test_put_events_on_an_action_role_is_reported(self) -> None:
+        self.r["UpdateRecordRole"]["Properties"]["ManagedPolicyArns"].append({"Ref": "TriggerStatePolicy"})
+        self.assertReported("UpdateRecordRole: action function update-record must not have events:PutEvents")
+
+    def test_wildcard_action_is_reported(self) -> None:
+        statement = self.r["TriggerStatePolicy"]["Properties"]["PolicyDocument"]["Statement"][0]
+        statement["Action"] = "dynamodb:*"
+        self.assertReported('wildcard or non-literal action "dynamodb:*"')
+
+    def test_trigger_reaching_another_table_is_reported(self) -> None:
+        statement = self.r["TriggerStatePolicy"]["Properties"]["PolicyDocument"]["Statement"][0]
+        statement["Resource"] = {"Fn::Sub": "arn:${AWS::Partition}:dynamodb:${AWS::Region}:${AWS::AccountId}:table/other"}
+        self.assertReported("dynamodb:UpdateItem on")
+        self.assertReported("WhenRecordCreatedRole: when-record-created needs dynamodb:UpdateItem")
+
+    def test_trigger_missing_a_cursor_right_is_reported(self) -> None:
+        statement = self.r["TriggerStatePolicy"]["Properties"]["PolicyDocument"]["Statement"][0]
+        statement["Action"].remove("dynamodb:BatchWriteItem")
+        self.assertReported("when-record-deleted needs dynamodb:BatchWriteItem")
+
+    def test_trigger_writing_to_another_bus_is_reported(self) -> None:
+        statement = self.r["TriggerStatePolicy"]["Properties"]["PolicyDocument"]["Statement"][1]
+        statement["Resource"] = {"Fn::Sub": "arn:${AWS::Partition}:events:${AWS::Region}:${AWS::AccountId}:event-bus/default"}
+        self.assertReported("events:PutEvents on")
+
+    def test_wider_secrets_prefix_is_reported(self) -> None:
+        statement = self.r["CrmSecretsReadPolicy"]["Properties"]["PolicyDocument"]["Statement"][0]
+        statement["Resource"] = {"Fn::Sub": "arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:*"}
+        self.assertReported("is a wildcard; name the resource")
+
+    def test_extra_secrets_action_is_reported(self) -> None:
+        statement = self.r["CrmSecretsReadPolicy"]["Properties"]["PolicyDocument"]["Statement"][0]
+        statement["Action"] = ["secretsmanager:GetSecretValue", "secretsmanager:PutSecretValue"]
+        self.assertReported("action secretsmanager:PutSecretValue is not allowed for this role")
+
+    def test_logs_on_another_log_group_are_reported(self) -> None:
+        statement = self.r["ListRecordsRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"][0]
+        statement["Resource"] = {"Fn::GetAtt": ["GetRecordLogGroup", "Arn"]}
+        self.assertReported("ListRecordsRole: logs:PutLogEvents on")
+
+    def test_aws_managed_basic_execution_role_is_reported(self) -> None:
+        self.r["DeleteRecordRole"]["Properties"]["ManagedPolicyArns"].append(
+            {"Fn::Sub": "arn:${AWS::Partition}:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"})
+        self.assertReported("DeleteRecordRole: attaches managed policy")
+
+    def test_separate_policy_resource_attached_to_a_role_is_seen(self) -> None:
+        self.r["Sneaky"] = {"Type": "AWS::IAM::Policy", "Properties": {
+            "PolicyName": "sneaky", "Roles": [{"Ref": "CreateRecordRole"}],
+            "PolicyDocument": {"Statement": [{"Effect": "Allow", "Action": "events:PutEvents",
+                                              "Resource": {"Fn::GetAtt": ["EventBus", "Arn"]}}]}}}
+        self.assertReported("CreateRecordRole: action function create-record must not have events:PutEvents")
+
+    def test_not_action_is_reported(self) -> None:
+        add_statement(self.t, "ListRecordsRole", {"Effect": "Allow", "NotAction": "iam:*",
+                                                  "Resource": {"Fn::GetAtt": ["CursorTable", "Arn"]}})
+        self.assertReported("ListRecordsRole: statement uses NotAction")
+
+    def test_shared_function_role_is_reported(self) -> None:
+        self.r["GetRecordFunction"]["Properties"]["Role"] = {"Fn::GetAtt": ["ListRecordsRole", "Arn"]}
+        self.assertReported("GetRecordFunction: shares role ListRecordsRole")
+
+    def test_state_machine_invoking_any_function_is_reported(self) -> None:
+        statement = self.r["RecordCreatedStateMachineRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"][0]
+        statement["Resource"] = "*"
+        self.assertReported('RecordCreatedStateMachineRole: Resource "*" is a wildcard')
+        self.assertReported("RecordCreatedStateMachineRole: may not invoke")
+
+    def test_state_machine_invoking_an_uncalled_function_is_reported(self) -> None:
+        statement = self.r["ScheduledPollStateMachineRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"][0]
+        statement["Resource"].append({"Fn::GetAtt": ["DeleteRecordFunction", "Arn"]})
+        self.assertReported("ScheduledPollStateMachineRole: lambda:InvokeFunction on")
+
+    def test_scheduler_role_with_extra_rights_is_reported(self) -> None:
+        add_statement(self.t, "WhenRecordCreatedFunctionPollRole", {
+            "Effect": "Allow", "Action": "lambda:InvokeFunction",
+            "Resource": {"Fn::GetAtt": ["DeleteRecordFunction", "Arn"]}})
+        self.assertReported("WhenRecordCreatedFunctionPollRole: lambda:InvokeFunction on")
+
+    def test_function_role_assumable_by_another_service_is_reported(self) -> None:
+        trust = self.r["ListRecordsRole"]["Properties"]["AssumeRolePolicyDocument"]["Statement"][0]
+        trust["Principal"] = {"Service": ["lambda.amazonaws.com", "ec2.amazonaws.com"]}
+        self.assertReported("ListRecordsRole: may be assumed by")
+
+    # Functions ---------------------------------------------------------------------------------
+
+    def test_bad_runtime_is_reported(self) -> None:
+        self.r["GetRecordFunction"]["Properties"]["Runtime"] = "provided.al2099"
+        self.assertReported('GetRecordFunction: Runtime must be provided.al2023, got "provided.al2099"')
+
+    def test_bad_architecture_is_reported(self) -> None:
+        self.r["WhenRecordDeletedFunction"]["Properties"]["Architectures"] = ["arm65"]
+        self.assertReported("WhenRecordDeletedFunction: Architectures must be")
+
+    def test_missing_memory_size_is_reported(self) -> None:
+        del self.r["CreateRecordFunction"]["Properties"]["MemorySize"]
+        self.assertReported("CreateRecordFunction: MemorySize must be set explicitly")
+
+    def test_missing_timeout_is_reported(self) -> None:
+        del self.r["CreateRecordFunction"]["Properties"]["Timeout"]
+        self.assertReported("CreateRecordFunction: Timeout must be set explicitly")
+
+    def test_hard_coded_trigger_timeout_is_reported(self) -> None:
+        self.r["WhenRecordUpdatedFunction"]["Properties"]["Timeout"] = 120
+        self.assertReported("WhenRecordUpdatedFunction: a trigger's Timeout must come from a Number parameter")
+
+    def test_text_logs_are_reported(self) -> None:
+        self.r["ListRecordsFunction"]["Properties"]["LoggingConfig"]["LogFormat"] = "Text"
+        self.assertReported("ListRecordsFunction: LoggingConfig.LogFormat must be JSON")
+
+    def test_log_group_without_retention_is_reported(self) -> None:
+        del self.r["UpdateRecordLogGroup"]["Properties"]["RetentionInDays"]
+        self.assertReported("UpdateRecordLogGroup: log group of UpdateRecordFunction needs RetentionInDays")
+
+    def test_function_without_its_own_log_group_is_reported(self) -> None:
+        del self.r["GetRecordFunction"]["Properties"]["LoggingConfig"]["LogGroup"]
+        self.assertReported("GetRecordFunction: LoggingConfig.LogGroup must reference")
+
+    def test_trigger_env_without_state_is_reported(self) -> None:
+        del self.r["WhenRecordCreatedFunction"]["Properties"]["Environment"]["Variables"]["CRM_STATE"]
+        self.assertReported("WhenRecordCreatedFunction: CRM_STATE must be")
+
+    def test_action_env_with_events_is_reported(self) -> None:
+        self.r["CreateRecordFunction"]["Properties"]["Environment"]["Variables"]["CRM_EVENTS"] = "none"
+        self.assertReported("CreateRecordFunction: an action must not have CRM_EVENTS")
+
+    def test_unchecked_new_function_is_reported(self) -> None:
+        self.r["BackfillFunction"] = copy.deepcopy(self.r["ListRecordsFunction"])
+        self.assertReported("unexpected function BackfillFunction")
+
+    # Schedules ---------------------------------------------------------------------------------
+
+    def test_schedule_without_dead_letter_queue_is_reported(self) -> None:
+        del self.r["WhenRecordCreatedFunctionPoll"]["Properties"]["Target"]["DeadLetterConfig"]
+        self.assertReported("WhenRecordCreatedFunctionPoll: Target.DeadLetterConfig must name an SQS queue")
+
+    def test_schedule_without_retry_policy_is_reported(self) -> None:
+        del self.r["WhenRecordUpdatedFunctionPoll"]["Properties"]["Target"]["RetryPolicy"]
+        self.assertReported("WhenRecordUpdatedFunctionPoll: Target.RetryPolicy needs")
+
+    def test_bad_rate_expression_default_is_reported(self) -> None:
+        self.t["Parameters"]["PollRate"]["Default"] = "rate(5 minutez)"
+        self.assertReported('invalid schedule expression "rate(5 minutez)"')
+
+    def test_literal_bad_rate_expression_is_reported(self) -> None:
+        self.r["ScheduledPollStateMachineSchedule"]["Properties"]["ScheduleExpression"] = "rate(1 minutes)"
+        self.assertReported('ScheduledPollStateMachineSchedule: invalid schedule expression "rate(1 minutes)"')
+
+    def test_loose_rate_pattern_is_reported(self) -> None:
+        self.t["Parameters"]["PollRate"]["AllowedPattern"] = "^rate\\(.+\\)$"
+        self.assertReported("parameter PollRate accepts the invalid expression rate(5 minutez)")
+
+    def test_invalid_json_input_is_reported(self) -> None:
+        target = self.r["WhenRecordDeletedFunctionPoll"]["Properties"]["Target"]
+        target["Input"] = {"Fn::Sub": '{"dataset": "${Dataset}", "table": "${DeletedTable}"'}
+        self.assertReported("WhenRecordDeletedFunctionPoll: Target.Input is not valid JSON")
+
+    def test_input_without_table_is_reported(self) -> None:
+        target = self.r["WhenRecordCreatedFunctionPoll"]["Properties"]["Target"]
+        target["Input"] = {"Fn::Sub": '{"dataset": "${Dataset}"}'}
+        self.assertReported("WhenRecordCreatedFunctionPoll: Input needs a string table")
+
+    def test_filter_on_the_deleted_trigger_is_reported(self) -> None:
+        target = self.r["WhenRecordDeletedFunctionPoll"]["Properties"]["Target"]
+        target["Input"] = {"Fn::Sub": '{"dataset": "${Dataset}", "table": "${DeletedTable}", "$filter": ""}'}
+        self.assertReported("when-record-deleted does not accept ['$filter']")
+
+    def test_unescaped_parameter_in_input_is_reported(self) -> None:
+        del self.t["Parameters"]["CreatedFilter"]["AllowedPattern"]
+        self.assertReported("parameter CreatedFilter is substituted into the JSON Input")
+
+    def test_trigger_without_schedule_is_reported(self) -> None:
+        del self.r["WhenRecordUpdatedFunctionPoll"]
+        self.assertReported("WhenRecordUpdatedFunction: expected exactly one schedule")
+
+    # State machines ----------------------------------------------------------------------------
+
+    def _edit_tasks(self, sm_id: str, edit) -> None:
+        definition = checks.definition_of(self.t, sm_id)
+        for _, state in checks.walk_states(definition["States"]):
+            if state.get("Type") == "Task":
+                edit(state)
+        set_definition(self.t, sm_id, definition)
+
+    def test_missing_throttled_retry_is_reported(self) -> None:
+        def drop(state):
+            state["Retry"] = [r for r in state["Retry"] if "Crm.Throttled" not in r["ErrorEquals"]]
+        self._edit_tasks("RecordCreatedStateMachine", drop)
+        self.assertReported("RecordCreatedStateMachine/GetRecord: Retry must cover Crm.Throttled")
+
+    def test_server_error_retry_without_backoff_is_reported(self) -> None:
+        def flatten(state):
+            for retrier in state["Retry"]:
+                if "Crm.ServerError" in retrier["ErrorEquals"]:
+                    retrier["BackoffRate"] = 1.0
+        self._edit_tasks("ScheduledPollStateMachine", flatten)
+        self.assertReported("ScheduledPollStateMachine/ForEachRow/StampRow: Crm.ServerError must be retried with backoff")
+
+    def test_missing_lambda_service_retry_is_reported(self) -> None:
+        def drop(state):
+            state["Retry"] = [r for r in state["Retry"] if "Lambda.ServiceException" not in r["ErrorEquals"]]
+        self._edit_tasks("ScheduledPollStateMachine", drop)
+        self.assertReported("ScheduledPollStateMachine/PollChangedRows: Retry must cover the Lambda service errors")
+
+    def test_missing_not_found_catch_is_reported(self) -> None:
+        def drop(state):
+            state["Catch"] = [c for c in state.get("Catch", []) if "Crm.NotFound" not in c["ErrorEquals"]]
+        self._edit_tasks("RecordCreatedStateMachine", drop)
+        self.assertReported("RecordCreatedStateMachine/UpdateRecord: a task on one row must Catch Crm.NotFound")
+        self.assertReported("RecordCreatedStateMachine: no state catches Crm.NotFound")
+
+    def test_hard_coded_function_name_is_reported(self) -> None:
+        def hard_code(state):
+            state["Parameters"]["FunctionName"] = "arn:aws:lambda:us-east-1:123456789012:function:other"
+        self._edit_tasks("RecordCreatedStateMachine", hard_code)
+        self.assertReported("RecordCreatedStateMachine/GetRecord: FunctionName must be a DefinitionSubstitutions entry")
+
+    def test_state_machine_role_missing_a_called_function_is_reported(self) -> None:
+        statement = self.r["ScheduledPollStateMachineRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"][0]
+        statement["Resource"] = [{"Fn::GetAtt": ["UpdateRecordFunction", "Arn"]}]
+        self.assertReported("ScheduledPollStateMachineRole: may not invoke")
+
+    # Data stores -------------------------------------------------------------------------------
+
+    def test_provisioned_cursor_table_is_reported(self) -> None:
+        self.r["CursorTable"]["Properties"]["BillingMode"] = "PROVISIONED"
+        self.assertReported("CursorTable: BillingMode must be PAY_PER_REQUEST")
+
+    def test_cursor_table_without_pitr_or_ttl_is_reported(self) -> None:
+        del self.r["CursorTable"]["Properties"]["PointInTimeRecoverySpecification"]
+        self.r["CursorTable"]["Properties"]["TimeToLiveSpecification"]["AttributeName"] = "ttl"
+        self.assertReported("CursorTable: point-in-time recovery must be on")
+        self.assertReported("CursorTable: TTL must be enabled on expires_at")
+
+    def test_queue_policy_without_source_arn_is_reported(self) -> None:
+        statement = self.r["WorkflowDeadLetterQueuePolicy"]["Properties"]["PolicyDocument"]["Statement"][0]
+        del statement["Condition"]
+        self.assertReported("WorkflowDeadLetterQueuePolicy: queue policy statement without an aws:SourceArn")
+
+
+if __name__ == "__main__":
+    unittest.main()
