@@ -218,11 +218,7 @@ impl TokenSource {
                 status,
                 // A gateway or a throttle may answer in its own shape: name the status then.
                 error: if parsed.error.is_empty() {
-                    reqwest::StatusCode::from_u16(status)
-                        .ok()
-                        .and_then(|s| s.canonical_reason())
-                        .unwrap_or("error")
-                        .to_owned()
+                    transport::reason(status).to_owned()
                 } else {
                     parsed.error
                 },

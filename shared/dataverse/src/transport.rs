@@ -52,6 +52,14 @@ struct ErrorBody {
     message: String,
 }
 
+/// The status's canonical reason ("Too Many Requests"), for answers whose body says nothing usable.
+pub(crate) fn reason(status: u16) -> &'static str {
+    reqwest::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("error")
+}
+
 /// Reads Dataverse's `{"error": {"code", "message"}}` envelope; a body that is not one (a gateway's
 /// HTML page, an empty 401) gives the status's reason instead, never the raw body.
 pub(crate) fn api_error(status: u16, headers: &HeaderMap, body: &[u8]) -> Error {
@@ -60,11 +68,7 @@ pub(crate) fn api_error(status: u16, headers: &HeaderMap, body: &[u8]) -> Error 
         Err(_) => (None, String::new()),
     };
     let message = if message.is_empty() {
-        reqwest::StatusCode::from_u16(status)
-            .ok()
-            .and_then(|s| s.canonical_reason())
-            .unwrap_or("error")
-            .to_owned()
+        reason(status).to_owned()
     } else {
         message
     };

@@ -51,6 +51,14 @@ where
     }
 }
 
+/// DynamoDB kept handing back part of a batch (throttled partitions) past every retry.
+fn unprocessed(count: usize) -> CursorError {
+    CursorError::Dynamo {
+        message: format!("{count} fingerprints stayed unprocessed after retries"),
+        configuration: false,
+    }
+}
+
 fn conditional_failed<E: ProvideErrorMetadata>(e: &SdkError<E>) -> bool {
     e.code() == Some("ConditionalCheckFailedException")
 }
@@ -221,13 +229,7 @@ impl DynamoStore {
             }
             // Treating an unread fingerprint as absent would fire unchanged rows.
             if !keys.is_empty() {
-                return Err(CursorError::Dynamo {
-                    message: format!(
-                        "{} fingerprints stayed unprocessed after retries",
-                        keys.len()
-                    ),
-                    configuration: false,
-                });
+                return Err(unprocessed(keys.len()));
             }
         }
         Ok(found)
@@ -286,13 +288,7 @@ impl DynamoStore {
                 }
             }
             if !writes.is_empty() {
-                return Err(CursorError::Dynamo {
-                    message: format!(
-                        "{} fingerprints stayed unprocessed after retries",
-                        writes.len()
-                    ),
-                    configuration: false,
-                });
+                return Err(unprocessed(writes.len()));
             }
         }
         Ok(())
