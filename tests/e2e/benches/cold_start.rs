@@ -6,25 +6,19 @@
 
 use std::time::{Duration, Instant};
 
-use e2e_tests::{Emulator, Function, TempDir, env};
-use serde_json::{Value, json};
+use e2e_tests::{Emulator, Function, LocalFiles};
+use serde_json::Value;
 
 const RUNS: usize = 20;
 
 #[tokio::main]
 async fn main() {
     let emulator = Emulator::start(&["--seed", "demo"]).await.unwrap();
-    let dir = TempDir::new("bench-cold").unwrap();
-    let credentials = dir
-        .write(
-            "credentials.json",
-            &json!({"contoso": emulator.credentials()}).to_string(),
-        )
-        .unwrap();
-    let environment = env(&[
-        ("CRM_SECRETS", &format!("file:{}", credentials.display())),
-        ("RUST_LOG", "warn"),
-    ]);
+    let files = LocalFiles::new("bench-cold", &emulator).unwrap();
+    let environment = [
+        files.secrets_env(),
+        ("RUST_LOG".to_owned(), "warn".to_owned()),
+    ];
     let payload: Value = serde_json::from_str(include_str!(
         "../../../functions/get-record/events/get.json"
     ))

@@ -10,7 +10,7 @@
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use e2e_tests::{Emulator, Function, TempDir, env};
+use e2e_tests::{Emulator, Function, LocalFiles};
 use serde_json::json;
 
 fn rfc3339(secs_ago: u64) -> String {
@@ -57,25 +57,9 @@ async fn drain(backlog: usize, top: usize) -> (usize, usize, Duration, u64) {
         )
         .await
         .unwrap();
-    let dir = TempDir::new("bench-drain").unwrap();
-    let credentials = dir
-        .write(
-            "credentials.json",
-            &json!({"contoso": emulator.credentials()}).to_string(),
-        )
-        .unwrap();
-    let environment = env(&[
-        ("CRM_SECRETS", &format!("file:{}", credentials.display())),
-        (
-            "CRM_STATE",
-            &format!("file:{}", dir.path().join("state").display()),
-        ),
-        (
-            "CRM_EVENTS",
-            &format!("file:{}", dir.path().join("events.jsonl").display()),
-        ),
-        ("RUST_LOG", "warn"),
-    ]);
+    let files = LocalFiles::new("bench-drain", &emulator).unwrap();
+    let mut environment = files.env();
+    environment.push(("RUST_LOG".into(), "warn".into()));
     let mut function = Function::start("when-record-created", &environment)
         .await
         .unwrap();

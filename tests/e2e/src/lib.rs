@@ -6,7 +6,7 @@ pub mod runtime;
 pub mod services;
 
 pub use runtime::{Failure, Function, bin_dir, binary};
-pub use services::{Emulator, Moto, TempDir};
+pub use services::{Emulator, LocalFiles, Moto, TempDir};
 
 /// `(name, value)` pairs for [`Function::start`].
 pub fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {

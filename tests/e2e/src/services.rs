@@ -272,3 +272,53 @@ impl Drop for TempDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// What a function reads and writes when it runs outside AWS, in one temporary directory: credentials
+/// for dataset `contoso` in a file, cursors in a directory, events in a JSON-lines file.
+#[derive(Debug)]
+pub struct LocalFiles {
+    dir: TempDir,
+    credentials: PathBuf,
+}
+
+impl LocalFiles {
+    pub fn new(label: &str, emulator: &Emulator) -> std::io::Result<Self> {
+        let dir = TempDir::new(label)?;
+        let credentials = dir.write(
+            "credentials.json",
+            &json!({"contoso": emulator.credentials()}).to_string(),
+        )?;
+        Ok(Self { dir, credentials })
+    }
+
+    pub fn credentials(&self) -> &Path {
+        &self.credentials
+    }
+
+    pub fn events(&self) -> PathBuf {
+        self.dir.path().join("events.jsonl")
+    }
+
+    /// `CRM_SECRETS` alone: all an action needs.
+    pub fn secrets_env(&self) -> (String, String) {
+        (
+            "CRM_SECRETS".to_owned(),
+            format!("file:{}", self.credentials.display()),
+        )
+    }
+
+    /// `CRM_SECRETS`, `CRM_STATE` and `CRM_EVENTS`, all pointing into the directory.
+    pub fn env(&self) -> Vec<(String, String)> {
+        vec![
+            self.secrets_env(),
+            (
+                "CRM_STATE".to_owned(),
+                format!("file:{}", self.dir.path().join("state").display()),
+            ),
+            (
+                "CRM_EVENTS".to_owned(),
+                format!("file:{}", self.events().display()),
+            ),
+        ]
+    }
+}

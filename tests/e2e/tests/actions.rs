@@ -6,35 +6,24 @@
 
 use std::time::{Duration, Instant};
 
-use e2e_tests::{Emulator, Failure, Function, Moto, TempDir, env};
+use e2e_tests::{Emulator, Failure, Function, LocalFiles, Moto, env};
 use serde_json::{Value, json};
 
 /// An emulator, and credentials for dataset `contoso` in a file.
 struct Org {
     emulator: Emulator,
-    _dir: TempDir,
-    secrets: String,
+    files: LocalFiles,
 }
 
 impl Org {
     async fn start(seed: &str) -> Self {
         let emulator = Emulator::start(&["--seed", seed]).await.unwrap();
-        let dir = TempDir::new("actions").unwrap();
-        let path = dir
-            .write(
-                "credentials.json",
-                &json!({"contoso": emulator.credentials()}).to_string(),
-            )
-            .unwrap();
-        Self {
-            emulator,
-            secrets: format!("file:{}", path.display()),
-            _dir: dir,
-        }
+        let files = LocalFiles::new("actions", &emulator).unwrap();
+        Self { emulator, files }
     }
 
     async fn function(&self, name: &str) -> Function {
-        Function::start(name, &env(&[("CRM_SECRETS", &self.secrets)]))
+        Function::start(name, &[self.files.secrets_env()])
             .await
             .unwrap()
     }

@@ -9,13 +9,13 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use e2e_tests::aws::{Tap, cursor_table};
-use e2e_tests::{Emulator, Failure, Function, Moto, TempDir, env};
+use e2e_tests::{Emulator, Failure, Function, LocalFiles, Moto, env};
 use reqwest::Method;
 use serde_json::{Value, json};
 
 struct Rig {
     emulator: Emulator,
-    dir: TempDir,
+    files: LocalFiles,
     env: Vec<(String, String)>,
 }
 
@@ -23,25 +23,13 @@ impl Rig {
     /// An empty organisation; cursors in a directory, events in a JSON-lines file.
     async fn new() -> Self {
         let emulator = Emulator::start(&["--seed", "none"]).await.unwrap();
-        let dir = TempDir::new("triggers").unwrap();
-        let credentials = dir
-            .write(
-                "credentials.json",
-                &json!({"contoso": emulator.credentials()}).to_string(),
-            )
-            .unwrap();
-        let env = env(&[
-            ("CRM_SECRETS", &format!("file:{}", credentials.display())),
-            (
-                "CRM_STATE",
-                &format!("file:{}", dir.path().join("state").display()),
-            ),
-            (
-                "CRM_EVENTS",
-                &format!("file:{}", dir.path().join("events.jsonl").display()),
-            ),
-        ]);
-        Self { emulator, dir, env }
+        let files = LocalFiles::new("triggers", &emulator).unwrap();
+        let env = files.env();
+        Self {
+            emulator,
+            files,
+            env,
+        }
     }
 
     async fn function(&self, name: &str) -> Function {
@@ -49,7 +37,7 @@ impl Rig {
     }
 
     fn events(&self) -> Vec<Value> {
-        std::fs::read_to_string(self.dir.path().join("events.jsonl"))
+        std::fs::read_to_string(self.files.events())
             .unwrap_or_default()
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
@@ -255,7 +243,7 @@ async fn events_reach_eventbridge_and_cursors_live_in_dynamodb() {
     cursor_table(&moto, "crm-cursors").await.unwrap();
     let tap = Tap::new(&moto, "crm-events", "contoso.crm").await.unwrap();
     let mut environment = moto.env();
-    environment.extend(rig.env.iter().filter(|(k, _)| k == "CRM_SECRETS").cloned());
+    environment.push(rig.files.secrets_env());
     environment.extend(env(&[
         ("CRM_STATE", "dynamodb:crm-cursors"),
         ("CRM_EVENTS", "eventbridge:crm-events"),

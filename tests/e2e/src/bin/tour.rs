@@ -6,9 +6,10 @@
 
 use std::fmt::Write as _;
 use std::io::Write as _;
+use std::path::Path;
 use std::process::ExitCode;
 
-use e2e_tests::{Emulator, Failure, Function, TempDir, env};
+use e2e_tests::{Emulator, Failure, Function, LocalFiles};
 use serde_json::{Value, json};
 
 /// What a step should answer.
@@ -24,7 +25,6 @@ struct Tour {
     failures: usize,
     step: usize,
     out: std::io::Stdout,
-    dir: TempDir,
 }
 
 impl Tour {
@@ -212,7 +212,11 @@ async fn actions(tour: &mut Tour, environment: &[(String, String)]) -> Result<()
     Ok(())
 }
 
-async fn triggers(tour: &mut Tour, environment: &[(String, String)]) -> Result<(), String> {
+async fn triggers(
+    tour: &mut Tour,
+    environment: &[(String, String)],
+    events: &Path,
+) -> Result<(), String> {
     tour.say("\nTriggers: each poll fires what changed since its cursor, and publishes one event per change.");
     let contacts = json!({"dataset": "contoso", "table": "contacts", "$select": "fullname,jobtitle", "trigger": "tour"});
     let deletions = json!({"dataset": "contoso", "table": "contacts", "trigger": "tour"});
@@ -312,7 +316,7 @@ async fn triggers(tour: &mut Tour, environment: &[(String, String)]) -> Result<(
         Expect::Fires(1),
     )
     .await?;
-    let events = std::fs::read_to_string(tour.dir.path().join("events.jsonl")).unwrap_or_default();
+    let events = std::fs::read_to_string(events).unwrap_or_default();
     tour.say(
         "\nThe events the triggers published (CRM_EVENTS=file:...; EventBridge when deployed):",
     );
@@ -338,46 +342,26 @@ async fn run(tour: &mut Tour) -> Result<(), String> {
     let emulator = Emulator::start(&["--seed", "demo"])
         .await
         .map_err(|e| format!("cannot start the emulator: {e}"))?;
-    let credentials = tour
-        .dir
-        .write(
-            "credentials.json",
-            &json!({"contoso": emulator.credentials()}).to_string(),
-        )
-        .map_err(|e| e.to_string())?;
+    let files = LocalFiles::new("tour", &emulator)
+        .map_err(|e| format!("cannot write the tour's files: {e}"))?;
     tour.say(&format!(
         "Dataverse emulator at {} (demo data); credentials for dataset 'contoso' in {}",
         emulator.url,
-        credentials.display()
+        files.credentials().display()
     ));
-    let secrets = format!("file:{}", credentials.display());
-    let state = format!("file:{}", tour.dir.path().join("state").display());
-    let events = format!("file:{}", tour.dir.path().join("events.jsonl").display());
-    let environment = env(&[
-        ("CRM_SECRETS", &secrets),
-        ("CRM_STATE", &state),
-        ("CRM_EVENTS", &events),
-        ("RUST_LOG", "warn"),
-    ]);
+    let mut environment = files.env();
+    environment.push(("RUST_LOG".into(), "warn".into()));
     actions(tour, &environment).await?;
-    triggers(tour, &environment).await
+    triggers(tour, &environment, &files.events()).await
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let dir = match TempDir::new("tour") {
-        Ok(dir) => dir,
-        Err(e) => {
-            eprintln!("crm-tour: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
     let mut tour = Tour {
         functions: Vec::new(),
         failures: 0,
         step: 0,
         out: std::io::stdout(),
-        dir,
     };
     tour.say("A tour of the Dynamics CRM connector: each function runs as its Lambda binary.");
     if let Err(e) = run(&mut tour).await {
