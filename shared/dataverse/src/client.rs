@@ -297,10 +297,17 @@ impl Client {
             max_page_size: Some(wanted.clamp(1, MAX_PAGE_SIZE)),
             track_changes: false,
         };
+        // Skipped rows are dropped from the pages themselves: skipping items of the flattened stream
+        // would count an error as a skipped row, and a failed page would end the list as if complete.
+        let mut to_skip = skip;
         self.pages(self.collection_url(table, query), prefer, deadline)
-            .map_ok(|page| stream::iter(page.rows.into_iter().map(Ok)))
+            .map_ok(move |mut page| {
+                let dropped = to_skip.min(page.rows.len());
+                to_skip -= dropped;
+                page.rows.drain(..dropped);
+                stream::iter(page.rows.into_iter().map(Ok))
+            })
             .try_flatten()
-            .skip(skip)
             .take(top.unwrap_or(usize::MAX))
     }
 

@@ -197,6 +197,28 @@ async fn skip_and_top_work_across_pages_without_sending_skip() {
 }
 
 #[tokio::test]
+async fn a_page_that_fails_while_skipping_fails_the_list_instead_of_ending_it() {
+    let org = Org::start().await;
+    org.generate("account", 6_000).await;
+    let client = org.client();
+    let accounts = client.table("account", deadline()).await.unwrap();
+    // A 403 is not retried: the second page, read only to be skipped, fails for good.
+    org.fault(json!({"status": 403, "method": "GET", "path_contains": "skiptoken"}))
+        .await;
+    let result: Result<Vec<_>, _> = client
+        .rows(
+            &accounts,
+            &Query::new().select("name"),
+            5_500,
+            Some(10),
+            deadline(),
+        )
+        .try_collect()
+        .await;
+    assert_eq!(result.unwrap_err().status(), Some(403));
+}
+
+#[tokio::test]
 async fn a_small_top_asks_for_a_small_page_and_stops() {
     let org = Org::start().await;
     org.generate("account", 50).await;
