@@ -168,7 +168,7 @@ impl TokenSource {
                 Err(e) => e,
             };
             match policy.delay(attempt, &error, Repeat::Safe, fastrand::f64()) {
-                Some(wait) if deadline.allows(wait) => {
+                Some(wait) if deadline.allows_retry_after(wait) => {
                     tracing::warn!(
                         attempt,
                         status = error.status(),

@@ -546,7 +546,12 @@ impl Client {
                     }
                 }
                 // A timeout that the deadline imposed is the deadline's doing, not the network's.
-                Err(e) if e.is_timeout() && timeout < inner.policy.request_timeout => {
+                // A connect timeout is not: nothing was sent, and that is worth knowing.
+                Err(e)
+                    if e.is_timeout()
+                        && !e.is_connect()
+                        && timeout < inner.policy.request_timeout =>
+                {
                     Error::Deadline {
                         method: method.into(),
                         path: path.into(),
@@ -577,7 +582,7 @@ impl Client {
                 .policy
                 .delay(attempt, &error, call.repeat, fastrand::f64())
             {
-                Some(wait) if deadline.allows(wait) => {
+                Some(wait) if deadline.allows_retry_after(wait) => {
                     tracing::warn!(
                         attempt,
                         method,
@@ -593,7 +598,7 @@ impl Client {
                         method,
                         status = error.status(),
                         delay_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
-                        "request failed; the next attempt would end after the deadline"
+                        "request failed; no time is left for another attempt"
                     );
                     return Err(error);
                 }

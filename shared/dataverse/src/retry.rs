@@ -4,13 +4,18 @@
 //!   request, because a throttled request was not processed.
 //! - 502, 503, 504, timeouts and resets: jittered exponential backoff, for idempotent requests only.
 //! - A connection that was never made: backoff, for any request, because nothing reached the server.
-//! - Nothing waits past the caller's deadline: if the wait would end after it, the last error stands.
+//! - Nothing waits past the caller's deadline: if the wait would leave less than [`MIN_ATTEMPT`] before
+//!   it, the last error stands (a 429 stays a 429 rather than becoming a timeout).
 
 use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 
 use crate::Error;
+
+/// The least time worth starting a retry with. A retry squeezed in just before the deadline would
+/// time out, and turn a clear answer (a 429, a 503) into a vaguer deadline error.
+pub const MIN_ATTEMPT: Duration = Duration::from_secs(1);
 
 /// When the caller needs an answer by (a Lambda invocation's deadline, less a margin).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,9 +41,14 @@ impl Deadline {
             .map(|at| at.saturating_duration_since(Instant::now()))
     }
 
-    /// Whether waiting `wait` still leaves time for another attempt.
+    /// Whether `wait` ends before the deadline.
     pub fn allows(&self, wait: Duration) -> bool {
         self.remaining().is_none_or(|left| wait < left)
+    }
+
+    /// Whether waiting `wait` still leaves [`MIN_ATTEMPT`] for the attempt after it.
+    pub fn allows_retry_after(&self, wait: Duration) -> bool {
+        self.allows(wait.saturating_add(MIN_ATTEMPT))
     }
 
     /// An earlier deadline, `margin` before this one (for work that must finish first).
@@ -229,6 +239,8 @@ mod tests {
         assert!(deadline.allows(Duration::from_secs(1)));
         assert!(!deadline.allows(Duration::from_secs(11)));
         assert!(Deadline::none().allows(Duration::from_secs(3600)));
+        assert!(deadline.allows_retry_after(Duration::from_secs(8)));
+        assert!(!deadline.allows_retry_after(Duration::from_millis(9_500)));
         assert!(
             !deadline
                 .less(Duration::from_secs(20))

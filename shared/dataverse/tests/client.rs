@@ -439,6 +439,31 @@ async fn gives_up_at_once_when_retry_after_ends_past_the_deadline() {
 }
 
 #[tokio::test]
+async fn does_not_wait_out_a_429_that_would_leave_no_time_to_try_again() {
+    let org = Org::start().await;
+    let client = org.client();
+    let accounts = client.table("account", deadline()).await.unwrap();
+    org.take_log().await;
+    org.fault(json!({"status": 429, "retry_after": 2})).await;
+    // Two seconds of waiting would leave half a second: the 429 is reported now, as a 429, rather
+    // than risking an attempt that times out and reads as a server failure.
+    let started = Instant::now();
+    let error = client
+        .get(
+            &accounts,
+            Uuid::new_v4(),
+            None,
+            None,
+            Deadline::after(Duration::from_millis(2_500)),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(error.status(), Some(429));
+    assert!(started.elapsed() < Duration::from_secs(1));
+    assert_eq!(org.take_log().await.len(), 1);
+}
+
+#[tokio::test]
 async fn retries_gateway_errors_on_reads_but_never_repeats_a_create_that_reached_the_server() {
     let org = Org::start().await;
     let client = org.client();
