@@ -76,7 +76,7 @@ impl CrmError {
             #[cfg(feature = "triggers")]
             CrmError::Cursor(e) => e.error_type(),
             #[cfg(feature = "triggers")]
-            CrmError::Events(_) => "Crm.ServerError",
+            CrmError::Events(e) => e.error_type(),
         }
     }
 }

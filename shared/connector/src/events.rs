@@ -8,7 +8,7 @@ use std::io::Write as _;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use aws_sdk_eventbridge::error::DisplayErrorContext;
+use aws_sdk_eventbridge::error::{DisplayErrorContext, ProvideErrorMetadata};
 use aws_sdk_eventbridge::types::PutEventsRequestEntry;
 use dataverse::Deadline;
 use serde::Serialize;
@@ -43,8 +43,9 @@ impl Event {
 pub enum EventError {
     #[error("EventBridge refused {failed} event(s) after {ATTEMPTS} attempts: {reason}")]
     Rejected { failed: usize, reason: String },
-    #[error("PutEvents to '{bus}' failed: {message}")]
-    Call { bus: String, message: String },
+    /// The bus is missing or the role may not publish to it: retrying will not help.
+    #[error("PutEvents to '{bus}' is refused: {message}")]
+    Unusable { bus: String, message: String },
     #[error("writing events to {path}: {source}")]
     File {
         path: String,
@@ -53,6 +54,15 @@ pub enum EventError {
     },
     #[error("the deadline arrived before every event was published")]
     Deadline,
+}
+
+impl EventError {
+    pub fn error_type(&self) -> &'static str {
+        match self {
+            EventError::Unusable { .. } => "Crm.Configuration",
+            _ => "Crm.ServerError",
+        }
+    }
 }
 
 /// The outcome of a publish: the first `accepted` events are delivered; `error` says why the rest
@@ -220,6 +230,18 @@ async fn publish_eventbridge(
                 Ok(Err(e)) => {
                     reason = DisplayErrorContext(&e).to_string();
                     tracing::warn!(attempt, error = %reason, "PutEvents failed");
+                    if matches!(
+                        e.code(),
+                        Some("ResourceNotFoundException" | "AccessDeniedException")
+                    ) {
+                        return Published {
+                            accepted: pending.iter().min().copied().unwrap_or(range.start),
+                            error: Some(EventError::Unusable {
+                                bus: bus.to_owned(),
+                                message: reason,
+                            }),
+                        };
+                    }
                     continue;
                 }
                 Err(_) => {

@@ -44,11 +44,23 @@ impl std::fmt::Debug for Credentials {
     }
 }
 
-/// Parses a URL and insists on HTTPS unless the host is this machine: a bearer token or a client
-/// secret must never cross a network in the clear.
+/// Parses a URL that must be an origin (scheme, host, port) and insists on HTTPS unless the host is
+/// this machine: a bearer token or a client secret must never cross a network in the clear.
 pub(crate) fn secure_url(field: &str, value: &str) -> Result<Url, Error> {
     let url = Url::parse(value.trim_end_matches('/'))
-        .map_err(|e| Error::Config(format!("{field} '{value}' is not a URL: {e}")))?;
+        .map_err(|e| Error::Config(format!("{field} is not a URL: {e}")))?;
+    // A user name or password would travel in the token scope and print in messages: name neither.
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(Error::Config(format!(
+            "{field} must not carry a user name or password"
+        )));
+    }
+    // The Web API path and the tenant are added here; a pasted "Web API endpoint" would double them.
+    if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
+        return Err(Error::Config(format!(
+            "{field} '{value}' must be only a scheme and host, like https://contoso.crm.dynamics.com"
+        )));
+    }
     let loopback = url.host_str().is_some_and(|host| {
         host.eq_ignore_ascii_case("localhost")
             || host
@@ -227,12 +239,53 @@ impl TokenSource {
         }
         let parsed: TokenResponse = transport::decode(&path, &body)?;
         // Refresh ahead of expiry: a quarter of the lifetime early, at most five minutes.
-        let lifetime = Duration::from_secs(parsed.expires_in);
+        // Entra ID issues tokens for about an hour; a day bounds an absurd answer (and the Instant).
+        let lifetime = Duration::from_secs(parsed.expires_in.min(86_400));
         let margin = (lifetime / 4).min(Duration::from_secs(300));
         tracing::debug!(expires_in = parsed.expires_in, "fetched a token");
         Ok(Cached {
             token: parsed.access_token,
             refresh_at: started + lifetime.saturating_sub(margin),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refusal(value: &str) -> String {
+        match secure_url("url", value) {
+            Err(Error::Config(message)) => message,
+            other => panic!("{value} was accepted: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn accepts_https_origins_and_loopback_http() {
+        for value in [
+            "https://contoso.crm.dynamics.com",
+            "https://contoso.crm.dynamics.com/",
+            "https://contoso.crm4.dynamics.com:443",
+            "http://127.0.0.1:8181",
+            "http://localhost:8181/",
+            "http://[::1]:8181",
+        ] {
+            assert!(secure_url("url", value).is_ok(), "{value}");
+        }
+    }
+
+    #[test]
+    fn refuses_plain_http_paths_queries_and_credentials_without_echoing_them() {
+        assert!(refusal("http://contoso.crm.dynamics.com").contains("https"));
+        assert!(
+            refusal("https://contoso.crm.dynamics.com/api/data/v9.2").contains("only a scheme")
+        );
+        assert!(refusal("https://contoso.crm.dynamics.com/?x=1").contains("only a scheme"));
+        assert!(refusal("ftp://contoso.crm.dynamics.com").contains("scheme 'ftp'"));
+        let message = refusal("https://admin:hunter2@contoso.crm.dynamics.com");
+        assert!(message.contains("user name or password"));
+        assert!(!message.contains("hunter2"));
+        assert!(!refusal("not a url at all").contains("not a url at all"));
     }
 }

@@ -37,4 +37,4 @@ pub use change::{Change, classify};
 pub use client::{Client, ClientBuilder, MAX_PAGE_SIZE, Page, Prefer, Table};
 pub use error::Error;
 pub use query::Query;
-pub use retry::{Deadline, Repeat, RetryPolicy, parse_retry_after};
+pub use retry::{Deadline, MIN_ATTEMPT, Repeat, RetryPolicy, parse_retry_after};

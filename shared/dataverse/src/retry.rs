@@ -3,6 +3,8 @@
 //! - 429: wait exactly `Retry-After` (Dataverse's service protection says when to come back), for any
 //!   request, because a throttled request was not processed.
 //! - 502, 503, 504, timeouts and resets: jittered exponential backoff, for idempotent requests only.
+//!   Not 500: Dataverse answers 500 for a plug-in's unhandled exception and other failures that repeat,
+//!   so waiting only spends the caller's deadline (Microsoft's sample policy does retry it).
 //! - A connection that was never made: backoff, for any request, because nothing reached the server.
 //! - Nothing waits past the caller's deadline: if the wait would leave less than [`MIN_ATTEMPT`] before
 //!   it, the last error stands (a 429 stays a 429 rather than becoming a timeout).
