@@ -368,7 +368,13 @@ impl Client {
                 what: "response",
                 problem: "a create answered 204 without an OData-EntityId header".into(),
             })?;
-            return self.get(table, id, select, None, deadline).await;
+            return self
+                .get(table, id, select, None, deadline)
+                .await
+                .map_err(|e| Error::CreatedUnread {
+                    id,
+                    source: Box::new(e),
+                });
         }
         row_body(&url, &answer.body)
     }

@@ -58,6 +58,15 @@ pub enum Error {
     #[error("no table has the logical name or entity set name '{name}'")]
     UnknownTable { name: String },
 
+    /// A create succeeded, but reading the new row back failed. Kept apart from the read's own error
+    /// so that nothing retries the create on its account (a 401 here must not create a second row).
+    #[error("created row {id}, but could not read it back: {source}")]
+    CreatedUnread {
+        id: uuid::Uuid,
+        #[source]
+        source: Box<Error>,
+    },
+
     /// The client cannot be built from this configuration (for example a plain-HTTP URL that is not
     /// loopback).
     #[error("{0}")]
