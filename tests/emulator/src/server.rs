@@ -37,7 +37,16 @@ fn lock(shared: &Shared) -> MutexGuard<'_, Emulator> {
 
 pub async fn serve(listener: TcpListener, shared: Shared) -> std::io::Result<()> {
     loop {
-        let (stream, _) = listener.accept().await?;
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            // Out of descriptors, or a connection reset before it was accepted: the next accept
+            // may well work, and every other test still needs the server.
+            Err(error) => {
+                eprintln!("dataverse-emulator: accept failed: {error}");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
         let shared = shared.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req| handle(shared.clone(), req));

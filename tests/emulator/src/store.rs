@@ -5,7 +5,7 @@
 //! `versionnumber` serves change tracking.
 
 use std::cmp::Ordering;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -77,8 +77,11 @@ pub struct Table {
     pub def: TableDef,
     pub rows: Rows,
     pub by_version: BTreeMap<u64, Uuid>,
-    /// Deletions by the version at which they happened.
+    /// Deletions by the version at which they happened; one per id, the latest, as change tracking
+    /// reports a row's net change.
     pub tombstones: BTreeMap<u64, Uuid>,
+    /// The version of each id's tombstone, to replace it when the id is deleted again.
+    deleted_at: HashMap<Uuid, u64>,
     /// Bumped by every write, so cached orders know when they are stale.
     pub generation: u64,
     sorted: Mutex<Option<Sorted>>,
@@ -100,6 +103,7 @@ impl Table {
             rows: Rows::default(),
             by_version: BTreeMap::new(),
             tombstones: BTreeMap::new(),
+            deleted_at: HashMap::new(),
             generation: 0,
             sorted: Mutex::new(None),
         }
@@ -361,6 +365,9 @@ impl Store {
             Some(row) => {
                 table.by_version.remove(&row.version);
                 table.tombstones.insert(version, id);
+                if let Some(earlier) = table.deleted_at.insert(id, version) {
+                    table.tombstones.remove(&earlier);
+                }
                 table.generation += 1;
                 true
             }

@@ -148,6 +148,27 @@ async fn a_delta_returns_changed_rows_then_tombstones_and_a_new_link() {
 }
 
 #[tokio::test]
+async fn an_id_deleted_twice_between_polls_is_one_tombstone() {
+    let emulator = Emulator::empty().await;
+    let (_, delta) = drain(&emulator, &emulator.api("accounts?$select=name"), None).await;
+    // Dataverse accepts a caller-chosen primary key, so the same id can be created again.
+    let id = "6f2b5a8e-1c3d-4e5f-9a0b-1c2d3e4f5a6b";
+    for name in ["first life", "second life"] {
+        emulator
+            .create("accounts", json!({"accountid": id, "name": name}))
+            .await;
+        emulator
+            .request(Method::DELETE, &format!("accounts({id})"))
+            .send()
+            .await
+            .unwrap();
+    }
+    let (entries, _) = drain(&emulator, &delta, None).await;
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert_eq!(entries[0]["id"], id);
+}
+
+#[tokio::test]
 async fn a_large_delta_pages_and_changes_made_meanwhile_wait_for_the_next_pass() {
     let emulator = Emulator::empty().await;
     let (_, delta) = drain(&emulator, &emulator.api("accounts?$select=name"), None).await;

@@ -296,6 +296,15 @@ async fn orderby_sorts_on_several_keys_in_either_direction() {
         "Syntax error",
     )
     .await;
+    for lookup in ["_parentaccountid_value", "_ownerid_value"] {
+        expect_error(
+            emulator.get(format!("accounts?$orderby={lookup}")).await,
+            501,
+            "0x80040216",
+            "ordering by a lookup column",
+        )
+        .await;
+    }
 }
 
 #[tokio::test]
@@ -534,6 +543,36 @@ async fn caps_pages_at_5000_and_ignores_top_when_a_page_size_is_asked() {
 }
 
 #[tokio::test]
+async fn a_count_of_exactly_5000_is_not_over_the_limit() {
+    let emulator = Emulator::empty().await;
+    let generate = |count: usize| {
+        emulator.control(
+            Method::POST,
+            "tables/account/generate",
+            json!({"count": count}),
+        )
+    };
+    let exceeded = async || {
+        let response = emulator
+            .request(Method::GET, "accounts?$select=name&$count=true&$top=1")
+            .header(
+                "prefer",
+                "odata.include-annotations=\"Microsoft.Dynamics.CRM.totalrecordcount*\"",
+            )
+            .send()
+            .await
+            .unwrap();
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["@Microsoft.Dynamics.CRM.totalrecordcount"], 5000);
+        body["@Microsoft.Dynamics.CRM.totalrecordcountlimitexceeded"].clone()
+    };
+    generate(5000).await;
+    assert_eq!(exceeded().await, false);
+    generate(1).await;
+    assert_eq!(exceeded().await, true);
+}
+
+#[tokio::test]
 async fn refuses_a_tampered_skiptoken() {
     let emulator = accounts().await;
     expect_error(
@@ -543,4 +582,49 @@ async fn refuses_a_tampered_skiptoken() {
         "paging cookie",
     )
     .await;
+    // A forged page number at the top of its range still answers, and the emulator stays up.
+    let forged = urlencode(
+        r#"<cookie pagenumber="4294967296" pagingcookie="%3ccookie%20page%3d%221%22%3e%3c%2fcookie%3e" istracking="False" />"#,
+    );
+    let status = emulator
+        .request(
+            Method::GET,
+            &format!("accounts?$select=name&$skiptoken={forged}"),
+        )
+        .header("prefer", "odata.maxpagesize=1")
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert!(status.is_success() || status == 400, "{status}");
+    assert_eq!(names(&emulator, "$top=1").await.len(), 1);
+}
+
+#[tokio::test]
+async fn deeply_nested_filters_answer_400_and_leave_the_emulator_up() {
+    let emulator = accounts().await;
+    let filter = format!("{}name eq 'x'{}", "(".repeat(5_000), ")".repeat(5_000));
+    expect_error(
+        emulator
+            .get(format!("accounts?$filter={}", urlencode(&filter)))
+            .await,
+        400,
+        "0x80060888",
+        "recursion limit",
+    )
+    .await;
+    let nots = format!("{}name eq 'x'", "not ".repeat(5_000));
+    expect_error(
+        emulator
+            .get(format!("accounts?$filter={}", urlencode(&nots)))
+            .await,
+        400,
+        "0x80060888",
+        "recursion limit",
+    )
+    .await;
+    assert_eq!(
+        filtered(&emulator, "(((name eq 'Fabrikam')))").await,
+        ["Fabrikam"]
+    );
 }

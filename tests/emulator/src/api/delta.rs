@@ -170,7 +170,7 @@ pub fn read(store: &Store, ctx: &Ctx, t: usize) -> Result<Reply, Fail> {
             None => (section, last_version),
         };
         let cursor = Cursor::Delta {
-            page: page + 1,
+            page: page.saturating_add(1),
             token_version,
             pass_version,
             section,

@@ -7,7 +7,7 @@ use serde_json::Value;
 use crate::odata::filter::{self, Properties};
 use crate::odata::query::split_top_level;
 use crate::reply::Fail;
-use crate::schema::{ColumnType, Edm, TableDef};
+use crate::schema::{ColumnType, Edm, System, TableDef};
 use crate::store::{Row, Store};
 
 /// Resolves `$filter` property names against a table's columns.
@@ -103,6 +103,17 @@ pub fn parse_orderby(def: &TableDef, orderby: Option<&str>) -> Result<Vec<(usize
         let column = def
             .column(name)
             .ok_or_else(|| Fail::no_such_property(name, &def.type_name()))?;
+        // Dataverse sorts a lookup by the related row's primary name; sorting by the GUID here would
+        // let a client that depends on the order pass against the emulator and fail against the real
+        // service, so the emulator says it does not do it.
+        if matches!(
+            def.columns[column].ty,
+            ColumnType::Lookup { .. } | ColumnType::System(System::Reference)
+        ) {
+            return Err(Fail::not_implemented(format!(
+                "ordering by a lookup column ('{name}'), which Dataverse sorts by the related row's name"
+            )));
+        }
         order.push((column, desc));
     }
     Ok(order)

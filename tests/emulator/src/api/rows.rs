@@ -150,19 +150,21 @@ pub fn list(store: &Store, ctx: &Ctx, t: usize) -> Result<Reply, Fail> {
         ),
     );
     if count {
-        let total = table
+        // One past the cap tells "exactly 5000" from "more than 5000".
+        let counted = table
             .rows
             .values()
             .filter(|r| matches(r))
-            .take(MAX_PAGE)
+            .take(MAX_PAGE + 1)
             .count();
+        let total = counted.min(MAX_PAGE);
         out.extend_from_slice(b",\"@odata.count\":");
         write_json(&mut out, &total);
         if prefer.wants_annotation("Microsoft.Dynamics.CRM.totalrecordcount") {
             out.extend_from_slice(b",\"@Microsoft.Dynamics.CRM.totalrecordcount\":");
             write_json(&mut out, &total);
             out.extend_from_slice(b",\"@Microsoft.Dynamics.CRM.totalrecordcountlimitexceeded\":");
-            write_json(&mut out, &(total >= MAX_PAGE));
+            write_json(&mut out, &(counted > MAX_PAGE));
         }
     }
     out.extend_from_slice(b",\"value\":[");
@@ -183,7 +185,7 @@ pub fn list(store: &Store, ctx: &Ctx, t: usize) -> Result<Reply, Fail> {
                 .collect()
         });
         let cursor = Cursor::Keyset {
-            page: page + 1,
+            page: page.saturating_add(1),
             last: key.unwrap_or_default(),
             tracking: tracking_version,
         };

@@ -55,7 +55,7 @@ impl Cursor {
                     tracking.map_or_else(String::new, |v| format!(" deltaversion=\"{v}\""));
                 format!(
                     "<cookie pagenumber=\"{}\" pagingcookie=\"{}\" istracking=\"{}\"{tracking_attr} />",
-                    page + 1,
+                    page.saturating_add(1),
                     utf8_percent_encode(&inner, ATTR),
                     if tracking.is_some() { "True" } else { "False" },
                 )
@@ -68,7 +68,7 @@ impl Cursor {
                 last_version,
             } => format!(
                 "<cookie pagenumber=\"{}\" tokenversion=\"{token_version}\" passversion=\"{pass_version}\" section=\"{section}\" lastversion=\"{last_version}\" istracking=\"True\" />",
-                page + 1
+                page.saturating_add(1)
             ),
         }
     }

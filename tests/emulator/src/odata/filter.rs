@@ -90,6 +90,7 @@ pub fn parse(text: &str, props: &dyn Properties) -> Result<Expr, Fail> {
         tokens,
         at: 0,
         props,
+        depth: 0,
     };
     let (expr, ty) = parser.or()?;
     if parser.peek().kind != Kind::End {
@@ -317,9 +318,28 @@ struct Parser<'a> {
     tokens: Vec<Token>,
     at: usize,
     props: &'a dyn Properties,
+    depth: u32,
 }
 
+/// Nesting past this answers 400, as the OData parser's recursion limit does, rather than
+/// exhausting the emulator's stack on a hostile `((((...`.
+const MAX_DEPTH: u32 = 100;
+
 impl Parser<'_> {
+    /// Parses one level deeper (a parenthesis, a `not`, a function's argument).
+    fn nested(
+        &mut self,
+        parse: impl FnOnce(&mut Self) -> Result<(Expr, Ty), Fail>,
+    ) -> Result<(Expr, Ty), Fail> {
+        if self.depth >= MAX_DEPTH {
+            return Err(Fail::bad_query("The recursion limit has been exceeded."));
+        }
+        self.depth += 1;
+        let result = parse(self);
+        self.depth -= 1;
+        result
+    }
+
     fn peek(&self) -> &Token {
         &self.tokens[self.at.min(self.tokens.len() - 1)]
     }
@@ -399,7 +419,7 @@ impl Parser<'_> {
     fn unary(&mut self) -> Result<(Expr, Ty), Fail> {
         if self.keyword("not") {
             self.next();
-            let (inner, ty) = self.unary()?;
+            let (inner, ty) = self.nested(Self::unary)?;
             if !matches!(ty, Some(Edm::Boolean) | None) {
                 return Err(Fail::bad_query(format!(
                     "A unary operator with an incompatible type was detected. Found operand type '{}' for operator kind 'Not'.",
@@ -416,7 +436,7 @@ impl Parser<'_> {
         let lit = |l: Lit, ty: Ty| Ok((Expr::Lit(l), ty));
         match token.kind {
             Kind::Open => {
-                let inner = self.or()?;
+                let inner = self.nested(Self::or)?;
                 if self.peek().kind != Kind::Close {
                     return Err(Fail::bad_query(format!(
                         "')' or operator expected at position {} in '{}'.",
@@ -508,7 +528,7 @@ impl Parser<'_> {
         let mut args = Vec::new();
         if self.peek().kind != Kind::Close {
             loop {
-                args.push(self.or()?);
+                args.push(self.nested(Self::or)?);
                 if self.peek().kind == Kind::Comma {
                     self.next();
                     continue;
@@ -804,6 +824,8 @@ fn compare(op: CmpOp, a: Scalar<'_>, b: Scalar<'_>) -> Option<bool> {
                 _ => None,
             };
         }
+        // Not SQL's three-valued logic: Dataverse's "does not equal" also returns the rows where the
+        // column is blank (PowerObjects, "Boolean Blitz", 2016), so a null is unequal to any value.
         (Scalar::Null, _) | (_, Scalar::Null) => {
             return match op {
                 CmpOp::Eq => Some(false),
