@@ -7,7 +7,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use dataverse::{Client, Credentials, Deadline, Error, Query, RetryPolicy};
+use dataverse::{Client, Credentials, Deadline, Error, Query, RetryPolicy, Table};
 use dataverse_emulator::cli::Options;
 use dataverse_emulator::{Emulator, Seed, server};
 use futures_util::TryStreamExt;
@@ -51,6 +51,13 @@ impl Org {
             })
             .build()
             .unwrap()
+    }
+
+    /// A client, and the `account` table resolved through it.
+    async fn accounts(&self) -> (Client, Arc<Table>) {
+        let client = self.client();
+        let accounts = client.table("account", deadline()).await.unwrap();
+        (client, accounts)
     }
 
     async fn control(&self, method: reqwest::Method, path: &str, body: Value) -> reqwest::Response {
@@ -200,8 +207,7 @@ async fn skip_and_top_work_across_pages_without_sending_skip() {
 async fn a_page_that_fails_while_skipping_fails_the_list_instead_of_ending_it() {
     let org = Org::start().await;
     org.generate("account", 6_000).await;
-    let client = org.client();
-    let accounts = client.table("account", deadline()).await.unwrap();
+    let (client, accounts) = org.accounts().await;
     // A 403 is not retried: the second page, read only to be skipped, fails for good.
     org.fault(json!({"status": 403, "method": "GET", "path_contains": "skiptoken"}))
         .await;
@@ -222,8 +228,7 @@ async fn a_page_that_fails_while_skipping_fails_the_list_instead_of_ending_it() 
 async fn a_small_top_asks_for_a_small_page_and_stops() {
     let org = Org::start().await;
     org.generate("account", 50).await;
-    let client = org.client();
-    let accounts = client.table("account", deadline()).await.unwrap();
+    let (client, accounts) = org.accounts().await;
     org.take_log().await;
     let rows: Vec<_> = client
         .rows(&accounts, &Query::new(), 0, Some(3), deadline())
@@ -237,8 +242,7 @@ async fn a_small_top_asks_for_a_small_page_and_stops() {
 #[tokio::test]
 async fn encodes_filters_with_quotes_ampersands_and_plus_signs() {
     let org = Org::start().await;
-    let client = org.client();
-    let accounts = client.table("account", deadline()).await.unwrap();
+    let (client, accounts) = org.accounts().await;
     for name in ["A&B + C", "O'Brien #1", "100% sure"] {
         client
             .create(&accounts, &item(json!({"name": name})), None, deadline())
@@ -316,8 +320,7 @@ async fn creates_gets_updates_and_deletes_with_representations() {
 #[tokio::test]
 async fn update_of_a_missing_row_is_not_found_and_creates_nothing() {
     let org = Org::start().await;
-    let client = org.client();
-    let accounts = client.table("account", deadline()).await.unwrap();
+    let (client, accounts) = org.accounts().await;
     let id = Uuid::new_v4();
     let error = client
         .update(
@@ -345,8 +348,7 @@ async fn update_of_a_missing_row_is_not_found_and_creates_nothing() {
 #[tokio::test]
 async fn a_stale_etag_is_a_precondition_failure() {
     let org = Org::start().await;
-    let client = org.client();
-    let accounts = client.table("account", deadline()).await.unwrap();
+    let (client, accounts) = org.accounts().await;
     let row = client
         .create(&accounts, &item(json!({"name": "v1"})), None, deadline())
         .await
@@ -389,8 +391,7 @@ async fn a_stale_etag_is_a_precondition_failure() {
 #[tokio::test]
 async fn waits_out_a_429_storm_with_no_extra_calls() {
     let org = Org::start().await;
-    let client = org.client();
-    let accounts = client.table("account", deadline()).await.unwrap();
+    let (client, accounts) = org.accounts().await;
     org.take_log().await;
     org.fault(json!({"status": 429, "retry_after": 1, "times": 2, "path_contains": "/accounts"}))
         .await;
@@ -414,60 +415,51 @@ async fn waits_out_a_429_storm_with_no_extra_calls() {
     assert_eq!(statuses, [429, 429, 201], "{log:?}");
 }
 
-#[tokio::test]
-async fn gives_up_at_once_when_retry_after_ends_past_the_deadline() {
+/// A GET of a missing row while `fault` is in place, under `deadline`: the error, how long the
+/// client took to give it, and how many requests it sent.
+async fn get_throttled(fault: Value, deadline: Deadline) -> (Error, Duration, usize) {
     let org = Org::start().await;
-    let client = org.client();
-    let accounts = client.table("account", deadline()).await.unwrap();
+    let (client, accounts) = org.accounts().await;
     org.take_log().await;
-    org.fault(json!({"status": 429, "retry_after": 60, "times": 5}))
-        .await;
+    org.fault(fault).await;
     let started = Instant::now();
     let error = client
-        .get(
-            &accounts,
-            Uuid::new_v4(),
-            None,
-            None,
-            Deadline::after(Duration::from_secs(5)),
-        )
+        .get(&accounts, Uuid::new_v4(), None, None, deadline)
         .await
         .unwrap_err();
+    (error, started.elapsed(), org.take_log().await.len())
+}
+
+#[tokio::test]
+async fn gives_up_at_once_when_retry_after_ends_past_the_deadline() {
+    let (error, took, requests) = get_throttled(
+        json!({"status": 429, "retry_after": 60, "times": 5}),
+        Deadline::after(Duration::from_secs(5)),
+    )
+    .await;
     assert_eq!(error.status(), Some(429));
-    assert!(started.elapsed() < Duration::from_secs(2));
-    assert_eq!(org.take_log().await.len(), 1);
+    assert!(took < Duration::from_secs(2));
+    assert_eq!(requests, 1);
 }
 
 #[tokio::test]
 async fn does_not_wait_out_a_429_that_would_leave_no_time_to_try_again() {
-    let org = Org::start().await;
-    let client = org.client();
-    let accounts = client.table("account", deadline()).await.unwrap();
-    org.take_log().await;
-    org.fault(json!({"status": 429, "retry_after": 2})).await;
     // Two seconds of waiting would leave half a second: the 429 is reported now, as a 429, rather
     // than risking an attempt that times out and reads as a server failure.
-    let started = Instant::now();
-    let error = client
-        .get(
-            &accounts,
-            Uuid::new_v4(),
-            None,
-            None,
-            Deadline::after(Duration::from_millis(2_500)),
-        )
-        .await
-        .unwrap_err();
+    let (error, took, requests) = get_throttled(
+        json!({"status": 429, "retry_after": 2}),
+        Deadline::after(Duration::from_millis(2_500)),
+    )
+    .await;
     assert_eq!(error.status(), Some(429));
-    assert!(started.elapsed() < Duration::from_secs(1));
-    assert_eq!(org.take_log().await.len(), 1);
+    assert!(took < Duration::from_secs(1));
+    assert_eq!(requests, 1);
 }
 
 #[tokio::test]
 async fn retries_gateway_errors_on_reads_but_never_repeats_a_create_that_reached_the_server() {
     let org = Org::start().await;
-    let client = org.client();
-    let accounts = client.table("account", deadline()).await.unwrap();
+    let (client, accounts) = org.accounts().await;
     org.take_log().await;
     org.fault(json!({"status": 503, "times": 2, "method": "GET"}))
         .await;
@@ -539,8 +531,7 @@ async fn a_create_whose_connection_was_never_made_is_retried_and_reported_as_uns
 #[tokio::test]
 async fn deletes_a_row_only_once_even_when_the_answer_is_lost() {
     let org = Org::start().await;
-    let client = org.client();
-    let accounts = client.table("account", deadline()).await.unwrap();
+    let (client, accounts) = org.accounts().await;
     let row = client
         .create(
             &accounts,
@@ -584,8 +575,7 @@ async fn deletes_a_row_only_once_even_when_the_answer_is_lost() {
 #[tokio::test]
 async fn refreshes_an_expired_token_once_and_carries_on() {
     let org = Org::start().await;
-    let client = org.client();
-    let accounts = client.table("account", deadline()).await.unwrap();
+    let (client, accounts) = org.accounts().await;
     org.take_log().await;
     org.control(reqwest::Method::POST, "tokens/expire", json!({}))
         .await;
@@ -637,8 +627,7 @@ async fn reports_refused_credentials_as_unauthorized() {
 #[tokio::test]
 async fn stops_waiting_for_a_slow_answer_at_the_deadline() {
     let org = Org::start().await;
-    let client = org.client();
-    let accounts = client.table("account", deadline()).await.unwrap();
+    let (client, accounts) = org.accounts().await;
     org.fault(json!({"delay_ms": 3000, "times": 10, "path_contains": "/accounts("}))
         .await;
     let started = Instant::now();
