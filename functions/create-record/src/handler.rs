@@ -1,5 +1,6 @@
 use connector::input::{self, Dataset, TableName};
 use connector::{Crm, CrmError, lambda};
+use dataverse::Query;
 use lambda_runtime::LambdaEvent;
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -24,6 +25,11 @@ pub(crate) async fn handle(
     let deadline = lambda::deadline(&context);
     let (row, primary_id) = crm
         .call(&input.dataset, async |client| {
+            let query = Query {
+                select: input.select.clone(),
+                ..Query::default()
+            };
+            client.fits(&query, 0)?;
             let table = client.table(input.table.as_str(), deadline).await?;
             let row = client
                 .create(&table, &input.item, input.select.as_deref(), deadline)

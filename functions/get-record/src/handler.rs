@@ -1,5 +1,6 @@
 use connector::input::{self, Dataset, RecordId, TableName};
 use connector::{Crm, CrmError, lambda};
+use dataverse::Query;
 use lambda_runtime::LambdaEvent;
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -25,6 +26,14 @@ pub(crate) async fn handle(
     let deadline = lambda::deadline(&context);
     let row = crm
         .call(&input.dataset, async |client| {
+            client.fits(
+                &Query {
+                    select: input.select.clone(),
+                    expand: input.expand.clone(),
+                    ..Query::default()
+                },
+                0,
+            )?;
             let table = client.table(input.table.as_str(), deadline).await?;
             client
                 .get(

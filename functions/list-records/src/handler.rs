@@ -58,6 +58,7 @@ pub(crate) async fn handle(crm: &Crm, event: LambdaEvent<Value>) -> Result<Outpu
     };
     let listing = crm
         .call(&input.dataset, async |client| {
+            client.fits(&query, 0)?;
             let table = client.table(input.table.as_str(), deadline).await?;
             // Rows stream in page by page; skipped ones are dropped as they pass.
             let mut rows = pin!(client.rows(&table, &query, input.skip, Some(top), deadline));

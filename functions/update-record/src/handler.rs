@@ -1,5 +1,6 @@
 use connector::input::{self, Dataset, Etag, RecordId, TableName};
 use connector::{Crm, CrmError, lambda};
+use dataverse::Query;
 use lambda_runtime::LambdaEvent;
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -29,6 +30,11 @@ pub(crate) async fn handle(
     let etag = input.etag.as_ref().map(Etag::as_str);
     let row = crm
         .call(&input.dataset, async |client| {
+            let query = Query {
+                select: input.select.clone(),
+                ..Query::default()
+            };
+            client.fits(&query, 0)?;
             let table = client.table(input.table.as_str(), deadline).await?;
             client
                 .update(

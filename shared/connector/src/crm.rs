@@ -165,7 +165,8 @@ where
 pub struct Crm {
     source: CredentialSource,
     policy: RetryPolicy,
-    clients: Mutex<HashMap<Dataset, Client>>,
+    /// Each dataset's client, and the credentials it was built from.
+    clients: Mutex<HashMap<Dataset, (Client, Credentials)>>,
 }
 
 impl Crm {
@@ -188,20 +189,44 @@ impl Crm {
     /// The dataset's client, building it (and reading its credentials) on first use.
     pub async fn client(&self, dataset: &Dataset) -> Result<Client, CrmError> {
         let mut clients = self.clients.lock().await;
-        if let Some(client) = clients.get(dataset) {
+        if let Some((client, _)) = clients.get(dataset) {
             return Ok(client.clone());
         }
         let credentials = self.source.load(dataset).await?;
-        let client = Client::builder(credentials)
+        let client = Client::builder(credentials.clone())
             .retry(self.policy.clone())
             .build()?;
         tracing::info!(dataset = %dataset, "credentials loaded");
-        clients.insert(dataset.clone(), client.clone());
+        clients.insert(dataset.clone(), (client.clone(), credentials));
         Ok(client)
     }
 
+    /// Reads the dataset's credentials again after they were refused. `Some` new client when they
+    /// changed (rotated); `None` when they are what was refused, since trying them again could only
+    /// be refused again.
+    async fn reread(&self, dataset: &Dataset) -> Result<Option<Client>, CrmError> {
+        let fresh = self.source.load(dataset).await?;
+        let mut clients = self.clients.lock().await;
+        let previous = clients.get(dataset);
+        if previous.is_some_and(|(_, refused)| refused.same_as(&fresh)) {
+            tracing::warn!(dataset = %dataset, "the credentials were refused and have not changed");
+            return Ok(None);
+        }
+        let mut builder = Client::builder(fresh.clone()).retry(self.policy.clone());
+        if let Some((client, _)) = previous {
+            // The environment is the same one: what its tables are called has not changed.
+            builder = builder.tables_of(client);
+        }
+        let client = builder.build()?;
+        tracing::info!(dataset = %dataset, "rotated credentials loaded");
+        clients.insert(dataset.clone(), (client.clone(), fresh));
+        Ok(Some(client))
+    }
+
     /// Runs `work` with the dataset's client. If Dataverse or the token endpoint refuses the
-    /// credentials, they may have been rotated: read them again and try once more.
+    /// credentials, they may have been rotated: read them again, once, and try once more if they
+    /// changed. With the client's single token refresh, a refusal costs at most two Web API requests
+    /// and one token request more than the work itself, and one more secret read.
     pub async fn call<T>(
         &self,
         dataset: &Dataset,
@@ -210,8 +235,10 @@ impl Crm {
         match work(self.client(dataset).await?).await {
             Err(e) if e.is_unauthorized() => {
                 tracing::warn!(dataset = %dataset, "credentials refused; reading them again");
-                self.clients.lock().await.remove(dataset);
-                Ok(work(self.client(dataset).await?).await?)
+                match self.reread(dataset).await? {
+                    Some(client) => Ok(work(client).await?),
+                    None => Err(e.into()),
+                }
             }
             other => Ok(other?),
         }

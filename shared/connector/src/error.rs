@@ -19,6 +19,13 @@ pub enum ConfigError {
     #[error("no credentials for dataset '{dataset}': {reason}")]
     NoCredentials { dataset: String, reason: String },
 
+    /// The invocation has too little time left for a trigger's poll: its function timeout is set
+    /// too low. Failing says so, where an empty answer would look healthy forever.
+    #[error(
+        "the invocation has {left_ms} ms left, and a poll needs at least {needed_ms} ms (to read changes, publish them and save its cursor): raise the function's timeout"
+    )]
+    TooLittleTime { left_ms: u128, needed_ms: u128 },
+
     /// A table cannot serve this function as it is set up in Dataverse.
     #[error("table '{table}': {problem}")]
     Table { table: String, problem: String },
@@ -47,7 +54,7 @@ pub enum CrmError {
     SecretsUnavailable { dataset: String, detail: String },
 
     #[error(transparent)]
-    Dataverse(#[from] dataverse::Error),
+    Dataverse(dataverse::Error),
 
     #[cfg(feature = "triggers")]
     #[error(transparent)]
@@ -58,12 +65,64 @@ pub enum CrmError {
     Events(#[from] crate::events::EventError),
 }
 
+pub(crate) use dataverse::EXCERPT_CHARS as EXCERPT_LIMIT;
+use dataverse::excerpt;
+
+/// The longest message an error carries, in bytes: longer ones (a serde message quoting a value, a
+/// Dataverse message echoing a query) are cut, with their length noted.
+pub const MAX_MESSAGE_BYTES: usize = 1000;
+
+/// `message`, cut at a character boundary to at most `limit` bytes with a note of what was cut.
+fn bounded(message: String, limit: usize) -> String {
+    if message.len() <= limit {
+        return message;
+    }
+    let note = format!("… ({} bytes in all)", message.len());
+    let mut end = limit.saturating_sub(note.len());
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{note}", &message[..end])
+}
+
+impl From<dataverse::Error> for CrmError {
+    fn from(error: dataverse::Error) -> Self {
+        match error {
+            // The URL is built from the caller's options: shortening one is the caller's fix.
+            dataverse::Error::UrlTooLong {
+                length,
+                limit,
+                option,
+            } => {
+                let (field, share) = option.map_or(("payload", String::new()), |(name, len)| {
+                    (name, format!(" ({len} of them are this option, encoded)"))
+                });
+                CrmError::invalid(
+                    field,
+                    format!(
+                        "makes the request URL {length} characters long{share}, and Dataverse accepts at most {limit}; shorten it"
+                    ),
+                )
+            }
+            dataverse::Error::InvalidTable { problem } => CrmError::invalid("table", problem),
+            other => CrmError::Dataverse(other),
+        }
+    }
+}
+
 impl CrmError {
+    /// A `Crm.InvalidInput`. The field name is quoted at most [`EXCERPT_LIMIT`] characters long (an unknown
+    /// field's name is the caller's text), and the problem is bounded like every message.
     pub fn invalid(field: impl Into<String>, problem: impl Into<String>) -> Self {
         Self::InvalidInput {
-            field: field.into(),
-            problem: problem.into(),
+            field: excerpt(&field.into()),
+            problem: bounded(problem.into(), MAX_MESSAGE_BYTES / 2),
         }
+    }
+
+    /// The message a caller sees and the log records: never longer than [`MAX_MESSAGE_BYTES`].
+    pub fn message(&self) -> String {
+        bounded(self.to_string(), MAX_MESSAGE_BYTES)
     }
 
     /// The `errorType` of the failed invocation.
@@ -85,7 +144,7 @@ impl CrmError {
 fn dataverse_error_type(error: &dataverse::Error) -> &'static str {
     use dataverse::Error;
     match error {
-        Error::Invalid { what: "table", .. } => "Crm.InvalidInput",
+        Error::InvalidTable { .. } | Error::UrlTooLong { .. } => "Crm.InvalidInput",
         Error::Config(_) => "Crm.Configuration",
         Error::UnknownTable { .. } => "Crm.NotFound",
         e if e.is_unauthorized() => "Crm.Unauthorized",
@@ -108,7 +167,7 @@ impl From<CrmError> for Diagnostic {
     fn from(error: CrmError) -> Self {
         Diagnostic {
             error_type: error.error_type().to_owned(),
-            error_message: error.to_string(),
+            error_message: error.message(),
         }
     }
 }
@@ -116,6 +175,18 @@ impl From<CrmError> for Diagnostic {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn quotes_long_input_as_a_short_excerpt_with_its_length() {
+        assert_eq!(excerpt("accounts"), "accounts");
+        let long = "é".repeat(5_000_000);
+        let quoted = excerpt(&long);
+        assert!(quoted.starts_with(&"é".repeat(100)));
+        assert!(quoted.ends_with("(5000000 characters in all)"), "{quoted}");
+        let error = CrmError::invalid(long.clone(), long);
+        let message = Diagnostic::from(error).error_message;
+        assert!(message.len() <= MAX_MESSAGE_BYTES, "{}", message.len());
+    }
 
     fn api(status: u16) -> CrmError {
         CrmError::Dataverse(dataverse::Error::Api {

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use crate::CrmError;
+use crate::{CrmError, excerpt};
 
 /// The fields of a `Record Created/Updated/Deleted` event's detail that describe the event rather than
 /// ask for anything; an action drops them, so a rule on our own events can target it directly.
@@ -73,9 +73,28 @@ pub fn parse<T: DeserializeOwned>(event: Value) -> Result<T, CrmError> {
             } else {
                 path
             },
-            message,
+            shorten_quoted(&message),
         )
     })
+}
+
+/// serde quotes a refused string in full (`invalid type: string "...", expected u64`): keep an
+/// excerpt of it instead.
+fn shorten_quoted(message: &str) -> String {
+    if let (Some(start), Some(end)) = (message.find(" \""), message.rfind("\", expected "))
+        && start + 2 <= end
+    {
+        let quoted = &message[start + 2..end];
+        if quoted.chars().count() > crate::error::EXCERPT_LIMIT {
+            return format!(
+                "{} \"{}\"{}",
+                &message[..start],
+                excerpt(quoted),
+                &message[end + 1..]
+            );
+        }
+    }
+    message.to_owned()
 }
 
 fn quoted_after<'a>(message: &'a str, prefix: &str) -> Option<&'a str> {
@@ -128,7 +147,8 @@ impl TryFrom<String> for Dataset {
             Ok(Self(name))
         } else {
             Err(format!(
-                "'{name}' is not a dataset name: use letters, digits, '.', '_' and '-' (it names the credentials, e.g. 'contoso')"
+                "'{}' is not a dataset name: use letters, digits, '.', '_' and '-' (it names the credentials, e.g. 'contoso')",
+                excerpt(&name)
             ))
         }
     }
@@ -167,7 +187,8 @@ impl<'de> Deserialize<'de> for TableName {
             Ok(Self(name))
         } else {
             Err(de::Error::custom(format!(
-                "'{name}' is not a table name: use a logical name such as 'account' or an entity set name such as 'accounts' (letters, digits and underscores only)"
+                "'{}' is not a table name: use a logical name such as 'account' or an entity set name such as 'accounts' (letters, digits and underscores only)",
+                excerpt(&name)
             )))
         }
     }
@@ -185,7 +206,8 @@ impl<'de> Deserialize<'de> for RecordId {
         match Uuid::try_parse(&text) {
             Ok(id) if text.len() == 36 => Ok(Self(id)),
             _ => Err(de::Error::custom(format!(
-                "'{text}' is not a GUID such as 00000000-0000-0000-0000-000000000000"
+                "'{}' is not a GUID such as 00000000-0000-0000-0000-000000000000",
+                excerpt(&text)
             ))),
         }
     }
@@ -222,7 +244,8 @@ impl<'de> Deserialize<'de> for Etag {
             Ok(Self(tag))
         } else {
             Err(de::Error::custom(format!(
-                "'{tag}' is not an etag such as W/\"12345\" (take it from a row's @odata.etag)"
+                "'{}' is not an etag such as W/\"12345\" (take it from a row's @odata.etag)",
+                excerpt(&tag)
             )))
         }
     }
@@ -342,6 +365,28 @@ mod tests {
         etag["etag"] = json!("123\r\nX-Evil: 1");
         assert_eq!(error(etag).0, "etag");
         assert_eq!(error(json!(["dataset"])).0, "payload");
+    }
+
+    #[test]
+    fn quotes_at_most_an_excerpt_of_a_huge_input() {
+        let huge = "x".repeat(5_000_000);
+        for (key, value) in [
+            ("table", json!(huge)),
+            ("$top", json!(huge)),
+            ("id", json!(huge)),
+            ("etag", json!(huge)),
+            (huge.as_str(), json!(1)),
+        ] {
+            let mut payload = json!({"dataset": "contoso", "table": "accounts"});
+            payload[key] = value;
+            let (field, problem) = error(payload);
+            assert!(field.len() < 200, "{}", field.len());
+            assert!(problem.len() < 400, "{key:.10}: {} bytes", problem.len());
+            assert!(
+                problem.contains("5000000 characters") || field.contains("5000000 characters"),
+                "{key:.10}: {problem}"
+            );
+        }
     }
 
     #[test]

@@ -22,4 +22,5 @@ pub mod trigger;
 
 pub use config::Config;
 pub use crm::{CredentialSource, Crm};
-pub use error::{ConfigError, CrmError};
+pub use dataverse::excerpt;
+pub use error::{ConfigError, CrmError, MAX_MESSAGE_BYTES};

@@ -32,6 +32,18 @@ fn default_authority() -> String {
     "https://login.microsoftonline.com".to_owned()
 }
 
+impl Credentials {
+    /// Whether `other` would authenticate exactly as these do: re-read credentials that are the same
+    /// are not worth another attempt.
+    pub fn same_as(&self, other: &Credentials) -> bool {
+        self.url == other.url
+            && self.tenant_id == other.tenant_id
+            && self.client_id == other.client_id
+            && self.authority == other.authority
+            && self.client_secret.expose_secret() == other.client_secret.expose_secret()
+    }
+}
+
 impl std::fmt::Debug for Credentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Credentials")
@@ -137,21 +149,22 @@ impl TokenSource {
         })
     }
 
-    /// A valid token, from the cache when it is not about to expire.
+    /// A valid token, from the cache when it is not about to expire, and whether it was issued for
+    /// this call (rather than taken from the cache).
     pub(crate) async fn token(
         &self,
         http: &reqwest::Client,
         policy: &RetryPolicy,
         deadline: Deadline,
-    ) -> Result<SecretString, Error> {
+    ) -> Result<(SecretString, bool), Error> {
         let mut cached = self.cached.lock().await;
         if let Some(c) = cached.as_ref().filter(|c| Instant::now() < c.refresh_at) {
-            return Ok(c.token.clone());
+            return Ok((c.token.clone(), false));
         }
         let fresh = self.fetch(http, policy, deadline).await?;
         let token = fresh.token.clone();
         *cached = Some(fresh);
-        Ok(token)
+        Ok((token, true))
     }
 
     /// Forgets `stale` (a token Dataverse refused), unless another request already replaced it.

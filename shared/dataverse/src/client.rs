@@ -21,6 +21,18 @@ use crate::{Error, transport};
 /// The most rows Dataverse returns in one page, and the default.
 pub const MAX_PAGE_SIZE: usize = 5000;
 
+/// The longest URL Dataverse accepts, in characters ("Compose HTTP requests and handle errors",
+/// Maximum URL length). A longer one is refused before it reaches the Web API, so it is refused here
+/// before it is sent: no retry can make it shorter.
+pub const MAX_URL_LENGTH: usize = 32_768;
+
+/// The longest table name (logical or entity set) the client accepts.
+const MAX_TABLE_NAME: usize = 128;
+
+/// Table definitions by every name they were asked for. Shared by the clients built for one
+/// environment, so that re-reading rotated credentials does not also re-read the metadata.
+type TableCache = Arc<Mutex<HashMap<String, Arc<Table>>>>;
+
 /// What `EntityDefinitions` says about a table.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "PascalCase")]
@@ -79,9 +91,18 @@ impl Prefer {
 pub struct ClientBuilder {
     credentials: Credentials,
     policy: RetryPolicy,
+    tables: Option<TableCache>,
 }
 
 impl ClientBuilder {
+    /// Shares `other`'s table definitions: for a client that replaces `other` with new credentials
+    /// for the same environment.
+    #[must_use]
+    pub fn tables_of(mut self, other: &Client) -> Self {
+        self.tables = Some(other.inner.tables.clone());
+        self
+    }
+
     #[must_use]
     pub fn retry(mut self, policy: RetryPolicy) -> Self {
         self.policy = policy;
@@ -111,7 +132,7 @@ impl ClientBuilder {
                 origin,
                 tokens,
                 policy: self.policy,
-                tables: Mutex::new(HashMap::new()),
+                tables: self.tables.unwrap_or_default(),
             }),
         })
     }
@@ -133,7 +154,7 @@ struct Inner {
     origin: String,
     tokens: TokenSource,
     policy: RetryPolicy,
-    tables: Mutex<HashMap<String, Arc<Table>>>,
+    tables: TableCache,
 }
 
 /// One request as the send loop sees it.
@@ -160,29 +181,45 @@ impl Client {
         ClientBuilder {
             credentials,
             policy: RetryPolicy::default(),
+            tables: None,
         }
     }
 
-    /// The Web API root, `{url}/api/data/v9.2/`.
-    pub fn api_url(&self) -> &Url {
-        &self.inner.api
+    /// Refuses, before anything is sent (the table lookup included), a query whose URL would be too
+    /// long for Dataverse whichever table it is for: the longest table name and a row key are
+    /// allowed for, and `extra` characters the caller will add to it.
+    pub fn fits(&self, query: &Query, extra: usize) -> Result<(), Error> {
+        // `{api}{entity set}({guid})?{options}`.
+        let worst = self.inner.api.as_str().len()
+            + MAX_TABLE_NAME
+            + "(00000000-0000-0000-0000-000000000000)?".len()
+            + query.to_query_string().len()
+            + extra;
+        if worst <= MAX_URL_LENGTH {
+            return Ok(());
+        }
+        Err(Error::UrlTooLong {
+            length: worst,
+            limit: MAX_URL_LENGTH,
+            option: query.largest_option(),
+        })
     }
 
     /// Resolves a logical name (`account`) or an entity set name (`accounts`) through
     /// `EntityDefinitions`, once per name for the life of the client.
     pub async fn table(&self, name: &str, deadline: Deadline) -> Result<Arc<Table>, Error> {
         let valid = !name.is_empty()
-            && name.len() <= 128
+            && name.len() <= MAX_TABLE_NAME
             && name
                 .chars()
                 .next()
                 .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
             && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
         if !valid {
-            return Err(Error::Invalid {
-                what: "table",
+            return Err(Error::InvalidTable {
                 problem: format!(
-                    "'{name}' is not a table name: use a logical name such as 'account' or an entity set name such as 'accounts' (letters, digits and underscores)"
+                    "'{}' is not a table name: use a logical name such as 'account' or an entity set name such as 'accounts' (letters, digits and underscores)",
+                    crate::excerpt(name)
                 ),
             });
         }
@@ -226,23 +263,26 @@ impl Client {
             .cloned()
     }
 
-    /// `{api}{entity set}?{query}`.
-    pub fn collection_url(&self, table: &Table, query: &Query) -> String {
+    /// `{api}{entity set}?{query}`; [`Error::UrlTooLong`] naming the longest option when Dataverse
+    /// would refuse it.
+    pub fn collection_url(&self, table: &Table, query: &Query) -> Result<String, Error> {
         let options = query.to_query_string();
         let separator = if options.is_empty() { "" } else { "?" };
-        format!(
+        let url = format!(
             "{}{}{separator}{options}",
             self.inner.api, table.entity_set_name
-        )
+        );
+        within_limit(url, query)
     }
 
-    fn row_url(&self, table: &Table, id: Uuid, query: &Query) -> String {
+    fn row_url(&self, table: &Table, id: Uuid, query: &Query) -> Result<String, Error> {
         let options = query.to_query_string();
         let separator = if options.is_empty() { "" } else { "?" };
-        format!(
+        let url = format!(
             "{}{}({id}){separator}{options}",
             self.inner.api, table.entity_set_name
-        )
+        );
+        within_limit(url, query)
     }
 
     /// Fetches one page. `url` is a collection URL or a link Dataverse returned, used verbatim; it
@@ -251,7 +291,11 @@ impl Client {
         if !url.starts_with(&self.inner.origin) {
             return Err(Error::Invalid {
                 what: "link",
-                problem: format!("'{url}' does not point at {}", self.inner.origin),
+                problem: format!(
+                    "'{}' does not point at {}",
+                    crate::excerpt(url),
+                    self.inner.origin
+                ),
             });
         }
         let answer = self.get_json(url, prefer.header(), deadline).await?;
@@ -300,7 +344,11 @@ impl Client {
         // Skipped rows are dropped from the pages themselves: skipping items of the flattened stream
         // would count an error as a skipped row, and a failed page would end the list as if complete.
         let mut to_skip = skip;
-        self.pages(self.collection_url(table, query), prefer, deadline)
+        let pages = match self.collection_url(table, query) {
+            Ok(url) => self.pages(url, prefer, deadline).left_stream(),
+            Err(e) => stream::once(async { Err(e) }).right_stream(),
+        };
+        pages
             .map_ok(move |mut page| {
                 let dropped = to_skip.min(page.rows.len());
                 to_skip -= dropped;
@@ -325,7 +373,7 @@ impl Client {
             expand: expand.map(str::to_owned),
             ..Query::default()
         };
-        let url = self.row_url(table, id, &query);
+        let url = self.row_url(table, id, &query)?;
         let answer = self.get_json(&url, None, deadline).await?;
         row_body(&url, &answer.body)
     }
@@ -345,7 +393,7 @@ impl Client {
             select: select.map(str::to_owned),
             ..Query::default()
         };
-        let url = self.collection_url(table, &query);
+        let url = self.collection_url(table, &query)?;
         let answer = self
             .execute(
                 Call {
@@ -394,7 +442,7 @@ impl Client {
             select: select.map(str::to_owned),
             ..Query::default()
         };
-        let url = self.row_url(table, id, &query);
+        let url = self.row_url(table, id, &query)?;
         let answer = self
             .execute(
                 Call {
@@ -432,7 +480,7 @@ impl Client {
         etag: Option<&str>,
         deadline: Deadline,
     ) -> Result<(), Error> {
-        let url = self.row_url(table, id, &Query::default());
+        let url = self.row_url(table, id, &Query::default())?;
         let mut headers = Vec::new();
         if let Some(etag) = etag {
             headers.push(("if-match", etag.to_owned()));
@@ -486,12 +534,20 @@ impl Client {
         let inner = &self.inner;
         let path = path_of(call.url);
         let method = call.method.as_str();
+        // Links from Dataverse are followed as they come, so they are measured here too.
+        if call.url.len() > MAX_URL_LENGTH {
+            return Err(Error::UrlTooLong {
+                length: call.url.len(),
+                limit: MAX_URL_LENGTH,
+                option: None,
+            });
+        }
         let mut attempt = 0;
         let mut refreshed = false;
         let mut maybe_delivered = false;
         loop {
             attempt += 1;
-            let token = inner
+            let (token, issued_now) = inner
                 .tokens
                 .token(&inner.http, &inner.policy, deadline)
                 .await?;
@@ -577,8 +633,10 @@ impl Client {
             ) {
                 maybe_delivered = true;
             }
-            if error.status() == Some(401) && !refreshed {
-                // A token can be revoked or expire early: fetch a fresh one, once.
+            // A cached token can be revoked or expire early: fetch a fresh one, once. A token issued
+            // for this very request that is refused says the credentials are the problem, and a
+            // second one from the same credentials would only be refused again.
+            if error.status() == Some(401) && !refreshed && !issued_now {
                 tracing::info!(method, "Dataverse refused the token; fetching a new one");
                 inner.tokens.invalidate(&token).await;
                 refreshed = true;
@@ -624,6 +682,18 @@ fn row_body(url: &str, body: &[u8]) -> Result<Map<String, Value>, Error> {
     let mut row: Map<String, Value> = transport::decode(path_of(url), body)?;
     row.remove("@odata.context");
     Ok(row)
+}
+
+/// `url`, unless it is longer than Dataverse accepts.
+fn within_limit(url: String, query: &Query) -> Result<String, Error> {
+    if url.len() <= MAX_URL_LENGTH {
+        return Ok(url);
+    }
+    Err(Error::UrlTooLong {
+        length: url.len(),
+        limit: MAX_URL_LENGTH,
+        option: query.largest_option(),
+    })
 }
 
 /// The id in `OData-EntityId: https://org/api/data/v9.2/accounts(<id>)`.

@@ -54,8 +54,21 @@ pub enum Error {
     #[error("{what}: {problem}")]
     Invalid { what: &'static str, problem: String },
 
+    /// The request's URL would be longer than Dataverse accepts, so it was not sent. `option` names
+    /// the query option that makes up most of it, when one does.
+    #[error("the request URL would be {length} characters, over Dataverse's limit of {limit}{}", option.map(|(name, len)| format!("; {name} makes up {len} of them once encoded")).unwrap_or_default())]
+    UrlTooLong {
+        length: usize,
+        limit: usize,
+        option: Option<(&'static str, usize)>,
+    },
+
+    /// A table name that cannot be one: refused before anything is sent.
+    #[error("{problem}")]
+    InvalidTable { problem: String },
+
     /// No table has this logical name or entity set name.
-    #[error("no table has the logical name or entity set name '{name}'")]
+    #[error("no table has the logical name or entity set name '{}'", excerpt(name))]
     UnknownTable { name: String },
 
     /// A create succeeded, but reading the new row back failed. Kept apart from the read's own error
@@ -71,6 +84,22 @@ pub enum Error {
     /// loopback).
     #[error("{0}")]
     Config(String),
+}
+
+/// The most of a caller's text a message quotes. Inputs can be megabytes long, and a message that
+/// echoes one in full costs as much again in every answer and log line that carries it.
+pub const EXCERPT_CHARS: usize = 100;
+
+/// `text`, or its first [`EXCERPT_CHARS`] characters and its length when it is longer.
+pub fn excerpt(text: &str) -> String {
+    match text.char_indices().nth(EXCERPT_CHARS) {
+        None => text.to_owned(),
+        Some((end, _)) => format!(
+            "{}… ({} characters in all)",
+            &text[..end],
+            text.chars().count()
+        ),
+    }
 }
 
 /// A transport failure in a few words: what happened, and the root cause, without the URL (which

@@ -34,7 +34,7 @@ mod transport;
 
 pub use auth::Credentials;
 pub use change::{Change, classify};
-pub use client::{Client, ClientBuilder, MAX_PAGE_SIZE, Page, Prefer, Table};
-pub use error::Error;
+pub use client::{Client, ClientBuilder, MAX_PAGE_SIZE, MAX_URL_LENGTH, Page, Prefer, Table};
+pub use error::{EXCERPT_CHARS, Error, excerpt};
 pub use query::Query;
 pub use retry::{Deadline, MIN_ATTEMPT, Repeat, RetryPolicy, parse_retry_after};

@@ -57,18 +57,36 @@ impl Query {
         self
     }
 
-    /// `$select=a,b&$filter=...`, each value encoded; empty when no option is set.
-    pub fn to_query_string(&self) -> String {
-        let mut parts = Vec::new();
-        for (name, value) in [
+    /// The options that are set, by name, in the order they are sent.
+    fn options(&self) -> impl Iterator<Item = (&'static str, &str)> {
+        [
             ("$select", &self.select),
             ("$filter", &self.filter),
             ("$orderby", &self.orderby),
             ("$expand", &self.expand),
-        ] {
-            if let Some(value) = value.as_deref().filter(|v| !v.trim().is_empty()) {
-                parts.push(format!("{name}={}", encode(value)));
-            }
+        ]
+        .into_iter()
+        .filter_map(|(name, value)| {
+            value
+                .as_deref()
+                .filter(|v| !v.trim().is_empty())
+                .map(|v| (name, v))
+        })
+    }
+
+    /// The option that takes the most room in the URL once encoded, and that room: what a caller must
+    /// shorten when the URL is too long.
+    pub fn largest_option(&self) -> Option<(&'static str, usize)> {
+        self.options()
+            .map(|(name, value)| (name, encoded_len(value)))
+            .max_by_key(|(_, len)| *len)
+    }
+
+    /// `$select=a,b&$filter=...`, each value encoded; empty when no option is set.
+    pub fn to_query_string(&self) -> String {
+        let mut parts = Vec::new();
+        for (name, value) in self.options() {
+            parts.push(format!("{name}={}", encode(value)));
         }
         if self.count {
             parts.push("$count=true".to_owned());
@@ -79,6 +97,11 @@ impl Query {
 
 pub(crate) fn encode(value: &str) -> String {
     utf8_percent_encode(value, VALUE).to_string()
+}
+
+/// The length of `encode(value)`, without building it.
+fn encoded_len(value: &str) -> usize {
+    utf8_percent_encode(value, VALUE).map(str::len).sum()
 }
 
 #[cfg(test)]
@@ -95,6 +118,16 @@ mod tests {
             q.to_query_string(),
             "$select=name,revenue&$filter=name%20eq%20'A%26B%20%2B%20C%231'%20and%20contains(name,'100%25')&$orderby=name%20desc"
         );
+    }
+
+    #[test]
+    fn names_the_option_that_takes_the_most_room_once_encoded() {
+        let q = Query::new()
+            .select("a".repeat(30))
+            .filter("x ".repeat(10))
+            .orderby("b".repeat(35));
+        assert_eq!(q.largest_option(), Some(("$filter", 40)));
+        assert_eq!(Query::new().largest_option(), None);
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //!   Not 500: Dataverse answers 500 for a plug-in's unhandled exception and other failures that repeat,
 //!   so waiting only spends the caller's deadline (Microsoft's sample policy does retry it).
 //! - A connection that was never made: backoff, for any request, because nothing reached the server.
+//! - A request that could not be built (or a URL Dataverse would refuse for its length): never.
 //! - Nothing waits past the caller's deadline: if the wait would leave less than [`MIN_ATTEMPT`] before
 //!   it, the last error stands (a 429 stays a 429 rather than becoming a timeout).
 
@@ -112,6 +113,8 @@ impl RetryPolicy {
         }
         let backoff = || self.backoff(attempt, jitter);
         match error {
+            // A request that could not even be built fails the same way every time.
+            Error::Transport { source, .. } if source.is_builder() => None,
             Error::Api {
                 status: 429,
                 retry_after,

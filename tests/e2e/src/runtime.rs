@@ -345,6 +345,11 @@ impl Function {
         timeout: Duration,
     ) -> Result<Value, Failure> {
         let body = Bytes::from(serde_json::to_vec(payload).unwrap_or_default());
+        self.invoke_bytes(body, timeout).await
+    }
+
+    /// Invokes the function with exactly these bytes as its payload (JSON or not).
+    pub async fn invoke_bytes(&mut self, body: Bytes, timeout: Duration) -> Result<Value, Failure> {
         let answer = self.api.submit(body, timeout);
         let Some(child) = self.child.as_mut() else {
             return Err(Failure::Exited);

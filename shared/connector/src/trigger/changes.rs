@@ -72,7 +72,12 @@ fn seconds(row: &Map<String, Value>, column: &str) -> Result<(i64, String), CrmE
         .and_then(Value::as_str)
         .ok_or_else(|| row_error(format!("a row has no '{column}'")))?;
     let at = OffsetDateTime::parse(text, &Rfc3339)
-        .map_err(|_| row_error(format!("'{column}' is not a date-time: {text}")))?
+        .map_err(|_| {
+            row_error(format!(
+                "'{column}' is not a date-time: {}",
+                crate::excerpt(text)
+            ))
+        })?
         .unix_timestamp();
     Ok((at, text.to_owned()))
 }
@@ -130,9 +135,13 @@ fn selection(input: &TriggerInput, table: &Table) -> Option<String> {
         "modifiedon",
         "versionnumber",
     ];
+    // The watched columns are needed to fingerprint a row, and the `$orderby` ones to sort the rows
+    // returned.
+    let sorted = input.orderby.iter().flatten().map(|(c, _)| c.as_str());
     for column in needed
         .into_iter()
         .chain(input.columns.iter().map(String::as_str))
+        .chain(sorted)
     {
         if !columns.iter().any(|c| c == column) {
             columns.push(column.to_owned());
@@ -289,6 +298,14 @@ pub(super) async fn scan(
         Some(user) => format!("{cursor_filter} and ({user})"),
         None => cursor_filter,
     };
+    // The user's `$orderby` sorts only what this poll returns, but its columns go to Dataverse after
+    // the scan's own key: the key is unique, so they change nothing in the order, and Dataverse
+    // refuses a column that does not exist, as it does for list-records.
+    let mut orderby = orderby;
+    for (column, _) in input.orderby.iter().flatten() {
+        orderby.push(',');
+        orderby.push_str(column);
+    }
     let query = Query {
         select: selection(input, table),
         filter: Some(filter),
@@ -308,7 +325,7 @@ pub(super) async fn scan(
         max_page_size: Some(page_size),
         track_changes: false,
     };
-    let mut pages = pin!(client.pages(client.collection_url(table, &query), prefer, deadline));
+    let mut pages = pin!(client.pages(client.collection_url(table, &query)?, prefer, deadline));
     let mut scan = Scan {
         started: now,
         ..Scan::default()

@@ -55,12 +55,13 @@ pub(super) async fn scan(
     'polls: while scan.fired() < input.top && deadline.allows(std::time::Duration::ZERO) {
         match current.phase.clone() {
             Phase::Baseline { next } => {
-                let url = next.unwrap_or_else(|| {
-                    client.collection_url(
+                let url = match next {
+                    Some(next) => next,
+                    None => client.collection_url(
                         table,
                         &Query::new().select(table.primary_id_attribute.clone()),
-                    )
-                });
+                    )?,
+                };
                 let prefer = Prefer {
                     max_page_size: Some(dataverse::MAX_PAGE_SIZE),
                     track_changes: true,

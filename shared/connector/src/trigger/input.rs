@@ -87,6 +87,8 @@ pub struct TriggerInput {
     pub filter: Option<String>,
     /// Sorts what one poll returns.
     pub orderby: Option<super::order::OrderBy>,
+    /// `$orderby` as given, for checking that its columns exist.
+    pub orderby_text: Option<String>,
     pub top: usize,
     pub select: Option<String>,
     /// `when-record-updated` only: fire only when one of these columns changed.
@@ -169,7 +171,7 @@ impl TriggerInput {
         {
             return Err(CrmError::invalid(
                 "columns",
-                format!("'{bad}' is not a column name"),
+                format!("'{}' is not a column name", crate::excerpt(bad)),
             ));
         }
         if let Some(name) = &p.trigger {
@@ -194,7 +196,8 @@ impl TriggerInput {
                         CrmError::invalid(
                             "since",
                             format!(
-                                "'{text}' is not an RFC 3339 time such as 2026-01-31T08:00:00Z"
+                                "'{}' is not an RFC 3339 time such as 2026-01-31T08:00:00Z",
+                                crate::excerpt(&text)
                             ),
                         )
                     })
@@ -205,6 +208,7 @@ impl TriggerInput {
             table: p.table,
             filter: p.filter,
             orderby,
+            orderby_text: p.orderby,
             top,
             select: p.select,
             columns,

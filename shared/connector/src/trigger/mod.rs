@@ -44,6 +44,13 @@ const RESPONSE_BUDGET: usize = 5_500_000;
 const COMMIT_RESERVE: Duration = Duration::from_secs(1);
 /// EventBridge refuses an entry over 256 KB: past this, an event's record is cut to its id.
 const DETAIL_BUDGET: usize = 250_000;
+/// The least invocation time a poll can do its work in: the answer margin (0.3 s), the reserve
+/// [`fetch_deadline`] keeps to publish and save (at least a second), and a little over a second to
+/// fetch in. With less, a poll would find nothing every time and still answer as if all were well.
+pub const MIN_POLL_TIME: Duration = Duration::from_millis(2500);
+/// Room kept in the URL for what the cursor adds to the user's query (its filter, the key columns
+/// added to `$select`, its order), when checking up front that the query fits.
+const CURSOR_URL_RESERVE: usize = 1024;
 
 /// What a trigger function needs.
 #[derive(Debug)]
@@ -326,10 +333,27 @@ pub async fn poll(
     let started = Instant::now();
     let (payload, context) = event.into_parts();
     let input = TriggerInput::parse(kind, payload)?;
+    if let Some(left) = lambda::time_left(&context)
+        && left < MIN_POLL_TIME
+    {
+        return Err(ConfigError::TooLittleTime {
+            left_ms: left.as_millis(),
+            needed_ms: MIN_POLL_TIME.as_millis(),
+        }
+        .into());
+    }
     let deadline = lambda::deadline(&context);
+    let user_query = dataverse::Query {
+        select: input.select.clone(),
+        filter: input.filter.clone(),
+        orderby: input.orderby_text.clone(),
+        expand: None,
+        count: false,
+    };
     let table = deps
         .crm
         .call(&input.dataset, async |client| {
+            client.fits(&user_query, CURSOR_URL_RESERVE)?;
             client.table(input.table.as_str(), deadline).await
         })
         .await?;

@@ -25,7 +25,11 @@ pub(super) fn parse(orderby: &str) -> Result<OrderBy, CrmError> {
             Some(other) => {
                 return Err(CrmError::invalid(
                     "$orderby",
-                    format!("'{other}' is not a direction: use asc or desc after '{column}'"),
+                    format!(
+                        "'{}' is not a direction: use asc or desc after '{}'",
+                        crate::excerpt(other),
+                        crate::excerpt(column)
+                    ),
                 ));
             }
         };
@@ -36,7 +40,10 @@ pub(super) fn parse(orderby: &str) -> Result<OrderBy, CrmError> {
         if !valid_column || words.next().is_some() {
             return Err(CrmError::invalid(
                 "$orderby",
-                format!("'{orderby}' is not 'column [asc|desc], ...'"),
+                format!(
+                    "'{}' is not 'column [asc|desc], ...'",
+                    crate::excerpt(orderby)
+                ),
             ));
         }
         keys.push((column.to_owned(), descending));
