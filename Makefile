@@ -13,8 +13,8 @@ FUNCTIONS := list-records get-record create-record update-record delete-record \
 	when-record-created when-record-updated when-record-deleted
 ASL_VALIDATOR := infra/node_modules/.bin/asl-validator
 
-.PHONY: help run dev test fmt fmt-check clippy bins cargo-test infra-check tools build-tools deploy-tools \
-	build sizes deploy bench clean
+.PHONY: help run dev dev-check test fmt fmt-check clippy bins cargo-test infra-check tools build-tools \
+	deploy-tools build sizes deploy bench fuzz clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -25,7 +25,11 @@ run: bins ## Tour every function on the embedded Dataverse emulator
 dev: bins build-tools ## Emulator on :8181 and `cargo lambda watch`, for manual invocations
 	scripts/dev.sh
 
-test: fmt-check clippy tools bins cargo-test infra-check ## Format check, clippy -D warnings, every test, infra lint
+test: fmt-check clippy tools build-tools bins cargo-test dev-check infra-check ## Format check, clippy -D warnings, every test, infra lint
+
+# The README's `make dev` path, unattended: cargo lambda watch serving sample events.
+dev-check: bins build-tools
+	scripts/dev.sh --check
 
 fmt: ## Format the code
 	$(CARGO) fmt --all
@@ -103,6 +107,9 @@ bench: ## Benchmarks: emulator pages, trigger backlog drain, get-record cold sta
 	$(CARGO) build --release --locked -p dataverse-emulator -p get-record -p when-record-created
 	$(CARGO) bench --locked -p dataverse-emulator --bench page
 	$(CARGO) bench --locked -p e2e-tests --bench drain --bench cold_start
+
+fuzz: bins ## The property suites at length (FUZZ_CASES, default 1,000,000), with the number of cases run
+	scripts/fuzz.sh
 
 clean:
 	$(CARGO) clean

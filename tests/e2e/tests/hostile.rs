@@ -119,7 +119,7 @@ async fn an_option_too_long_for_a_url_is_invalid_input_naming_it_and_nothing_is_
     }
 }
 
-/// Valid JSON that serde_json will not turn into values, and bytes that are not JSON: Lambda's own
+/// Valid JSON that `serde_json` will not turn into values, and bytes that are not JSON: Lambda's own
 /// runtime library would fail these with an error type of its own, which no `Crm.*` catch matches.
 #[tokio::test]
 async fn every_payload_that_cannot_be_read_fails_as_invalid_input() {
