@@ -41,8 +41,20 @@ impl Event {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum EventError {
-    #[error("EventBridge refused {failed} event(s) after {ATTEMPTS} attempts: {reason}")]
-    Rejected { failed: usize, reason: String },
+    /// The last attempt failed (EventBridge failed entries, or the call failed) and no retry was left
+    /// or had time.
+    #[error("EventBridge did not accept {failed} event(s) after {attempts} attempt(s): {reason}")]
+    Rejected {
+        failed: usize,
+        attempts: u32,
+        reason: String,
+    },
+    /// The last attempt had no answer before the deadline: its events may or may not have been
+    /// delivered.
+    #[error(
+        "PutEvents timed out: no answer before the deadline, after {attempts} attempt(s); {pending} event(s) may or may not have been delivered, and the next poll publishes them again with the same event ids"
+    )]
+    TimedOut { pending: usize, attempts: u32 },
     /// The bus is missing or the role may not publish to it: retrying will not help.
     #[error("PutEvents to '{bus}' is refused: {message}")]
     Unusable { bus: String, message: String },
@@ -199,6 +211,9 @@ async fn publish_eventbridge(
         // Indices (into `events`) still to deliver in this batch.
         let mut pending: Vec<usize> = range.clone().collect();
         let mut reason = String::new();
+        // Calls actually made (the reports count these, not the attempts allowed).
+        let mut attempts: u32 = 0;
+        let mut timed_out = false;
         for attempt in 0..ATTEMPTS {
             if attempt > 0 {
                 let wait = Duration::from_millis(100 << attempt);
@@ -219,6 +234,7 @@ async fn publish_eventbridge(
                 })
                 .collect();
             let call = client.put_events().set_entries(Some(entries)).send();
+            attempts = attempts.saturating_add(1);
             // A call cut short by the deadline may have delivered its batch or not: it counts as not
             // delivered, and a redelivery carries the same event ids.
             let answer = match deadline.remaining() {
@@ -245,7 +261,8 @@ async fn publish_eventbridge(
                     continue;
                 }
                 Err(_) => {
-                    reason = "no answer before the deadline".into();
+                    tracing::warn!(attempt, "PutEvents had no answer before the deadline");
+                    timed_out = true;
                     break;
                 }
             };
@@ -275,11 +292,17 @@ async fn publish_eventbridge(
             }
         }
         if let Some(&first_failed) = pending.iter().min() {
-            let error = if reason.is_empty() {
+            let error = if timed_out {
+                EventError::TimedOut {
+                    pending: pending.len(),
+                    attempts,
+                }
+            } else if reason.is_empty() {
                 EventError::Deadline
             } else {
                 EventError::Rejected {
                     failed: pending.len(),
+                    attempts,
                     reason,
                 }
             };

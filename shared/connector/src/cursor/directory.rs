@@ -3,6 +3,13 @@
 //! Every read-modify-write happens under an exclusive lock on a sibling `.lock` file, and every write
 //! goes to a temporary file that is synced and renamed over the old one, so a process killed at any
 //! moment leaves either the old cursor or the new one, never half of one.
+//!
+//! A process killed between creating its temporary (`<file>.tmp<pid>`) and renaming it leaves the
+//! temporary behind. The next write of that file removes it: the writer held the cursor's lock from
+//! creating its temporary to renaming it, and the lock dies with its process, so whoever holds the
+//! lock now knows every temporary of that file is an orphan. No pid is ever asked about: a dead
+//! writer's pid may already belong to another live process, and a pid says nothing across hosts or
+//! containers sharing the directory.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -15,7 +22,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::{CursorError, Lease, Record, epoch_millis};
+use super::{CursorError, Lease, Record, epoch_millis, revision_exhausted};
 
 #[derive(Debug, Clone)]
 pub struct DirectoryStore {
@@ -92,6 +99,11 @@ impl DirectoryStore {
         self.locked(&key.clone(), move |base| {
             let path = with_suffix(base, ".json");
             let mut stored: Stored = read(&path, &key)?.unwrap_or_default();
+            // Refused before the lease is taken, so nothing is published for a cursor that could
+            // not be saved.
+            if stored.revision == u64::MAX {
+                return Err(revision_exhausted(&key));
+            }
             let now = epoch_millis(SystemTime::now());
             if stored
                 .lease
@@ -105,12 +117,7 @@ impl DirectoryStore {
                 until_ms: epoch_millis(until),
             });
             write(&path, &stored)?;
-            Ok(Some(Lease {
-                key,
-                owner,
-                revision: stored.revision,
-                record: stored.record,
-            }))
+            Ok(Some(Lease::new(key, owner, stored.revision, stored.record)))
         })
         .await
     }
@@ -127,10 +134,14 @@ impl DirectoryStore {
             if !ours || stored.revision != lease.revision {
                 return Err(CursorError::Lost { key: lease.key });
             }
+            let revision = stored
+                .revision
+                .checked_add(1)
+                .ok_or_else(|| revision_exhausted(&lease.key))?;
             write(
                 &path,
                 &Stored {
-                    revision: stored.revision + 1,
+                    revision,
                     record: Some(record),
                     lease: None,
                 },
@@ -219,9 +230,10 @@ fn read<T: DeserializeOwned>(path: &Path, key: &str) -> Result<Option<T>, Cursor
 }
 
 /// Writes atomically: a synced temporary file renamed over the target, then the directory synced so
-/// the rename itself survives a crash.
+/// the rename itself survives a crash. Only ever called under the cursor's lock.
 fn write<T: Serialize>(path: &Path, value: &T) -> Result<(), CursorError> {
     let temporary = with_suffix(path, &format!(".tmp{}", std::process::id()));
+    remove_orphans(path, &temporary);
     let bytes = serde_json::to_vec(value).map_err(|e| io(path, std::io::Error::other(e)))?;
     let mut file = File::create(&temporary).map_err(|e| io(&temporary, e))?;
     file.write_all(&bytes).map_err(|e| io(&temporary, e))?;
@@ -233,6 +245,44 @@ fn write<T: Serialize>(path: &Path, value: &T) -> Result<(), CursorError> {
             .map_err(|e| io(dir, e))?;
     }
     Ok(())
+}
+
+/// Removes the temporaries of `path` that killed writers left (`<file name>.tmp<digits>`), under the
+/// cursor's lock (see the module documentation for why any such file is an orphan then). Only this
+/// file's: names escape `.`, so no other cursor's file starts with `<file name>.tmp`. A failure only
+/// leaves the orphan for a later write.
+fn remove_orphans(path: &Path, ours: &Path) {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str())) else {
+        return;
+    };
+    let prefix = format!("{name}.tmp");
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) => {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot list the cursor directory to remove stale temporary files");
+            return;
+        }
+    };
+    for entry in entries.flatten() {
+        let file_name = entry.file_name();
+        let Some(pid) = file_name.to_str().and_then(|f| f.strip_prefix(&prefix)) else {
+            continue;
+        };
+        let orphan = entry.path();
+        // Our own is about to be overwritten anyway.
+        if pid.is_empty() || !pid.bytes().all(|b| b.is_ascii_digit()) || orphan == ours {
+            continue;
+        }
+        match std::fs::remove_file(&orphan) {
+            Ok(()) => {
+                tracing::info!(path = %orphan.display(), "removed a temporary file a killed writer left");
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::warn!(path = %orphan.display(), error = %e, "cannot remove a stale temporary file");
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -299,6 +349,114 @@ mod tests {
             Err(CursorError::Backwards { .. })
         ));
         wrapped.commit(&lease, &record("0007")).await.unwrap();
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// A cursor file as a writer would leave it, with `revision`.
+    fn stored_at(dir: &Path, key: &str, revision: u64, owner: Option<&str>) -> PathBuf {
+        let store = DirectoryStore::new(dir.to_path_buf());
+        let path = with_suffix(&store.base(key), ".json");
+        std::fs::create_dir_all(dir).unwrap();
+        let lease = owner.map(|o| Held {
+            owner: o.into(),
+            until_ms: epoch_millis(SystemTime::now() + Duration::from_secs(60)),
+        });
+        let stored = Stored {
+            revision,
+            record: Some(record("0005")),
+            lease,
+        };
+        std::fs::write(&path, serde_json::to_vec(&stored).unwrap()).unwrap();
+        path
+    }
+
+    #[tokio::test]
+    async fn a_revision_at_its_largest_is_a_configuration_error_before_the_lease_is_taken() {
+        let (store, dir) = store();
+        let path = stored_at(&dir, "k", u64::MAX, None);
+        let before = std::fs::read(&path).unwrap();
+        let later = SystemTime::now() + Duration::from_secs(60);
+        let error = store.acquire("k", "one", later).await.unwrap_err();
+        assert_eq!(error.error_type(), "Crm.Configuration");
+        let message = error.to_string();
+        assert!(
+            message.contains("'k'") && message.contains("'revision'"),
+            "{message}"
+        );
+        assert_eq!(std::fs::read(&path).unwrap(), before, "no lease was taken");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test]
+    async fn committing_a_revision_at_its_largest_is_a_configuration_error_not_a_panic_or_a_wrap() {
+        let (store, dir) = store();
+        let path = stored_at(&dir, "k", u64::MAX, Some("one"));
+        let lease = Lease::new("k".into(), "one".into(), u64::MAX, Some(record("0005")));
+        let error = store.commit(&lease, &record("0006")).await.unwrap_err();
+        assert_eq!(error.error_type(), "Crm.Configuration");
+        assert!(error.to_string().contains("'revision'"), "{error}");
+        let stored: Stored = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(stored.revision, u64::MAX, "not wrapped to 0");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test]
+    async fn a_killed_writers_temporary_is_removed_by_the_next_write_of_that_cursor_only() {
+        let (store, dir) = store();
+        let later = SystemTime::now() + Duration::from_secs(60);
+        let lease = store.acquire("k", "one", later).await.unwrap().unwrap();
+        let cursor = with_suffix(&store.base("k"), ".json");
+        let fingerprints = with_suffix(&store.base("k"), ".fingerprints.json");
+        // What a kill -9 between create and rename leaves, whatever pid the writer had.
+        let orphans = [
+            with_suffix(&cursor, ".tmp4194304"),
+            with_suffix(&cursor, ".tmp1"),
+        ];
+        let kept = [
+            // Another cursor's (whose name only starts like this one's) and another file of this one.
+            with_suffix(&store.base("k2"), ".json.tmp4194304"),
+            with_suffix(&fingerprints, ".tmp4194304"),
+            // Not a temporary this store writes.
+            with_suffix(&cursor, ".tmp-notes"),
+        ];
+        for file in orphans.iter().chain(&kept) {
+            std::fs::write(file, b"{\"half\":").unwrap();
+        }
+        store.commit(&lease, &record("0001")).await.unwrap();
+        for orphan in &orphans {
+            assert!(!orphan.exists(), "{} was left", orphan.display());
+        }
+        for file in &kept {
+            assert!(file.exists(), "{} was removed", file.display());
+        }
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test]
+    async fn a_temporary_a_live_writer_is_using_is_never_removed() {
+        let (store, dir) = store();
+        let later = SystemTime::now() + Duration::from_secs(60);
+        store.acquire("k", "one", later).await.unwrap();
+        // A writer in another process, mid-write: it holds the lock and its temporary exists.
+        let lock = OpenOptions::new()
+            .write(true)
+            .open(with_suffix(&store.base("k"), ".lock"))
+            .unwrap();
+        lock.lock().unwrap();
+        let cursor = with_suffix(&store.base("k"), ".json");
+        let theirs = with_suffix(&cursor, ".tmp4194304");
+        std::fs::copy(&cursor, &theirs).unwrap();
+        let waiting = tokio::spawn({
+            let store = store.clone();
+            async move { store.acquire("k", "one", later).await }
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(theirs.exists(), "removed while its writer held the lock");
+        assert!(!waiting.is_finished(), "a write waits for the lock");
+        // The writer renames its temporary and lets go; the waiting write then proceeds.
+        std::fs::rename(&theirs, &cursor).unwrap();
+        drop(lock);
+        waiting.await.unwrap().unwrap();
         let _ = std::fs::remove_dir_all(dir);
     }
 

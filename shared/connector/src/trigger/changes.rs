@@ -364,7 +364,7 @@ pub(super) async fn scan(
             std::collections::HashMap::new()
         } else {
             let ids: Vec<Uuid> = rows.iter().map(|(k, _)| k.id).collect();
-            match deps.store.fingerprints(key, &ids).await {
+            match deps.store.within(deadline).fingerprints(key, &ids).await {
                 Ok(found) => found,
                 Err(e) => {
                     scan.error = Some(e.into());

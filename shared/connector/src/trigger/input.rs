@@ -192,11 +192,13 @@ impl TriggerInput {
             .map(|text| {
                 OffsetDateTime::parse(&text, &Rfc3339)
                     .map(OffsetDateTime::unix_timestamp)
-                    .map_err(|_| {
+                    .ok()
+                    .filter(|t| *t >= 0)
+                    .ok_or_else(|| {
                         CrmError::invalid(
                             "since",
                             format!(
-                                "'{}' is not an RFC 3339 time such as 2026-01-31T08:00:00Z",
+                                "'{}' is not an RFC 3339 time from 1970 on, such as 2026-01-31T08:00:00Z",
                                 crate::excerpt(&text)
                             ),
                         )

@@ -373,133 +373,186 @@ pub async fn poll(
     // Lambda ends the invocation at its deadline, so the lease need not outlive it (a second covers
     // the answer margin); a killed poll's lease frees itself then.
     let hold = deadline.remaining().unwrap_or(Duration::from_secs(900)) + Duration::from_secs(1);
-    let Some(lease) = deps
-        .store
+    let store = deps.store.within(deadline);
+    let Some(lease) = store
         .acquire(&key, &owner, SystemTime::now() + hold)
         .await?
     else {
         tracing::info!(trigger = kind.name(), cursor = %key, "another poll holds this cursor; nothing to do");
         return Ok(Output::default());
     };
-    let stored =
-        match &lease.record {
-            None => None,
-            Some(record) => Some(serde_json::from_str::<TriggerState>(&record.state).map_err(
-                |e| CursorError::Corrupt {
-                    key: key.clone(),
-                    problem: e.to_string(),
-                },
-            )?),
-        };
-    let client = deps.crm.client(&input.dataset).await?;
-    let poll = Poll {
+    // One exit path for everything done under the lease: any failure before the cursor is saved
+    // gives the lease back, so the next poll reports the same failure instead of finding the cursor
+    // held and answering an empty success until the deadline.
+    let leased = Leased {
         kind,
-        client: &client,
         deps,
-        key: &key,
-        table: &table,
         input: &input,
-        deadline: fetch_deadline(deadline),
+        table: &table,
+        key: &key,
+        lease: &lease,
+        deadline,
     };
-    let scanned = match kind {
-        Kind::Created | Kind::Updated => {
-            let stored = match stored {
-                None => None,
-                Some(TriggerState::Created(c)) if kind == Kind::Created => Some(c),
-                Some(TriggerState::Updated(c)) if kind == Kind::Updated => Some(c),
-                Some(_) => {
-                    return Err(CursorError::Corrupt {
-                        key,
-                        problem: "it belongs to another kind of trigger".into(),
-                    }
-                    .into());
-                }
-            };
-            changes::scan(&poll, stored).await
-        }
-        Kind::Deleted => {
-            let stored = match stored {
-                None => None,
-                Some(TriggerState::Deleted(d)) => Some(d),
-                Some(_) => {
-                    return Err(CursorError::Corrupt {
-                        key,
-                        problem: "it belongs to another kind of trigger".into(),
-                    }
-                    .into());
-                }
-            };
-            deleted::scan(&poll, stored).await
-        }
-    };
-    let (initial, mut scan, fresh) = match scanned {
-        Ok(found) => found,
+    let (output, after_save) = match leased.poll().await {
+        Ok(done) => done,
         Err(e) => {
-            release(deps, &lease).await;
+            if let Err(release) = store.release(&lease).await {
+                tracing::warn!(error = %release, "could not release the cursor lease; it expires at the deadline");
+            }
             return Err(e);
         }
     };
-    // Nothing found and nothing new to save: give the cursor back untouched.
-    if scan.steps.is_empty()
-        && !fresh
-        && let Some(error) = scan.error.take()
-    {
-        release(deps, &lease).await;
-        return Err(error);
-    }
-
-    // Publishing stops short of the deadline by enough to save the cursor afterwards.
-    let published = deps
-        .sink
-        .publish(&scan.events, deadline.less(COMMIT_RESERVE))
-        .await;
-    let (state, fingerprints) = settle(initial, &scan, published.accepted, deps.overlap);
-    if let Err(e) = deps.store.put_fingerprints(&key, &fingerprints).await {
-        release(deps, &lease).await;
-        return Err(e.into());
-    }
-    let record = Record {
-        state: serde_json::to_string(&state).unwrap_or_default(),
-        position: state.position(),
-    };
-    if let Err(e) = deps.store.commit(&lease, &record).await {
-        release(deps, &lease).await;
-        return Err(e.into());
-    }
     tracing::info!(
         trigger = kind.name(),
         dataset = %input.dataset,
         table = %table.entity_set_name,
-        fired = published.accepted,
-        found = scan.fired(),
-        examined = scan.steps.len(),
+        fired = output.value.len(),
         elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
         "poll done"
     );
-    if let Some(error) = published.error {
-        return Err(error.into());
+    match after_save {
+        Some(error) => Err(error),
+        None => Ok(output),
     }
-    if let Some(error) = scan.error {
-        if scan.steps.is_empty() {
-            return Err(error);
-        }
-        // Progress was made and saved: the rest waits for the next poll, which starts from here.
-        tracing::warn!(error = %error, "the poll stopped early; the rest waits for the next poll");
-    }
-    let mut value = scan.outputs;
-    value.truncate(published.accepted);
-    if let Some(orderby) = &input.orderby {
-        order::sort(&mut value, orderby);
-    }
-    Ok(Output {
-        value: fit_response(value, &table.primary_id_attribute),
-    })
 }
 
-async fn release(deps: &TriggerDeps, lease: &crate::cursor::Lease) {
-    if let Err(e) = deps.store.release(lease).await {
-        tracing::warn!(error = %e, "could not release the cursor lease; it expires at the deadline");
+/// A poll that holds its cursor's lease.
+struct Leased<'a> {
+    kind: Kind,
+    deps: &'a TriggerDeps,
+    input: &'a TriggerInput,
+    table: &'a Table,
+    key: &'a str,
+    lease: &'a crate::cursor::Lease,
+    deadline: Deadline,
+}
+
+impl Leased<'_> {
+    /// Reads, scans, publishes and saves. An `Err` means nothing was saved (the caller releases the
+    /// lease); once saved, an error that still needs reporting comes back beside the output.
+    async fn poll(&self) -> Result<(Output, Option<CrmError>), CrmError> {
+        let Leased {
+            kind,
+            deps,
+            input,
+            table,
+            key,
+            lease,
+            deadline,
+        } = *self;
+        let store = deps.store.within(deadline);
+        let stored = match &lease.record {
+            None => None,
+            Some(record) => Some(stored_state(key, record)?),
+        };
+        let client = deps.crm.client(&input.dataset).await?;
+        let poll = Poll {
+            kind,
+            client: &client,
+            deps,
+            key,
+            table,
+            input,
+            deadline: fetch_deadline(deadline),
+        };
+        let other_kind = || CursorError::Corrupt {
+            key: key.to_owned(),
+            problem: "it belongs to another kind of trigger".into(),
+        };
+        let (initial, mut scan, fresh) = match kind {
+            Kind::Created | Kind::Updated => {
+                let stored = match stored {
+                    None => None,
+                    Some(TriggerState::Created(c)) if kind == Kind::Created => Some(c),
+                    Some(TriggerState::Updated(c)) if kind == Kind::Updated => Some(c),
+                    Some(_) => return Err(other_kind().into()),
+                };
+                changes::scan(&poll, stored).await?
+            }
+            Kind::Deleted => {
+                let stored = match stored {
+                    None => None,
+                    Some(TriggerState::Deleted(d)) => Some(d),
+                    Some(_) => return Err(other_kind().into()),
+                };
+                deleted::scan(&poll, stored).await?
+            }
+        };
+        // Nothing found and nothing new to save: give the cursor back untouched.
+        if scan.steps.is_empty()
+            && !fresh
+            && let Some(error) = scan.error.take()
+        {
+            return Err(error);
+        }
+
+        // Publishing stops short of the deadline by enough to save the cursor afterwards.
+        let published = deps
+            .sink
+            .publish(&scan.events, deadline.less(COMMIT_RESERVE))
+            .await;
+        let (state, fingerprints) = settle(initial, &scan, published.accepted, deps.overlap);
+        store.put_fingerprints(key, &fingerprints).await?;
+        let record = Record {
+            state: serde_json::to_string(&state).map_err(|e| CursorError::Corrupt {
+                key: key.to_owned(),
+                problem: format!("the new state cannot be written: {e}"),
+            })?,
+            position: state.position(),
+        };
+        store.commit(lease, &record).await?;
+        tracing::debug!(
+            found = scan.fired(),
+            examined = scan.steps.len(),
+            "cursor saved"
+        );
+        let mut after_save = published.error.map(CrmError::from);
+        if let Some(error) = scan.error {
+            if scan.steps.is_empty() {
+                after_save = after_save.or(Some(error));
+            } else {
+                // Progress was made and saved: the rest waits for the next poll, which starts here.
+                tracing::warn!(error = %error.message(), "the poll stopped early; the rest waits for the next poll");
+            }
+        }
+        let mut value = scan.outputs;
+        value.truncate(published.accepted);
+        if let Some(orderby) = &input.orderby {
+            order::sort(&mut value, orderby);
+        }
+        let output = Output {
+            value: fit_response(value, &table.primary_id_attribute),
+        };
+        Ok((output, after_save))
     }
+}
+
+/// The stored state, refused unless it is one a poll could have saved: it parses, its times are in
+/// range, and the position kept beside it (which the store orders saves by) is the state's own. A
+/// position ahead of the state would make every save "move backwards" after publishing, so the same
+/// events would go out on every poll; it fails here, before anything is published.
+fn stored_state(key: &str, record: &Record) -> Result<TriggerState, CursorError> {
+    let damaged = |attribute, problem| CursorError::Damaged {
+        key: key.to_owned(),
+        attribute,
+        problem,
+    };
+    let state = serde_json::from_str::<TriggerState>(&record.state)
+        .map_err(|e| damaged("state", crate::excerpt(&e.to_string())))?;
+    if let Some(problem) = state.damage() {
+        return Err(damaged("state", problem));
+    }
+    if state.position() != record.position {
+        return Err(damaged(
+            "position",
+            format!(
+                "'{}' is not the position of the stored state ('{}')",
+                crate::excerpt(&record.position),
+                state.position()
+            ),
+        ));
+    }
+    Ok(state)
 }
 
 #[cfg(test)]

@@ -114,7 +114,40 @@ pub enum Phase {
     Tracking { link: String, after: Option<Uuid> },
 }
 
+/// The latest time a `$filter` literal can spell: 9999-12-31T23:59:59Z.
+pub(crate) const LATEST: i64 = 253_402_300_799;
+
 impl TriggerState {
+    /// Why this state cannot be a real one, if it cannot: a time outside 1970 to 9999 (a damaged or
+    /// hand-edited cursor), which no query could express and no position could order.
+    pub fn damage(&self) -> Option<String> {
+        let (TriggerState::Created(c) | TriggerState::Updated(c)) = self else {
+            return None;
+        };
+        let on = match c.position {
+            Position::Created { on, .. } => Some(on),
+            Position::Updated { .. } => None,
+        };
+        let times = [
+            ("since", Some(c.since)),
+            ("position", on),
+            ("seen_floor", Some(c.seen_floor)),
+            ("scanned_at", c.scanned_at),
+        ]
+        .into_iter()
+        .chain(c.seen.0.iter().map(|e| ("seen", Some(e.at))));
+        for (field, time) in times {
+            if let Some(t) = time
+                && !(0..=LATEST).contains(&t)
+            {
+                return Some(format!(
+                    "its {field} time, {t}, is not between 1970 and 9999"
+                ));
+            }
+        }
+        None
+    }
+
     /// A string that sorts as the trigger advances, which the store refuses to see go backwards.
     pub fn position(&self) -> String {
         match self {
