@@ -107,6 +107,34 @@ impl Org {
             })
             .collect()
     }
+
+    /// The requests of one method since the last call, as (status, whether a `drop_answer` fault
+    /// withheld the answer). Clears the log.
+    async fn take_calls(&self, method: &str) -> Vec<(u64, bool)> {
+        let log: Vec<Value> = self
+            .control(reqwest::Method::GET, "requests", json!(null))
+            .await
+            .json()
+            .await
+            .unwrap();
+        self.control(reqwest::Method::DELETE, "requests", json!(null))
+            .await;
+        log.into_iter()
+            .filter(|e| e["method"] == method)
+            .map(|e| {
+                (
+                    e["status"].as_u64().unwrap(),
+                    e["answer_dropped"].as_bool().unwrap(),
+                )
+            })
+            .collect()
+    }
+
+    /// The first `method` request matching `path_contains` is carried out, but its answer is lost.
+    async fn lose_answer(&self, method: &str, path_contains: &str) {
+        self.fault(json!({"drop_answer": true, "method": method, "path_contains": path_contains}))
+            .await;
+    }
 }
 
 fn deadline() -> Deadline {
@@ -157,7 +185,7 @@ async fn refuses_table_names_that_could_change_the_url_without_sending_anything(
     ] {
         let error = client.table(name, deadline()).await.unwrap_err();
         assert!(
-            matches!(error, Error::Invalid { what: "table", .. }),
+            matches!(error, Error::InvalidTable { .. }),
             "{name}: {error}"
         );
     }
@@ -528,40 +556,35 @@ async fn a_create_whose_connection_was_never_made_is_retried_and_reported_as_uns
     );
 }
 
-#[tokio::test]
-async fn deletes_a_row_only_once_even_when_the_answer_is_lost() {
-    let org = Org::start().await;
+/// A client, the `account` table, and one account named `name`: its id and etag.
+async fn one_account(org: &Org, name: &str) -> (Client, Arc<Table>, Uuid, String) {
     let (client, accounts) = org.accounts().await;
     let row = client
-        .create(
-            &accounts,
-            &item(json!({"name": "doomed"})),
-            None,
-            deadline(),
-        )
+        .create(&accounts, &item(json!({"name": name})), None, deadline())
         .await
         .unwrap();
     let id = Uuid::parse_str(row["accountid"].as_str().unwrap()).unwrap();
-    // The first DELETE is processed, but its answer never arrives.
-    org.fault(json!({"delay_ms": 1500, "method": "DELETE"}))
-        .await;
-    let short = Deadline::after(Duration::from_secs(10));
-    let client_with_short_timeout = Client::builder(org.credentials())
-        .retry(RetryPolicy {
-            request_timeout: Duration::from_millis(500),
-            base_delay: Duration::from_millis(1200),
-            ..RetryPolicy::default()
-        })
-        .build()
-        .unwrap();
-    let accounts2 = client_with_short_timeout
-        .table("account", short)
+    let etag = row["@odata.etag"].as_str().unwrap().to_owned();
+    org.take_log().await;
+    (client, accounts, id, etag)
+}
+
+#[tokio::test]
+async fn deletes_a_row_only_once_even_when_the_answer_is_lost() {
+    let org = Org::start().await;
+    let (client, accounts, id, _) = one_account(&org, "doomed").await;
+    // The first DELETE removes the row, but its answer never arrives: the retry finds the row
+    // gone, which is the success the first attempt would have reported.
+    org.lose_answer("DELETE", "/accounts(").await;
+    client
+        .delete(&accounts, id, None, deadline())
         .await
         .unwrap();
-    client_with_short_timeout
-        .delete(&accounts2, id, None, short)
-        .await
-        .unwrap();
+    assert_eq!(
+        org.take_calls("DELETE").await,
+        [(204, true), (404, false)],
+        "the applied DELETE, then the retry"
+    );
     assert_eq!(
         client
             .get(&accounts, id, None, None, deadline())
@@ -570,6 +593,85 @@ async fn deletes_a_row_only_once_even_when_the_answer_is_lost() {
             .status(),
         Some(404)
     );
+}
+
+#[tokio::test]
+async fn an_etag_guarded_update_whose_answer_is_lost_is_not_repeated_into_a_false_412() {
+    let org = Org::start().await;
+    let (client, accounts, id, etag) = one_account(&org, "v1").await;
+    org.lose_answer("PATCH", "/accounts(").await;
+    let error = client
+        .update(
+            &accounts,
+            id,
+            &item(json!({"name": "v2"})),
+            Some(&etag),
+            None,
+            deadline(),
+        )
+        .await
+        .unwrap_err();
+    // Sent again, the update would meet its own new version and answer 412: a caller would take
+    // that for someone else's change. The honest answer is "the outcome is unknown".
+    assert_ne!(error.status(), Some(412), "{error:?}");
+    assert!(
+        matches!(error, Error::Transport { unsent: false, .. }),
+        "{error:?}"
+    );
+    assert_eq!(org.take_calls("PATCH").await, [(200, true)]);
+    let row = client
+        .get(&accounts, id, Some("name"), None, deadline())
+        .await
+        .unwrap();
+    assert_eq!(row["name"], "v2", "the lost update did land");
+}
+
+#[tokio::test]
+async fn an_unconditional_update_whose_answer_is_lost_is_repeated_and_succeeds() {
+    let org = Org::start().await;
+    let (client, accounts, id, _) = one_account(&org, "v1").await;
+    org.lose_answer("PATCH", "/accounts(").await;
+    let row = client
+        .update(
+            &accounts,
+            id,
+            &item(json!({"name": "v2"})),
+            None,
+            Some("name"),
+            deadline(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(row["name"], "v2");
+    // Writing the same values twice under `If-Match: *` is harmless.
+    assert_eq!(org.take_calls("PATCH").await, [(200, true), (200, false)]);
+}
+
+#[tokio::test]
+async fn a_create_whose_answer_is_lost_after_it_landed_is_not_repeated() {
+    let org = Org::start().await;
+    let (client, accounts) = org.accounts().await;
+    org.take_log().await;
+    org.lose_answer("POST", "/accounts").await;
+    let error = client
+        .create(&accounts, &item(json!({"name": "once"})), None, deadline())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, Error::Transport { unsent: false, .. }),
+        "{error:?}"
+    );
+    assert_eq!(
+        org.take_calls("POST").await,
+        [(201, true)],
+        "one POST, carried out, its answer lost"
+    );
+    let rows: Vec<_> = client
+        .rows(&accounts, &Query::new().select("name"), 0, None, deadline())
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1, "exactly one row was created");
 }
 
 #[tokio::test]

@@ -9,19 +9,52 @@ use time::format_description::well_known::Rfc3339;
 use time::macros::format_description;
 use time::{Date, OffsetDateTime, PrimitiveDateTime, UtcOffset};
 
+/// The last second the emulator can represent, `9999-12-31T23:59:59Z`: Dataverse's date-time columns
+/// end in year 9999 (SQL Server's `datetime` range), and every format here has a four-digit year.
+pub const LATEST_SECS: i64 = 253_402_300_799;
+
 #[derive(Debug, Default)]
 pub struct Clock {
     offset_secs: i64,
 }
 
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ClockError {
+    #[error("the clock only moves forward")]
+    Backwards,
+    #[error(
+        "advancing by {secs} seconds would move the clock past 9999-12-31T23:59:59Z, the latest time the emulator can represent"
+    )]
+    PastLatest { secs: i128 },
+}
+
 impl Clock {
-    /// Now, in whole seconds.
+    /// Now, in whole seconds, never past [`LATEST_SECS`]: [`Clock::advance`] stops short of it, but
+    /// real time keeps running after a test advanced the clock to the very end.
     pub fn now(&self) -> i64 {
-        OffsetDateTime::now_utc().unix_timestamp() + self.offset_secs
+        Self::shifted(self.offset_secs).map_or(LATEST_SECS, |now| now.min(LATEST_SECS))
     }
 
-    pub fn advance(&mut self, secs: i64) {
-        self.offset_secs += secs;
+    fn shifted(offset_secs: i64) -> Option<i64> {
+        OffsetDateTime::now_utc()
+            .unix_timestamp()
+            .checked_add(offset_secs)
+    }
+
+    /// Moves the clock forward by `secs`, and returns the new now. A move that would pass
+    /// [`LATEST_SECS`] is refused whole, leaving the clock where it was: a clock that cannot be
+    /// formatted would make every timestamp, token and delta token after it empty.
+    pub fn advance(&mut self, secs: i128) -> Result<i64, ClockError> {
+        if secs < 0 {
+            return Err(ClockError::Backwards);
+        }
+        let offset = i64::try_from(secs)
+            .ok()
+            .and_then(|secs| self.offset_secs.checked_add(secs))
+            .filter(|offset| Self::shifted(*offset).is_some_and(|now| now <= LATEST_SECS))
+            .ok_or(ClockError::PastLatest { secs })?;
+        self.offset_secs = offset;
+        Ok(self.now())
     }
 }
 
@@ -84,6 +117,32 @@ pub fn format_date(date: Date) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_latest_representable_second_still_formats() {
+        assert_eq!(format_utc(LATEST_SECS), "9999-12-31T23:59:59Z");
+        assert_eq!(format_utc(LATEST_SECS + 1), "");
+    }
+
+    #[test]
+    fn refuses_to_advance_backwards_or_past_the_latest_second_and_stays_put() {
+        let mut clock = Clock::default();
+        assert_eq!(clock.advance(-1), Err(ClockError::Backwards));
+        for secs in [
+            i128::from(i64::MAX),
+            i128::from(u64::MAX),
+            i128::MAX,
+            i128::from(LATEST_SECS),
+        ] {
+            assert_eq!(clock.advance(secs), Err(ClockError::PastLatest { secs }));
+            assert_eq!(clock.offset_secs, 0);
+        }
+        let to_end = LATEST_SECS - OffsetDateTime::now_utc().unix_timestamp() - 5;
+        let now = clock.advance(i128::from(to_end)).unwrap();
+        assert!(now <= LATEST_SECS && now > LATEST_SECS - 60, "{now}");
+        assert!(clock.advance(3600).is_err());
+        assert_eq!(clock.offset_secs, to_end);
+    }
 
     #[test]
     fn formats_whole_utc_seconds() {

@@ -4,15 +4,29 @@
 //! |---|---|
 //! | `POST /_emulator/reset` `{"seed": "demo"\|"none"}` | empty the organisation, reload tables and seed data, clear faults and the request log |
 //! | `POST /_emulator/tables` `{"logical_name","entity_set_name","primary_id","primary_name","change_tracking","columns"?}` | add a custom table |
-//! | `POST /_emulator/faults` `{"status"?,"retry_after"?,"times"?,"method"?,"path_contains"?,"delay_ms"?,"drop_connection"?,"code"?,"message"?}` | inject a fault into the next matching requests |
+//! | `POST /_emulator/faults` `{"status"?,"retry_after"?,"times"?,"method"?,"path_contains"?,"delay_ms"?,"drop_connection"?,"drop_answer"?,"code"?,"message"?}` | inject a fault into the next `times` matching requests (see below) |
 //! | `DELETE /_emulator/faults` | remove all faults |
-//! | `GET /_emulator/requests` / `DELETE` | the request log (method, path and query, status, a few headers) / clear it |
+//! | `GET /_emulator/requests` / `DELETE` | the request log (method, path and query, status, a few headers, `fault`, `answer_dropped`) / clear it |
 //! | `POST /_emulator/tokens/expire` | every issued access token is now expired |
 //! | `POST /_emulator/credentials` `{"client_id"?, "client_secret"?}` | rotate the app registration's credentials |
 //! | `POST /_emulator/deltatokens/expire` | every delta token issued so far is now expired |
 //! | `POST /_emulator/clock` `{"advance_secs": n}` | move the clock forward |
 //! | `POST /_emulator/tables/{name}/rows` `{...columns, "createdon"?, "modifiedon"?}` | insert a row with explicit timestamps (a late commit) |
 //! | `POST /_emulator/tables/{name}/generate` `{"count": n, "createdon"?}` | insert n synthetic rows quickly (benchmarks) |
+//!
+//! A fault matches on `method` and `path_contains` (both optional) and acts in one of these ways:
+//!
+//! - `status` (with `retry_after`, `code`, `message`): answered at once with that error; the request
+//!   is not carried out. Logged with that status and `"fault": true`.
+//! - `delay_ms`: waits, then carries on (with the other options, or normally).
+//! - `drop_connection`: closes the connection before the request is carried out. Logged with status 0.
+//! - `drop_answer`: carries the request out as usual (its changes stay), then closes the connection
+//!   instead of answering: the answer lost on the way back that makes a retry meet its own earlier
+//!   success. Logged with the real status, `"fault": true` and `"answer_dropped": true`. It cannot be
+//!   combined with `status` or `drop_connection`, which stop the request first.
+//!
+//! Requests the HTTP front end refuses (a URL over 32,768 characters, a Web API path segment over
+//! 260) are logged but never reach the faults.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
@@ -34,6 +48,9 @@ pub struct Fault {
     pub delay_ms: Option<u64>,
     #[serde(default)]
     pub drop_connection: bool,
+    /// Carry the request out, then close the connection without answering.
+    #[serde(default)]
+    pub drop_answer: bool,
     pub code: Option<String>,
     pub message: Option<String>,
 }
@@ -97,7 +114,8 @@ pub struct LogEntry {
     pub method: String,
     /// Path and query, as received.
     pub path: String,
-    /// 0 when the connection was dropped without an answer.
+    /// The status the request got, or would have got when its answer was dropped; 0 when the
+    /// connection was dropped before the request was carried out.
     pub status: u16,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub prefer: Option<String>,
@@ -106,6 +124,9 @@ pub struct LogEntry {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub if_none_match: Option<String>,
     pub fault: bool,
+    /// The request was carried out (`status` says how) but a `drop_answer` fault closed the
+    /// connection instead of sending the answer.
+    pub answer_dropped: bool,
 }
 
 fn bad(message: impl Into<String>) -> Reply {
@@ -150,7 +171,9 @@ struct CredentialsBody {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ClockBody {
-    advance_secs: i64,
+    /// Wider than any integer a client may send, so a huge `u64` is refused with the clock's own
+    /// explanation rather than a deserialisation error.
+    advance_secs: i128,
 }
 
 #[derive(Deserialize)]
@@ -177,8 +200,21 @@ fn handle_inner(em: &mut Emulator, req: &Request, rest: &str) -> Result<Reply, R
         ("POST", ["tables"]) => add_table(em, &body(req)?),
         ("POST", ["faults"]) => {
             let fault: Fault = body(req)?;
-            if fault.status.is_none() && fault.delay_ms.is_none() && !fault.drop_connection {
-                return Err(bad("a fault needs status, delay_ms or drop_connection"));
+            if fault.status.is_none()
+                && fault.delay_ms.is_none()
+                && !fault.drop_connection
+                && !fault.drop_answer
+            {
+                return Err(bad(
+                    "a fault needs status, delay_ms, drop_connection or drop_answer",
+                ));
+            }
+            if fault.drop_answer && (fault.status.is_some() || fault.drop_connection) {
+                // Both of those stop the request before it is carried out; there would be no answer
+                // of the service's own to drop.
+                return Err(bad(
+                    "drop_answer carries the request out, so it cannot be combined with status or drop_connection",
+                ));
             }
             if fault.times == 0 {
                 return Err(bad("times must be at least 1"));
@@ -218,14 +254,12 @@ fn handle_inner(em: &mut Emulator, req: &Request, rest: &str) -> Result<Reply, R
         }
         ("POST", ["clock"]) => {
             let b: ClockBody = body(req)?;
-            if b.advance_secs < 0 {
-                return Err(bad("the clock only moves forward"));
-            }
-            em.store.clock.advance(b.advance_secs);
-            Ok(Reply::json(
-                200,
-                &json!({"now": clock::format_utc(em.store.clock.now())}),
-            ))
+            let now = em
+                .store
+                .clock
+                .advance(b.advance_secs)
+                .map_err(|e| bad(e.to_string()))?;
+            Ok(Reply::json(200, &json!({"now": clock::format_utc(now)})))
         }
         ("POST", ["tables", name, "rows"]) => insert_row(em, req, name),
         ("POST", ["tables", name, "generate"]) => generate(em, name, &body(req)?),

@@ -50,6 +50,26 @@ impl Reply {
         self.headers.push((name, value.into()));
         self
     }
+
+    /// A refusal from the HTTP front end (HTTP.sys on the real service), before the request reaches
+    /// the `OData` layer: a small HTML page, not the JSON error envelope. Dataverse does not document
+    /// the body; it is modelled on the pages HTTP.sys itself sends.
+    pub fn front_end(status: u16, title: &str, detail: &str) -> Self {
+        let body = format!(
+            "<!DOCTYPE HTML PUBLIC \"-//W3C//DTD HTML 4.01//EN\"\"http://www.w3.org/TR/html4/strict.dtd\">\r\n\
+             <HTML><HEAD><TITLE>Bad Request</TITLE>\r\n\
+             <META HTTP-EQUIV=\"Content-Type\" Content=\"text/html; charset=us-ascii\"></HEAD>\r\n\
+             <BODY><h2>{title}</h2>\r\n<hr><p>HTTP Error {status}. {detail}</p>\r\n</BODY></HTML>\r\n"
+        );
+        Self {
+            status,
+            headers: vec![
+                ("content-type", "text/html; charset=us-ascii".to_owned()),
+                ("server", "Microsoft-HTTPAPI/2.0".to_owned()),
+            ],
+            body: body.into_bytes(),
+        }
+    }
 }
 
 /// A failed request, in Dataverse's terms. `code` is the hex code the service puts in the envelope; it

@@ -1,5 +1,5 @@
-//! The HTTP server: one hyper connection task per client, every request logged, faults applied before
-//! routing.
+//! The HTTP server: one hyper connection task per client, every request logged, the HTTP front end's
+//! URL limits checked first, then faults, then routing.
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -18,13 +18,18 @@ use crate::control::{self, LogEntry};
 use crate::reply::{Fail, Reply};
 use crate::{Emulator, Request, api, auth};
 
-/// Dataverse limits a GET URL to 32 KB.
-const MAX_URL: usize = 32 * 1024;
+/// The longest URL Dataverse accepts, in characters, counted whole: scheme, host, path and query
+/// (Microsoft Learn, "Compose HTTP requests and handle errors", Maximum URL length).
+const MAX_URL_CHARS: usize = 32_768;
+/// The longest single path segment of a Web API URL (same page, Maximum OData Segment length). It is
+/// HTTP.sys's default `UrlSegmentMaxLength`, so the front end refuses it, not the `OData` layer.
+const MAX_SEGMENT_CHARS: usize = 260;
 const MAX_BODY: usize = 64 * 1024 * 1024;
 
 pub type Shared = Arc<Mutex<Emulator>>;
 
-/// Returned by the service to make hyper close the connection without an answer.
+/// Returned by the service to make hyper close the connection without an answer (whether or not the
+/// request was carried out first).
 #[derive(Debug, thiserror::Error)]
 #[error("connection dropped on purpose by an injected fault")]
 pub struct Dropped;
@@ -89,8 +94,7 @@ async fn handle(
         return Ok(to_response(reply));
     }
 
-    let fault = control::take_fault(&mut lock(&shared).faults, &request.method, &path_and_query);
-    let log = |status: u16, fault: bool| LogEntry {
+    let log = |status: u16, fault: bool, answer_dropped: bool| LogEntry {
         method: request.method.clone(),
         path: path_and_query.clone(),
         status,
@@ -98,37 +102,75 @@ async fn handle(
         if_match: request.header("if-match").map(str::to_owned),
         if_none_match: request.header("if-none-match").map(str::to_owned),
         fault,
+        answer_dropped,
     };
+    // The front end refuses these before the service sees them, so no fault applies to them either.
+    let authority = parts.uri.authority().map_or(request.host(), |a| a.as_str());
+    if let Some(refusal) = front_end_refusal(authority, &request.path, &path_and_query) {
+        lock(&shared).log.push(log(refusal.status, false, false));
+        return Ok(to_response(refusal));
+    }
+
+    let fault = control::take_fault(&mut lock(&shared).faults, &request.method, &path_and_query);
+    let mut drop_answer = false;
     if let Some(fault) = fault {
         if let Some(ms) = fault.delay_ms {
             tokio::time::sleep(Duration::from_millis(ms)).await;
         }
         if fault.drop_connection {
-            lock(&shared).log.push(log(0, true));
+            lock(&shared).log.push(log(0, true, false));
             return Err(Dropped);
         }
         if let Some(fail) = fault.failure() {
-            lock(&shared).log.push(log(fail.status, true));
+            lock(&shared).log.push(log(fail.status, true, false));
             return Ok(to_response(fail.into_reply()));
         }
+        drop_answer = fault.drop_answer;
     }
 
     let mut emulator = lock(&shared);
-    let reply = route(&mut emulator, &request, &path_and_query);
-    emulator.log.push(log(reply.status, false));
+    let reply = route(&mut emulator, &request);
+    emulator
+        .log
+        .push(log(reply.status, drop_answer, drop_answer));
     drop(emulator);
+    if drop_answer {
+        // The request was carried out and its effects stay: only the answer is lost, as when a
+        // connection breaks after the service committed. This is what a client's retry logic must
+        // not mistake for "never happened".
+        return Err(Dropped);
+    }
     Ok(to_response(reply))
 }
 
-fn route(em: &mut Emulator, req: &Request, path_and_query: &str) -> Reply {
-    if path_and_query.len() > MAX_URL {
-        return Fail::new(
+/// What the service's HTTP front end answers for a URL it will not pass on: too long as a whole
+/// (414), or with a Web API path segment too long (400). The URL is measured as the client sent it,
+/// `http://` and the host included, percent-escapes counted as the characters they are on the wire
+/// (the stricter reading: neither Dataverse nor HTTP.sys says whether escapes count).
+fn front_end_refusal(authority: &str, path: &str, path_and_query: &str) -> Option<Reply> {
+    let url_chars = "http://".len() + authority.chars().count() + path_and_query.chars().count();
+    if url_chars > MAX_URL_CHARS {
+        return Some(Reply::front_end(
             414,
-            "0x80040216",
-            "The request URL is longer than 32768 characters.",
-        )
-        .into_reply();
+            "Bad Request - Request URL Too Long",
+            "The request URL is too long.",
+        ));
     }
+    let long_segment = path.starts_with("/api/data/")
+        && path
+            .split('/')
+            .any(|segment| segment.chars().count() > MAX_SEGMENT_CHARS);
+    if long_segment {
+        return Some(Reply::front_end(
+            400,
+            "Bad Request - Invalid URL",
+            "The request URL is invalid.",
+        ));
+    }
+    None
+}
+
+fn route(em: &mut Emulator, req: &Request) -> Reply {
     let Ok(path) = percent_decode_str(&req.path).decode_utf8() else {
         return Fail::bad_query("The request path is not valid UTF-8.").into_reply();
     };

@@ -164,3 +164,85 @@ async fn refuses_meaningless_fault_specs() {
         204
     );
 }
+
+#[tokio::test]
+async fn drop_answer_carries_the_request_out_then_closes_the_connection_unanswered() {
+    let emulator = Emulator::empty().await;
+    emulator
+        .control(Method::DELETE, "requests", json!(null))
+        .await;
+    emulator
+        .fault(json!({"drop_answer": true, "method": "POST", "path_contains": "/accounts"}))
+        .await;
+    let lost = emulator
+        .request(Method::POST, "accounts")
+        .json(&json!({"name": "landed"}))
+        .send()
+        .await
+        .expect_err("the answer was dropped");
+    assert!(!lost.is_connect(), "the request was sent: {lost:?}");
+
+    // The create happened, once, and the fault is used up.
+    let rows = emulator.get_json("accounts?$select=name").await;
+    assert_eq!(rows["value"].as_array().unwrap().len(), 1, "{rows}");
+    assert_eq!(rows["value"][0]["name"], "landed");
+    let log = emulator.requests().await;
+    assert_eq!(log.len(), 2, "{log:?}");
+    assert_eq!(log[0]["method"], "POST");
+    assert_eq!(log[0]["status"], 204, "the status it would have had");
+    assert_eq!(log[0]["fault"], true);
+    assert_eq!(log[0]["answer_dropped"], true);
+    assert_eq!(
+        (
+            &log[1]["status"],
+            &log[1]["fault"],
+            &log[1]["answer_dropped"]
+        ),
+        (&json!(200), &json!(false), &json!(false))
+    );
+}
+
+#[tokio::test]
+async fn drop_answer_keeps_a_failure_it_would_have_answered_and_honours_times() {
+    let emulator = Emulator::empty().await;
+    emulator
+        .fault(json!({"drop_answer": true, "method": "DELETE", "times": 2}))
+        .await;
+    let id = "8e451703-c686-e711-80e5-00155db19e6d";
+    for _ in 0..2 {
+        let sent = emulator
+            .request(Method::DELETE, &format!("accounts({id})"))
+            .send()
+            .await;
+        assert!(sent.is_err(), "{sent:?}");
+    }
+    let third = emulator
+        .request(Method::DELETE, &format!("accounts({id})"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(third.status(), 404);
+    let statuses: Vec<_> = emulator
+        .requests()
+        .await
+        .iter()
+        .filter(|e| e["method"] == "DELETE")
+        .map(|e| (e["status"].as_u64().unwrap(), e["answer_dropped"] == true))
+        .collect();
+    assert_eq!(statuses, [(404, true), (404, true), (404, false)]);
+}
+
+#[tokio::test]
+async fn refuses_drop_answer_with_an_option_that_stops_the_request_first() {
+    let emulator = Emulator::empty().await;
+    for spec in [
+        json!({"drop_answer": true, "status": 503}),
+        json!({"drop_answer": true, "drop_connection": true}),
+    ] {
+        let response = emulator.control(Method::POST, "faults", spec.clone()).await;
+        assert_eq!(response.status(), 400, "{spec}");
+    }
+    emulator
+        .fault(json!({"drop_answer": true, "delay_ms": 10}))
+        .await;
+}

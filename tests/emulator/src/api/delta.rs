@@ -56,8 +56,8 @@ fn check_token(store: &Store, token: &str) -> Result<u64, Fail> {
     let now = store.clock.now();
     if version > store.version
         || version < store.delta_floor
-        || at > now + 60
-        || at < now - store.delta_ttl_secs
+        || at > now.saturating_add(60)
+        || at < now.saturating_sub(store.delta_ttl_secs)
     {
         return Err(expired());
     }

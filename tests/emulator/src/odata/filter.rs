@@ -9,6 +9,8 @@
 //! Refused with 501: lookup paths (`a/b`), lambda operators, `Microsoft.Dynamics.CRM.*` query functions
 //! and parameter aliases.
 
+use std::cell::Cell;
+
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -83,14 +85,40 @@ pub enum Expr {
 /// The type of an expression; `None` is the type of `null`, compatible with everything.
 type Ty = Option<Edm>;
 
+/// Work done by the lexer, the parser or the evaluator, in units of "one character looked at, one
+/// token taken or one node handled". Nothing in the service reads it: the property suite uses it to
+/// show that the cost of a filter grows linearly with its length, without timing anything. Library
+/// calls that are linear in their input (number and date parsing, copies, lookups) are charged the
+/// length of that input.
+#[derive(Debug, Default)]
+pub(crate) struct Work(Cell<u64>);
+
+impl Work {
+    fn add(&self, n: usize) {
+        let n = u64::try_from(n).unwrap_or(u64::MAX);
+        self.0.set(self.0.get().saturating_add(n));
+    }
+
+    #[cfg(test)]
+    fn steps(&self) -> u64 {
+        self.0.get()
+    }
+}
+
 pub fn parse(text: &str, props: &dyn Properties) -> Result<Expr, Fail> {
-    let tokens = lex(text)?;
+    parse_counting(text, props, &Work::default())
+}
+
+/// [`parse`], adding the work it does to `work`.
+fn parse_counting(text: &str, props: &dyn Properties, work: &Work) -> Result<Expr, Fail> {
+    let tokens = lex(text, work)?;
     let mut parser = Parser {
         text,
         tokens,
         at: 0,
         props,
         depth: 0,
+        work,
     };
     let (expr, ty) = parser.or()?;
     if parser.peek().kind != Kind::End {
@@ -128,11 +156,13 @@ struct Token {
     pos: usize,
 }
 
-fn lex(text: &str) -> Result<Vec<Token>, Fail> {
+fn lex(text: &str, work: &Work) -> Result<Vec<Token>, Fail> {
     let chars: Vec<char> = text.chars().collect();
+    work.add(chars.len());
     let mut tokens = Vec::new();
     let mut i = 0;
     while i < chars.len() {
+        work.add(1);
         let c = chars[i];
         let start = i;
         let kind = match c {
@@ -156,8 +186,10 @@ fn lex(text: &str) -> Result<Vec<Token>, Fail> {
                 let mut value = String::new();
                 i += 1;
                 loop {
+                    work.add(1);
                     match chars.get(i) {
                         None => {
+                            work.add(text.len());
                             return Err(Fail::bad_query(format!(
                                 "There is an unterminated literal at position {} in '{text}'.",
                                 chars.len()
@@ -180,27 +212,29 @@ fn lex(text: &str) -> Result<Vec<Token>, Fail> {
                 Kind::Str(value)
             }
             _ => {
-                if let Some((guid, len)) = guid_at(&chars[i..]) {
+                if let Some((guid, len)) = guid_at(&chars[i..], work) {
                     i += len;
                     Kind::Guid(guid)
                 } else if c.is_ascii_digit()
                     || (c == '-' && chars.get(i + 1).is_some_and(char::is_ascii_digit))
                 {
-                    let (kind, len) =
-                        number_or_date(&chars[i..]).ok_or_else(|| syntax(text, start))?;
+                    let (kind, len) = number_or_date(&chars[i..], work)
+                        .ok_or_else(|| syntax(text, start, work))?;
                     i += len;
                     kind
                 } else if c.is_alphabetic() || c == '_' || c == '@' || c == '$' {
                     let len = chars[i..]
                         .iter()
                         .take_while(|c| {
+                            work.add(1);
                             c.is_alphanumeric() || matches!(c, '_' | '.' | '/' | '@' | '$')
                         })
                         .count();
                     i += len;
+                    work.add(len);
                     Kind::Ident(chars[start..i].iter().collect())
                 } else {
-                    return Err(syntax(text, start));
+                    return Err(syntax(text, start, work));
                 }
             }
         };
@@ -213,7 +247,8 @@ fn lex(text: &str) -> Result<Vec<Token>, Fail> {
     Ok(tokens)
 }
 
-fn syntax(text: &str, pos: usize) -> Fail {
+fn syntax(text: &str, pos: usize, work: &Work) -> Fail {
+    work.add(text.len());
     Fail::bad_query(format!("Syntax error at position {pos} in '{text}'."))
 }
 
@@ -222,17 +257,19 @@ fn is_word_char(c: Option<&char>) -> bool {
 }
 
 /// An unquoted GUID literal: 8-4-4-4-12 hex digits not followed by more word characters.
-fn guid_at(chars: &[char]) -> Option<(Uuid, usize)> {
+fn guid_at(chars: &[char], work: &Work) -> Option<(Uuid, usize)> {
     const GROUPS: [usize; 5] = [8, 4, 4, 4, 12];
     let mut at = 0;
     for (n, len) in GROUPS.iter().enumerate() {
         if n > 0 {
+            work.add(1);
             if chars.get(at) != Some(&'-') {
                 return None;
             }
             at += 1;
         }
         for _ in 0..*len {
+            work.add(1);
             if !chars.get(at)?.is_ascii_hexdigit() {
                 return None;
             }
@@ -242,12 +279,14 @@ fn guid_at(chars: &[char]) -> Option<(Uuid, usize)> {
     if is_word_char(chars.get(at)) || chars.get(at) == Some(&'-') {
         return None;
     }
+    work.add(2 * at);
     let text: String = chars[..at].iter().collect();
     Uuid::parse_str(&text).ok().map(|g| (g, at))
 }
 
-fn number_or_date(chars: &[char]) -> Option<(Kind, usize)> {
+fn number_or_date(chars: &[char], work: &Work) -> Option<(Kind, usize)> {
     // Date or date-time: YYYY-MM-DD[THH:MM[:SS[.fff]](Z|+HH:MM|-HH:MM)]
+    work.add(10);
     let is_date = chars.len() >= 10
         && chars[..4].iter().all(char::is_ascii_digit)
         && chars[4] == '-'
@@ -257,8 +296,13 @@ fn number_or_date(chars: &[char]) -> Option<(Kind, usize)> {
     if is_date {
         let len = chars
             .iter()
-            .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | ':' | '.' | '+'))
+            .take_while(|c| {
+                work.add(1);
+                c.is_ascii_alphanumeric() || matches!(c, '-' | ':' | '.' | '+')
+            })
             .count();
+        // A copy, then up to three parse attempts.
+        work.add(4 * len);
         let text: String = chars[..len].iter().collect();
         if len == 10 {
             let date = clock::parse_date(&text)?;
@@ -266,34 +310,36 @@ fn number_or_date(chars: &[char]) -> Option<(Kind, usize)> {
         }
         return clock::parse_datetime(&text).map(|t| (Kind::DateTime(t), len));
     }
+    let digits = |from: usize| {
+        chars[from..]
+            .iter()
+            .take_while(|c| {
+                work.add(1);
+                c.is_ascii_digit()
+            })
+            .count()
+    };
     let mut len = usize::from(chars[0] == '-');
-    len += chars[len..]
-        .iter()
-        .take_while(|c| c.is_ascii_digit())
-        .count();
+    len += digits(len);
     let mut decimal = false;
     if chars.get(len) == Some(&'.') && chars.get(len + 1).is_some_and(char::is_ascii_digit) {
         decimal = true;
         len += 1;
-        len += chars[len..]
-            .iter()
-            .take_while(|c| c.is_ascii_digit())
-            .count();
+        len += digits(len);
     }
     if matches!(chars.get(len), Some('e' | 'E')) {
         let mut exp = len + 1;
         if matches!(chars.get(exp), Some('+' | '-')) {
             exp += 1;
         }
-        let digits = chars[exp..]
-            .iter()
-            .take_while(|c| c.is_ascii_digit())
-            .count();
-        if digits > 0 {
+        let exponent = digits(exp);
+        if exponent > 0 {
             decimal = true;
-            len = exp + digits;
+            len = exp + exponent;
         }
     }
+    // A copy, then one parse.
+    work.add(2 * len);
     let text: String = chars[..len].iter().collect();
     // Type suffixes: 5L (Int64), 5.0M (Decimal), 5.0D / 5.0F (Double/Single).
     let suffix = chars
@@ -319,6 +365,7 @@ struct Parser<'a> {
     at: usize,
     props: &'a dyn Properties,
     depth: u32,
+    work: &'a Work,
 }
 
 /// Nesting past this answers 400, as the OData parser's recursion limit does, rather than
@@ -346,6 +393,10 @@ impl Parser<'_> {
 
     fn next(&mut self) -> Token {
         let token = self.peek().clone();
+        self.work.add(match &token.kind {
+            Kind::Ident(s) | Kind::Str(s) | Kind::Date(s) => 1 + s.len(),
+            _ => 1,
+        });
         if self.at < self.tokens.len() - 1 {
             self.at += 1;
         }
@@ -357,15 +408,23 @@ impl Parser<'_> {
     }
 
     fn syntax_error(&self, pos: usize) -> Fail {
-        syntax(self.text, pos)
+        syntax(self.text, pos, self.work)
+    }
+
+    /// An error message that quotes the whole filter.
+    fn quoting(&self, message: String) -> Fail {
+        self.work.add(self.text.len());
+        Fail::bad_query(message)
     }
 
     fn or(&mut self) -> Result<(Expr, Ty), Fail> {
+        self.work.add(1);
         let (mut left, mut left_ty) = self.and()?;
         while self.keyword("or") {
             self.next();
             let (right, right_ty) = self.and()?;
             logical("Or", left_ty, right_ty)?;
+            self.work.add(1);
             left = Expr::Or(Box::new(left), Box::new(right));
             left_ty = Some(Edm::Boolean);
         }
@@ -373,11 +432,13 @@ impl Parser<'_> {
     }
 
     fn and(&mut self) -> Result<(Expr, Ty), Fail> {
+        self.work.add(1);
         let (mut left, mut left_ty) = self.comparison()?;
         while self.keyword("and") {
             self.next();
             let (right, right_ty) = self.comparison()?;
             logical("And", left_ty, right_ty)?;
+            self.work.add(1);
             left = Expr::And(Box::new(left), Box::new(right));
             left_ty = Some(Edm::Boolean);
         }
@@ -385,11 +446,13 @@ impl Parser<'_> {
     }
 
     fn comparison(&mut self) -> Result<(Expr, Ty), Fail> {
+        self.work.add(1);
         let (mut left, mut left_ty) = self.unary()?;
         while let Some(op) = self.comparison_operator()? {
             self.next();
             let (right, right_ty) = self.unary()?;
-            let (left_c, right_c) = comparable(op, left, left_ty, right, right_ty)?;
+            let (left_c, right_c) = comparable(op, left, left_ty, right, right_ty, self.work)?;
+            self.work.add(1);
             left = Expr::Cmp(op, Box::new(left_c), Box::new(right_c));
             left_ty = Some(Edm::Boolean);
         }
@@ -417,6 +480,7 @@ impl Parser<'_> {
     }
 
     fn unary(&mut self) -> Result<(Expr, Ty), Fail> {
+        self.work.add(1);
         if self.keyword("not") {
             self.next();
             let (inner, ty) = self.nested(Self::unary)?;
@@ -432,13 +496,14 @@ impl Parser<'_> {
     }
 
     fn primary(&mut self) -> Result<(Expr, Ty), Fail> {
+        self.work.add(1);
         let token = self.next();
         let lit = |l: Lit, ty: Ty| Ok((Expr::Lit(l), ty));
         match token.kind {
             Kind::Open => {
                 let inner = self.nested(Self::or)?;
                 if self.peek().kind != Kind::Close {
-                    return Err(Fail::bad_query(format!(
+                    return Err(self.quoting(format!(
                         "')' or operator expected at position {} in '{}'.",
                         self.peek().pos,
                         self.text
@@ -464,7 +529,7 @@ impl Parser<'_> {
             ),
             Kind::Date(d) => lit(Lit::Exact(d, Edm::Date), Some(Edm::Date)),
             Kind::Ident(word) => self.identifier(&word, token.pos),
-            Kind::End => Err(Fail::bad_query(format!(
+            Kind::End => Err(self.quoting(format!(
                 "Expression expected at position {} in '{}'.",
                 token.pos, self.text
             ))),
@@ -473,6 +538,8 @@ impl Parser<'_> {
     }
 
     fn identifier(&mut self, word: &str, pos: usize) -> Result<(Expr, Ty), Fail> {
+        // A lookup, or an error message that names the word.
+        self.work.add(word.len());
         match word {
             "null" => return Ok((Expr::Lit(Lit::Null), None)),
             "true" => return Ok((Expr::Lit(Lit::Bool(true)), Some(Edm::Boolean))),
@@ -537,7 +604,7 @@ impl Parser<'_> {
             }
         }
         if self.peek().kind != Kind::Close {
-            return Err(Fail::bad_query(format!(
+            return Err(self.quoting(format!(
                 "')' or ',' expected at position {} in '{}'.",
                 self.peek().pos,
                 self.text
@@ -578,7 +645,14 @@ fn logical(kind: &str, left: Ty, right: Ty) -> Result<(), Fail> {
 
 /// Checks that two operands can be compared, converting a quoted GUID literal compared with a GUID
 /// column (the documentation shows both forms) and a date literal compared with a date-time.
-fn comparable(op: CmpOp, left: Expr, lt: Ty, right: Expr, rt: Ty) -> Result<(Expr, Expr), Fail> {
+fn comparable(
+    op: CmpOp,
+    left: Expr,
+    lt: Ty,
+    right: Expr,
+    rt: Ty,
+    work: &Work,
+) -> Result<(Expr, Expr), Fail> {
     let incompatible = || {
         Fail::bad_query(format!(
             "A binary operator with incompatible types was detected. Found operand types '{}' and '{}' for operator kind '{}'.",
@@ -595,9 +669,12 @@ fn comparable(op: CmpOp, left: Expr, lt: Ty, right: Expr, rt: Ty) -> Result<(Exp
     }
     let convert = |e: Expr, target: Edm| -> Option<Expr> {
         match (e, target) {
-            (Expr::Lit(Lit::Str(s)), Edm::Guid) => Uuid::parse_str(&s)
-                .ok()
-                .map(|g| Expr::Lit(Lit::Exact(g.to_string(), Edm::Guid))),
+            (Expr::Lit(Lit::Str(s)), Edm::Guid) => {
+                work.add(s.len());
+                Uuid::parse_str(&s)
+                    .ok()
+                    .map(|g| Expr::Lit(Lit::Exact(g.to_string(), Edm::Guid)))
+            }
             (Expr::Lit(Lit::Exact(d, Edm::Date)), Edm::DateTimeOffset) => Some(Expr::Lit(
                 Lit::Exact(format!("{d}T00:00:00Z"), Edm::DateTimeOffset),
             )),
@@ -632,7 +709,8 @@ enum Scalar<'a> {
     Bool(bool),
 }
 
-fn scalar<'a>(expr: &'a Expr, row: &'a [Value]) -> Scalar<'a> {
+/// The value of a leaf.
+fn leaf<'a>(expr: &'a Expr, row: &'a [Value]) -> Scalar<'a> {
     match expr {
         Expr::Prop(column, edm) => match row.get(*column) {
             Some(Value::String(s)) if *edm == Edm::String => Scalar::Text(s),
@@ -653,40 +731,91 @@ fn scalar<'a>(expr: &'a Expr, row: &'a [Value]) -> Scalar<'a> {
             Lit::Exact(s, Edm::Guid) => Scalar::Guid(s),
             Lit::Exact(s, _) => Scalar::Exact(s),
         },
-        other => match truth(other, row) {
-            Some(b) => Scalar::Bool(b),
-            None => Scalar::Null,
-        },
+        _ => Scalar::Null,
+    }
+}
+
+/// A boolean as a value: unknown is null.
+fn known(value: Option<bool>) -> Scalar<'static> {
+    value.map_or(Scalar::Null, Scalar::Bool)
+}
+
+fn truth_of(value: Scalar<'_>) -> Option<bool> {
+    match value {
+        Scalar::Bool(b) => Some(b),
+        _ => None,
     }
 }
 
 /// Evaluates a boolean expression with SQL's three-valued logic: `None` is "unknown", and a row is
 /// returned only when the whole filter is `Some(true)`.
 pub fn truth(expr: &Expr, row: &[Value]) -> Option<bool> {
-    match expr {
-        Expr::And(a, b) => match (truth(a, row), truth(b, row)) {
+    truth_counting(expr, row, &Work::default())
+}
+
+/// [`truth`], adding one unit of work per step: two per inner node (entered, then combined), one per
+/// leaf. The text comparisons and `LIKE` matches at the leaves depend on the row's values as much as
+/// on the filter, so they are not counted here.
+///
+/// The tree is walked with a stack of its own rather than by recursion: `a or b or c ...` parses
+/// into a tree as deep as the chain is long, and a chain that fits in a URL is deep enough to
+/// overflow a thread's stack.
+fn truth_counting(expr: &Expr, row: &[Value], work: &Work) -> Option<bool> {
+    enum Step<'e> {
+        Enter(&'e Expr),
+        Combine(&'e Expr),
+    }
+    let mut steps = vec![Step::Enter(expr)];
+    let mut values: Vec<Scalar<'_>> = Vec::new();
+    while let Some(step) = steps.pop() {
+        work.add(1);
+        match step {
+            Step::Enter(node) => match node {
+                Expr::And(a, b) | Expr::Or(a, b) | Expr::Cmp(_, a, b) | Expr::Str(_, a, b) => {
+                    steps.extend([Step::Combine(node), Step::Enter(b), Step::Enter(a)]);
+                }
+                Expr::Not(a) => steps.extend([Step::Combine(node), Step::Enter(a)]),
+                Expr::Prop(..) | Expr::Lit(_) => values.push(leaf(node, row)),
+            },
+            Step::Combine(node) => {
+                // Operands were pushed left first, so the right one is on top.
+                let right = values.pop().unwrap_or(Scalar::Null);
+                let value = match node {
+                    Expr::Not(_) => known(truth_of(right).map(|b| !b)),
+                    other => {
+                        let left = values.pop().unwrap_or(Scalar::Null);
+                        combine(other, left, right)
+                    }
+                };
+                values.push(value);
+            }
+        }
+    }
+    values.pop().and_then(truth_of)
+}
+
+/// The value of a binary node from its operands' values.
+fn combine<'a>(node: &Expr, left: Scalar<'a>, right: Scalar<'a>) -> Scalar<'a> {
+    match node {
+        Expr::And(..) => known(match (truth_of(left), truth_of(right)) {
             (Some(false), _) | (_, Some(false)) => Some(false),
             (Some(true), Some(true)) => Some(true),
             _ => None,
-        },
-        Expr::Or(a, b) => match (truth(a, row), truth(b, row)) {
+        }),
+        Expr::Or(..) => known(match (truth_of(left), truth_of(right)) {
             (Some(true), _) | (_, Some(true)) => Some(true),
             (Some(false), Some(false)) => Some(false),
             _ => None,
-        },
-        Expr::Not(a) => truth(a, row).map(|b| !b),
-        Expr::Cmp(op, a, b) => compare(*op, scalar(a, row), scalar(b, row)),
-        Expr::Str(func, subject, pattern) => match (scalar(subject, row), scalar(pattern, row)) {
+        }),
+        Expr::Cmp(op, ..) => known(compare(*op, left, right)),
+        Expr::Str(func, ..) => known(match (left, right) {
             (
                 Scalar::Text(s) | Scalar::Exact(s) | Scalar::Guid(s),
                 Scalar::Text(p) | Scalar::Exact(p) | Scalar::Guid(p),
-            ) => Some(like(s, p, *func)),
+            ) => Some(like(s, p, *func, &Work::default())),
             _ => None,
-        },
-        Expr::Prop(..) | Expr::Lit(_) => match scalar(expr, row) {
-            Scalar::Bool(b) => Some(b),
-            _ => None,
-        },
+        }),
+        Expr::Not(_) | Expr::Prop(..) | Expr::Lit(_) => Scalar::Null,
     }
 }
 
@@ -704,6 +833,19 @@ pub struct KeyBound {
 /// prefix (the keyset form `(a, b) > (x, y)`), `and` takes the tighter of two bounds and `or` the
 /// looser, if both sides have one.
 pub fn key_bound(expr: &Expr, columns: &[(usize, Edm)]) -> Option<KeyBound> {
+    key_bound_within(expr, columns, 0)
+}
+
+/// How deep into a filter [`key_bound`] looks. A bound is only a shortcut (none means a full scan),
+/// so giving up on deeper nodes is always correct, and it keeps a long `or` chain, which parses into
+/// a tree as deep as the chain is long, from overflowing the stack.
+const KEY_BOUND_DEPTH: u32 = 64;
+
+fn key_bound_within(expr: &Expr, columns: &[(usize, Edm)], depth: u32) -> Option<KeyBound> {
+    if depth >= KEY_BOUND_DEPTH {
+        return None;
+    }
+    let depth = depth + 1;
     let (first, _) = *columns.first()?;
     let literal_on = |e: &Expr, ops: &[CmpOp]| match e {
         Expr::Cmp(op, left, right) if ops.contains(op) => match (left.as_ref(), right.as_ref()) {
@@ -726,14 +868,17 @@ pub fn key_bound(expr: &Expr, columns: &[(usize, Edm)]) -> Option<KeyBound> {
                 if let Some((_, value)) = literal_on(eq, &[CmpOp::Eq]) {
                     let mut prefix = vec![value];
                     let mut after = false;
-                    if let Some(inner) = key_bound(rest, &columns[1..]) {
+                    if let Some(inner) = key_bound_within(rest, &columns[1..], depth) {
                         prefix.extend(inner.prefix);
                         after = inner.after;
                     }
                     return Some(KeyBound { prefix, after });
                 }
             }
-            match (key_bound(a, columns), key_bound(b, columns)) {
+            match (
+                key_bound_within(a, columns, depth),
+                key_bound_within(b, columns, depth),
+            ) {
                 (Some(x), Some(y)) => Some(if compare_keys(&x, &y, columns).is_ge() {
                     x
                 } else {
@@ -743,7 +888,10 @@ pub fn key_bound(expr: &Expr, columns: &[(usize, Edm)]) -> Option<KeyBound> {
             }
         }
         Expr::Or(a, b) => {
-            let (x, y) = (key_bound(a, columns)?, key_bound(b, columns)?);
+            let (x, y) = (
+                key_bound_within(a, columns, depth)?,
+                key_bound_within(b, columns, depth)?,
+            );
             Some(if compare_keys(&x, &y, columns).is_le() {
                 x
             } else {
@@ -882,7 +1030,7 @@ pub fn compare_text(a: &str, b: &str) -> std::cmp::Ordering {
 
 /// `contains`/`startswith`/`endswith` become a SQL `LIKE` on the server, so `%`, `_`, `[abc]` and
 /// `[^abc]` inside the value are wildcards there, and here.
-fn like(subject: &str, value: &str, func: StrFn) -> bool {
+fn like(subject: &str, value: &str, func: StrFn, work: &Work) -> bool {
     let subject: Vec<char> = subject.chars().flat_map(char::to_lowercase).collect();
     let mut pattern: Vec<char> = Vec::with_capacity(value.len() + 2);
     if func != StrFn::StartsWith {
@@ -892,45 +1040,89 @@ fn like(subject: &str, value: &str, func: StrFn) -> bool {
     if func != StrFn::EndsWith {
         pattern.push('%');
     }
-    like_match(&subject, &pattern)
+    work.add(subject.len() + pattern.len());
+    like_match(&subject, &pattern, work)
 }
 
-fn like_match(s: &[char], p: &[char]) -> bool {
-    // Iterative matcher with backtracking to the last '%', linear for patterns without brackets.
+/// One element of a `LIKE` pattern.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Piece {
+    /// `%`
+    Any,
+    /// `_`
+    One,
+    Char(char),
+    /// `[...]` or `[^...]`: the class's characters are `pattern[from..to]`.
+    Class {
+        negated: bool,
+        from: usize,
+        to: usize,
+    },
+}
+
+/// Splits a pattern into pieces in one pass. Matching used to look for a class's closing `]` each
+/// time it met a `[`, which made a pattern of many `[` cost the square of its length per character
+/// of the subject.
+fn pieces(p: &[char], work: &Work) -> Vec<Piece> {
+    // Every character is looked at once here, and at most once more while finding a `]`.
+    work.add(2 * p.len());
+    let mut pieces = Vec::with_capacity(p.len());
+    // Once a search for `]` has failed, none follows, and every later `[` is a plain character.
+    let mut may_close = true;
+    let mut i = 0;
+    while i < p.len() {
+        let piece = match p[i] {
+            '%' => Piece::Any,
+            '_' => Piece::One,
+            '[' if may_close => {
+                if let Some(offset) = p[i + 1..].iter().position(|&c| c == ']') {
+                    let end = i + 1 + offset;
+                    let negated = offset > 0 && p[i + 1] == '^';
+                    pieces.push(Piece::Class {
+                        negated,
+                        from: i + 1 + usize::from(negated),
+                        to: end,
+                    });
+                    i = end + 1;
+                    continue;
+                }
+                may_close = false;
+                Piece::Char('[')
+            }
+            c => Piece::Char(c),
+        };
+        pieces.push(piece);
+        i += 1;
+    }
+    pieces
+}
+
+fn like_match(s: &[char], p: &[char], work: &Work) -> bool {
+    // Backtracking to the last '%' only: at most one pass over the pattern for each starting point
+    // in the subject.
+    let pieces = pieces(p, work);
     let (mut si, mut pi) = (0, 0);
     let mut star: Option<(usize, usize)> = None;
     while si < s.len() {
-        if pi < p.len() {
-            match p[pi] {
-                '%' => {
+        work.add(1);
+        if let Some(&piece) = pieces.get(pi) {
+            let matched = match piece {
+                Piece::Any => {
                     star = Some((pi, si));
                     pi += 1;
                     continue;
                 }
-                '_' => {
-                    si += 1;
-                    pi += 1;
-                    continue;
+                Piece::One => true,
+                Piece::Char(c) => c == s[si],
+                Piece::Class { negated, from, to } => {
+                    work.add(to - from);
+                    in_class(&p[from..to], s[si]) != negated
                 }
-                '[' => {
-                    if let Some((matched, len)) = bracket(&p[pi..], s[si]) {
-                        if matched {
-                            si += 1;
-                            pi += len;
-                            continue;
-                        }
-                    } else if s[si] == '[' {
-                        si += 1;
-                        pi += 1;
-                        continue;
-                    }
-                }
-                c if c == s[si] => {
-                    si += 1;
-                    pi += 1;
-                    continue;
-                }
-                _ => {}
+            };
+            if matched {
+                si += 1;
+                pi += 1;
+                continue;
             }
         }
         match star {
@@ -942,17 +1134,11 @@ fn like_match(s: &[char], p: &[char]) -> bool {
             None => return false,
         }
     }
-    p[pi..].iter().all(|&c| c == '%')
+    pieces[pi..].iter().all(|&piece| piece == Piece::Any)
 }
 
-/// Matches one character against a `[...]` class; returns whether it matched and the class length.
-fn bracket(p: &[char], c: char) -> Option<(bool, usize)> {
-    let end = p.iter().position(|&x| x == ']')?;
-    let class = &p[1..end];
-    let (negated, class) = match class.first() {
-        Some('^') => (true, &class[1..]),
-        _ => (false, class),
-    };
+/// Whether `c` is in a class's characters (`a-z` ranges included).
+fn in_class(class: &[char], c: char) -> bool {
     let mut hit = false;
     let mut i = 0;
     while i < class.len() {
@@ -964,8 +1150,11 @@ fn bracket(p: &[char], c: char) -> Option<(bool, usize)> {
             i += 1;
         }
     }
-    Some((hit != negated, end + 1))
+    hit
 }
+
+#[cfg(test)]
+mod props;
 
 #[cfg(test)]
 mod tests {
