@@ -429,7 +429,13 @@ fn no_payload_crashes_a_function_or_escapes_its_url() {
         prop::sample::select(&FUNCTIONS[..]).prop_flat_map(|name| (Just(name), payload(name)));
     let result = runner.run(&strategy, |(name, payload)| {
         let body = Bytes::from(serde_json::to_vec(&payload).unwrap());
-        runtime.block_on(fleet.borrow_mut().check(name, body))
+        let outcome = runtime.block_on(fleet.borrow_mut().check(name, body));
+        let ran = fleet.borrow().cases.load(Ordering::Relaxed);
+        if ran % 10_000 == 0 {
+            // A long `make fuzz` shows how far it got, clean, even if it is stopped.
+            eprintln!("property cases clean so far: {ran}");
+        }
+        outcome
     });
     let fleet = fleet.into_inner();
     let ran = fleet.cases.load(Ordering::Relaxed);
