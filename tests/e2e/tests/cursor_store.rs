@@ -202,7 +202,7 @@ async fn a_damaged_cursor_item_is_a_configuration_error_and_publishes_nothing() 
 async fn a_cursor_that_contradicts_itself_fails_before_publishing_on_every_poll() {
     let rig = Rig::new().await;
     let mut created = rig.created().await;
-    for trigger in ["ahead", "far-future"] {
+    for trigger in ["ahead", "far-future", "garbled"] {
         assert!(poll(&mut created, &payload(trigger)).await.is_empty());
     }
     rig.create("changed after both cursors started").await;
@@ -222,9 +222,15 @@ async fn a_cursor_that_contradicts_itself_fails_before_publishing_on_every_poll(
     state["since"] = json!(i64::MAX);
     rig.damage(&key("far-future"), "state", Some(s(&state.to_string())))
         .await;
+    rig.damage(&key("garbled"), "state", Some(s("{\"kind\": \"crea")))
+        .await;
 
     let published = rig.proxy.calls(Operation::PutEvents);
-    for (trigger, attribute) in [("ahead", "position"), ("far-future", "state")] {
+    for (trigger, attribute) in [
+        ("ahead", "position"),
+        ("far-future", "state"),
+        ("garbled", "state"),
+    ] {
         for attempt in 1..=2 {
             let result = created.invoke(&payload(trigger)).await;
             let (error_type, message) = failure(result, &created);
