@@ -57,7 +57,7 @@ LAMBDA_SERVICE_ERRORS = {
 RETRIED_CRM_ERRORS = {"Crm.Throttled", "Crm.ServerError"}
 CAUGHT_CRM_ERROR = "Crm.NotFound"
 
-# Payload keys each trigger accepts (design.md section 2); the deleted trigger rejects $filter.
+# Payload keys each trigger accepts (docs/functions.md, "Triggers"); the deleted trigger rejects $filter.
 TRIGGER_INPUT_KEYS = {
     "when-record-created": {"dataset", "table", "$filter", "$orderby", "$top", "$skip", "$select", "trigger", "since"},
     "when-record-updated": {
@@ -66,7 +66,8 @@ TRIGGER_INPUT_KEYS = {
     "when-record-deleted": {"dataset", "table", "$top", "trigger"},
 }
 
-# Values the CloudFormation schema accepts but cfn-lint does not check (see docs/tooling.md section 4).
+# Values cfn-lint does not check: it accepts a runtime of provided.al2099, an architecture of arm65 and
+# a schedule of rate(5 minutez) without a word, so these tests pin the values themselves.
 RUNTIME = "provided.al2023"
 ARCHITECTURES = ["arm64"]
 APPLICATION_LOG_LEVELS = {"TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL"}

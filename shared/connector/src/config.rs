@@ -1,4 +1,4 @@
-//! Configuration from environment variables (design.md §4).
+//! Configuration from environment variables; `docs/configuration.md` is the contract.
 //!
 //! | Variable | Values | Default |
 //! |---|---|---|

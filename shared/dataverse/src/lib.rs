@@ -1,7 +1,7 @@
 //! A client for the Microsoft Dataverse (Dynamics 365) Web API.
 //!
 //! It knows nothing of Lambda or AWS. What it does know is where Dataverse differs from a generic OData
-//! service (see `shared/docs/dataverse-web-api.md` beside the repository):
+//! service (`docs/dataverse.md` at the repository's root, with the sources):
 //!
 //! - client-credentials tokens, cached until shortly before they expire and refreshed once on a 401;
 //! - tables named by logical name or entity set name, resolved through `EntityDefinitions`, because

@@ -181,7 +181,7 @@ pub(crate) fn event_id(
     hex(&digest[..16])
 }
 
-/// Builds the event for a change (design.md §5), cutting a record EventBridge would refuse down to
+/// Builds the event for a change (`docs/events.md`), cutting a record EventBridge would refuse down to
 /// its id.
 pub(crate) fn change_event(
     kind: Kind,
