@@ -23,17 +23,15 @@ pub(crate) async fn handle(
     let (payload, context) = event.into_parts();
     let input: Input = input::parse(payload)?;
     let deadline = lambda::deadline(&context);
+    let query = Query {
+        select: input.select.clone(),
+        ..Query::default()
+    };
     let (row, primary_id) = crm
         .call(&input.dataset, async |client| {
-            let query = Query {
-                select: input.select.clone(),
-                ..Query::default()
-            };
             client.fits(&query, 0)?;
             let table = client.table(input.table.as_str(), deadline).await?;
-            let row = client
-                .create(&table, &input.item, input.select.as_deref(), deadline)
-                .await?;
+            let row = client.create(&table, &input.item, &query, deadline).await?;
             Ok((row, table.primary_id_attribute.clone()))
         })
         .await?;

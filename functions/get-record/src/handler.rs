@@ -24,26 +24,16 @@ pub(crate) async fn handle(
     let (payload, context) = event.into_parts();
     let input: Input = input::parse(payload)?;
     let deadline = lambda::deadline(&context);
+    let query = Query {
+        select: input.select.clone(),
+        expand: input.expand.clone(),
+        ..Query::default()
+    };
     let row = crm
         .call(&input.dataset, async |client| {
-            client.fits(
-                &Query {
-                    select: input.select.clone(),
-                    expand: input.expand.clone(),
-                    ..Query::default()
-                },
-                0,
-            )?;
+            client.fits(&query, 0)?;
             let table = client.table(input.table.as_str(), deadline).await?;
-            client
-                .get(
-                    &table,
-                    input.id.0,
-                    input.select.as_deref(),
-                    input.expand.as_deref(),
-                    deadline,
-                )
-                .await
+            client.get(&table, input.id.0, &query, deadline).await
         })
         .await?;
     tracing::info!(dataset = %input.dataset, table = %input.table, id = %input.id, "retrieved a record");

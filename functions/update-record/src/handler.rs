@@ -28,23 +28,16 @@ pub(crate) async fn handle(
     let input: Input = input::parse(payload)?;
     let deadline = lambda::deadline(&context);
     let etag = input.etag.as_ref().map(Etag::as_str);
+    let query = Query {
+        select: input.select.clone(),
+        ..Query::default()
+    };
     let row = crm
         .call(&input.dataset, async |client| {
-            let query = Query {
-                select: input.select.clone(),
-                ..Query::default()
-            };
             client.fits(&query, 0)?;
             let table = client.table(input.table.as_str(), deadline).await?;
             client
-                .update(
-                    &table,
-                    input.id.0,
-                    &input.item,
-                    etag,
-                    input.select.as_deref(),
-                    deadline,
-                )
+                .update(&table, input.id.0, &input.item, etag, &query, deadline)
                 .await
         })
         .await?;

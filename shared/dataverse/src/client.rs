@@ -195,14 +195,7 @@ impl Client {
             + "(00000000-0000-0000-0000-000000000000)?".len()
             + query.to_query_string().len()
             + extra;
-        if worst <= MAX_URL_LENGTH {
-            return Ok(());
-        }
-        Err(Error::UrlTooLong {
-            length: worst,
-            limit: MAX_URL_LENGTH,
-            option: query.largest_option(),
-        })
+        check_length(worst, Some(query))
     }
 
     /// Resolves a logical name (`account`) or an entity set name (`accounts`) through
@@ -272,7 +265,8 @@ impl Client {
             "{}{}{separator}{options}",
             self.inner.api, table.entity_set_name
         );
-        within_limit(url, query)
+        check_length(url.len(), Some(query))?;
+        Ok(url)
     }
 
     fn row_url(&self, table: &Table, id: Uuid, query: &Query) -> Result<String, Error> {
@@ -282,7 +276,8 @@ impl Client {
             "{}{}({id}){separator}{options}",
             self.inner.api, table.entity_set_name
         );
-        within_limit(url, query)
+        check_length(url.len(), Some(query))?;
+        Ok(url)
     }
 
     /// Fetches one page. `url` is a collection URL or a link Dataverse returned, used verbatim; it
@@ -359,21 +354,16 @@ impl Client {
             .take(top.unwrap_or(usize::MAX))
     }
 
-    /// Retrieves one row; `Error::Api` with status 404 when it does not exist.
+    /// Retrieves one row, with the query's `$select` and `$expand`; `Error::Api` with status 404
+    /// when it does not exist.
     pub async fn get(
         &self,
         table: &Table,
         id: Uuid,
-        select: Option<&str>,
-        expand: Option<&str>,
+        query: &Query,
         deadline: Deadline,
     ) -> Result<Map<String, Value>, Error> {
-        let query = Query {
-            select: select.map(str::to_owned),
-            expand: expand.map(str::to_owned),
-            ..Query::default()
-        };
-        let url = self.row_url(table, id, &query)?;
+        let url = self.row_url(table, id, query)?;
         let answer = self.get_json(&url, None, deadline).await?;
         row_body(&url, &answer.body)
     }
@@ -386,14 +376,10 @@ impl Client {
         &self,
         table: &Table,
         item: &Map<String, Value>,
-        select: Option<&str>,
+        query: &Query,
         deadline: Deadline,
     ) -> Result<Map<String, Value>, Error> {
-        let query = Query {
-            select: select.map(str::to_owned),
-            ..Query::default()
-        };
-        let url = self.collection_url(table, &query)?;
+        let url = self.collection_url(table, query)?;
         let answer = self
             .execute(
                 Call {
@@ -417,7 +403,7 @@ impl Client {
                 problem: "a create answered 204 without an OData-EntityId header".into(),
             })?;
             return self
-                .get(table, id, select, None, deadline)
+                .get(table, id, &reread(query), deadline)
                 .await
                 .map_err(|e| Error::CreatedUnread {
                     id,
@@ -435,14 +421,10 @@ impl Client {
         id: Uuid,
         item: &Map<String, Value>,
         etag: Option<&str>,
-        select: Option<&str>,
+        query: &Query,
         deadline: Deadline,
     ) -> Result<Map<String, Value>, Error> {
-        let query = Query {
-            select: select.map(str::to_owned),
-            ..Query::default()
-        };
-        let url = self.row_url(table, id, &query)?;
+        let url = self.row_url(table, id, query)?;
         let answer = self
             .execute(
                 Call {
@@ -467,7 +449,7 @@ impl Client {
             )
             .await?;
         if answer.status == 204 {
-            return self.get(table, id, select, None, deadline).await;
+            return self.get(table, id, &reread(query), deadline).await;
         }
         row_body(&url, &answer.body)
     }
@@ -535,13 +517,7 @@ impl Client {
         let path = path_of(call.url);
         let method = call.method.as_str();
         // Links from Dataverse are followed as they come, so they are measured here too.
-        if call.url.len() > MAX_URL_LENGTH {
-            return Err(Error::UrlTooLong {
-                length: call.url.len(),
-                limit: MAX_URL_LENGTH,
-                option: None,
-            });
-        }
+        check_length(call.url.len(), None)?;
         let mut attempt = 0;
         let mut refreshed = false;
         let mut maybe_delivered = false;
@@ -684,16 +660,25 @@ fn row_body(url: &str, body: &[u8]) -> Result<Map<String, Value>, Error> {
     Ok(row)
 }
 
-/// `url`, unless it is longer than Dataverse accepts.
-fn within_limit(url: String, query: &Query) -> Result<String, Error> {
-    if url.len() <= MAX_URL_LENGTH {
-        return Ok(url);
+/// Refuses a URL of `length` characters when Dataverse would, naming the query's longest option.
+fn check_length(length: usize, query: Option<&Query>) -> Result<(), Error> {
+    if length <= MAX_URL_LENGTH {
+        return Ok(());
     }
     Err(Error::UrlTooLong {
-        length: url.len(),
+        length,
         limit: MAX_URL_LENGTH,
-        option: query.largest_option(),
+        option: query.and_then(Query::largest_option),
     })
+}
+
+/// What to read a written row back with, when Dataverse did not return it: the same columns.
+/// `$expand` is not honoured on a write, so it is not asked for on the read either.
+fn reread(query: &Query) -> Query {
+    Query {
+        select: query.select.clone(),
+        ..Query::default()
+    }
 }
 
 /// The id in `OData-EntityId: https://org/api/data/v9.2/accounts(<id>)`.

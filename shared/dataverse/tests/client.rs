@@ -273,7 +273,12 @@ async fn encodes_filters_with_quotes_ampersands_and_plus_signs() {
     let (client, accounts) = org.accounts().await;
     for name in ["A&B + C", "O'Brien #1", "100% sure"] {
         client
-            .create(&accounts, &item(json!({"name": name})), None, deadline())
+            .create(
+                &accounts,
+                &item(json!({"name": name})),
+                &Query::new(),
+                deadline(),
+            )
             .await
             .unwrap();
     }
@@ -309,7 +314,7 @@ async fn creates_gets_updates_and_deletes_with_representations() {
         .create(
             &contacts,
             &item(json!({"firstname": "Ada", "lastname": "Lovelace"})),
-            Some("fullname"),
+            &Query::new().select("fullname"),
             deadline(),
         )
         .await
@@ -318,7 +323,7 @@ async fn creates_gets_updates_and_deletes_with_representations() {
     assert!(created.get("@odata.context").is_none());
     let id = Uuid::parse_str(created["contactid"].as_str().unwrap()).unwrap();
     let read = client
-        .get(&contacts, id, Some("lastname"), None, deadline())
+        .get(&contacts, id, &Query::new().select("lastname"), deadline())
         .await
         .unwrap();
     assert_eq!(read["lastname"], "Lovelace");
@@ -328,7 +333,7 @@ async fn creates_gets_updates_and_deletes_with_representations() {
             id,
             &item(json!({"lastname": "King"})),
             None,
-            Some("fullname"),
+            &Query::new().select("fullname"),
             deadline(),
         )
         .await
@@ -339,7 +344,7 @@ async fn creates_gets_updates_and_deletes_with_representations() {
         .await
         .unwrap();
     let gone = client
-        .get(&contacts, id, None, None, deadline())
+        .get(&contacts, id, &Query::new(), deadline())
         .await
         .unwrap_err();
     assert_eq!(gone.status(), Some(404));
@@ -356,7 +361,7 @@ async fn update_of_a_missing_row_is_not_found_and_creates_nothing() {
             id,
             &item(json!({"name": "ghost"})),
             None,
-            None,
+            &Query::new(),
             deadline(),
         )
         .await
@@ -365,7 +370,7 @@ async fn update_of_a_missing_row_is_not_found_and_creates_nothing() {
     assert_eq!(error.code(), Some("0x80040217"));
     assert_eq!(
         client
-            .get(&accounts, id, None, None, deadline())
+            .get(&accounts, id, &Query::new(), deadline())
             .await
             .unwrap_err()
             .status(),
@@ -378,7 +383,12 @@ async fn a_stale_etag_is_a_precondition_failure() {
     let org = Org::start().await;
     let (client, accounts) = org.accounts().await;
     let row = client
-        .create(&accounts, &item(json!({"name": "v1"})), None, deadline())
+        .create(
+            &accounts,
+            &item(json!({"name": "v1"})),
+            &Query::new(),
+            deadline(),
+        )
         .await
         .unwrap();
     let id = Uuid::parse_str(row["accountid"].as_str().unwrap()).unwrap();
@@ -389,7 +399,7 @@ async fn a_stale_etag_is_a_precondition_failure() {
             id,
             &item(json!({"name": "v2"})),
             Some(etag),
-            None,
+            &Query::new(),
             deadline(),
         )
         .await
@@ -400,7 +410,7 @@ async fn a_stale_etag_is_a_precondition_failure() {
             id,
             &item(json!({"name": "v3"})),
             Some(etag),
-            None,
+            &Query::new(),
             deadline(),
         )
         .await
@@ -428,7 +438,7 @@ async fn waits_out_a_429_storm_with_no_extra_calls() {
         .create(
             &accounts,
             &item(json!({"name": "patient"})),
-            None,
+            &Query::new(),
             deadline(),
         )
         .await
@@ -452,7 +462,7 @@ async fn get_throttled(fault: Value, deadline: Deadline) -> (Error, Duration, us
     org.fault(fault).await;
     let started = Instant::now();
     let error = client
-        .get(&accounts, Uuid::new_v4(), None, None, deadline)
+        .get(&accounts, Uuid::new_v4(), &Query::new(), deadline)
         .await
         .unwrap_err();
     (error, started.elapsed(), org.take_log().await.len())
@@ -505,14 +515,24 @@ async fn retries_gateway_errors_on_reads_but_never_repeats_a_create_that_reached
     org.fault(json!({"status": 503, "method": "POST", "path_contains": "/accounts"}))
         .await;
     let error = client
-        .create(&accounts, &item(json!({"name": "once"})), None, deadline())
+        .create(
+            &accounts,
+            &item(json!({"name": "once"})),
+            &Query::new(),
+            deadline(),
+        )
         .await
         .unwrap_err();
     assert_eq!(error.status(), Some(503));
     org.fault(json!({"drop_connection": true, "method": "POST", "path_contains": "/accounts"}))
         .await;
     let error = client
-        .create(&accounts, &item(json!({"name": "once"})), None, deadline())
+        .create(
+            &accounts,
+            &item(json!({"name": "once"})),
+            &Query::new(),
+            deadline(),
+        )
         .await
         .unwrap_err();
     assert!(
@@ -560,7 +580,12 @@ async fn a_create_whose_connection_was_never_made_is_retried_and_reported_as_uns
 async fn one_account(org: &Org, name: &str) -> (Client, Arc<Table>, Uuid, String) {
     let (client, accounts) = org.accounts().await;
     let row = client
-        .create(&accounts, &item(json!({"name": name})), None, deadline())
+        .create(
+            &accounts,
+            &item(json!({"name": name})),
+            &Query::new(),
+            deadline(),
+        )
         .await
         .unwrap();
     let id = Uuid::parse_str(row["accountid"].as_str().unwrap()).unwrap();
@@ -587,7 +612,7 @@ async fn deletes_a_row_only_once_even_when_the_answer_is_lost() {
     );
     assert_eq!(
         client
-            .get(&accounts, id, None, None, deadline())
+            .get(&accounts, id, &Query::new(), deadline())
             .await
             .unwrap_err()
             .status(),
@@ -606,7 +631,7 @@ async fn an_etag_guarded_update_whose_answer_is_lost_is_not_repeated_into_a_fals
             id,
             &item(json!({"name": "v2"})),
             Some(&etag),
-            None,
+            &Query::new(),
             deadline(),
         )
         .await
@@ -620,7 +645,7 @@ async fn an_etag_guarded_update_whose_answer_is_lost_is_not_repeated_into_a_fals
     );
     assert_eq!(org.take_calls("PATCH").await, [(200, true)]);
     let row = client
-        .get(&accounts, id, Some("name"), None, deadline())
+        .get(&accounts, id, &Query::new().select("name"), deadline())
         .await
         .unwrap();
     assert_eq!(row["name"], "v2", "the lost update did land");
@@ -637,7 +662,7 @@ async fn an_unconditional_update_whose_answer_is_lost_is_repeated_and_succeeds()
             id,
             &item(json!({"name": "v2"})),
             None,
-            Some("name"),
+            &Query::new().select("name"),
             deadline(),
         )
         .await
@@ -654,7 +679,12 @@ async fn a_create_whose_answer_is_lost_after_it_landed_is_not_repeated() {
     org.take_log().await;
     org.lose_answer("POST", "/accounts").await;
     let error = client
-        .create(&accounts, &item(json!({"name": "once"})), None, deadline())
+        .create(
+            &accounts,
+            &item(json!({"name": "once"})),
+            &Query::new(),
+            deadline(),
+        )
         .await
         .unwrap_err();
     assert!(
@@ -685,7 +715,7 @@ async fn refreshes_an_expired_token_once_and_carries_on() {
         .create(
             &accounts,
             &item(json!({"name": "after expiry"})),
-            None,
+            &Query::new(),
             deadline(),
         )
         .await
@@ -737,8 +767,7 @@ async fn stops_waiting_for_a_slow_answer_at_the_deadline() {
         .get(
             &accounts,
             Uuid::new_v4(),
-            None,
-            None,
+            &Query::new(),
             Deadline::after(Duration::from_millis(600)),
         )
         .await

@@ -528,6 +528,7 @@ async fn credentials_come_from_secrets_manager_and_are_read_again_after_rotation
         .send()
         .await
         .unwrap();
+    org.take_log().await;
     let answer = list.invoke(&payload).await.unwrap();
     assert_eq!(answer["value"].as_array().unwrap().len(), 1);
     assert!(
@@ -535,6 +536,17 @@ async fn credentials_come_from_secrets_manager_and_are_read_again_after_rotation
         "{}",
         list.logs()
     );
+    // One refused token, one refusal of the old secret, one token from the new one; the table's
+    // definition is kept across the rotation, not read again.
+    let log = org.take_log().await;
+    let count = |part: &str| {
+        log.iter()
+            .filter(|(_, path, _)| path.contains(part))
+            .count()
+    };
+    assert_eq!(count("/oauth2/v2.0/token"), 2, "{log:?}");
+    assert_eq!(count("/api/data/"), 2, "{log:?}");
+    assert_eq!(count("EntityDefinitions"), 0, "{log:?}");
 }
 
 #[tokio::test]

@@ -240,36 +240,6 @@ async fn refused_credentials_cost_one_refresh_and_one_reread_at_most() {
 }
 
 #[tokio::test]
-async fn rotated_credentials_are_read_again_without_reading_the_tables_again() {
-    let org = Org::start().await;
-    let mut get = org.function("get-record").await;
-    let payload = json!({"dataset": "contoso", "table": "accounts", "id": SOME_ID});
-    let (error_type, _) = failure(get.invoke(&payload).await);
-    assert_eq!(error_type, "Crm.NotFound");
-
-    org.emulator
-        .post("credentials", &json!({"client_secret": "rotated"}))
-        .await
-        .unwrap();
-    org.emulator
-        .post("tokens/expire", &json!({}))
-        .await
-        .unwrap();
-    std::fs::write(
-        org.files.credentials(),
-        json!({"contoso": org.emulator.credentials_with_secret("rotated")}).to_string(),
-    )
-    .unwrap();
-    org.take_log().await;
-    let (error_type, _) = failure(get.invoke(&payload).await);
-    assert_eq!(error_type, "Crm.NotFound", "the rotated credentials work");
-    let log = org.take_log().await;
-    assert_eq!(count(&log, "EntityDefinitions"), 0, "{log:?}");
-    assert_eq!(count(&log, "/oauth2/v2.0/token"), 2, "{log:?}");
-    assert_eq!(count(&log, "/api/data/"), 2, "{log:?}");
-}
-
-#[tokio::test]
 async fn a_trigger_with_too_little_time_fails_and_says_how_much_it_needs() {
     let org = Org::start().await;
     for name in TRIGGERS {
