@@ -54,6 +54,25 @@ impl Deadline {
         self.allows(wait.saturating_add(MIN_ATTEMPT))
     }
 
+    /// `limit`, cut to the time left: how long the next step may take. `None` when no time is left.
+    pub fn cap(&self, limit: Duration) -> Option<Duration> {
+        match self.remaining() {
+            None => Some(limit),
+            Some(left) if left.is_zero() => None,
+            Some(left) => Some(left.min(limit)),
+        }
+    }
+
+    /// `work`'s output, or `None` when the deadline comes first. With no time left, `work` is not
+    /// started at all.
+    pub async fn run<F: std::future::IntoFuture>(&self, work: F) -> Option<F::Output> {
+        match self.remaining() {
+            None => Some(work.await),
+            Some(left) if left.is_zero() => None,
+            Some(left) => tokio::time::timeout(left, work).await.ok(),
+        }
+    }
+
     /// An earlier deadline, `margin` before this one (for work that must finish first).
     pub fn less(&self, margin: Duration) -> Self {
         Self(
@@ -236,6 +255,28 @@ mod tests {
             Some(Duration::ZERO)
         );
         assert_eq!(parse_retry_after("soon"), None);
+    }
+
+    #[test]
+    fn a_deadline_caps_a_step_and_stops_work_that_outlasts_it() {
+        let limit = Duration::from_secs(2);
+        assert_eq!(Deadline::none().cap(limit), Some(limit));
+        assert_eq!(Deadline::after(Duration::ZERO).cap(limit), None);
+        let short = Deadline::after(Duration::from_millis(500)).cap(limit).unwrap();
+        assert!(short <= Duration::from_millis(500));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            assert_eq!(Deadline::none().run(async { 7 }).await, Some(7));
+            let started = std::cell::Cell::new(false);
+            let gone = Deadline::after(Duration::ZERO);
+            assert_eq!(gone.run(async { started.set(true) }).await, None);
+            assert!(!started.get(), "no time left: the work never starts");
+            let hang = std::future::pending::<()>();
+            assert_eq!(Deadline::after(Duration::from_millis(20)).run(hang).await, None);
+        });
     }
 
     #[test]

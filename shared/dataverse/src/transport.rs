@@ -22,11 +22,10 @@ pub(crate) fn error(method: &str, path: &str, source: reqwest::Error) -> Error {
 /// How long the next attempt may take: the policy's limit, cut to what the deadline leaves. `None`
 /// when no time is left at all.
 pub(crate) fn attempt_timeout(policy: &RetryPolicy, deadline: Deadline) -> Option<Duration> {
-    match deadline.remaining() {
-        None => Some(policy.request_timeout),
-        Some(left) if left < Duration::from_millis(10) => None,
-        Some(left) => Some(left.min(policy.request_timeout)),
-    }
+    // A few milliseconds are not enough to send anything.
+    deadline
+        .cap(policy.request_timeout)
+        .filter(|budget| *budget >= Duration::from_millis(10))
 }
 
 /// Decodes JSON, naming the path of the first thing that did not fit.

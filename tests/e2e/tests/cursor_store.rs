@@ -299,7 +299,7 @@ async fn a_lease_request_that_hangs_is_a_server_error_within_the_deadline() {
     let result = created.invoke_within(&payload("hung-lease"), SHORT).await;
     let (error_type, message) = failure(result, &created);
     assert_eq!(error_type, "Crm.ServerError", "{message}");
-    assert!(message.contains("lease"), "{message}");
+    assert!(message.contains("taking the lease on"), "{message}");
     // The held request never reached DynamoDB, so no lease stands in the way of the next poll.
     rig.proxy.clear();
     assert!(poll(&mut created, &payload("hung-lease")).await.is_empty());

@@ -4,12 +4,11 @@
 //! goes to a temporary file that is synced and renamed over the old one, so a process killed at any
 //! moment leaves either the old cursor or the new one, never half of one.
 //!
-//! A process killed between creating its temporary (`<file>.tmp<pid>`) and renaming it leaves the
-//! temporary behind. The next write of that file removes it: the writer held the cursor's lock from
-//! creating its temporary to renaming it, and the lock dies with its process, so whoever holds the
-//! lock now knows every temporary of that file is an orphan. No pid is ever asked about: a dead
-//! writer's pid may already belong to another live process, and a pid says nothing across hosts or
-//! containers sharing the directory.
+//! Each file has one temporary, `<file>.tmp`: only the holder of the cursor's lock writes, and the
+//! lock dies with its process, so a temporary a killed writer left is simply overwritten and renamed
+//! into place by the next write of that file. No process id appears in the name, and none is ever
+//! asked about: a dead writer's pid may belong to another live process, and says nothing across hosts
+//! or containers sharing the directory.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -22,7 +21,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::{CursorError, Lease, Record, epoch_millis, revision_exhausted};
+use super::{CursorError, Lease, Record, epoch_millis};
 
 #[derive(Debug, Clone)]
 pub struct DirectoryStore {
@@ -99,11 +98,6 @@ impl DirectoryStore {
         self.locked(&key.clone(), move |base| {
             let path = with_suffix(base, ".json");
             let mut stored: Stored = read(&path, &key)?.unwrap_or_default();
-            // Refused before the lease is taken, so nothing is published for a cursor that could
-            // not be saved.
-            if stored.revision == u64::MAX {
-                return Err(revision_exhausted(&key));
-            }
             let now = epoch_millis(SystemTime::now());
             if stored
                 .lease
@@ -134,10 +128,7 @@ impl DirectoryStore {
             if !ours || stored.revision != lease.revision {
                 return Err(CursorError::Lost { key: lease.key });
             }
-            let revision = stored
-                .revision
-                .checked_add(1)
-                .ok_or_else(|| revision_exhausted(&lease.key))?;
+            let revision = lease.next_revision()?;
             write(
                 &path,
                 &Stored {
@@ -230,10 +221,10 @@ fn read<T: DeserializeOwned>(path: &Path, key: &str) -> Result<Option<T>, Cursor
 }
 
 /// Writes atomically: a synced temporary file renamed over the target, then the directory synced so
-/// the rename itself survives a crash. Only ever called under the cursor's lock.
+/// the rename itself survives a crash. Only ever called under the cursor's lock, which is why one
+/// temporary name per file is enough, and why one left by a killed writer can be overwritten.
 fn write<T: Serialize>(path: &Path, value: &T) -> Result<(), CursorError> {
-    let temporary = with_suffix(path, &format!(".tmp{}", std::process::id()));
-    remove_orphans(path, &temporary);
+    let temporary = with_suffix(path, ".tmp");
     let bytes = serde_json::to_vec(value).map_err(|e| io(path, std::io::Error::other(e)))?;
     let mut file = File::create(&temporary).map_err(|e| io(&temporary, e))?;
     file.write_all(&bytes).map_err(|e| io(&temporary, e))?;
@@ -245,44 +236,6 @@ fn write<T: Serialize>(path: &Path, value: &T) -> Result<(), CursorError> {
             .map_err(|e| io(dir, e))?;
     }
     Ok(())
-}
-
-/// Removes the temporaries of `path` that killed writers left (`<file name>.tmp<digits>`), under the
-/// cursor's lock (see the module documentation for why any such file is an orphan then). Only this
-/// file's: names escape `.`, so no other cursor's file starts with `<file name>.tmp`. A failure only
-/// leaves the orphan for a later write.
-fn remove_orphans(path: &Path, ours: &Path) {
-    let (Some(dir), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str())) else {
-        return;
-    };
-    let prefix = format!("{name}.tmp");
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) => {
-            tracing::warn!(dir = %dir.display(), error = %e, "cannot list the cursor directory to remove stale temporary files");
-            return;
-        }
-    };
-    for entry in entries.flatten() {
-        let file_name = entry.file_name();
-        let Some(pid) = file_name.to_str().and_then(|f| f.strip_prefix(&prefix)) else {
-            continue;
-        };
-        let orphan = entry.path();
-        // Our own is about to be overwritten anyway.
-        if pid.is_empty() || !pid.bytes().all(|b| b.is_ascii_digit()) || orphan == ours {
-            continue;
-        }
-        match std::fs::remove_file(&orphan) {
-            Ok(()) => {
-                tracing::info!(path = %orphan.display(), "removed a temporary file a killed writer left");
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => {
-                tracing::warn!(path = %orphan.display(), error = %e, "cannot remove a stale temporary file");
-            }
-        }
-    }
 }
 
 #[cfg(test)]
@@ -342,13 +295,14 @@ mod tests {
             Err(CursorError::Lost { .. })
         ));
         let lease = store.acquire("k", "two", later).await.unwrap().unwrap();
-        assert_eq!(lease.record.as_ref().unwrap().position, "0005");
+        assert_eq!(lease.record().unwrap().unwrap().position, "0005");
         let wrapped = super::super::CursorStore::Directory(store.clone());
+        let within = wrapped.within(dataverse::Deadline::none());
         assert!(matches!(
-            wrapped.commit(&lease, &record("0004")).await,
+            within.commit(&lease, &record("0004")).await,
             Err(CursorError::Backwards { .. })
         ));
-        wrapped.commit(&lease, &record("0007")).await.unwrap();
+        within.commit(&lease, &record("0007")).await.unwrap();
         let _ = std::fs::remove_dir_all(dir);
     }
 
@@ -371,19 +325,43 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_revision_at_its_largest_is_a_configuration_error_before_the_lease_is_taken() {
+    async fn a_revision_at_its_largest_is_a_configuration_error_and_the_lease_goes_back() {
         let (store, dir) = store();
         let path = stored_at(&dir, "k", u64::MAX, None);
-        let before = std::fs::read(&path).unwrap();
+        let before: Stored = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
         let later = SystemTime::now() + Duration::from_secs(60);
-        let error = store.acquire("k", "one", later).await.unwrap_err();
+        let lease = store.acquire("k", "one", later).await.unwrap().unwrap();
+        let error = lease.record().unwrap_err();
         assert_eq!(error.error_type(), "Crm.Configuration");
         let message = error.to_string();
         assert!(
             message.contains("'k'") && message.contains("'revision'"),
             "{message}"
         );
-        assert_eq!(std::fs::read(&path).unwrap(), before, "no lease was taken");
+        // What a poll does on any failure under the lease.
+        store.release(&lease).await.unwrap();
+        let after: Stored = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        assert!(after.lease.is_none(), "no lease is left held");
+        assert_eq!(
+            (after.revision, after.record),
+            (before.revision, before.record),
+            "the cursor itself is untouched"
+        );
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test]
+    async fn a_saved_cursor_whose_record_is_gone_is_damaged_not_new() {
+        let (store, dir) = store();
+        let path = stored_at(&dir, "k", 4, None);
+        let mut stored: Stored = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        stored.record = None;
+        std::fs::write(&path, serde_json::to_vec(&stored).unwrap()).unwrap();
+        let later = SystemTime::now() + Duration::from_secs(60);
+        let lease = store.acquire("k", "one", later).await.unwrap().unwrap();
+        let error = lease.record().unwrap_err();
+        assert_eq!(error.error_type(), "Crm.Configuration");
+        assert!(error.to_string().contains("'record'"), "{error}");
         let _ = std::fs::remove_dir_all(dir);
     }
 
@@ -407,15 +385,12 @@ mod tests {
         let lease = store.acquire("k", "one", later).await.unwrap().unwrap();
         let cursor = with_suffix(&store.base("k"), ".json");
         let fingerprints = with_suffix(&store.base("k"), ".fingerprints.json");
-        // What a kill -9 between create and rename leaves, whatever pid the writer had.
-        let orphans = [
-            with_suffix(&cursor, ".tmp4194304"),
-            with_suffix(&cursor, ".tmp1"),
-        ];
+        // What a kill -9 between create and rename leaves.
+        let orphans = [with_suffix(&cursor, ".tmp")];
         let kept = [
             // Another cursor's (whose name only starts like this one's) and another file of this one.
-            with_suffix(&store.base("k2"), ".json.tmp4194304"),
-            with_suffix(&fingerprints, ".tmp4194304"),
+            with_suffix(&store.base("k2"), ".json.tmp"),
+            with_suffix(&fingerprints, ".tmp"),
             // Not a temporary this store writes.
             with_suffix(&cursor, ".tmp-notes"),
         ];
@@ -444,7 +419,7 @@ mod tests {
             .unwrap();
         lock.lock().unwrap();
         let cursor = with_suffix(&store.base("k"), ".json");
-        let theirs = with_suffix(&cursor, ".tmp4194304");
+        let theirs = with_suffix(&cursor, ".tmp");
         std::fs::copy(&cursor, &theirs).unwrap();
         let waiting = tokio::spawn({
             let store = store.clone();

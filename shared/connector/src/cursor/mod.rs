@@ -117,15 +117,23 @@ pub struct Record {
 }
 
 /// A held lease, and what the store held when it was taken.
+///
+/// A stored cursor that cannot be read does not stop the lease being taken: the damage travels with
+/// the lease and is reported by [`Lease::record`], inside the poll's scope, so the one path that gives
+/// a lease back on failure serves it too.
 #[derive(Debug, Clone)]
 pub struct Lease {
     pub key: String,
     owner: String,
     revision: u64,
-    pub record: Option<Record>,
-    /// What bounds [`CursorStore::commit`] and [`CursorStore::release`] on this lease: the deadline it
-    /// was acquired [`within`](CursorStore::within), or the lease's own end.
-    bound: Deadline,
+    stored: Result<Option<Record>, Damage>,
+}
+
+/// An attribute of a stored cursor that no poll could have written.
+#[derive(Debug, Clone)]
+pub(crate) struct Damage {
+    attribute: &'static str,
+    problem: String,
 }
 
 impl Lease {
@@ -134,13 +142,55 @@ impl Lease {
             key,
             owner,
             revision,
-            record,
-            bound: Deadline::none(),
+            stored: Ok(record),
         }
+    }
+
+    /// A lease on a cursor whose stored item could not be read.
+    fn damaged(key: String, owner: String, damage: Damage) -> Self {
+        Self {
+            key,
+            owner,
+            revision: 0,
+            stored: Err(damage),
+        }
+    }
+
+    /// What the store held: nothing for a new cursor, or the record. `Crm.Configuration` when the
+    /// stored cursor is one no poll could have written, whichever store holds it: an attribute of the
+    /// wrong shape, a revision that cannot advance, or a cursor saved before whose record is gone.
+    pub fn record(&self) -> Result<Option<&Record>, CursorError> {
+        let record = match &self.stored {
+            Ok(record) => record.as_ref(),
+            Err(Damage { attribute, problem }) => {
+                return Err(damaged(&self.key, attribute, problem.clone()));
+            }
+        };
+        if self.revision == u64::MAX {
+            return Err(revision_exhausted(&self.key));
+        }
+        if record.is_none() && self.revision > 0 {
+            return Err(damaged(
+                &self.key,
+                "record",
+                format!(
+                    "is missing, though the cursor was saved {} time(s)",
+                    self.revision
+                ),
+            ));
+        }
+        Ok(record)
+    }
+
+    /// The revision a save writes.
+    fn next_revision(&self) -> Result<u64, CursorError> {
+        self.revision
+            .checked_add(1)
+            .ok_or_else(|| revision_exhausted(&self.key))
     }
 }
 
-fn damaged(key: &str, attribute: &'static str, problem: String) -> CursorError {
+pub(crate) fn damaged(key: &str, attribute: &'static str, problem: String) -> CursorError {
     CursorError::Damaged {
         key: key.to_owned(),
         attribute,
@@ -168,7 +218,7 @@ impl CursorStore {
     pub async fn from_config(config: &StateConfig) -> Self {
         match config {
             StateConfig::DynamoDb { table } => Self::Dynamo(DynamoStore::new(
-                aws_sdk_dynamodb::Client::new(&crate::aws::sdk_config().await),
+                &crate::aws::sdk_config().await,
                 table.clone(),
             )),
             StateConfig::Directory(path) => Self::Directory(DirectoryStore::new(path.clone())),
@@ -182,57 +232,6 @@ impl CursorStore {
             deadline,
         }
     }
-
-    /// Takes the lease on `key` until `until`. `None` when another invocation holds it.
-    ///
-    /// Bounded by the lease's end only; [`Within::acquire`] is bounded by the invocation's deadline.
-    pub async fn acquire(
-        &self,
-        key: &str,
-        owner: &str,
-        until: SystemTime,
-    ) -> Result<Option<Lease>, CursorError> {
-        let left = until
-            .duration_since(SystemTime::now())
-            .unwrap_or(Duration::ZERO);
-        self.within(Deadline::after(left))
-            .acquire(key, owner, until)
-            .await
-    }
-
-    /// Saves `record` and releases the lease, if the lease and the revision still hold and the
-    /// position does not go backwards. Bounded as the lease was acquired.
-    pub async fn commit(&self, lease: &Lease, record: &Record) -> Result<(), CursorError> {
-        self.within(lease.bound).commit(lease, record).await
-    }
-
-    /// Gives the lease back without saving (a poll that failed before publishing anything). Bounded
-    /// as the lease was acquired.
-    pub async fn release(&self, lease: &Lease) -> Result<(), CursorError> {
-        self.within(lease.bound).release(lease).await
-    }
-
-    /// Stored fingerprints of the given rows (rows never seen are absent). Not bounded by a deadline
-    /// (each DynamoDB attempt still is); prefer [`Within::fingerprints`].
-    pub async fn fingerprints(
-        &self,
-        key: &str,
-        ids: &[Uuid],
-    ) -> Result<HashMap<Uuid, String>, CursorError> {
-        self.within(Deadline::none()).fingerprints(key, ids).await
-    }
-
-    /// Not bounded by a deadline (each DynamoDB attempt still is); prefer
-    /// [`Within::put_fingerprints`].
-    pub async fn put_fingerprints(
-        &self,
-        key: &str,
-        entries: &[(Uuid, String)],
-    ) -> Result<(), CursorError> {
-        self.within(Deadline::none())
-            .put_fingerprints(key, entries)
-            .await
-    }
 }
 
 /// [`CursorStore`]'s calls bounded by a deadline: a call still unanswered then fails
@@ -244,8 +243,7 @@ pub struct Within<'a> {
 }
 
 impl Within<'_> {
-    /// Takes the lease on `key` until `until`. `None` when another invocation holds it. The lease
-    /// remembers this deadline for [`CursorStore::commit`] and [`CursorStore::release`].
+    /// Takes the lease on `key` until `until`. `None` when another invocation holds it.
     pub async fn acquire(
         self,
         key: &str,
@@ -254,25 +252,22 @@ impl Within<'_> {
     ) -> Result<Option<Lease>, CursorError> {
         let work = async {
             match self.store {
-                CursorStore::Dynamo(s) => s.acquire(key, owner, until, self.deadline).await,
+                CursorStore::Dynamo(s) => s.acquire(key, owner, until).await,
                 CursorStore::Directory(s) => s.acquire(key, owner, until).await,
             }
         };
         // A lease request that was sent and then abandoned may still have taken the lease: it frees
         // itself at `until`.
-        let lease = bounded(self.deadline, work)
+        self.deadline
+            .run(work)
             .await
-            .unwrap_or_else(|| Err(timed_out(key, "taking the lease on")))?;
-        Ok(lease.map(|lease| Lease {
-            bound: self.deadline,
-            ..lease
-        }))
+            .unwrap_or_else(|| Err(timed_out(key, "taking the lease on")))
     }
 
     /// Saves `record` and releases the lease, if the lease and the revision still hold and the
     /// position does not go backwards.
     pub async fn commit(self, lease: &Lease, record: &Record) -> Result<(), CursorError> {
-        if let Some(stored) = &lease.record
+        if let Some(stored) = lease.record()?
             && record.position < stored.position
         {
             return Err(CursorError::Backwards {
@@ -281,23 +276,25 @@ impl Within<'_> {
                 new: record.position.clone(),
             });
         }
-        if self.deadline.remaining().is_some_and(|left| left.is_zero()) {
+        if self.deadline.cap(Duration::MAX).is_none() {
+            // Not started: certainly not applied.
             return Err(timed_out(&lease.key, "saving"));
         }
-        let work = async {
-            match self.store {
-                CursorStore::Dynamo(s) => s.commit(lease, record, self.deadline).await,
-                CursorStore::Directory(s) => s.commit(lease, record).await,
-            }
-        };
-        // Started and not finished: it may have been applied (a file renamed, a request answered
-        // too late).
-        bounded(self.deadline, work).await.unwrap_or_else(|| {
-            Err(CursorError::OutcomeUnknown {
-                key: lease.key.clone(),
-                reason: "no answer before the invocation's deadline".into(),
-            })
-        })
+        match self.store {
+            // It bounds each attempt by the deadline itself, and knows best what a lost answer means.
+            CursorStore::Dynamo(s) => s.commit(lease, record, self.deadline).await,
+            // Started and not finished: the file may have been renamed into place, or not.
+            CursorStore::Directory(s) => self
+                .deadline
+                .run(s.commit(lease, record))
+                .await
+                .unwrap_or_else(|| {
+                    Err(CursorError::OutcomeUnknown {
+                        key: lease.key.clone(),
+                        reason: "no answer before the invocation's deadline".into(),
+                    })
+                }),
+        }
     }
 
     /// Gives the lease back without saving.
@@ -308,7 +305,8 @@ impl Within<'_> {
                 CursorStore::Directory(s) => s.release(lease).await,
             }
         };
-        bounded(self.deadline, work)
+        self.deadline
+            .run(work)
             .await
             .unwrap_or_else(|| Err(timed_out(&lease.key, "releasing the lease on")))
     }
@@ -328,7 +326,8 @@ impl Within<'_> {
                 CursorStore::Directory(s) => s.fingerprints(key, ids).await,
             }
         };
-        bounded(self.deadline, work)
+        self.deadline
+            .run(work)
             .await
             .unwrap_or_else(|| Err(timed_out(key, "reading fingerprints of")))
     }
@@ -347,7 +346,8 @@ impl Within<'_> {
                 CursorStore::Directory(s) => s.put_fingerprints(key, entries).await,
             }
         };
-        bounded(self.deadline, work)
+        self.deadline
+            .run(work)
             .await
             .unwrap_or_else(|| Err(timed_out(key, "writing fingerprints of")))
     }
@@ -360,19 +360,65 @@ fn timed_out(key: &str, action: &'static str) -> CursorError {
     }
 }
 
-/// `work`'s result, or `None` when the deadline comes first. With no time left, `work` is not started.
-async fn bounded<T>(
-    deadline: Deadline,
-    work: impl Future<Output = Result<T, CursorError>>,
-) -> Option<Result<T, CursorError>> {
-    match deadline.remaining() {
-        None => Some(work.await),
-        Some(left) if left.is_zero() => None,
-        Some(left) => tokio::time::timeout(left, work).await.ok(),
-    }
-}
-
 fn epoch_millis(t: SystemTime) -> u64 {
     t.duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn with_no_time_left_a_call_is_not_started_and_says_so() {
+        let dir = std::env::temp_dir().join(format!("cursor-within-{}", Uuid::new_v4()));
+        let store = CursorStore::Directory(DirectoryStore::new(dir.clone()));
+        let later = SystemTime::now() + Duration::from_secs(60);
+        let lease = store
+            .within(Deadline::none())
+            .acquire("k", "one", later)
+            .await
+            .unwrap()
+            .unwrap();
+        let gone = store.within(Deadline::after(Duration::ZERO));
+        let refused = gone.acquire("k", "one", later).await.unwrap_err();
+        assert!(matches!(refused, CursorError::TimedOut { .. }), "{refused}");
+        let record = Record {
+            state: "{}".into(),
+            position: "p".into(),
+        };
+        // Never started, so certainly not applied: a timeout, not an unknown outcome.
+        let unsaved = gone.commit(&lease, &record).await.unwrap_err();
+        assert!(matches!(unsaved, CursorError::TimedOut { .. }), "{unsaved}");
+        store
+            .within(Deadline::none())
+            .commit(&lease, &record)
+            .await
+            .unwrap();
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_revision_that_cannot_advance_or_a_lost_record_is_damaged() {
+        let record = Record {
+            state: "{}".into(),
+            position: "p".into(),
+        };
+        let lease = |revision, record| Lease::new("k".into(), "o".into(), revision, record);
+        let error = lease(u64::MAX, Some(record.clone())).record().unwrap_err();
+        assert_eq!(error.error_type(), "Crm.Configuration");
+        assert!(error.to_string().contains("cannot advance"), "{error}");
+        assert!(lease(u64::MAX - 1, Some(record.clone())).record().is_ok());
+        let lost = lease(3, None).record().unwrap_err();
+        assert!(lost.to_string().contains("'record'"), "{lost}");
+        assert!(lease(0, None).record().unwrap().is_none(), "a new cursor");
+        let damage = Damage {
+            attribute: "state",
+            problem: "is missing".into(),
+        };
+        let error = Lease::damaged("k".into(), "o".into(), damage)
+            .record()
+            .unwrap_err();
+        assert!(error.to_string().contains("'state'"), "{error}");
+    }
 }

@@ -441,7 +441,7 @@ impl Leased<'_> {
             deadline,
         } = *self;
         let store = deps.store.within(deadline);
-        let stored = match &lease.record {
+        let stored = match lease.record()? {
             None => None,
             Some(record) => Some(stored_state(key, record)?),
         };
@@ -532,11 +532,7 @@ impl Leased<'_> {
 /// position ahead of the state would make every save "move backwards" after publishing, so the same
 /// events would go out on every poll; it fails here, before anything is published.
 fn stored_state(key: &str, record: &Record) -> Result<TriggerState, CursorError> {
-    let damaged = |attribute, problem| CursorError::Damaged {
-        key: key.to_owned(),
-        attribute,
-        problem,
-    };
+    let damaged = |attribute, problem| crate::cursor::damaged(key, attribute, problem);
     let state = serde_json::from_str::<TriggerState>(&record.state)
         .map_err(|e| damaged("state", crate::excerpt(&e.to_string())))?;
     if let Some(problem) = state.damage() {
