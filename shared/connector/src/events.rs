@@ -237,13 +237,9 @@ async fn publish_eventbridge(
             attempts = attempts.saturating_add(1);
             // A call cut short by the deadline may have delivered its batch or not: it counts as not
             // delivered, and a redelivery carries the same event ids.
-            let answer = match deadline.remaining() {
-                None => Ok(call.await),
-                Some(left) => tokio::time::timeout(left, call).await,
-            };
-            let output = match answer {
-                Ok(Ok(output)) => output,
-                Ok(Err(e)) => {
+            let output = match deadline.run(call).await {
+                Some(Ok(output)) => output,
+                Some(Err(e)) => {
                     reason = DisplayErrorContext(&e).to_string();
                     tracing::warn!(attempt, error = %reason, "PutEvents failed");
                     if matches!(
@@ -260,7 +256,7 @@ async fn publish_eventbridge(
                     }
                     continue;
                 }
-                Err(_) => {
+                None => {
                     tracing::warn!(attempt, "PutEvents had no answer before the deadline");
                     timed_out = true;
                     break;
