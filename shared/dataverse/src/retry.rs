@@ -262,7 +262,9 @@ mod tests {
         let limit = Duration::from_secs(2);
         assert_eq!(Deadline::none().cap(limit), Some(limit));
         assert_eq!(Deadline::after(Duration::ZERO).cap(limit), None);
-        let short = Deadline::after(Duration::from_millis(500)).cap(limit).unwrap();
+        let short = Deadline::after(Duration::from_millis(500))
+            .cap(limit)
+            .unwrap();
         assert!(short <= Duration::from_millis(500));
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_time()
@@ -275,7 +277,10 @@ mod tests {
             assert_eq!(gone.run(async { started.set(true) }).await, None);
             assert!(!started.get(), "no time left: the work never starts");
             let hang = std::future::pending::<()>();
-            assert_eq!(Deadline::after(Duration::from_millis(20)).run(hang).await, None);
+            assert_eq!(
+                Deadline::after(Duration::from_millis(20)).run(hang).await,
+                None
+            );
         });
     }
 

@@ -39,6 +39,19 @@ pub enum Failure {
     Exited,
 }
 
+/// The `(errorType, errorMessage)` of an invocation that must have failed with an error it reported,
+/// not a timeout or a crash; otherwise a panic naming what happened, with `context` (a function's
+/// logs, say).
+pub fn expect_error(result: Result<Value, Failure>, context: &str) -> (String, String) {
+    match result {
+        Err(Failure::Error {
+            error_type,
+            message,
+        }) => (error_type, message),
+        other => panic!("expected a reported error, got {other:?}\n{context}"),
+    }
+}
+
 impl Failure {
     pub fn error_type(&self) -> &str {
         match self {

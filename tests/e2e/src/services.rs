@@ -153,6 +153,21 @@ impl Emulator {
         Ok((status, body))
     }
 
+    /// Creates an account named `name` through the Web API and returns its id.
+    pub async fn create_account(&self, name: &str) -> Result<String, Error> {
+        let (status, row) = self
+            .api(
+                reqwest::Method::POST,
+                "accounts",
+                Some(&json!({"name": name})),
+            )
+            .await?;
+        match row["accountid"].as_str() {
+            Some(id) if status == 201 => Ok(id.to_owned()),
+            _ => Err(Error::other(format!("creating an account: {status} {row}"))),
+        }
+    }
+
     /// A Web API GET: `(status, body)`.
     pub async fn api_get(&self, path: &str) -> Result<(u16, Value), Error> {
         self.api(reqwest::Method::GET, path, None).await

@@ -14,10 +14,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use aws_sdk_dynamodb::types::AttributeValue;
 use e2e_tests::aws::{Tap, cursor_table};
 use e2e_tests::proxy::{Fault, Operation, Proxy, Rule};
-use e2e_tests::{Emulator, Failure, Function, LocalFiles, Moto, env};
+use e2e_tests::{Emulator, Failure, Function, LocalFiles, Moto, env, expect_error, settle};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
-use reqwest::Method;
 use serde_json::{Value, json};
 
 const TABLE: &str = "crm-cursors";
@@ -69,13 +68,7 @@ impl Rig {
     }
 
     async fn create(&self, name: &str) -> String {
-        let (status, row) = self
-            .emulator
-            .api(Method::POST, "accounts", Some(&json!({"name": name})))
-            .await
-            .unwrap();
-        assert_eq!(status, 201);
-        row["accountid"].as_str().unwrap().to_owned()
+        self.emulator.create_account(name).await.unwrap()
     }
 
     /// Sets (`Some`) or removes (`None`) one attribute of a cursor item, as a person or a bad script
@@ -106,11 +99,6 @@ fn key(trigger: &str) -> String {
     format!("created/contoso/account/{trigger}")
 }
 
-/// Waits for the current second to end: a creation fires once its `createdon` second is over.
-async fn settle() {
-    tokio::time::sleep(Duration::from_millis(1100)).await;
-}
-
 async fn poll(function: &mut Function, payload: &Value) -> Vec<String> {
     match function.invoke(payload).await {
         Ok(output) => output["value"]
@@ -120,21 +108,6 @@ async fn poll(function: &mut Function, payload: &Value) -> Vec<String> {
             .map(|r| r["accountid"].as_str().unwrap().to_owned())
             .collect(),
         Err(e) => panic!("{} failed: {e}\n{}", function.name, function.logs()),
-    }
-}
-
-/// The `(errorType, errorMessage)` of an invocation that must fail with a reported error (not a
-/// timeout or a crash).
-fn failure(result: Result<Value, Failure>, function: &Function) -> (String, String) {
-    match result {
-        Err(Failure::Error {
-            error_type,
-            message,
-        }) => (error_type, message),
-        other => panic!(
-            "expected a reported error, got {other:?}\n{}",
-            function.logs()
-        ),
     }
 }
 
@@ -178,7 +151,7 @@ async fn a_damaged_cursor_item_is_a_configuration_error_and_publishes_nothing() 
     let published = rig.proxy.calls(Operation::PutEvents);
     for (trigger, attribute, _) in &damages {
         let result = created.invoke(&payload(trigger)).await;
-        let (error_type, message) = failure(result, &created);
+        let (error_type, message) = expect_error(result, &created.logs());
         assert_eq!(error_type, "Crm.Configuration", "{trigger}: {message}");
         assert!(message.contains(&key(trigger)), "{trigger}: {message}");
         assert!(
@@ -233,7 +206,7 @@ async fn a_cursor_that_contradicts_itself_fails_before_publishing_on_every_poll(
     ] {
         for attempt in 1..=2 {
             let result = created.invoke(&payload(trigger)).await;
-            let (error_type, message) = failure(result, &created);
+            let (error_type, message) = expect_error(result, &created.logs());
             assert_eq!(
                 error_type, "Crm.Configuration",
                 "{trigger}, poll {attempt}: {message}"
@@ -297,7 +270,7 @@ async fn a_lease_request_that_hangs_is_a_server_error_within_the_deadline() {
     let mut created = rig.created().await;
     rig.proxy.add(Rule::new(Operation::UpdateItem, Fault::Hold));
     let result = created.invoke_within(&payload("hung-lease"), SHORT).await;
-    let (error_type, message) = failure(result, &created);
+    let (error_type, message) = expect_error(result, &created.logs());
     assert_eq!(error_type, "Crm.ServerError", "{message}");
     assert!(message.contains("taking the lease on"), "{message}");
     // The held request never reached DynamoDB, so no lease stands in the way of the next poll.
@@ -317,7 +290,7 @@ async fn a_cursor_save_that_hangs_is_a_server_error_and_the_next_poll_delivers_a
     rig.proxy
         .add(Rule::new(Operation::UpdateItem, Fault::Hold).after(1));
     let result = created.invoke_within(&payload, SHORT).await;
-    let (error_type, message) = failure(result, &created);
+    let (error_type, message) = expect_error(result, &created.logs());
     assert_eq!(error_type, "Crm.ServerError", "{message}");
     assert!(message.contains("outcome is unknown"), "{message}");
     assert!(!message.contains("taken over"), "{message}");
@@ -366,7 +339,7 @@ async fn a_cursor_save_whose_every_answer_is_lost_says_its_outcome_is_unknown() 
     rig.proxy
         .add(Rule::new(Operation::UpdateItem, Fault::LoseAnswer).after(1));
     let result = created.invoke_within(&payload, SHORT).await;
-    let (error_type, message) = failure(result, &created);
+    let (error_type, message) = expect_error(result, &created.logs());
     assert_eq!(error_type, "Crm.ServerError", "{message}");
     assert!(message.contains("outcome is unknown"), "{message}");
     assert!(!message.contains("taken over"), "{message}");
@@ -387,7 +360,7 @@ async fn put_events_that_hangs_is_reported_as_a_timeout_with_the_attempts_made()
     settle().await;
     rig.proxy.add(Rule::new(Operation::PutEvents, Fault::Hold));
     let result = created.invoke_within(&payload, SHORT).await;
-    let (error_type, message) = failure(result, &created);
+    let (error_type, message) = expect_error(result, &created.logs());
     assert_eq!(error_type, "Crm.ServerError", "{message}");
     assert!(message.contains("timed out"), "{message}");
     assert!(message.contains("after 1 attempt"), "{message}");

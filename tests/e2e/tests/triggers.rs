@@ -9,7 +9,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use e2e_tests::aws::{Tap, cursor_table};
-use e2e_tests::{Emulator, Failure, Function, LocalFiles, Moto, env};
+use e2e_tests::{Emulator, Failure, Function, LocalFiles, Moto, env, settle};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -45,13 +45,7 @@ impl Rig {
     }
 
     async fn create(&self, name: &str) -> String {
-        let (status, row) = self
-            .emulator
-            .api(Method::POST, "accounts", Some(&json!({"name": name})))
-            .await
-            .unwrap();
-        assert_eq!(status, 201);
-        row["accountid"].as_str().unwrap().to_owned()
+        self.emulator.create_account(name).await.unwrap()
     }
 
     /// A row created ten minutes ago: an update to it is plainly not its creation (Dataverse cannot tell
@@ -139,11 +133,6 @@ fn sql_server_order(id: &str) -> String {
         swap(groups[1]),
         swap(groups[0])
     )
-}
-
-/// Waits for the current second to end: a creation fires once its `createdon` second is over.
-async fn settle() {
-    tokio::time::sleep(Duration::from_millis(1100)).await;
 }
 
 async fn poll(function: &mut Function, payload: &Value) -> Vec<Value> {
