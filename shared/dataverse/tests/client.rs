@@ -87,8 +87,8 @@ impl Org {
         .await;
     }
 
-    /// The request log since the last call, as (method, path, status).
-    async fn take_log(&self) -> Vec<(String, String, u64)> {
+    /// The emulator's request log since the last call, which it then clears.
+    async fn take_requests(&self) -> Vec<Value> {
         let log: Vec<Value> = self
             .control(reqwest::Method::GET, "requests", json!(null))
             .await
@@ -97,7 +97,14 @@ impl Org {
             .unwrap();
         self.control(reqwest::Method::DELETE, "requests", json!(null))
             .await;
-        log.into_iter()
+        log
+    }
+
+    /// The request log since the last call, as (method, path, status).
+    async fn take_log(&self) -> Vec<(String, String, u64)> {
+        self.take_requests()
+            .await
+            .into_iter()
             .map(|e| {
                 (
                     e["method"].as_str().unwrap().to_owned(),
@@ -111,15 +118,9 @@ impl Org {
     /// The requests of one method since the last call, as (status, whether a `drop_answer` fault
     /// withheld the answer). Clears the log.
     async fn take_calls(&self, method: &str) -> Vec<(u64, bool)> {
-        let log: Vec<Value> = self
-            .control(reqwest::Method::GET, "requests", json!(null))
+        self.take_requests()
             .await
-            .json()
-            .await
-            .unwrap();
-        self.control(reqwest::Method::DELETE, "requests", json!(null))
-            .await;
-        log.into_iter()
+            .into_iter()
             .filter(|e| e["method"] == method)
             .map(|e| {
                 (

@@ -171,8 +171,8 @@ struct CredentialsBody {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ClockBody {
-    /// Wider than any integer a client may send, so a huge `u64` is refused with the clock's own
-    /// explanation rather than a deserialisation error.
+    /// Wider than the clock's `i64`, so a number past it (a huge `u64`, say) is refused with the
+    /// clock's own explanation rather than a deserialisation error. Only this body deals in it.
     advance_secs: i128,
 }
 
@@ -254,11 +254,14 @@ fn handle_inner(em: &mut Emulator, req: &Request, rest: &str) -> Result<Reply, R
         }
         ("POST", ["clock"]) => {
             let b: ClockBody = body(req)?;
-            let now = em
-                .store
-                .clock
-                .advance(b.advance_secs)
-                .map_err(|e| bad(e.to_string()))?;
+            // A number beyond i64 is far past 9999-12-31 (or, negative, a move backwards): refused
+            // in the clock's own words, as the ones within i64 are.
+            let advanced = match i64::try_from(b.advance_secs) {
+                Ok(secs) => em.store.clock.advance(secs),
+                Err(_) if b.advance_secs < 0 => Err(clock::ClockError::Backwards),
+                Err(_) => Err(clock::ClockError::PastLatest),
+            };
+            let now = advanced.map_err(|e| bad(e.to_string()))?;
             Ok(Reply::json(200, &json!({"now": clock::format_utc(now)})))
         }
         ("POST", ["tables", name, "rows"]) => insert_row(em, req, name),

@@ -69,7 +69,32 @@ async fn handle(
     req: hyper::Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Dropped> {
     let (parts, body) = req.into_parts();
-    let body = match Limited::new(body, MAX_BODY).collect().await {
+    // The body comes last: the front end's checks need only the URL and the headers.
+    let mut request = Request {
+        method: parts.method.as_str().to_owned(),
+        path: parts.uri.path().to_owned(),
+        query: parts.uri.query().unwrap_or_default().to_owned(),
+        headers: parts.headers,
+        body: Bytes::new(),
+    };
+    let path_and_query = parts
+        .uri
+        .path_and_query()
+        .map_or_else(|| request.path.clone(), |p| p.as_str().to_owned());
+    let control = request.path.strip_prefix("/_emulator/").map(str::to_owned);
+
+    // The front end refuses these before the service sees them, so no fault applies to them either,
+    // and before reading what may be up to `MAX_BODY` of body for nothing.
+    if control.is_none() {
+        let authority = parts.uri.authority().map_or(request.host(), |a| a.as_str());
+        if let Some(refusal) = front_end_refusal(authority, &request.path, &path_and_query) {
+            let entry = log_entry(&request, &path_and_query, refusal.status, false, false);
+            lock(&shared).log.push(entry);
+            return Ok(to_response(refusal));
+        }
+    }
+
+    request.body = match Limited::new(body, MAX_BODY).collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(_) => {
             return Ok(to_response(
@@ -77,40 +102,15 @@ async fn handle(
             ));
         }
     };
-    let request = Request {
-        method: parts.method.as_str().to_owned(),
-        path: parts.uri.path().to_owned(),
-        query: parts.uri.query().unwrap_or_default().to_owned(),
-        headers: parts.headers,
-        body,
-    };
-    let path_and_query = parts
-        .uri
-        .path_and_query()
-        .map_or_else(|| request.path.clone(), |p| p.as_str().to_owned());
 
-    if let Some(rest) = request.path.strip_prefix("/_emulator/") {
-        let reply = control::handle(&mut lock(&shared), &request, rest);
+    if let Some(rest) = control {
+        let reply = control::handle(&mut lock(&shared), &request, &rest);
         return Ok(to_response(reply));
     }
 
-    let log = |status: u16, fault: bool, answer_dropped: bool| LogEntry {
-        method: request.method.clone(),
-        path: path_and_query.clone(),
-        status,
-        prefer: request.header("prefer").map(str::to_owned),
-        if_match: request.header("if-match").map(str::to_owned),
-        if_none_match: request.header("if-none-match").map(str::to_owned),
-        fault,
-        answer_dropped,
+    let log = |status: u16, fault: bool, answer_dropped: bool| {
+        log_entry(&request, &path_and_query, status, fault, answer_dropped)
     };
-    // The front end refuses these before the service sees them, so no fault applies to them either.
-    let authority = parts.uri.authority().map_or(request.host(), |a| a.as_str());
-    if let Some(refusal) = front_end_refusal(authority, &request.path, &path_and_query) {
-        lock(&shared).log.push(log(refusal.status, false, false));
-        return Ok(to_response(refusal));
-    }
-
     let fault = control::take_fault(&mut lock(&shared).faults, &request.method, &path_and_query);
     let mut drop_answer = false;
     if let Some(fault) = fault {
@@ -141,6 +141,25 @@ async fn handle(
         return Err(Dropped);
     }
     Ok(to_response(reply))
+}
+
+fn log_entry(
+    request: &Request,
+    path_and_query: &str,
+    status: u16,
+    fault: bool,
+    answer_dropped: bool,
+) -> LogEntry {
+    LogEntry {
+        method: request.method.clone(),
+        path: path_and_query.to_owned(),
+        status,
+        prefer: request.header("prefer").map(str::to_owned),
+        if_match: request.header("if-match").map(str::to_owned),
+        if_none_match: request.header("if-none-match").map(str::to_owned),
+        fault,
+        answer_dropped,
+    }
 }
 
 /// What the service's HTTP front end answers for a URL it will not pass on: too long as a whole

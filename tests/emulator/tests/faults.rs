@@ -105,9 +105,7 @@ async fn faults_the_token_endpoint_too_and_clears_on_delete() {
 #[tokio::test]
 async fn logs_every_request_with_its_status() {
     let emulator = Emulator::empty().await;
-    emulator
-        .control(Method::DELETE, "requests", json!(null))
-        .await;
+    emulator.clear_requests().await;
     emulator
         .fault(json!({"status": 429, "retry_after": 1}))
         .await;
@@ -168,9 +166,7 @@ async fn refuses_meaningless_fault_specs() {
 #[tokio::test]
 async fn drop_answer_carries_the_request_out_then_closes_the_connection_unanswered() {
     let emulator = Emulator::empty().await;
-    emulator
-        .control(Method::DELETE, "requests", json!(null))
-        .await;
+    emulator.clear_requests().await;
     emulator
         .fault(json!({"drop_answer": true, "method": "POST", "path_contains": "/accounts"}))
         .await;

@@ -9,8 +9,6 @@
 //! Refused with 501: lookup paths (`a/b`), lambda operators, `Microsoft.Dynamics.CRM.*` query functions
 //! and parameter aliases.
 
-use std::cell::Cell;
-
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -71,33 +69,57 @@ pub enum Lit {
     Exact(String, Edm),
 }
 
+/// A parsed filter. `and` and `or` chains are n-ary nodes, not nested pairs, so a tree is only as deep
+/// as the filter's nesting, which the parser bounds (see [`MAX_DEPTH`]): walking, evaluating and
+/// dropping it recurse no deeper than that, however long the chain.
 #[derive(Debug, Clone)]
 pub enum Expr {
     Prop(usize, Edm),
     Lit(Lit),
     Cmp(CmpOp, Box<Expr>, Box<Expr>),
-    And(Box<Expr>, Box<Expr>),
-    Or(Box<Expr>, Box<Expr>),
+    /// Two or more terms.
+    And(Vec<Expr>),
+    /// Two or more terms.
+    Or(Vec<Expr>),
     Not(Box<Expr>),
+    /// `contains`/`startswith`/`endswith` with a literal pattern, split into pieces once at parse
+    /// time rather than for every row.
+    Like(Box<Expr>, Pattern),
+    /// The same with a pattern only known per row (a column, or `null`).
     Str(StrFn, Box<Expr>, Box<Expr>),
 }
 
 /// The type of an expression; `None` is the type of `null`, compatible with everything.
 type Ty = Option<Edm>;
 
-/// Work done by the lexer, the parser or the evaluator, in units of "one character looked at, one
-/// token taken or one node handled". Nothing in the service reads it: the property suite uses it to
-/// show that the cost of a filter grows linearly with its length, without timing anything. Library
-/// calls that are linear in their input (number and date parsing, copies, lookups) are charged the
-/// length of that input.
+/// Work done by the lexer, the parser or the `LIKE` matcher, in units of "one character looked at,
+/// one token taken or one node built". Nothing in the service reads it: the property suite uses it
+/// to show that the cost of a filter grows linearly with its length, without timing anything.
+/// Library calls that are linear in their input (number and date parsing, copies, lookups) are
+/// charged the length of that input.
+///
+/// Only test builds count. Elsewhere `Work` is empty and [`Work::add`] does nothing, so the request
+/// path, where the matcher runs once per row, pays nothing for the bookkeeping.
+#[cfg(test)]
 #[derive(Debug, Default)]
-pub(crate) struct Work(Cell<u64>);
+struct Work(std::cell::Cell<u64>);
+
+/// A field of nothing rather than a unit struct, so both versions are made with `Work::default()`.
+#[cfg(not(test))]
+#[derive(Debug, Default)]
+struct Work(());
 
 impl Work {
+    #[cfg(test)]
     fn add(&self, n: usize) {
         let n = u64::try_from(n).unwrap_or(u64::MAX);
         self.0.set(self.0.get().saturating_add(n));
     }
+
+    #[cfg(not(test))]
+    #[allow(clippy::unused_self)] // The same signature as the counting version.
+    #[inline]
+    fn add(&self, _n: usize) {}
 
     #[cfg(test)]
     fn steps(&self) -> u64 {
@@ -369,19 +391,27 @@ struct Parser<'a> {
 }
 
 /// Nesting past this answers 400, as the OData parser's recursion limit does, rather than
-/// exhausting the emulator's stack on a hostile `((((...`.
+/// exhausting the emulator's stack on a hostile `((((...`. Every construct that makes the tree deeper
+/// counts (a parenthesis, a `not`, a function's argument, a chained comparison), so the tree's depth
+/// is bounded by a small multiple of it, and everything that walks the tree may recurse.
 const MAX_DEPTH: u32 = 100;
 
 impl Parser<'_> {
+    /// Goes one level deeper, or refuses to.
+    fn descend(&mut self) -> Result<(), Fail> {
+        if self.depth >= MAX_DEPTH {
+            return Err(Fail::bad_query("The recursion limit has been exceeded."));
+        }
+        self.depth += 1;
+        Ok(())
+    }
+
     /// Parses one level deeper (a parenthesis, a `not`, a function's argument).
     fn nested(
         &mut self,
         parse: impl FnOnce(&mut Self) -> Result<(Expr, Ty), Fail>,
     ) -> Result<(Expr, Ty), Fail> {
-        if self.depth >= MAX_DEPTH {
-            return Err(Fail::bad_query("The recursion limit has been exceeded."));
-        }
-        self.depth += 1;
+        self.descend()?;
         let result = parse(self);
         self.depth -= 1;
         result
@@ -419,36 +449,57 @@ impl Parser<'_> {
 
     fn or(&mut self) -> Result<(Expr, Ty), Fail> {
         self.work.add(1);
-        let (mut left, mut left_ty) = self.and()?;
-        while self.keyword("or") {
-            self.next();
-            let (right, right_ty) = self.and()?;
-            logical("Or", left_ty, right_ty)?;
-            self.work.add(1);
-            left = Expr::Or(Box::new(left), Box::new(right));
-            left_ty = Some(Edm::Boolean);
-        }
-        Ok((left, left_ty))
+        self.chain(Logic::Or)
     }
 
     fn and(&mut self) -> Result<(Expr, Ty), Fail> {
         self.work.add(1);
-        let (mut left, mut left_ty) = self.comparison()?;
-        while self.keyword("and") {
-            self.next();
-            let (right, right_ty) = self.comparison()?;
-            logical("And", left_ty, right_ty)?;
-            self.work.add(1);
-            left = Expr::And(Box::new(left), Box::new(right));
-            left_ty = Some(Edm::Boolean);
+        self.chain(Logic::And)
+    }
+
+    /// `a or b or ...` (or the same with `and`) as one node holding every term, so a long chain
+    /// makes a wide tree rather than a deep one. (A parenthesised group stays a node of its own: its
+    /// parenthesis already counted against [`MAX_DEPTH`].)
+    fn chain(&mut self, logic: Logic) -> Result<(Expr, Ty), Fail> {
+        let operand = |parser: &mut Self| match logic {
+            Logic::Or => parser.and(),
+            Logic::And => parser.comparison(),
+        };
+        let (first, mut ty) = operand(self)?;
+        if !self.keyword(logic.word()) {
+            return Ok((first, ty));
         }
-        Ok((left, left_ty))
+        let mut terms = vec![first];
+        while self.keyword(logic.word()) {
+            self.next();
+            let (term, term_ty) = operand(self)?;
+            logical(logic.kind(), ty, term_ty)?;
+            self.work.add(1);
+            terms.push(term);
+            ty = Some(Edm::Boolean);
+        }
+        Ok((logic.node(terms), ty))
     }
 
     fn comparison(&mut self) -> Result<(Expr, Ty), Fail> {
+        let depth = self.depth;
+        let result = self.comparisons();
+        self.depth = depth;
+        result
+    }
+
+    /// `a eq b`, or a chain of comparisons, which the `OData` grammar allows and which means
+    /// `(a eq b) eq c`: every link after the first nests the tree one level deeper, so it counts
+    /// against [`MAX_DEPTH`] as a parenthesis would. The caller restores the depth.
+    fn comparisons(&mut self) -> Result<(Expr, Ty), Fail> {
         self.work.add(1);
         let (mut left, mut left_ty) = self.unary()?;
+        let mut chained = false;
         while let Some(op) = self.comparison_operator()? {
+            if chained {
+                self.descend()?;
+            }
+            chained = true;
             self.next();
             let (right, right_ty) = self.unary()?;
             let (left_c, right_c) = comparable(op, left, left_ty, right, right_ty, self.work)?;
@@ -620,12 +671,45 @@ impl Parser<'_> {
                 "No function signature for the function with name '{name}' matches the specified arguments. The function signatures considered are: {name}(Edm.String Nullable=true, Edm.String Nullable=true)."
             )));
         }
-        let mut args = args.into_iter().map(|(e, _)| Box::new(e));
-        match (args.next(), args.next()) {
-            (Some(subject), Some(pattern)) => {
-                Ok((Expr::Str(func, subject, pattern), Some(Edm::Boolean)))
+        let mut args = args.into_iter().map(|(e, _)| e);
+        let expr = match (args.next(), args.next()) {
+            (Some(subject), Some(Expr::Lit(Lit::Str(pattern)))) => {
+                Expr::Like(Box::new(subject), Pattern::new(&pattern, func, self.work))
             }
-            _ => Err(self.syntax_error(self.peek().pos)),
+            (Some(subject), Some(pattern)) => Expr::Str(func, Box::new(subject), Box::new(pattern)),
+            _ => return Err(self.syntax_error(self.peek().pos)),
+        };
+        Ok((expr, Some(Edm::Boolean)))
+    }
+}
+
+/// `and` or `or`, for the parser's handling of their chains.
+#[derive(Debug, Clone, Copy)]
+enum Logic {
+    And,
+    Or,
+}
+
+impl Logic {
+    fn word(self) -> &'static str {
+        match self {
+            Logic::And => "and",
+            Logic::Or => "or",
+        }
+    }
+
+    /// The operator kind error messages name.
+    fn kind(self) -> &'static str {
+        match self {
+            Logic::And => "And",
+            Logic::Or => "Or",
+        }
+    }
+
+    fn node(self, terms: Vec<Expr>) -> Expr {
+        match self {
+            Logic::And => Expr::And(terms),
+            Logic::Or => Expr::Or(terms),
         }
     }
 }
@@ -735,11 +819,6 @@ fn leaf<'a>(expr: &'a Expr, row: &'a [Value]) -> Scalar<'a> {
     }
 }
 
-/// A boolean as a value: unknown is null.
-fn known(value: Option<bool>) -> Scalar<'static> {
-    value.map_or(Scalar::Null, Scalar::Bool)
-}
-
 fn truth_of(value: Scalar<'_>) -> Option<bool> {
     match value {
         Scalar::Bool(b) => Some(b),
@@ -747,75 +826,60 @@ fn truth_of(value: Scalar<'_>) -> Option<bool> {
     }
 }
 
+/// The value of an operand: a leaf's own, or a boolean sub-expression's truth (unknown is null).
+fn value<'a>(expr: &'a Expr, row: &'a [Value]) -> Scalar<'a> {
+    match expr {
+        Expr::Prop(..) | Expr::Lit(_) => leaf(expr, row),
+        _ => truth(expr, row).map_or(Scalar::Null, Scalar::Bool),
+    }
+}
+
+/// The text a string function reads from an operand, if it has any.
+fn text(value: Scalar<'_>) -> Option<&str> {
+    match value {
+        Scalar::Text(s) | Scalar::Exact(s) | Scalar::Guid(s) => Some(s),
+        _ => None,
+    }
+}
+
 /// Evaluates a boolean expression with SQL's three-valued logic: `None` is "unknown", and a row is
-/// returned only when the whole filter is `Some(true)`.
+/// returned only when the whole filter is `Some(true)`. Recursive: the parser bounds the tree's
+/// depth.
 pub fn truth(expr: &Expr, row: &[Value]) -> Option<bool> {
-    truth_counting(expr, row, &Work::default())
-}
-
-/// [`truth`], adding one unit of work per step: two per inner node (entered, then combined), one per
-/// leaf. The text comparisons and `LIKE` matches at the leaves depend on the row's values as much as
-/// on the filter, so they are not counted here.
-///
-/// The tree is walked with a stack of its own rather than by recursion: `a or b or c ...` parses
-/// into a tree as deep as the chain is long, and a chain that fits in a URL is deep enough to
-/// overflow a thread's stack.
-fn truth_counting(expr: &Expr, row: &[Value], work: &Work) -> Option<bool> {
-    enum Step<'e> {
-        Enter(&'e Expr),
-        Combine(&'e Expr),
-    }
-    let mut steps = vec![Step::Enter(expr)];
-    let mut values: Vec<Scalar<'_>> = Vec::new();
-    while let Some(step) = steps.pop() {
-        work.add(1);
-        match step {
-            Step::Enter(node) => match node {
-                Expr::And(a, b) | Expr::Or(a, b) | Expr::Cmp(_, a, b) | Expr::Str(_, a, b) => {
-                    steps.extend([Step::Combine(node), Step::Enter(b), Step::Enter(a)]);
+    match expr {
+        Expr::Prop(..) | Expr::Lit(_) => truth_of(leaf(expr, row)),
+        Expr::And(terms) => {
+            let mut all = Some(true);
+            for term in terms {
+                match truth(term, row) {
+                    Some(false) => return Some(false),
+                    None => all = None,
+                    Some(true) => {}
                 }
-                Expr::Not(a) => steps.extend([Step::Combine(node), Step::Enter(a)]),
-                Expr::Prop(..) | Expr::Lit(_) => values.push(leaf(node, row)),
-            },
-            Step::Combine(node) => {
-                // Operands were pushed left first, so the right one is on top.
-                let right = values.pop().unwrap_or(Scalar::Null);
-                let value = match node {
-                    Expr::Not(_) => known(truth_of(right).map(|b| !b)),
-                    other => {
-                        let left = values.pop().unwrap_or(Scalar::Null);
-                        combine(other, left, right)
-                    }
-                };
-                values.push(value);
             }
+            all
         }
-    }
-    values.pop().and_then(truth_of)
-}
-
-/// The value of a binary node from its operands' values.
-fn combine<'a>(node: &Expr, left: Scalar<'a>, right: Scalar<'a>) -> Scalar<'a> {
-    match node {
-        Expr::And(..) => known(match (truth_of(left), truth_of(right)) {
-            (Some(false), _) | (_, Some(false)) => Some(false),
-            (Some(true), Some(true)) => Some(true),
-            _ => None,
-        }),
-        Expr::Or(..) => known(match (truth_of(left), truth_of(right)) {
-            (Some(true), _) | (_, Some(true)) => Some(true),
-            (Some(false), Some(false)) => Some(false),
-            _ => None,
-        }),
-        Expr::Cmp(op, ..) => known(compare(*op, left, right)),
-        Expr::Str(func, ..) => known(match (left, right) {
-            (
-                Scalar::Text(s) | Scalar::Exact(s) | Scalar::Guid(s),
-                Scalar::Text(p) | Scalar::Exact(p) | Scalar::Guid(p),
-            ) => Some(like(s, p, *func, &Work::default())),
-            _ => None,
-        }),
-        Expr::Not(_) | Expr::Prop(..) | Expr::Lit(_) => Scalar::Null,
+        Expr::Or(terms) => {
+            let mut any = Some(false);
+            for term in terms {
+                match truth(term, row) {
+                    Some(true) => return Some(true),
+                    None => any = None,
+                    Some(false) => {}
+                }
+            }
+            any
+        }
+        Expr::Not(inner) => truth(inner, row).map(|b| !b),
+        Expr::Cmp(op, left, right) => compare(*op, value(left, row), value(right, row)),
+        Expr::Like(subject, pattern) => {
+            text(value(subject, row)).map(|s| pattern.matches(s, &Work::default()))
+        }
+        Expr::Str(func, subject, pattern) => {
+            let (s, p) = (text(value(subject, row))?, text(value(pattern, row))?);
+            let work = Work::default();
+            Some(Pattern::new(p, *func, &work).matches(s, &work))
+        }
     }
 }
 
@@ -830,22 +894,9 @@ pub struct KeyBound {
 
 /// Derives a [`KeyBound`] on the leading sort `columns` (ascending) from a filter: `c gt x`, `c ge x`
 /// and `c eq x` on the first column bound it, `c eq x and <bound on the next columns>` extends the
-/// prefix (the keyset form `(a, b) > (x, y)`), `and` takes the tighter of two bounds and `or` the
-/// looser, if both sides have one.
+/// prefix (the keyset form `(a, b) > (x, y)`), `and` takes the tightest of its terms' bounds and `or`
+/// the loosest, if every term has one. Recursive: the parser bounds the tree's depth.
 pub fn key_bound(expr: &Expr, columns: &[(usize, Edm)]) -> Option<KeyBound> {
-    key_bound_within(expr, columns, 0)
-}
-
-/// How deep into a filter [`key_bound`] looks. A bound is only a shortcut (none means a full scan),
-/// so giving up on deeper nodes is always correct, and it keeps a long `or` chain, which parses into
-/// a tree as deep as the chain is long, from overflowing the stack.
-const KEY_BOUND_DEPTH: u32 = 64;
-
-fn key_bound_within(expr: &Expr, columns: &[(usize, Edm)], depth: u32) -> Option<KeyBound> {
-    if depth >= KEY_BOUND_DEPTH {
-        return None;
-    }
-    let depth = depth + 1;
     let (first, _) = *columns.first()?;
     let literal_on = |e: &Expr, ops: &[CmpOp]| match e {
         Expr::Cmp(op, left, right) if ops.contains(op) => match (left.as_ref(), right.as_ref()) {
@@ -862,40 +913,48 @@ fn key_bound_within(expr: &Expr, columns: &[(usize, Edm)], depth: u32) -> Option
             after: op == CmpOp::Gt,
         });
     }
-    match expr {
-        Expr::And(a, b) => {
-            for (eq, rest) in [(a, b), (b, a)] {
-                if let Some((_, value)) = literal_on(eq, &[CmpOp::Eq]) {
-                    let mut prefix = vec![value];
-                    let mut after = false;
-                    if let Some(inner) = key_bound_within(rest, &columns[1..], depth) {
-                        prefix.extend(inner.prefix);
-                        after = inner.after;
-                    }
-                    return Some(KeyBound { prefix, after });
-                }
-            }
-            match (
-                key_bound_within(a, columns, depth),
-                key_bound_within(b, columns, depth),
-            ) {
-                (Some(x), Some(y)) => Some(if compare_keys(&x, &y, columns).is_ge() {
-                    x
-                } else {
-                    y
-                }),
-                (one, None) | (None, one) => one,
-            }
-        }
-        Expr::Or(a, b) => {
-            let (x, y) = (
-                key_bound_within(a, columns, depth)?,
-                key_bound_within(b, columns, depth)?,
-            );
-            Some(if compare_keys(&x, &y, columns).is_le() {
+    let tightest = |bounds: &mut dyn Iterator<Item = KeyBound>, columns: &[(usize, Edm)]| {
+        bounds.reduce(|x, y| {
+            if compare_keys(&x, &y, columns).is_ge() {
                 x
             } else {
                 y
+            }
+        })
+    };
+    match expr {
+        Expr::And(terms) => {
+            let mut bounds = terms.iter().filter_map(|t| key_bound(t, columns));
+            let own = tightest(&mut bounds, columns);
+            // The keyset form: one term fixes the first column, the others bound the next ones.
+            let keyset = terms.iter().enumerate().find_map(|(at, term)| {
+                let (_, value) = literal_on(term, &[CmpOp::Eq])?;
+                let mut rest = terms
+                    .iter()
+                    .enumerate()
+                    .filter(|(other, _)| *other != at)
+                    .filter_map(|(_, t)| key_bound(t, &columns[1..]));
+                let mut prefix = vec![value];
+                let mut after = false;
+                if let Some(inner) = tightest(&mut rest, &columns[1..]) {
+                    prefix.extend(inner.prefix);
+                    after = inner.after;
+                }
+                Some(KeyBound { prefix, after })
+            });
+            tightest(&mut own.into_iter().chain(keyset), columns)
+        }
+        Expr::Or(terms) => {
+            let bounds = terms
+                .iter()
+                .map(|t| key_bound(t, columns))
+                .collect::<Option<Vec<_>>>()?;
+            bounds.into_iter().reduce(|x, y| {
+                if compare_keys(&x, &y, columns).is_le() {
+                    x
+                } else {
+                    y
+                }
             })
         }
         _ => None,
@@ -1029,19 +1088,39 @@ pub fn compare_text(a: &str, b: &str) -> std::cmp::Ordering {
 }
 
 /// `contains`/`startswith`/`endswith` become a SQL `LIKE` on the server, so `%`, `_`, `[abc]` and
-/// `[^abc]` inside the value are wildcards there, and here.
-fn like(subject: &str, value: &str, func: StrFn, work: &Work) -> bool {
-    let subject: Vec<char> = subject.chars().flat_map(char::to_lowercase).collect();
-    let mut pattern: Vec<char> = Vec::with_capacity(value.len() + 2);
-    if func != StrFn::StartsWith {
-        pattern.push('%');
+/// `[^abc]` inside the value are wildcards there, and here. Case-insensitive, as the collation is.
+#[derive(Debug, Clone)]
+pub struct Pattern {
+    pieces: Vec<Piece>,
+    /// The pattern lowercased, with the `%` the function adds around it; classes refer into it.
+    chars: Vec<char>,
+}
+
+impl Pattern {
+    fn new(value: &str, func: StrFn, work: &Work) -> Self {
+        let mut chars: Vec<char> = Vec::with_capacity(value.len() + 2);
+        if func != StrFn::StartsWith {
+            chars.push('%');
+        }
+        chars.extend(value.chars().flat_map(char::to_lowercase));
+        if func != StrFn::EndsWith {
+            chars.push('%');
+        }
+        work.add(chars.len());
+        let pieces = pieces(&chars, work);
+        Pattern { pieces, chars }
     }
-    pattern.extend(value.chars().flat_map(char::to_lowercase));
-    if func != StrFn::EndsWith {
-        pattern.push('%');
+
+    /// Whether `subject` matches. The subject is lowercased as it is read, without a copy: this
+    /// runs once per row.
+    fn matches(&self, subject: &str, work: &Work) -> bool {
+        like_match(
+            subject.chars().flat_map(char::to_lowercase),
+            &self.pieces,
+            &self.chars,
+            work,
+        )
     }
-    work.add(subject.len() + pattern.len());
-    like_match(&subject, &pattern, work)
 }
 
 /// One element of a `LIKE` pattern.
@@ -1064,18 +1143,22 @@ enum Piece {
 /// time it met a `[`, which made a pattern of many `[` cost the square of its length per character
 /// of the subject.
 fn pieces(p: &[char], work: &Work) -> Vec<Piece> {
-    // Every character is looked at once here, and at most once more while finding a `]`.
-    work.add(2 * p.len());
     let mut pieces = Vec::with_capacity(p.len());
-    // Once a search for `]` has failed, none follows, and every later `[` is a plain character.
+    // Once a search for `]` has failed, none follows, and every later `[` is a plain character: so
+    // the searches together look at each character at most once.
     let mut may_close = true;
     let mut i = 0;
     while i < p.len() {
+        work.add(1);
         let piece = match p[i] {
             '%' => Piece::Any,
             '_' => Piece::One,
             '[' if may_close => {
-                if let Some(offset) = p[i + 1..].iter().position(|&c| c == ']') {
+                let close = p[i + 1..].iter().position(|&c| {
+                    work.add(1);
+                    c == ']'
+                });
+                if let Some(offset) = close {
                     let end = i + 1 + offset;
                     let negated = offset > 0 && p[i + 1] == '^';
                     pieces.push(Piece::Class {
@@ -1097,44 +1180,59 @@ fn pieces(p: &[char], work: &Work) -> Vec<Piece> {
     pieces
 }
 
-fn like_match(s: &[char], p: &[char], work: &Work) -> bool {
+/// Matches a (lowercased) subject against pieces. The subject is an iterator so it can be lowercased
+/// lazily; it is cloned to remember a position, which costs a few words, not an allocation.
+fn like_match(
+    subject: impl Iterator<Item = char> + Clone,
+    pieces: &[Piece],
+    chars: &[char],
+    work: &Work,
+) -> bool {
     // Backtracking to the last '%' only: at most one pass over the pattern for each starting point
     // in the subject.
-    let pieces = pieces(p, work);
-    let (mut si, mut pi) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while si < s.len() {
+    let mut rest = subject;
+    let mut pi = 0;
+    // The last `%` seen, and the subject after what it has swallowed so far.
+    let mut star = None;
+    loop {
         work.add(1);
+        let mut after = rest.clone();
+        let Some(c) = after.next() else {
+            break;
+        };
         if let Some(&piece) = pieces.get(pi) {
             let matched = match piece {
                 Piece::Any => {
-                    star = Some((pi, si));
+                    star = Some((pi, rest.clone()));
                     pi += 1;
                     continue;
                 }
                 Piece::One => true,
-                Piece::Char(c) => c == s[si],
+                Piece::Char(p) => p == c,
                 Piece::Class { negated, from, to } => {
                     work.add(to - from);
-                    in_class(&p[from..to], s[si]) != negated
+                    in_class(&chars[from..to], c) != negated
                 }
             };
             if matched {
-                si += 1;
+                rest = after;
                 pi += 1;
                 continue;
             }
         }
-        match star {
-            Some((sp, ss)) => {
-                pi = sp + 1;
-                si = ss + 1;
-                star = Some((sp, ss + 1));
+        match &mut star {
+            Some((sp, swallowed)) => {
+                // Let the `%` swallow one more character, and try the rest of the pattern there.
+                swallowed.next();
+                rest = swallowed.clone();
+                pi = *sp + 1;
             }
             None => return false,
         }
     }
-    pieces[pi..].iter().all(|&piece| piece == Piece::Any)
+    let left = pieces.get(pi..).unwrap_or_default();
+    work.add(left.len());
+    left.iter().all(|&piece| piece == Piece::Any)
 }
 
 /// Whether `c` is in a class's characters (`a-z` ranges included).
@@ -1161,7 +1259,10 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    struct Cols;
+    /// The test table's columns, shared with the property suite. A row shorter than the columns
+    /// reads as null in the cells it lacks.
+    pub(super) struct Cols;
+
     impl Properties for Cols {
         fn property(&self, name: &str) -> Result<(usize, Edm), Fail> {
             match name {
@@ -1169,17 +1270,22 @@ mod tests {
                 "employees" => Ok((1, Edm::Int32)),
                 "id" => Ok((2, Edm::Guid)),
                 "on" => Ok((3, Edm::DateTimeOffset)),
-                "hold" => Ok((4, Edm::Boolean)),
+                // A complex value's leaf, which may contain a slash.
+                "hold" | "Flag/Value" => Ok((4, Edm::Boolean)),
                 "other" => Ok((5, Edm::String)),
+                "revenue" => Ok((6, Edm::Decimal)),
+                "day" => Ok((7, Edm::Date)),
                 _ => Err(Fail::no_such_property(name, "Microsoft.Dynamics.CRM.test")),
             }
         }
+
         fn type_name(&self) -> String {
             "Microsoft.Dynamics.CRM.test".into()
         }
     }
 
-    fn row() -> Vec<Value> {
+    /// A row for [`Cols`]: a value in every column but `other`, which is null.
+    pub(super) fn row() -> Vec<Value> {
         vec![
             json!("O'Bryan Ltd"),
             json!(250),
@@ -1187,6 +1293,8 @@ mod tests {
             json!("2021-06-01T10:00:00Z"),
             json!(false),
             Value::Null,
+            json!(1.5),
+            json!("2021-06-01"),
         ]
     }
 
@@ -1274,6 +1382,12 @@ mod tests {
             bound(&format!("on ge {f} and on ge {t}")),
             key(vec![json!(t)], false)
         );
+        // However many conditions come first: an `and` chain is one node, searched whole.
+        let hold = vec!["hold"; 100].join(" and ");
+        assert_eq!(
+            bound(&format!("{hold} and on gt {t}")),
+            key(vec![json!(t)], true)
+        );
         assert_eq!(bound(&format!("on gt {t} or employees gt 5")), None);
         assert_eq!(bound(&format!("not (on lt {t})")), None);
         let row = |on: &str, id: &str| {
@@ -1308,6 +1422,17 @@ mod tests {
             &keyset,
             &columns
         ));
+    }
+
+    #[test]
+    fn reads_a_chain_of_comparisons_from_the_left_and_counts_it_against_the_recursion_limit() {
+        // `(hold eq true) eq false`: hold is false, so the inner comparison is false, and equal.
+        assert!(eval("hold eq true eq false"));
+        assert!(!eval("hold eq false eq false"));
+        let at_limit = format!("hold{}", " eq true".repeat(101));
+        assert!(parse(&at_limit, &Cols).is_ok());
+        let over = format!("hold{}", " eq true".repeat(102));
+        assert_eq!(error(&over), "The recursion limit has been exceeded.");
     }
 
     #[test]

@@ -158,6 +158,12 @@ impl Emulator {
             .expect("request log")
     }
 
+    /// Empties the request log, so [`Emulator::requests`] shows only what follows.
+    pub async fn clear_requests(&self) {
+        let response = self.control(Method::DELETE, "requests", json!(null)).await;
+        assert_eq!(response.status(), 204);
+    }
+
     pub async fn add_table(&self, spec: Value) {
         let response = self.control(Method::POST, "tables", spec).await;
         assert_eq!(
