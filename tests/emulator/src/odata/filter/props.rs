@@ -42,8 +42,10 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed};
 use serde_json::{Value, json};
 
+use super::eval::truth;
+use super::parser::{MAX_DEPTH, parse_counting};
 use super::tests::{Cols, row};
-use super::{Edm, Expr, MAX_DEPTH, Pattern, StrFn, Work, key_bound, parse_counting, truth};
+use super::{Edm, Expr, Pattern, StrFn, Work, key_bound};
 
 const PARSE_WORK_PER_BYTE: u64 = 64;
 const NODES_PER_BYTE: u64 = 1;
