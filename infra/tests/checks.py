@@ -11,8 +11,16 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
+
+REPO_DIR = Path(__file__).resolve().parents[2]
+# The translator's sample values, imported rather than copied, so the checks render the template with
+# the same values as the ASL files that validate.sh writes.
+sys.path.insert(0, str(REPO_DIR / "infra" / "tools"))
+from sam_offline import ACCOUNT_ID, REGION, SAMPLE_PARAMETERS  # noqa: E402
 
 Template = dict[str, Any]
 
@@ -57,14 +65,13 @@ LAMBDA_SERVICE_ERRORS = {
 RETRIED_CRM_ERRORS = {"Crm.Throttled", "Crm.ServerError"}
 CAUGHT_CRM_ERROR = "Crm.NotFound"
 
-# Payload keys each trigger accepts (docs/functions.md, "Triggers"); the deleted trigger rejects $filter.
-TRIGGER_INPUT_KEYS = {
-    "when-record-created": {"dataset", "table", "$filter", "$orderby", "$top", "$skip", "$select", "trigger", "since"},
-    "when-record-updated": {
-        "dataset", "table", "$filter", "$orderby", "$top", "$skip", "$select", "trigger", "since", "columns",
-    },
-    "when-record-deleted": {"dataset", "table", "$top", "trigger"},
-}
+# The published contract, read rather than copied: the "Triggers" table of this document says which
+# payload keys each trigger takes, and the functions refuse any other key.
+CONTRACT_DOC = REPO_DIR / "docs" / "functions.md"
+# Cells of that table: what a trigger accepts (possibly with a rule on the value) and what it refuses.
+# Anything else fails loudly, so a new wording cannot be misread as either.
+ACCEPTED_CELLS = {"required", "yes", "0 only"}
+REFUSED_CELL = "refused"
 
 # Values cfn-lint does not check: it accepts a runtime of provided.al2099, an architecture of arm65 and
 # a schedule of rate(5 minutez) without a word, so these tests pin the values themselves.
@@ -75,14 +82,44 @@ SYSTEM_LOG_LEVELS = {"DEBUG", "INFO", "WARN"}
 RATE_EXPRESSION = re.compile(r"rate\((?:1 (?:minute|hour|day)|(?:[2-9]|[1-9][0-9]+) (?:minutes|hours|days))\)")
 CRON_EXPRESSION = re.compile(r"cron\(\S+ \S+ \S+ \S+ \S+ \S+\)")
 
-# Values for parameters without a default, used when rendering Fn::Sub samples.
-SAMPLE_PARAMETERS = {"Dataset": "contoso"}
+# Pseudo parameters, for rendering Fn::Sub samples (parameters without a default take SAMPLE_PARAMETERS).
 PSEUDO_PARAMETERS = {
     "AWS::StackName": "dynamics-crm",
-    "AWS::Region": "us-east-1",
-    "AWS::AccountId": "123456789012",
+    "AWS::Region": REGION,
+    "AWS::AccountId": ACCOUNT_ID,
     "AWS::Partition": "aws",
 }
+
+
+def trigger_input_keys(doc: str) -> dict[str, set[str]]:
+    """Payload keys each trigger accepts, from the "## Triggers" table of docs/functions.md."""
+    section = re.search(r"^## Triggers\n(.*?)(?=^## |\Z)", doc, re.MULTILINE | re.DOTALL)
+    if section is None:
+        raise ValueError(f"{CONTRACT_DOC}: no '## Triggers' section")
+    rows = [[cell.strip() for cell in re.split(r"(?<!\\)\|", line.strip())[1:-1]]
+            for line in section.group(1).splitlines() if line.startswith("|")]
+    if len(rows) < 3:
+        raise ValueError(f"{CONTRACT_DOC}: no table under '## Triggers'")
+    header, body = rows[0], rows[2:]
+    columns = {f"when-record-{kind}": header.index(kind) for kind in ("created", "updated", "deleted")
+               if kind in header}
+    if set(columns) != set(TRIGGERS):
+        raise ValueError(f"{CONTRACT_DOC}: the Triggers table has columns {header}, not one per trigger")
+    accepted: dict[str, set[str]] = {name: set() for name in TRIGGERS}
+    for row in body:
+        keys = re.findall(r"`([^`]+)`", row[0])
+        if not keys:
+            raise ValueError(f"{CONTRACT_DOC}: Triggers row {row} names no input")
+        for name, column in columns.items():
+            cell = row[column]
+            if cell in ACCEPTED_CELLS:
+                accepted[name].update(keys)
+            elif cell != REFUSED_CELL:
+                raise ValueError(f"{CONTRACT_DOC}: Triggers row {keys}, {name}: cannot read {cell!r}")
+    return accepted
+
+
+TRIGGER_INPUT_KEYS = trigger_input_keys(CONTRACT_DOC.read_text())
 
 
 # ------------------------------------------------------------------------------------------------
@@ -573,6 +610,13 @@ def state_machine_problems(t: Template) -> list[str]:
                                 "that is Fn::GetAtt <one of our functions>.Arn")
             else:
                 invoked.append(arn)
+            name = binary_of(function_id or "")
+            payload = (state.get("Parameters") or {}).get("Payload")
+            if name in TRIGGERS and isinstance(payload, dict):
+                # "key.$" is the same key, taken from the state's input.
+                unknown = {key.removesuffix(".$") for key in payload} - TRIGGER_INPUT_KEYS[name]
+                if unknown:
+                    problems.append(f"{where}: {name} does not accept {sorted(unknown)}")
             missing_service = sorted(e for e in LAMBDA_SERVICE_ERRORS if _retried(state, e) is None)
             if missing_service:
                 problems.append(f"{where}: Retry must cover the Lambda service errors {missing_service}")

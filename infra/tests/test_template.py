@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 INFRA_DIR = Path(__file__).resolve().parent.parent
+REPO_DIR = INFRA_DIR.parent
 sys.path.insert(0, str(INFRA_DIR / "tools"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -114,16 +115,21 @@ class TranslatedTemplate(unittest.TestCase):
             for arn in role["Properties"].get("ManagedPolicyArns", []):
                 self.assertIn(checks.target_of(arn), self.t["Resources"], f"{role_id} attaches {arn}")
 
-    def test_trigger_inputs_match_the_contract(self) -> None:
+    def test_each_trigger_schedule_passes_its_own_parameters(self) -> None:
+        # Each parameter stands for itself, so the Input shows which one fills which key: rendered with
+        # the defaults it could not, since the created and updated schedules share theirs. The keys
+        # themselves are checked against docs/functions.md by schedule_problems.
         inputs = {}
         for schedule in checks.resources(self.t, "AWS::Scheduler::Schedule").values():
             target = schedule["Properties"]["Target"]
             name = checks.binary_of(checks.target_of(target["Arn"]) or "")
             if name:
-                inputs[name] = json.loads(checks.resolve(self.t, target["Input"]))
-        self.assertEqual(inputs["when-record-created"], {"dataset": "contoso", "table": "accounts", "$filter": ""})
-        self.assertEqual(inputs["when-record-updated"], {"dataset": "contoso", "table": "accounts", "$filter": ""})
-        self.assertEqual(inputs["when-record-deleted"], {"dataset": "contoso", "table": ""})
+                inputs[name] = json.loads(re.sub(r"\$\{(\w+)\}", r"\1", target["Input"]["Fn::Sub"]))
+        self.assertEqual(inputs["when-record-created"],
+                         {"dataset": "Dataset", "table": "CreatedTable", "$filter": "CreatedFilter"})
+        self.assertEqual(inputs["when-record-updated"],
+                         {"dataset": "Dataset", "table": "UpdatedTable", "$filter": "UpdatedFilter"})
+        self.assertEqual(inputs["when-record-deleted"], {"dataset": "Dataset", "table": "DeletedTable"})
 
     def test_filter_parameters_cannot_break_the_schedule_json(self) -> None:
         for name in ("CreatedFilter", "UpdatedFilter"):
@@ -199,6 +205,36 @@ class SamTemplate(unittest.TestCase):
         self.assertEqual(wired, on_disk)
         for path in on_disk:
             json.loads((INFRA_DIR / path).read_text())
+
+
+class TriggerContract(unittest.TestCase):
+    """The trigger keys the checks allow come from docs/functions.md, and are read as the functions take them."""
+
+    def setUp(self) -> None:
+        self.doc = checks.CONTRACT_DOC.read_text()
+
+    def test_the_sample_poll_events_use_only_documented_keys(self) -> None:
+        for name, accepted in checks.TRIGGER_INPUT_KEYS.items():
+            self.assertLessEqual({"dataset", "table"}, accepted, name)
+            event = json.loads((REPO_DIR / "functions" / name / "events" / "poll.json").read_text())
+            self.assertLessEqual(set(event), accepted, name)
+
+    def test_a_refusal_in_the_doc_reaches_the_checks(self) -> None:
+        row = "| `since` | yes | yes | refused |"
+        self.assertIn(row, self.doc)
+        keys = checks.trigger_input_keys(self.doc.replace(row, "| `since` | refused | yes | refused |"))
+        self.assertNotIn("since", keys["when-record-created"])
+        self.assertIn("since", keys["when-record-updated"])
+
+    def test_a_cell_the_checks_cannot_read_fails_loudly(self) -> None:
+        row = "| `columns` | refused | yes | refused |"
+        self.assertIn(row, self.doc)
+        with self.assertRaisesRegex(ValueError, "cannot read 'maybe'"):
+            checks.trigger_input_keys(self.doc.replace(row, "| `columns` | refused | maybe | refused |"))
+
+    def test_a_doc_without_the_table_fails_loudly(self) -> None:
+        with self.assertRaisesRegex(ValueError, "Triggers"):
+            checks.trigger_input_keys(self.doc.replace("## Triggers", "## Pollers"))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -444,6 +480,12 @@ class Mutations(unittest.TestCase):
             state["Parameters"]["FunctionName"] = "arn:aws:lambda:us-east-1:123456789012:function:other"
         self._edit_tasks("RecordCreatedStateMachine", hard_code)
         self.assertReported("RecordCreatedStateMachine/GetRecord: FunctionName must be a DefinitionSubstitutions entry")
+
+    def test_undocumented_key_in_a_workflows_trigger_payload_is_reported(self) -> None:
+        definition = checks.definition_of(self.t, "ScheduledPollStateMachine")
+        definition["States"]["PollChangedRows"]["Parameters"]["Payload"]["$expand.$"] = "$.expand"
+        set_definition(self.t, "ScheduledPollStateMachine", definition)
+        self.assertReported("ScheduledPollStateMachine/PollChangedRows: when-record-updated does not accept ['$expand']")
 
     def test_state_machine_role_missing_a_called_function_is_reported(self) -> None:
         statement = self.r["ScheduledPollStateMachineRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"][0]
