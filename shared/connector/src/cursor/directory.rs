@@ -11,17 +11,23 @@
 //! or containers sharing the directory.
 
 use std::collections::HashMap;
-use std::fmt::Write as _;
 use std::fs::{File, OpenOptions};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::{CursorError, Lease, Record, epoch_millis};
+
+/// What a key keeps as it is in its file name: ASCII letters, digits, `_` and `-`. Everything else
+/// (`.` included, and every non-ASCII byte) becomes `%XX`, so no key can end in another key's file
+/// suffix (`.json`, `.fingerprints.json`), and `%` itself is escaped, so two keys never share a name.
+/// Changing this set renames every stored cursor, and a renamed cursor starts again from now.
+const FILE_NAME: &AsciiSet = &NON_ALPHANUMERIC.remove(b'_').remove(b'-');
 
 #[derive(Debug, Clone)]
 pub struct DirectoryStore {
@@ -46,18 +52,10 @@ impl DirectoryStore {
         Self { dir }
     }
 
-    /// A file name for a key: letters, digits, `_` and `-` as they are, anything else (`.` included)
-    /// as `%XX`, so no key can end in another key's file suffix (`.json`, `.fingerprints.json`).
+    /// The key's files, without their suffix (see [`FILE_NAME`]).
     fn base(&self, key: &str) -> PathBuf {
-        let mut name = String::with_capacity(key.len());
-        for byte in key.bytes() {
-            if byte.is_ascii_alphanumeric() || matches!(byte, b'_' | b'-') {
-                name.push(char::from(byte));
-            } else {
-                let _ = write!(name, "%{byte:02X}");
-            }
-        }
-        self.dir.join(name)
+        self.dir
+            .join(utf8_percent_encode(key, FILE_NAME).to_string())
     }
 
     /// Runs `work` on the blocking pool under the key's exclusive file lock.
@@ -242,11 +240,15 @@ fn write<T: Serialize>(path: &Path, value: &T) -> Result<(), CursorError> {
 mod tests {
     use std::time::Duration;
 
+    use tempfile::TempDir;
+
     use super::*;
 
-    fn store() -> (DirectoryStore, PathBuf) {
-        let dir = std::env::temp_dir().join(format!("cursor-test-{}", Uuid::new_v4()));
-        (DirectoryStore::new(dir.clone()), dir)
+    /// A store whose directory does not exist yet, as on a first run, inside a temporary directory
+    /// that is removed when the test ends, failed or not. Keep the `TempDir` bound until then.
+    fn store() -> (DirectoryStore, TempDir) {
+        let temp = tempfile::tempdir().unwrap();
+        (DirectoryStore::new(temp.path().join("cursors")), temp)
     }
 
     fn record(position: &str) -> Record {
@@ -258,7 +260,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_held_lease_keeps_a_second_poller_out_until_it_expires() {
-        let (store, dir) = store();
+        let (store, _temp) = store();
         let later = SystemTime::now() + Duration::from_secs(60);
         let first = store.acquire("k/a b", "one", later).await.unwrap();
         assert!(first.is_some());
@@ -270,7 +272,7 @@ mod tests {
                 .is_none()
         );
         let expired = SystemTime::now() - Duration::from_secs(1);
-        let other_store = DirectoryStore::new(dir.clone());
+        let other_store = DirectoryStore::new(store.dir.clone());
         other_store.acquire("k/x", "one", expired).await.unwrap();
         assert!(
             other_store
@@ -280,12 +282,11 @@ mod tests {
                 .is_some(),
             "an expired lease is free"
         );
-        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[tokio::test]
     async fn commits_once_per_read_and_never_backwards() {
-        let (store, dir) = store();
+        let (store, _temp) = store();
         let later = SystemTime::now() + Duration::from_secs(60);
         let lease = store.acquire("k", "one", later).await.unwrap().unwrap();
         store.commit(&lease, &record("0005")).await.unwrap();
@@ -303,7 +304,6 @@ mod tests {
             Err(CursorError::Backwards { .. })
         ));
         within.commit(&lease, &record("0007")).await.unwrap();
-        let _ = std::fs::remove_dir_all(dir);
     }
 
     /// A cursor file as a writer would leave it, with `revision`.
@@ -326,8 +326,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_revision_at_its_largest_is_a_configuration_error_and_the_lease_goes_back() {
-        let (store, dir) = store();
-        let path = stored_at(&dir, "k", u64::MAX, None);
+        let (store, _temp) = store();
+        let path = stored_at(&store.dir, "k", u64::MAX, None);
         let before: Stored = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
         let later = SystemTime::now() + Duration::from_secs(60);
         let lease = store.acquire("k", "one", later).await.unwrap().unwrap();
@@ -347,13 +347,12 @@ mod tests {
             (before.revision, before.record),
             "the cursor itself is untouched"
         );
-        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[tokio::test]
     async fn a_saved_cursor_whose_record_is_gone_is_damaged_not_new() {
-        let (store, dir) = store();
-        let path = stored_at(&dir, "k", 4, None);
+        let (store, _temp) = store();
+        let path = stored_at(&store.dir, "k", 4, None);
         let mut stored: Stored = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
         stored.record = None;
         std::fs::write(&path, serde_json::to_vec(&stored).unwrap()).unwrap();
@@ -362,25 +361,23 @@ mod tests {
         let error = lease.record().unwrap_err();
         assert_eq!(error.error_type(), "Crm.Configuration");
         assert!(error.to_string().contains("'record'"), "{error}");
-        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[tokio::test]
     async fn committing_a_revision_at_its_largest_is_a_configuration_error_not_a_panic_or_a_wrap() {
-        let (store, dir) = store();
-        let path = stored_at(&dir, "k", u64::MAX, Some("one"));
+        let (store, _temp) = store();
+        let path = stored_at(&store.dir, "k", u64::MAX, Some("one"));
         let lease = Lease::new("k".into(), "one".into(), u64::MAX, Some(record("0005")));
         let error = store.commit(&lease, &record("0006")).await.unwrap_err();
         assert_eq!(error.error_type(), "Crm.Configuration");
         assert!(error.to_string().contains("'revision'"), "{error}");
         let stored: Stored = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
         assert_eq!(stored.revision, u64::MAX, "not wrapped to 0");
-        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[tokio::test]
     async fn a_killed_writers_temporary_is_removed_by_the_next_write_of_that_cursor_only() {
-        let (store, dir) = store();
+        let (store, _temp) = store();
         let later = SystemTime::now() + Duration::from_secs(60);
         let lease = store.acquire("k", "one", later).await.unwrap().unwrap();
         let cursor = with_suffix(&store.base("k"), ".json");
@@ -404,12 +401,11 @@ mod tests {
         for file in &kept {
             assert!(file.exists(), "{} was removed", file.display());
         }
-        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[tokio::test]
     async fn a_temporary_a_live_writer_is_using_is_never_removed() {
-        let (store, dir) = store();
+        let (store, _temp) = store();
         let later = SystemTime::now() + Duration::from_secs(60);
         store.acquire("k", "one", later).await.unwrap();
         // A writer in another process, mid-write: it holds the lock and its temporary exists.
@@ -432,12 +428,11 @@ mod tests {
         std::fs::rename(&theirs, &cursor).unwrap();
         drop(lock);
         waiting.await.unwrap().unwrap();
-        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[tokio::test]
     async fn keeps_fingerprints_per_row() {
-        let (store, dir) = store();
+        let (store, _temp) = store();
         let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
         store
             .put_fingerprints("k", &[(a, "aa".into())])
@@ -453,6 +448,47 @@ mod tests {
             .unwrap();
         assert_eq!(found.len(), 2);
         assert_eq!(found[&a], "a2");
-        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// Stored cursors are found by file name, so a new escaping that renamed one would restart its
+    /// trigger from now. These names were written by the hand-rolled escaping this one replaced.
+    #[test]
+    fn file_names_are_those_earlier_versions_wrote() {
+        let store = DirectoryStore::new(PathBuf::from("/cursors"));
+        let name = |key: &str| {
+            store
+                .base(key)
+                .strip_prefix("/cursors")
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .to_owned()
+        };
+        for (key, file) in [
+            (
+                "created/contoso/account/a1B2-c3_d4",
+                "created%2Fcontoso%2Faccount%2Fa1B2-c3_d4",
+            ),
+            ("k/a b", "k%2Fa%20b"),
+            ("..", "%2E%2E"),
+            ("k.fingerprints", "k%2Efingerprints"),
+            ("50%~off*", "50%25%7Eoff%2A"),
+            ("~!*'()", "%7E%21%2A%27%28%29"),
+            ("Zoë\0ü", "Zo%C3%AB%00%C3%BC"),
+            ("\u{7f}\u{80}\t", "%7F%C2%80%09"),
+            ("AZaz09_-", "AZaz09_-"),
+        ] {
+            assert_eq!(name(key), file, "{key:?}");
+        }
+        // Every ASCII character, against the rule those versions followed.
+        for byte in 0..=0x7f_u8 {
+            let kept = byte.is_ascii_alphanumeric() || matches!(byte, b'_' | b'-');
+            let expected = if kept {
+                char::from(byte).to_string()
+            } else {
+                format!("%{byte:02X}")
+            };
+            assert_eq!(name(&char::from(byte).to_string()), expected, "{byte:#04x}");
+        }
     }
 }
