@@ -49,10 +49,18 @@ pub enum Error {
         source: serde_json::Error,
     },
 
-    /// An argument the client refuses before sending anything (a table name that is not a name, a
-    /// link to another host).
-    #[error("{what}: {problem}")]
-    Invalid { what: &'static str, problem: String },
+    /// A link to follow that does not point at this environment (or is not a URL at all). Following
+    /// it would send the bearer token elsewhere, so it is refused before anything is sent.
+    #[error("link: '{link}' does not point at {origin}")]
+    ForeignLink { link: String, origin: String },
+
+    /// A request body could not be written as JSON.
+    #[error("the request body could not be written as JSON: {0}")]
+    Encode(#[source] serde_json::Error),
+
+    /// A create answered 204 without saying where the new row is (`OData-EntityId`).
+    #[error("a create answered 204 without an OData-EntityId header")]
+    NoEntityId,
 
     /// The request's URL would be longer than Dataverse accepts, so it was not sent. `option` names
     /// the query option that makes up most of it, when one does.

@@ -18,7 +18,7 @@
 //!
 //! let client = Client::builder(credentials).build()?;
 //! let deadline = Deadline::after(std::time::Duration::from_secs(30));
-//! let accounts = client.table("account", deadline).await?;
+//! let accounts = client.table(&"account".try_into()?, deadline).await?;
 //! let query = Query::new().select("name").filter("statecode eq 0");
 //! let rows: Vec<_> = client.rows(&accounts, &query, 0, Some(10), deadline).try_collect().await?;
 //! # Ok(()) }
@@ -28,6 +28,7 @@ mod auth;
 mod change;
 mod client;
 mod error;
+mod name;
 mod query;
 mod retry;
 mod transport;
@@ -36,5 +37,6 @@ pub use auth::Credentials;
 pub use change::{Change, classify};
 pub use client::{Client, ClientBuilder, MAX_PAGE_SIZE, MAX_URL_LENGTH, Page, Prefer, Table};
 pub use error::{EXCERPT_CHARS, Error, excerpt};
+pub use name::{TableName, is_schema_name};
 pub use query::Query;
 pub use retry::{Deadline, MIN_ATTEMPT, Repeat, RetryPolicy, parse_retry_after};

@@ -1,19 +1,24 @@
-//! The client: table resolution, paging, CRUD, and the one send loop every request goes through.
+//! The client: table resolution, paging and CRUD. Every request goes through the send loop in
+//! [`send`].
+
+mod send;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::SystemTime;
 
 use bytes::Bytes;
 use futures_util::stream::{self, Stream, StreamExt, TryStreamExt};
 use reqwest::header::HeaderMap;
 use reqwest::{Method, Url};
-use secrecy::ExposeSecret;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
+use self::send::{Answer, Call};
 use crate::auth::{Credentials, TokenSource, secure_url};
+use crate::name::{MAX_TABLE_NAME, TableName};
 use crate::query::{Query, encode};
 use crate::retry::{Deadline, Repeat, RetryPolicy};
 use crate::{Error, transport};
@@ -25,9 +30,6 @@ pub const MAX_PAGE_SIZE: usize = 5000;
 /// Maximum URL length). A longer one is refused before it reaches the Web API, so it is refused here
 /// before it is sent: no retry can make it shorter.
 pub const MAX_URL_LENGTH: usize = 32_768;
-
-/// The longest table name (logical or entity set) the client accepts.
-const MAX_TABLE_NAME: usize = 128;
 
 /// Table definitions by every name they were asked for. Shared by the clients built for one
 /// environment, so that re-reading rotated credentials does not also re-read the metadata.
@@ -50,6 +52,11 @@ pub struct Table {
 /// raw row costs a fraction of a parsed one.
 #[derive(Debug, Deserialize)]
 pub struct Page {
+    /// When Dataverse answered, by its own clock (the `Date` header), to the second. Row timestamps
+    /// come from that clock too, so this is "now" for anything compared with them; `None` if the
+    /// answer had no valid `Date`.
+    #[serde(skip)]
+    pub date: Option<SystemTime>,
     #[serde(rename = "value")]
     pub rows: Vec<Box<RawValue>>,
     #[serde(rename = "@odata.nextLink", default)]
@@ -124,7 +131,7 @@ impl ClientBuilder {
             .user_agent(concat!("dynamics-crm-lambda/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| Error::Config(format!("cannot build the HTTP client: {e}")))?;
-        let origin = format!("{}://{}/", api.scheme(), api.authority());
+        let origin = api.origin();
         Ok(Client {
             inner: Arc::new(Inner {
                 http,
@@ -150,30 +157,11 @@ struct Inner {
     http: reqwest::Client,
     /// `{url}/api/data/v9.2/`.
     api: Url,
-    /// `scheme://host[:port]/`: links from Dataverse must stay on it.
-    origin: String,
+    /// Links from Dataverse must stay on the API's origin.
+    origin: url::Origin,
     tokens: TokenSource,
     policy: RetryPolicy,
     tables: TableCache,
-}
-
-/// One request as the send loop sees it.
-struct Call<'a> {
-    method: Method,
-    url: &'a str,
-    headers: Vec<(&'static str, String)>,
-    body: Option<Bytes>,
-    repeat: Repeat,
-    /// A status that means success if an earlier attempt may have reached the server (a DELETE
-    /// retried after its answer was lost finds the row already gone).
-    done_if_retried: Option<u16>,
-}
-
-/// A response to a successful request.
-struct Answer {
-    status: u16,
-    headers: HeaderMap,
-    body: Bytes,
 }
 
 impl Client {
@@ -200,32 +188,17 @@ impl Client {
 
     /// Resolves a logical name (`account`) or an entity set name (`accounts`) through
     /// `EntityDefinitions`, once per name for the life of the client.
-    pub async fn table(&self, name: &str, deadline: Deadline) -> Result<Arc<Table>, Error> {
-        let valid = !name.is_empty()
-            && name.len() <= MAX_TABLE_NAME
-            && name
-                .chars()
-                .next()
-                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-        if !valid {
-            return Err(Error::InvalidTable {
-                problem: format!(
-                    "'{}' is not a table name: use a logical name such as 'account' or an entity set name such as 'accounts' (letters, digits and underscores)",
-                    crate::excerpt(name)
-                ),
-            });
-        }
+    pub async fn table(&self, name: &TableName, deadline: Deadline) -> Result<Arc<Table>, Error> {
+        let name = name.as_str();
         if let Some(table) = self.cached_table(name) {
             return Ok(table);
         }
-        let url = format!(
-            "{}EntityDefinitions?$select=LogicalName,EntitySetName,PrimaryIdAttribute,PrimaryNameAttribute,ChangeTrackingEnabled&$filter={}",
-            self.inner.api,
+        let url = self.url(&format!(
+            "EntityDefinitions?$select=LogicalName,EntitySetName,PrimaryIdAttribute,PrimaryNameAttribute,ChangeTrackingEnabled&$filter={}",
             encode(&format!(
                 "LogicalName eq '{name}' or EntitySetName eq '{name}'"
             ))
-        );
+        ))?;
         let answer = self.get_json(&url, None, deadline).await?;
         let found: Definitions = transport::decode("EntityDefinitions", &answer.body)?;
         let table = found
@@ -256,45 +229,56 @@ impl Client {
             .cloned()
     }
 
+    /// `{api}{relative}`: every name and option in `relative` was checked or encoded already.
+    fn url(&self, relative: &str) -> Result<Url, Error> {
+        self.inner
+            .api
+            .join(relative)
+            .map_err(|e| Error::Config(format!("cannot build a request URL: {e}")))
+    }
+
     /// `{api}{entity set}?{query}`; [`Error::UrlTooLong`] naming the longest option when Dataverse
     /// would refuse it.
-    pub fn collection_url(&self, table: &Table, query: &Query) -> Result<String, Error> {
+    pub fn collection_url(&self, table: &Table, query: &Query) -> Result<Url, Error> {
+        self.resource_url(&table.entity_set_name, query)
+    }
+
+    fn row_url(&self, table: &Table, id: Uuid, query: &Query) -> Result<Url, Error> {
+        self.resource_url(&format!("{}({id})", table.entity_set_name), query)
+    }
+
+    fn resource_url(&self, resource: &str, query: &Query) -> Result<Url, Error> {
         let options = query.to_query_string();
         let separator = if options.is_empty() { "" } else { "?" };
-        let url = format!(
-            "{}{}{separator}{options}",
-            self.inner.api, table.entity_set_name
-        );
-        check_length(url.len(), Some(query))?;
+        let url = self.url(&format!("{resource}{separator}{options}"))?;
+        check_length(url.as_str().len(), Some(query))?;
         Ok(url)
     }
 
-    fn row_url(&self, table: &Table, id: Uuid, query: &Query) -> Result<String, Error> {
-        let options = query.to_query_string();
-        let separator = if options.is_empty() { "" } else { "?" };
-        let url = format!(
-            "{}{}({id}){separator}{options}",
-            self.inner.api, table.entity_set_name
-        );
-        check_length(url.len(), Some(query))?;
-        Ok(url)
-    }
-
-    /// Fetches one page. `url` is a collection URL or a link Dataverse returned, used verbatim; it
-    /// must point at this environment, so a forged link cannot collect the bearer token.
-    pub async fn page(&self, url: &str, prefer: Prefer, deadline: Deadline) -> Result<Page, Error> {
-        if !url.starts_with(&self.inner.origin) {
-            return Err(Error::Invalid {
-                what: "link",
-                problem: format!(
-                    "'{}' does not point at {}",
-                    crate::excerpt(url),
-                    self.inner.origin
-                ),
-            });
+    /// A link Dataverse returned (`@odata.nextLink`, `@odata.deltaLink`), or one saved from an
+    /// earlier answer, checked to point at this environment, so that a forged link cannot collect
+    /// the bearer token.
+    pub fn link(&self, text: &str) -> Result<Url, Error> {
+        let foreign = || Error::ForeignLink {
+            link: crate::excerpt(text),
+            origin: self.inner.origin.ascii_serialization(),
+        };
+        let url = Url::parse(text).map_err(|_| foreign())?;
+        if url.origin() != self.inner.origin {
+            return Err(foreign());
         }
+        Ok(url)
+    }
+
+    /// Fetches one page of a collection URL or of a link from [`Client::link`].
+    pub async fn page(&self, url: &Url, prefer: Prefer, deadline: Deadline) -> Result<Page, Error> {
         let answer = self.get_json(url, prefer.header(), deadline).await?;
-        let page: Page = transport::decode(path_of(url), &answer.body)?;
+        let mut page: Page = transport::decode(url.path(), &answer.body)?;
+        page.date = answer
+            .headers
+            .get(reqwest::header::DATE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| httpdate::parse_http_date(v).ok());
         tracing::debug!(
             rows = page.rows.len(),
             next = page.next_link.is_some(),
@@ -307,14 +291,14 @@ impl Client {
     /// (Dataverse asks for both). The stream ends after the page without a next link.
     pub fn pages(
         &self,
-        first_url: String,
+        first_url: Url,
         prefer: Prefer,
         deadline: Deadline,
     ) -> impl Stream<Item = Result<Page, Error>> + '_ {
         stream::try_unfold(Some(first_url), move |url| async move {
             let Some(url) = url else { return Ok(None) };
             let page = self.page(&url, prefer, deadline).await?;
-            let next = page.next_link.clone();
+            let next = page.next_link.as_deref().map(|l| self.link(l)).transpose()?;
             Ok(Some((page, next)))
         })
     }
@@ -389,7 +373,7 @@ impl Client {
                         ("prefer", "return=representation".into()),
                         ("content-type", "application/json; charset=utf-8".into()),
                     ],
-                    body: Some(json_body(item)),
+                    body: Some(json_body(item)?),
                     repeat: Repeat::OnlyIfUnsent,
                     done_if_retried: None,
                 },
@@ -398,10 +382,7 @@ impl Client {
             .await?;
         if answer.status == 204 {
             // The preference was not honoured: read the row back from its address.
-            let id = entity_id(&answer.headers).ok_or_else(|| Error::Invalid {
-                what: "response",
-                problem: "a create answered 204 without an OData-EntityId header".into(),
-            })?;
+            let id = entity_id(&answer.headers).ok_or(Error::NoEntityId)?;
             return self
                 .get(table, id, &reread(query), deadline)
                 .await
@@ -435,7 +416,7 @@ impl Client {
                         ("prefer", "return=representation".into()),
                         ("content-type", "application/json; charset=utf-8".into()),
                     ],
-                    body: Some(json_body(item)),
+                    body: Some(json_body(item)?),
                     // Writing the same values twice is harmless; but an etag-guarded write that landed
                     // and is sent again would answer 412, so that one is not repeated blindly.
                     repeat: if etag.is_some() {
@@ -488,7 +469,7 @@ impl Client {
 
     async fn get_json(
         &self,
-        url: &str,
+        url: &Url,
         prefer: Option<String>,
         deadline: Deadline,
     ) -> Result<Answer, Error> {
@@ -510,152 +491,15 @@ impl Client {
         .await
     }
 
-    /// The send loop: a token on every request, one refresh on a 401, and retries as
-    /// [`RetryPolicy::delay`] decides, never sleeping past `deadline`.
-    async fn execute(&self, call: Call<'_>, deadline: Deadline) -> Result<Answer, Error> {
-        let inner = &self.inner;
-        let path = path_of(call.url);
-        let method = call.method.as_str();
-        // Links from Dataverse are followed as they come, so they are measured here too.
-        check_length(call.url.len(), None)?;
-        let mut attempt = 0;
-        let mut refreshed = false;
-        let mut maybe_delivered = false;
-        loop {
-            attempt += 1;
-            let (token, issued_now) = inner
-                .tokens
-                .token(&inner.http, &inner.policy, deadline)
-                .await?;
-            let Some(timeout) = transport::attempt_timeout(&inner.policy, deadline) else {
-                return Err(Error::Deadline {
-                    method: method.into(),
-                    path: path.into(),
-                });
-            };
-            let mut request = inner
-                .http
-                .request(call.method.clone(), call.url)
-                .timeout(timeout)
-                .bearer_auth(token.expose_secret())
-                .header("accept", "application/json")
-                .header("odata-maxversion", "4.0")
-                .header("odata-version", "4.0");
-            if call.method == Method::GET {
-                // Defeats caching of expanded collections, as Dataverse recommends.
-                request = request.header("if-none-match", "null");
-            }
-            for (name, value) in &call.headers {
-                request = request.header(*name, value);
-            }
-            if let Some(body) = &call.body {
-                request = request.body(body.clone());
-            }
-            let error = match request.send().await {
-                Ok(response) => {
-                    let status = response.status().as_u16();
-                    let headers = response.headers().clone();
-                    let body = response
-                        .bytes()
-                        .await
-                        .map_err(|e| transport::error(method, path, e));
-                    match body {
-                        Ok(body) if (200..300).contains(&status) => {
-                            return Ok(Answer {
-                                status,
-                                headers,
-                                body,
-                            });
-                        }
-                        Ok(_) if maybe_delivered && call.done_if_retried == Some(status) => {
-                            tracing::info!(
-                                status,
-                                method,
-                                "an earlier attempt had already succeeded"
-                            );
-                            return Ok(Answer {
-                                status: 204,
-                                headers,
-                                body: Bytes::new(),
-                            });
-                        }
-                        Ok(body) => transport::api_error(status, &headers, &body),
-                        Err(e) => e,
-                    }
-                }
-                // A timeout that the deadline imposed is the deadline's doing, not the network's.
-                // A connect timeout is not: nothing was sent, and that is worth knowing.
-                Err(e)
-                    if e.is_timeout()
-                        && !e.is_connect()
-                        && timeout < inner.policy.request_timeout =>
-                {
-                    Error::Deadline {
-                        method: method.into(),
-                        path: path.into(),
-                    }
-                }
-                Err(e) => transport::error(method, path, e),
-            };
-            // A gateway error or a lost answer may hide a request the server carried out.
-            if matches!(
-                &error,
-                Error::Transport { unsent: false, .. }
-                    | Error::Deadline { .. }
-                    | Error::Api {
-                        status: 502..=504,
-                        ..
-                    }
-            ) {
-                maybe_delivered = true;
-            }
-            // A cached token can be revoked or expire early: fetch a fresh one, once. A token issued
-            // for this very request that is refused says the credentials are the problem, and a
-            // second one from the same credentials would only be refused again.
-            if error.status() == Some(401) && !refreshed && !issued_now {
-                tracing::info!(method, "Dataverse refused the token; fetching a new one");
-                inner.tokens.invalidate(&token).await;
-                refreshed = true;
-                continue;
-            }
-            match inner
-                .policy
-                .delay(attempt, &error, call.repeat, fastrand::f64())
-            {
-                Some(wait) if deadline.allows_retry_after(wait) => {
-                    tracing::warn!(
-                        attempt,
-                        method,
-                        status = error.status(),
-                        delay_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
-                        "request failed; retrying"
-                    );
-                    tokio::time::sleep(wait).await;
-                }
-                Some(wait) => {
-                    tracing::warn!(
-                        attempt,
-                        method,
-                        status = error.status(),
-                        delay_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
-                        "request failed; no time is left for another attempt"
-                    );
-                    return Err(error);
-                }
-                None => return Err(error),
-            }
-        }
-    }
 }
 
-fn json_body(item: &Map<String, Value>) -> Bytes {
-    // Serialising a map of JSON values cannot fail.
-    Bytes::from(serde_json::to_vec(item).unwrap_or_default())
+fn json_body(item: &Map<String, Value>) -> Result<Bytes, Error> {
+    serde_json::to_vec(item).map(Bytes::from).map_err(Error::Encode)
 }
 
 /// A single-row body, without its `@odata.context`.
-fn row_body(url: &str, body: &[u8]) -> Result<Map<String, Value>, Error> {
-    let mut row: Map<String, Value> = transport::decode(path_of(url), body)?;
+fn row_body(url: &Url, body: &[u8]) -> Result<Map<String, Value>, Error> {
+    let mut row: Map<String, Value> = transport::decode(url.path(), body)?;
     row.remove("@odata.context");
     Ok(row)
 }
@@ -688,19 +532,6 @@ fn entity_id(headers: &HeaderMap) -> Option<Uuid> {
     Uuid::parse_str(value.get(start..value.len().checked_sub(1)?)?).ok()
 }
 
-/// The path of a URL, without the query (which may be long and is not needed in messages).
-fn path_of(url: &str) -> &str {
-    let without_query = url.split('?').next().unwrap_or(url);
-    without_query
-        .find("://")
-        .and_then(|i| {
-            without_query[i + 3..]
-                .find('/')
-                .map(|j| &without_query[i + 3 + j..])
-        })
-        .unwrap_or(without_query)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -717,14 +548,6 @@ mod tests {
         assert_eq!(
             entity_id(&headers).map(|u| u.to_string()).as_deref(),
             Some("7eb682f1-ca75-e511-80d4-00155d2a68d1")
-        );
-    }
-
-    #[test]
-    fn names_a_url_by_its_path_only() {
-        assert_eq!(
-            path_of("https://h:1/api/data/v9.2/accounts?$filter=x"),
-            "/api/data/v9.2/accounts"
         );
     }
 
