@@ -21,16 +21,16 @@ pub(crate) async fn handle(
     event: LambdaEvent<Value>,
 ) -> Result<Map<String, Value>, CrmError> {
     let (payload, context) = event.into_parts();
-    let input: Input = input::parse(payload)?;
+    let mut input: Input = input::parse(payload)?;
     let deadline = lambda::deadline(&context);
     let query = Query {
-        select: input.select.clone(),
+        select: input.select.take(),
         ..Query::default()
     };
     let (row, primary_id) = crm
         .call(&input.dataset, async |client| {
             client.fits(&query, 0)?;
-            let table = client.table(input.table.as_str(), deadline).await?;
+            let table = client.table(&input.table, deadline).await?;
             let row = client.create(&table, &input.item, &query, deadline).await?;
             Ok((row, table.primary_id_attribute.clone()))
         })

@@ -26,7 +26,7 @@ pub(crate) async fn handle(crm: &Crm, event: LambdaEvent<Value>) -> Result<Outpu
     let deadline = lambda::deadline(&context);
     let etag = input.etag.as_ref().map(Etag::as_str);
     crm.call(&input.dataset, async |client| {
-        let table = client.table(input.table.as_str(), deadline).await?;
+        let table = client.table(&input.table, deadline).await?;
         client.delete(&table, input.id.0, etag, deadline).await
     })
     .await?;

@@ -22,17 +22,17 @@ pub(crate) async fn handle(
     event: LambdaEvent<Value>,
 ) -> Result<Map<String, Value>, CrmError> {
     let (payload, context) = event.into_parts();
-    let input: Input = input::parse(payload)?;
+    let mut input: Input = input::parse(payload)?;
     let deadline = lambda::deadline(&context);
     let query = Query {
-        select: input.select.clone(),
-        expand: input.expand.clone(),
+        select: input.select.take(),
+        expand: input.expand.take(),
         ..Query::default()
     };
     let row = crm
         .call(&input.dataset, async |client| {
             client.fits(&query, 0)?;
-            let table = client.table(input.table.as_str(), deadline).await?;
+            let table = client.table(&input.table, deadline).await?;
             client.get(&table, input.id.0, &query, deadline).await
         })
         .await?;

@@ -9,9 +9,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use serde_json::value::RawValue;
 
-/// The original connector's default "Maximum Get Count".
-const DEFAULT_TOP: usize = 256;
-
 /// Lambda refuses a response over 6 MB; stop short of it with an error that says what to change.
 const RESPONSE_LIMIT: usize = 6_000_000;
 
@@ -46,22 +43,31 @@ enum Listing {
 
 pub(crate) async fn handle(crm: &Crm, event: LambdaEvent<Value>) -> Result<Output, CrmError> {
     let (payload, context) = event.into_parts();
-    let input: Input = input::parse(payload)?;
+    let Input {
+        dataset,
+        table,
+        filter,
+        orderby,
+        top,
+        skip,
+        select,
+        expand,
+    } = input::parse(payload)?;
     let deadline = lambda::deadline(&context);
-    let top = input.top.unwrap_or(DEFAULT_TOP);
+    let top = top.unwrap_or(input::DEFAULT_TOP);
     let query = Query {
-        select: input.select.clone(),
-        filter: input.filter.clone(),
-        orderby: input.orderby.clone(),
-        expand: input.expand.clone(),
+        select,
+        filter,
+        orderby,
+        expand,
         count: false,
     };
     let listing = crm
-        .call(&input.dataset, async |client| {
+        .call(&dataset, async |client| {
             client.fits(&query, 0)?;
-            let table = client.table(input.table.as_str(), deadline).await?;
+            let table = client.table(&table, deadline).await?;
             // Rows stream in page by page; skipped ones are dropped as they pass.
-            let mut rows = pin!(client.rows(&table, &query, input.skip, Some(top), deadline));
+            let mut rows = pin!(client.rows(&table, &query, skip, Some(top), deadline));
             let mut kept = Vec::new();
             let mut bytes = 0;
             while let Some(row) = rows.try_next().await? {
@@ -76,7 +82,7 @@ pub(crate) async fn handle(crm: &Crm, event: LambdaEvent<Value>) -> Result<Outpu
         .await?;
     match listing {
         Listing::Rows(value) => {
-            tracing::info!(dataset = %input.dataset, table = %input.table, rows = value.len(), skip = input.skip, "listed records");
+            tracing::info!(%dataset, %table, rows = value.len(), skip, "listed records");
             Ok(Output { value })
         }
         Listing::TooLarge { rows } => Err(CrmError::invalid(

@@ -25,17 +25,17 @@ pub(crate) async fn handle(
     event: LambdaEvent<Value>,
 ) -> Result<Map<String, Value>, CrmError> {
     let (payload, context) = event.into_parts();
-    let input: Input = input::parse(payload)?;
+    let mut input: Input = input::parse(payload)?;
     let deadline = lambda::deadline(&context);
     let etag = input.etag.as_ref().map(Etag::as_str);
     let query = Query {
-        select: input.select.clone(),
+        select: input.select.take(),
         ..Query::default()
     };
     let row = crm
         .call(&input.dataset, async |client| {
             client.fits(&query, 0)?;
-            let table = client.table(input.table.as_str(), deadline).await?;
+            let table = client.table(&input.table, deadline).await?;
             client
                 .update(&table, input.id.0, &input.item, etag, &query, deadline)
                 .await

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use aws_sdk_secretsmanager::error::{DisplayErrorContext, ProvideErrorMetadata};
+use aws_sdk_secretsmanager::error::ProvideErrorMetadata;
 use dataverse::{Client, Credentials, RetryPolicy};
 use serde_json::Value;
 use tokio::sync::Mutex;
@@ -45,7 +45,7 @@ impl CredentialSource {
                     .secret_id(&id)
                     .send()
                     .await
-                    .map_err(|e| secret_error(dataset, &id, &e))?;
+                    .map_err(|e| secret_error(dataset, &id, e))?;
                 let location = format!("secret '{id}'");
                 let text = output
                     .secret_string()
@@ -102,20 +102,14 @@ fn credentials(
     value: Value,
 ) -> Result<Credentials, ConfigError> {
     serde_path_to_error::deserialize::<_, Credentials>(value).map_err(|e| {
-        let message = e.inner().to_string();
-        let problem =
-            if message.starts_with("missing field") || message.starts_with("unknown field") {
-                message
-                    .split(", expected")
-                    .next()
-                    .unwrap_or_default()
-                    .to_owned()
-            } else {
-                format!(
-                    "field `{}` has the wrong type (expected a string)",
-                    e.path()
-                )
-            };
+        let problem = match crate::input::SerdeProblem::of(e.inner()) {
+            crate::input::SerdeProblem::Missing(name) => format!("missing field `{name}`"),
+            crate::input::SerdeProblem::Unknown { name, .. } => format!("unknown field `{name}`"),
+            crate::input::SerdeProblem::Other(_) => format!(
+                "field `{}` has the wrong type (expected a string)",
+                e.path()
+            ),
+        };
         ConfigError::BadCredentials {
             dataset: dataset.to_string(),
             location: location.to_owned(),
@@ -127,10 +121,11 @@ fn credentials(
 fn secret_error<E>(
     dataset: &Dataset,
     id: &str,
-    error: &aws_sdk_secretsmanager::error::SdkError<E>,
+    error: aws_sdk_secretsmanager::error::SdkError<E>,
 ) -> CrmError
 where
-    E: ProvideErrorMetadata + std::error::Error + 'static,
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    aws_sdk_secretsmanager::Error: From<aws_sdk_secretsmanager::error::SdkError<E>>,
 {
     let dataset = dataset.to_string();
     match error.code() {
@@ -154,7 +149,7 @@ where
         }
         _ => CrmError::SecretsUnavailable {
             dataset,
-            detail: DisplayErrorContext(error).to_string(),
+            source: Box::new(error.into()),
         },
     }
 }

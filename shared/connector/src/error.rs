@@ -50,8 +50,12 @@ pub enum CrmError {
     Configuration(#[from] ConfigError),
 
     /// Reading credentials failed for a reason that may pass (network, throttling).
-    #[error("could not read the credentials for dataset '{dataset}': {detail}")]
-    SecretsUnavailable { dataset: String, detail: String },
+    #[error("could not read the credentials for dataset '{dataset}': {}", aws_sdk_secretsmanager::error::DisplayErrorContext(&**source))]
+    SecretsUnavailable {
+        dataset: String,
+        #[source]
+        source: Box<aws_sdk_secretsmanager::Error>,
+    },
 
     #[error(transparent)]
     Dataverse(dataverse::Error),
@@ -63,6 +67,11 @@ pub enum CrmError {
     #[cfg(feature = "triggers")]
     #[error(transparent)]
     Events(#[from] crate::events::EventError),
+
+    /// Dataverse sent something a trigger cannot work with.
+    #[cfg(feature = "triggers")]
+    #[error(transparent)]
+    Scan(#[from] crate::trigger::ScanError),
 }
 
 pub(crate) use dataverse::EXCERPT_CHARS as EXCERPT_LIMIT;
@@ -136,6 +145,8 @@ impl CrmError {
             CrmError::Cursor(e) => e.error_type(),
             #[cfg(feature = "triggers")]
             CrmError::Events(e) => e.error_type(),
+            #[cfg(feature = "triggers")]
+            CrmError::Scan(_) => "Crm.ServerError",
         }
     }
 }

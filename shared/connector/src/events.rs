@@ -43,11 +43,12 @@ impl Event {
 pub enum EventError {
     /// The last attempt failed (EventBridge failed entries, or the call failed) and no retry was left
     /// or had time.
-    #[error("EventBridge did not accept {failed} event(s) after {attempts} attempt(s): {reason}")]
+    #[error("EventBridge did not accept {failed} event(s) after {attempts} attempt(s): {last}")]
     Rejected {
         failed: usize,
         attempts: u32,
-        reason: String,
+        #[source]
+        last: Box<Refusal>,
     },
     /// The last attempt had no answer before the deadline: its events may or may not have been
     /// delivered.
@@ -56,8 +57,12 @@ pub enum EventError {
     )]
     TimedOut { pending: usize, attempts: u32 },
     /// The bus is missing or the role may not publish to it: retrying will not help.
-    #[error("PutEvents to '{bus}' is refused: {message}")]
-    Unusable { bus: String, message: String },
+    #[error("PutEvents to '{bus}' is refused: {}", DisplayErrorContext(&**source))]
+    Unusable {
+        bus: String,
+        #[source]
+        source: Box<aws_sdk_eventbridge::Error>,
+    },
     #[error("writing events to {path}: {source}")]
     File {
         path: String,
@@ -66,6 +71,23 @@ pub enum EventError {
     },
     #[error("the deadline arrived before every event was published")]
     Deadline,
+    /// An event could not be written as JSON.
+    #[error("an event could not be written as JSON: {0}")]
+    Encode(#[source] serde_json::Error),
+}
+
+/// Why EventBridge did not take an event, on the last attempt.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    /// The `PutEvents` call itself failed.
+    #[error("{}", DisplayErrorContext(.0))]
+    Call(#[source] aws_sdk_eventbridge::Error),
+    /// The call succeeded, but this entry failed (`ThrottlingException`, `InternalFailure`...).
+    #[error("{code}: {message}")]
+    Entry { code: String, message: String },
+    /// The answer had fewer results than entries sent.
+    #[error("the answer did not report on every entry")]
+    Unreported,
 }
 
 impl EventError {
@@ -139,27 +161,34 @@ async fn publish_file(path: &std::path::Path, source: &str, events: &[Event]) ->
         #[serde(flatten)]
         event: &'a Event,
     }
-    let mut text = String::new();
+    let mut text = Vec::new();
+    let mut lines = 0;
+    let mut unwritable = None;
     for event in events {
-        // Serialising a Value cannot fail.
-        text.push_str(&serde_json::to_string(&Line { source, event }).unwrap_or_default());
-        text.push('\n');
+        if let Err(e) = serde_json::to_writer(&mut text, &Line { source, event }) {
+            unwritable = Some(e);
+            break;
+        }
+        text.push(b'\n');
+        lines += 1;
     }
+    // Only whole lines are written: a line that could not be built stops the events after it.
+    text.truncate(text.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1));
     let target = path.to_owned();
     let written = tokio::task::spawn_blocking(move || {
         let mut file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&target)?;
-        file.write_all(text.as_bytes())?;
+        file.write_all(&text)?;
         file.sync_data()
     })
     .await
     .unwrap_or_else(|e| Err(std::io::Error::other(e)));
     match written {
         Ok(()) => Published {
-            accepted: events.len(),
-            error: None,
+            accepted: lines,
+            error: unwritable.map(EventError::Encode),
         },
         // A partial append may hold some of the lines; the next poll writes them again, with the same
         // event ids, which is the at-least-once contract.
@@ -210,7 +239,7 @@ async fn publish_eventbridge(
         }
         // Indices (into `events`) still to deliver in this batch.
         let mut pending: Vec<usize> = range.clone().collect();
-        let mut reason = String::new();
+        let mut last: Option<Refusal> = None;
         // Calls actually made (the reports count these, not the attempts allowed).
         let mut attempts: u32 = 0;
         let mut timed_out = false;
@@ -240,20 +269,22 @@ async fn publish_eventbridge(
             let output = match deadline.run(call).await {
                 Some(Ok(output)) => output,
                 Some(Err(e)) => {
-                    reason = DisplayErrorContext(&e).to_string();
-                    tracing::warn!(attempt, error = %reason, "PutEvents failed");
-                    if matches!(
+                    tracing::warn!(attempt, error = %DisplayErrorContext(&e), "PutEvents failed");
+                    let unusable = matches!(
                         e.code(),
                         Some("ResourceNotFoundException" | "AccessDeniedException")
-                    ) {
+                    );
+                    let error = aws_sdk_eventbridge::Error::from(e);
+                    if unusable {
                         return Published {
                             accepted: pending.iter().min().copied().unwrap_or(range.start),
                             error: Some(EventError::Unusable {
                                 bus: bus.to_owned(),
-                                message: reason,
+                                source: Box::new(error),
                             }),
                         };
                     }
+                    last = Some(Refusal::Call(error));
                     continue;
                 }
                 None => {
@@ -269,18 +300,20 @@ async fn publish_eventbridge(
                 match results.get(position) {
                     Some(entry) if entry.error_code().is_none() && entry.event_id().is_some() => {}
                     Some(entry) => {
-                        reason = format!(
-                            "{}: {}",
-                            entry.error_code().unwrap_or("unknown"),
-                            entry.error_message().unwrap_or_default()
-                        );
+                        last = Some(Refusal::Entry {
+                            code: entry.error_code().unwrap_or("unknown").to_owned(),
+                            message: entry.error_message().unwrap_or_default().to_owned(),
+                        });
                         failed.push(index);
                     }
-                    None => failed.push(index),
+                    None => {
+                        last = Some(Refusal::Unreported);
+                        failed.push(index);
+                    }
                 }
             }
-            if !failed.is_empty() {
-                tracing::warn!(attempt, failed = failed.len(), reason = %reason, "EventBridge refused some entries; retrying them");
+            if let (false, Some(reason)) = (failed.is_empty(), &last) {
+                tracing::warn!(attempt, failed = failed.len(), %reason, "EventBridge refused some entries; retrying them");
             }
             pending = failed;
             if pending.is_empty() {
@@ -288,19 +321,17 @@ async fn publish_eventbridge(
             }
         }
         if let Some(&first_failed) = pending.iter().min() {
-            let error = if timed_out {
-                EventError::TimedOut {
+            let error = match last {
+                _ if timed_out => EventError::TimedOut {
                     pending: pending.len(),
                     attempts,
-                }
-            } else if reason.is_empty() {
-                EventError::Deadline
-            } else {
-                EventError::Rejected {
+                },
+                None => EventError::Deadline,
+                Some(last) => EventError::Rejected {
                     failed: pending.len(),
                     attempts,
-                    reason,
-                }
+                    last: Box::new(last),
+                },
             };
             return Published {
                 accepted: first_failed,

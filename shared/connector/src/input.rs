@@ -53,29 +53,55 @@ pub fn parse<T: DeserializeOwned>(event: Value) -> Result<T, CrmError> {
     }
     serde_path_to_error::deserialize(payload).map_err(|e| {
         let path = e.path().to_string();
-        let message = e.inner().to_string();
-        if let Some(name) = quoted_after(&message, "missing field ") {
-            return CrmError::invalid(name, "is required");
-        }
-        if let Some(name) = quoted_after(&message, "unknown field ") {
-            let expected = message.split_once(", expected ").map_or("", |(_, e)| e);
-            return CrmError::invalid(
+        match SerdeProblem::of(e.inner()) {
+            SerdeProblem::Missing(name) => CrmError::invalid(name, "is required"),
+            SerdeProblem::Unknown { name, expected } => CrmError::invalid(
                 name,
                 format!(
                     "is not an input of this function (expected {})",
                     expected.replace('`', "")
                 ),
-            );
+            ),
+            SerdeProblem::Other(message) => CrmError::invalid(
+                if path == "." {
+                    "payload".to_owned()
+                } else {
+                    path
+                },
+                shorten_quoted(&message),
+            ),
         }
-        CrmError::invalid(
-            if path == "." {
-                "payload".to_owned()
-            } else {
-                path
-            },
-            shorten_quoted(&message),
-        )
     })
+}
+
+/// What serde said was wrong. serde reports a missing or unknown field only in its message ("missing
+/// field \`x\`", "unknown field \`x\`, expected one of ..."), so this is the one place that reads
+/// those messages.
+pub(crate) enum SerdeProblem {
+    Missing(String),
+    Unknown { name: String, expected: String },
+    Other(String),
+}
+
+impl SerdeProblem {
+    pub(crate) fn of(error: &serde_json::Error) -> Self {
+        let message = error.to_string();
+        // serde_json appends " at line L column C"; the field's name comes before it.
+        if let Some(name) = quoted_after(&message, "missing field ") {
+            return Self::Missing(name.to_owned());
+        }
+        if let Some(name) = quoted_after(&message, "unknown field ") {
+            let expected = message
+                .split_once(", expected ")
+                .map_or("", |(_, e)| e)
+                .to_owned();
+            return Self::Unknown {
+                name: name.to_owned(),
+                expected,
+            };
+        }
+        Self::Other(message)
+    }
 }
 
 /// serde quotes a refused string in full (`invalid type: string "...", expected u64`): keep an
@@ -116,6 +142,15 @@ fn kind(value: &Value) -> &'static str {
     }
 }
 
+/// Whether `name` is 1 to `max` letters, digits, '.', '_' or '-': safe as a secret's name, a file
+/// name or a key, wherever it ends up.
+pub(crate) fn is_plain_name(name: &str, max: usize) -> bool {
+    (1..=max).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
 /// The organisation: the name its credentials are stored under.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 #[serde(transparent)]
@@ -137,13 +172,7 @@ impl TryFrom<String> for Dataset {
     type Error = String;
 
     fn try_from(name: String) -> Result<Self, String> {
-        let valid = !name.is_empty()
-            && name.len() <= 128
-            && !name.starts_with('.')
-            && name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-        if valid {
+        if is_plain_name(&name, 128) && !name.starts_with('.') {
             Ok(Self(name))
         } else {
             Err(format!(
@@ -160,39 +189,11 @@ impl<'de> Deserialize<'de> for Dataset {
     }
 }
 
-/// A table: a logical name (`account`) or an entity set name (`accounts`).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct TableName(String);
+pub use dataverse::TableName;
 
-impl TableName {
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for TableName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl<'de> Deserialize<'de> for TableName {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let name = String::deserialize(deserializer)?;
-        let valid = !name.is_empty()
-            && name.len() <= 128
-            && name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
-            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-        if valid {
-            Ok(Self(name))
-        } else {
-            Err(de::Error::custom(format!(
-                "'{}' is not a table name: use a logical name such as 'account' or an entity set name such as 'accounts' (letters, digits and underscores only)",
-                excerpt(&name)
-            )))
-        }
-    }
-}
+/// The rows a list or a poll returns when `$top` is not given: the original connector's default
+/// "Maximum Get Count".
+pub const DEFAULT_TOP: usize = 256;
 
 /// A row id: a GUID, and nothing else, so no path can be injected into a URL.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -116,8 +116,9 @@ fn wrap(body: &[u8]) -> bytes::Bytes {
                 e.line(),
                 e.column()
             );
-            serde_json::to_vec(&serde_json::json!({ "e": why }))
-                .unwrap_or_default()
+            // A JSON string's `Display` is its quoted, escaped form, and cannot fail.
+            format!("{{\"e\":{}}}", serde_json::Value::String(why))
+                .into_bytes()
                 .into()
         }
     }

@@ -67,6 +67,17 @@ pub fn format_utc(secs: i64) -> String {
         .unwrap_or_default()
 }
 
+/// An HTTP `Date` (RFC 9110 IMF-fixdate): `Sun, 06 Nov 1994 08:49:37 GMT`.
+pub fn format_http_date(secs: i64) -> String {
+    let format = format_description!(
+        "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
+    );
+    OffsetDateTime::from_unix_timestamp(secs)
+        .ok()
+        .and_then(|t| t.format(format).ok())
+        .unwrap_or_default()
+}
+
 /// The date part of a delta token: `08/22/2017 08:10:44`, UTC.
 pub fn format_token_time(secs: i64) -> String {
     let format = format_description!("[month]/[day]/[year] [hour]:[minute]:[second]");
@@ -144,6 +155,7 @@ mod tests {
     fn formats_whole_utc_seconds() {
         assert_eq!(format_utc(1_475_103_473), "2016-09-28T22:57:53Z");
         assert_eq!(format_token_time(1_503_389_444), "08/22/2017 08:10:44");
+        assert_eq!(format_http_date(784_111_777), "Sun, 06 Nov 1994 08:49:37 GMT");
     }
 
     #[test]

@@ -71,28 +71,28 @@ fn n(value: u64) -> AttributeValue {
     AttributeValue::N(value.to_string())
 }
 
-fn error<E, R>(table: &str, action: &str, e: SdkError<E, R>) -> CursorError
+fn error<E, R>(table: &str, action: &'static str, e: SdkError<E, R>) -> CursorError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     R: std::fmt::Debug + Send + Sync + 'static,
+    aws_sdk_dynamodb::Error: From<SdkError<E, R>>,
 {
     let configuration = matches!(
         e.code(),
         Some("ResourceNotFoundException" | "AccessDeniedException" | "ValidationException")
     );
     CursorError::Dynamo {
-        message: format!("{action} on '{table}': {}", DisplayErrorContext(&e)),
+        table: table.to_owned(),
+        action,
         configuration,
-        source: Some(Box::new(e)),
+        source: Box::new(e.into()),
     }
 }
 
-/// DynamoDB kept handing back part of a batch (throttled partitions) past every retry.
-fn unprocessed(count: usize) -> CursorError {
-    CursorError::Dynamo {
-        message: format!("{count} fingerprints stayed unprocessed after retries"),
-        configuration: false,
-        source: None,
+fn unprocessed(table: &str, count: usize) -> CursorError {
+    CursorError::Unprocessed {
+        table: table.to_owned(),
+        count,
     }
 }
 
@@ -472,11 +472,7 @@ impl DynamoStore {
                     .set_keys(Some(std::mem::take(&mut keys)))
                     .consistent_read(true)
                     .build()
-                    .map_err(|e| CursorError::Dynamo {
-                        message: e.to_string(),
-                        configuration: false,
-                        source: Some(Box::new(e)),
-                    })?;
+                    .map_err(CursorError::Request)?;
                 let output = self
                     .client
                     .batch_get_item()
@@ -508,7 +504,7 @@ impl DynamoStore {
             }
             // Treating an unread fingerprint as absent would fire unchanged rows.
             if !keys.is_empty() {
-                return Err(unprocessed(keys.len()));
+                return Err(unprocessed(&self.table, keys.len()));
             }
         }
         Ok(found)
@@ -540,11 +536,7 @@ impl DynamoStore {
                 let put = PutRequest::builder()
                     .set_item(Some(item))
                     .build()
-                    .map_err(|e| CursorError::Dynamo {
-                        message: e.to_string(),
-                        configuration: false,
-                        source: Some(Box::new(e)),
-                    })?;
+                    .map_err(CursorError::Request)?;
                 writes.push(WriteRequest::builder().put_request(put).build());
             }
             for attempt in 0..8 {
@@ -568,7 +560,7 @@ impl DynamoStore {
                 }
             }
             if !writes.is_empty() {
-                return Err(unprocessed(writes.len()));
+                return Err(unprocessed(&self.table, writes.len()));
             }
         }
         Ok(())

@@ -77,13 +77,22 @@ pub enum CursorError {
 
     /// DynamoDB failed. `configuration` says whether it is the deployment's fault (no such table, no
     /// permission) rather than a passing one.
-    #[error("the cursor table: {message}")]
+    #[error("the cursor table: {action} on '{table}': {}", aws_sdk_dynamodb::error::DisplayErrorContext(&**source))]
     Dynamo {
-        message: String,
+        table: String,
+        action: &'static str,
         configuration: bool,
         #[source]
-        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+        source: Box<aws_sdk_dynamodb::Error>,
     },
+
+    /// DynamoDB kept handing back part of a batch (throttled partitions) past every retry.
+    #[error("the cursor table '{table}': {count} fingerprints stayed unprocessed after retries")]
+    Unprocessed { table: String, count: usize },
+
+    /// A DynamoDB request could not be built (a required field was missing).
+    #[error("the cursor table: a request could not be built: {0}")]
+    Request(#[source] aws_sdk_dynamodb::error::BuildError),
 
     #[error("the cursor directory {path}: {source}")]
     Io {
@@ -371,8 +380,9 @@ mod tests {
 
     #[tokio::test]
     async fn with_no_time_left_a_call_is_not_started_and_says_so() {
-        let dir = std::env::temp_dir().join(format!("cursor-within-{}", Uuid::new_v4()));
-        let store = CursorStore::Directory(DirectoryStore::new(dir.clone()));
+        // Removed on drop, even when an assertion below fails.
+        let temp = tempfile::tempdir().unwrap();
+        let store = CursorStore::Directory(DirectoryStore::new(temp.path().join("cursors")));
         let later = SystemTime::now() + Duration::from_secs(60);
         let lease = store
             .within(Deadline::none())
@@ -395,7 +405,6 @@ mod tests {
             .commit(&lease, &record)
             .await
             .unwrap();
-        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]

@@ -19,8 +19,9 @@
 //!   it is met later in the same scan or the next. The cursor is the last version handled.
 //! - **created** scans by `(createdon, primary key)`: creation time never changes, so updates never
 //!   move a row, and the key orders a same-second burst. The cursor is the last pair handled. A row
-//!   fires only once its creation second is over (`createdon lt now`), so no row can later appear in
-//!   a second the cursor has entered, except by committing late (a delay of under a second).
+//!   fires only once its creation second is over (before "now", the `Date` of the poll's first
+//!   answer: Dataverse's own clock, the one `createdon` comes from), so no row can later appear in a
+//!   second the cursor has entered, except by committing late (a delay of under a second).
 //! - **the overlap window**: every poll also re-reads rows whose time is within the last
 //!   `CRM_TRIGGER_OVERLAP_SECS` (60 s by default), even below the cursor. Rows found there that the
 //!   trigger does not remember firing (the `seen` set holds `(id, version)`, or the id for creations,
@@ -30,7 +31,8 @@
 //!
 //! Both filters are sent to Dataverse together with the user's `$filter`, which Dataverse applies:
 //! `((key after cursor) or (time within window)) and (user filter)`, ordered by the key. Nothing is
-//! filtered here except what the cursor and the window say.
+//! filtered here except what the cursor and the window say, and the creations of the current second,
+//! which come last in that order and end the scan.
 //!
 //! `when-record-updated` does not fire for a row's creation (`createdon == modifiedon`; Dataverse
 //! cannot tell an update in the creation's own second from the creation). With `columns` it fires only
@@ -38,70 +40,18 @@
 //! stored fingerprint (changed before the trigger first saw it) fires, since it may have changed.
 
 use std::pin::pin;
+use std::time::Duration;
 
 use dataverse::{Client, Deadline, Prefer, Query, Table};
 use futures_util::TryStreamExt;
-use serde_json::{Map, Value};
-use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
+use super::event::{self, Fired};
+use super::row::{Columns, Row};
 use super::{Changes, Kind, Position, Scan, Seen, SeenEntry, Step, TriggerInput, TriggerState};
 use crate::CrmError;
-
-/// The fields of a row the scan needs.
-struct RowKey {
-    id: Uuid,
-    created: i64,
-    modified: i64,
-    modified_text: String,
-    version: u64,
-}
-
-fn row_error(problem: String) -> CrmError {
-    CrmError::Dataverse(dataverse::Error::Invalid {
-        what: "row",
-        problem,
-    })
-}
-
-fn seconds(row: &Map<String, Value>, column: &str) -> Result<(i64, String), CrmError> {
-    let text = row
-        .get(column)
-        .and_then(Value::as_str)
-        .ok_or_else(|| row_error(format!("a row has no '{column}'")))?;
-    let at = OffsetDateTime::parse(text, &Rfc3339)
-        .map_err(|_| {
-            row_error(format!(
-                "'{column}' is not a date-time: {}",
-                crate::excerpt(text)
-            ))
-        })?
-        .unix_timestamp();
-    Ok((at, text.to_owned()))
-}
-
-fn row_key(row: &Map<String, Value>, primary_id: &str) -> Result<RowKey, CrmError> {
-    let id = row
-        .get(primary_id)
-        .and_then(Value::as_str)
-        .and_then(|s| Uuid::parse_str(s).ok())
-        .ok_or_else(|| row_error(format!("a row has no GUID in '{primary_id}'")))?;
-    let (created, _) = seconds(row, "createdon")?;
-    let (modified, modified_text) = seconds(row, "modifiedon")?;
-    let version = row
-        .get("versionnumber")
-        .and_then(Value::as_u64)
-        .ok_or_else(|| row_error("a row has no 'versionnumber'".into()))?;
-    Ok(RowKey {
-        id,
-        created,
-        modified,
-        modified_text,
-        version,
-    })
-}
 
 /// An OData date-time literal for a `$filter`.
 fn literal(at: i64) -> String {
@@ -109,16 +59,6 @@ fn literal(at: i64) -> String {
         .ok()
         .and_then(|t| t.format(&Rfc3339).ok())
         .unwrap_or_else(|| "1970-01-01T00:00:00Z".into())
-}
-
-/// The watched columns' values, hashed: equal fingerprints mean no watched column changed.
-fn fingerprint(row: &Map<String, Value>, columns: &[String]) -> String {
-    let values: Vec<&Value> = columns
-        .iter()
-        .map(|c| row.get(c).unwrap_or(&Value::Null))
-        .collect();
-    let digest = Sha256::digest(serde_json::to_vec(&values).unwrap_or_default());
-    super::hex(&digest[..8])
 }
 
 /// `$select` with what the scan needs added, or none (all columns) when the user chose none.
@@ -150,25 +90,38 @@ fn selection(input: &TriggerInput, table: &Table) -> Option<String> {
     Some(columns.join(","))
 }
 
-/// The highest `versionnumber` in the table now: where a new updated-trigger starts.
-async fn latest_version(
+/// The one column [`starting_point`] reads.
+#[derive(serde::Deserialize)]
+struct Version {
+    versionnumber: Option<u64>,
+}
+
+/// Where a new cursor starts: the highest `versionnumber` in the table (where a new updated-trigger
+/// starts), and Dataverse's time now (where a new created-trigger starts).
+async fn starting_point(
     client: &Client,
     table: &Table,
     deadline: Deadline,
-) -> Result<u64, CrmError> {
+) -> Result<(u64, i64), CrmError> {
     let query = Query::new()
         .select("versionnumber")
         .orderby("versionnumber desc");
-    let mut rows = pin!(client.rows(table, &query, 0, Some(1), deadline));
-    let Some(row) = rows.try_next().await? else {
-        return Ok(0);
+    let prefer = Prefer {
+        max_page_size: Some(1),
+        track_changes: false,
     };
-    let row: Map<String, Value> =
-        serde_json::from_str(row.get()).map_err(|e| row_error(e.to_string()))?;
-    Ok(row
-        .get("versionnumber")
-        .and_then(Value::as_u64)
-        .unwrap_or(0))
+    let page = client
+        .page(&client.collection_url(table, &query)?, prefer, deadline)
+        .await?;
+    let now = super::server_now(&page);
+    let Some(row) = page.rows.first() else {
+        return Ok((0, now));
+    };
+    let version = serde_json::from_str::<Version>(row.get())
+        .map_err(super::ScanError::Unreadable)?
+        .versionnumber
+        .unwrap_or(0);
+    Ok((version, now))
 }
 
 /// The changes already there in the starting second `since` (and after, if a clock runs ahead),
@@ -195,26 +148,112 @@ async fn already_there(
     let query = Query::new()
         .select(format!("{pk},createdon,modifiedon,versionnumber"))
         .filter(filter);
+    let columns = Columns {
+        primary_id: pk,
+        watched: &[],
+        sorted: &[],
+    };
     let mut rows = pin!(client.rows(table, &query, 0, Some(dataverse::MAX_PAGE_SIZE), deadline));
     let mut seen = Seen::default();
     while let Some(raw) = rows.try_next().await? {
-        let row: Map<String, Value> =
-            serde_json::from_str(raw.get()).map_err(|e| row_error(e.to_string()))?;
-        let key = row_key(&row, pk)?;
-        seen.0.push(match kind {
-            Kind::Created => SeenEntry {
-                id: key.id,
-                version: 0,
-                at: key.created,
-            },
-            _ => SeenEntry {
-                id: key.id,
-                version: key.version,
-                at: key.modified,
-            },
-        });
+        let row = columns.read(raw)?;
+        seen.0.push(seen_entry(kind, &row));
     }
     Ok(seen)
+}
+
+/// How a row is remembered: a creation by its id, an update by its id and version.
+fn seen_entry(kind: Kind, row: &Row) -> SeenEntry {
+    match kind {
+        Kind::Created => SeenEntry {
+            id: row.id,
+            version: 0,
+            at: row.created,
+        },
+        _ => SeenEntry {
+            id: row.id,
+            version: row.version,
+            at: row.modified,
+        },
+    }
+}
+
+/// The state of a new cursor, starting now or at the payload's `since`, and Dataverse's time now
+/// when it was read.
+async fn new_cursor(poll: &super::Poll<'_>) -> Result<(Changes, Option<i64>), CrmError> {
+    let super::Poll {
+        kind,
+        client,
+        table,
+        input,
+        deadline,
+        ..
+    } = *poll;
+    if let Some(since) = input.since {
+        // The scan starts at the beginning, and the time filter does the work.
+        let position = match kind {
+            Kind::Created => Position::Created {
+                on: since,
+                id: Uuid::nil(),
+            },
+            _ => Position::Updated { version: 0 },
+        };
+        return Ok((Changes::new(since, position, Seen::default()), None));
+    }
+    // The newest version is read first, so that the changes remembered below are all at or under it.
+    let (version, now) = starting_point(client, table, deadline).await?;
+    let position = match kind {
+        Kind::Created => Position::Created {
+            on: now,
+            id: Uuid::nil(),
+        },
+        _ => Position::Updated { version },
+    };
+    let seen = already_there(kind, client, table, now, position, deadline).await?;
+    tracing::info!(trigger = kind.name(), since = now, "starting a new cursor");
+    Ok((Changes::new(now, position, seen), Some(now)))
+}
+
+/// The filter and order that find the changes after `state`'s cursor, and those in its window.
+fn cursor_query(state: &Changes, input: &TriggerInput, table: &Table, overlap: Duration) -> Query {
+    let floor = literal(state.window_floor(overlap));
+    let pk = table.primary_id_attribute.as_str();
+    let (cursor_filter, mut orderby) = match state.position {
+        // Creations of the current second are not asked to be left out, since "now" is not known
+        // until the first answer: they come last in this order, and the scan stops at them.
+        Position::Created { on, id } => (
+            format!(
+                "(createdon gt {t} or (createdon eq {t} and {pk} gt {id}) or createdon ge {floor})",
+                t = literal(on),
+            ),
+            format!("createdon asc,{pk} asc"),
+        ),
+        Position::Updated { version } => (
+            format!(
+                "(versionnumber gt {version} or modifiedon ge {floor}) and modifiedon ge {since}",
+                since = literal(state.since)
+            ),
+            "versionnumber asc".to_owned(),
+        ),
+    };
+    let filter = match &input.filter {
+        Some(user) => format!("{cursor_filter} and ({user})"),
+        None => cursor_filter,
+    };
+    // The user's `$orderby` sorts only what this poll returns, but its columns go to Dataverse after
+    // the scan's own key: the key is unique, so they change nothing in the order, and Dataverse
+    // refuses a column that does not exist, as it does for list-records.
+    for (column, _) in input.orderby.iter().flatten() {
+        orderby.push(',');
+        orderby.push_str(column);
+    }
+    Query {
+        select: selection(input, table),
+        filter: Some(filter),
+        orderby: Some(orderby),
+        expand: None,
+        count: false,
+    }
 }
 
 /// Scans for changes after the stored cursor (or starts one). Returns the state the scan started
@@ -232,87 +271,16 @@ pub(super) async fn scan(
         input,
         deadline,
     } = *poll;
-    let now = super::unix_now();
     let fresh = stored.is_none();
-    let state = if let Some(state) = stored {
-        state
-    } else {
-        let since = input.since.unwrap_or(now);
-        // With `since` the scan starts at the beginning and the time filter does the work. Without,
-        // the updated trigger starts after the newest version there is, read first so that the
-        // changes remembered below are all at or under it.
-        let position = match kind {
-            Kind::Created => Position::Created {
-                on: since,
-                id: Uuid::nil(),
-            },
-            _ if input.since.is_some() => Position::Updated { version: 0 },
-            _ => Position::Updated {
-                version: latest_version(client, table, deadline).await?,
-            },
-        };
-        let seen = if input.since.is_none() {
-            already_there(kind, client, table, since, position, deadline).await?
-        } else {
-            Seen::default()
-        };
-        tracing::info!(trigger = kind.name(), since, "starting a new cursor");
-        Changes {
-            since,
-            position,
-            seen,
-            seen_floor: 0,
-            scanned_at: None,
-        }
+    let (state, mut started) = match stored {
+        Some(state) => (state, None),
+        None => new_cursor(poll).await?,
     };
     let initial = match kind {
         Kind::Created => TriggerState::Created(state.clone()),
         _ => TriggerState::Updated(state.clone()),
     };
-
-    let floor = state.window_floor(now, deps.overlap);
-    let pk = table.primary_id_attribute.as_str();
-    let (cursor_filter, orderby) = match state.position {
-        // A creation fires once its second is over (`createdon lt now`): after that no new row can
-        // take that second except by committing late, which the window catches. Without this rule a
-        // row created later in the cursor's own second, with a smaller key, would slip behind it.
-        Position::Created { on, id } => (
-            format!(
-                "(createdon gt {t} or (createdon eq {t} and {pk} gt {id}) or createdon ge {f}) and createdon lt {n}",
-                t = literal(on),
-                f = literal(floor),
-                n = literal(now)
-            ),
-            format!("createdon asc,{pk} asc"),
-        ),
-        Position::Updated { version } => (
-            format!(
-                "(versionnumber gt {version} or modifiedon ge {f}) and modifiedon ge {since}",
-                f = literal(floor),
-                since = literal(state.since)
-            ),
-            "versionnumber asc".to_owned(),
-        ),
-    };
-    let filter = match &input.filter {
-        Some(user) => format!("{cursor_filter} and ({user})"),
-        None => cursor_filter,
-    };
-    // The user's `$orderby` sorts only what this poll returns, but its columns go to Dataverse after
-    // the scan's own key: the key is unique, so they change nothing in the order, and Dataverse
-    // refuses a column that does not exist, as it does for list-records.
-    let mut orderby = orderby;
-    for (column, _) in input.orderby.iter().flatten() {
-        orderby.push(',');
-        orderby.push_str(column);
-    }
-    let query = Query {
-        select: selection(input, table),
-        filter: Some(filter),
-        orderby: Some(orderby),
-        expand: None,
-        count: false,
-    };
+    let query = cursor_query(&state, input, table, deps.overlap);
     // Rows the window re-reads take room in a page without firing, and the updated trigger also passes
     // over creations and unchanged fingerprints: pages larger than $top keep most polls to one request.
     let wanted = input.top + state.seen.0.len() + 1;
@@ -325,13 +293,21 @@ pub(super) async fn scan(
         max_page_size: Some(page_size),
         track_changes: false,
     };
-    let mut pages = pin!(client.pages(client.collection_url(table, &query)?, prefer, deadline));
-    let mut scan = Scan {
-        started: now,
-        ..Scan::default()
+    let sorted: Vec<String> = input
+        .orderby
+        .iter()
+        .flatten()
+        .map(|(c, _)| c.clone())
+        .collect();
+    let columns = Columns {
+        primary_id: &table.primary_id_attribute,
+        watched: &input.columns,
+        sorted: &sorted,
     };
+    let mut pages = pin!(client.pages(client.collection_url(table, &query)?, prefer, deadline));
+    let mut scan = Scan::default();
     'pages: while scan.fired() < input.top {
-        if !deadline.allows(std::time::Duration::ZERO) {
+        if !deadline.allows(Duration::ZERO) {
             tracing::info!("out of time to fetch; publishing what was found");
             break;
         }
@@ -343,19 +319,15 @@ pub(super) async fn scan(
                 break;
             }
         };
+        // "Now" is the first answer's time: every row in it, and in the pages after it, was
+        // created before or during that second.
+        let now = *started.get_or_insert_with(|| super::server_now(&page));
         let mut rows = Vec::with_capacity(page.rows.len());
         for raw in page.rows {
-            let row: Map<String, Value> = match serde_json::from_str(raw.get()) {
-                Ok(row) => row,
+            match columns.read(raw) {
+                Ok(row) => rows.push(row),
                 Err(e) => {
-                    scan.error = Some(row_error(e.to_string()));
-                    break 'pages;
-                }
-            };
-            match row_key(&row, pk) {
-                Ok(k) => rows.push((k, row)),
-                Err(e) => {
-                    scan.error = Some(e);
+                    scan.error = Some(e.into());
                     break 'pages;
                 }
             }
@@ -363,7 +335,7 @@ pub(super) async fn scan(
         let stored_fingerprints = if input.columns.is_empty() {
             std::collections::HashMap::new()
         } else {
-            let ids: Vec<Uuid> = rows.iter().map(|(k, _)| k.id).collect();
+            let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
             match deps.store.within(deadline).fingerprints(key, &ids).await {
                 Ok(found) => found,
                 Err(e) => {
@@ -372,30 +344,24 @@ pub(super) async fn scan(
                 }
             }
         };
-        for (k, row) in rows {
+        for row in rows {
             if scan.fired() >= input.top {
                 break 'pages;
             }
-            let (row_position, seen) = match kind {
-                Kind::Created => (
-                    Position::Created {
-                        on: k.created,
-                        id: k.id,
-                    },
-                    SeenEntry {
-                        id: k.id,
-                        version: 0,
-                        at: k.created,
-                    },
-                ),
-                _ => (
-                    Position::Updated { version: k.version },
-                    SeenEntry {
-                        id: k.id,
-                        version: k.version,
-                        at: k.modified,
-                    },
-                ),
+            if kind == Kind::Created && row.created >= now {
+                // Its second is not over: a row created later in it could sort before this one.
+                // The rest of the scan is in this second too.
+                break 'pages;
+            }
+            let seen = seen_entry(kind, &row);
+            let row_position = match kind {
+                Kind::Created => Position::Created {
+                    on: row.created,
+                    id: row.id,
+                },
+                _ => Position::Updated {
+                    version: row.version,
+                },
             };
             let forward = row_position > state.position;
             if state.seen.contains(seen.id, seen.version) {
@@ -411,30 +377,41 @@ pub(super) async fn scan(
                 }
                 continue;
             }
-            let fingerprint =
-                (!input.columns.is_empty()).then(|| fingerprint(&row, &input.columns));
             let should_fire = match kind {
                 Kind::Created => true,
-                _ if k.created == k.modified => false,
-                _ => match &fingerprint {
+                _ if row.created == row.modified => false,
+                _ => match &row.fingerprint {
                     None => true,
-                    Some(fp) => stored_fingerprints.get(&k.id) != Some(fp),
+                    Some(fp) => stored_fingerprints.get(&row.id) != Some(fp),
                 },
             };
             let fired = if should_fire {
                 if !forward {
-                    tracing::info!(id = %k.id, version = k.version, "a late commit, below the cursor, fires now");
+                    tracing::info!(id = %row.id, version = row.version, "a late commit, below the cursor, fires now");
                 }
-                let event = super::change_event(
+                let event = match event::change_event(
                     kind,
                     input.dataset.as_str(),
                     table,
-                    k.id,
-                    Some(k.version),
-                    Some(&k.modified_text),
-                    Some(&row),
-                );
-                Some(scan.fire(event, Value::Object(row)))
+                    row.id,
+                    Some(row.version),
+                    Some(&row.modified_text),
+                    Some(&row.raw),
+                ) {
+                    Ok(event) => event,
+                    Err(e) => {
+                        scan.error = Some(e.into());
+                        break 'pages;
+                    }
+                };
+                Some(scan.fire(
+                    event,
+                    Fired {
+                        id: row.id,
+                        row: row.raw,
+                        sort_keys: row.sort_keys,
+                    },
+                ))
             } else {
                 None
             };
@@ -442,35 +419,17 @@ pub(super) async fn scan(
                 fired,
                 forward: forward.then_some(row_position),
                 seen,
-                fingerprint: fingerprint.map(|fp| (k.id, fp)),
+                fingerprint: row.fingerprint.map(|fp| (row.id, fp)),
             });
         }
     }
+    scan.started = started;
     Ok((initial, scan, fresh))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn fingerprints_change_only_with_the_watched_columns() {
-        let row = |name: &str, phone: &str| {
-            let mut m = Map::new();
-            m.insert("name".into(), Value::String(name.into()));
-            m.insert("telephone1".into(), Value::String(phone.into()));
-            m
-        };
-        let watched = vec!["name".to_owned()];
-        assert_eq!(
-            fingerprint(&row("a", "1"), &watched),
-            fingerprint(&row("a", "2"), &watched)
-        );
-        assert_ne!(
-            fingerprint(&row("a", "1"), &watched),
-            fingerprint(&row("b", "1"), &watched)
-        );
-    }
 
     #[test]
     fn writes_date_time_literals_in_utc() {

@@ -18,9 +18,9 @@
 //! A tombstone carries only the id, so a deletion's event has no record and no version.
 
 use dataverse::{Change, Prefer, Query, classify};
-use serde_json::json;
 
-use super::{Deletions, Kind, Phase, Scan, Step, TriggerState};
+use super::event::{self, Fired};
+use super::{Deletions, Kind, Phase, Scan, ScanError, Step, TriggerState};
 use crate::{ConfigError, CrmError};
 
 /// Whether a failed delta request means the token can no longer be used (as opposed to a failure
@@ -47,16 +47,13 @@ pub(super) async fn scan(
         phase: Phase::Baseline { next: None },
     });
     let mut current = initial.clone();
-    let mut scan = Scan {
-        started: super::unix_now(),
-        ..Scan::default()
-    };
+    let mut scan = Scan::default();
     let dataset = input.dataset.as_str();
     'polls: while scan.fired() < input.top && deadline.allows(std::time::Duration::ZERO) {
         match current.phase.clone() {
             Phase::Baseline { next } => {
                 let url = match next {
-                    Some(next) => next,
+                    Some(next) => client.link(&next)?,
                     None => client.collection_url(
                         table,
                         &Query::new().select(table.primary_id_attribute.clone()),
@@ -105,7 +102,7 @@ pub(super) async fn scan(
                     max_page_size: Some(dataverse::MAX_PAGE_SIZE),
                     track_changes: false,
                 };
-                let page = match client.page(&link, prefer, deadline).await {
+                let page = match client.page(&client.link(&link)?, prefer, deadline).await {
                     Ok(page) => page,
                     Err(e) if token_unusable(&e) => {
                         tracing::warn!(
@@ -146,9 +143,24 @@ pub(super) async fn scan(
                         // More on this page: stay on it.
                         break 'polls;
                     }
-                    let event =
-                        super::change_event(Kind::Deleted, dataset, table, *id, None, None, None);
-                    let fired = scan.fire(event, json!({"id": id}));
+                    let built =
+                        event::change_event(Kind::Deleted, dataset, table, *id, None, None, None)
+                            .and_then(|e| Ok((e, event::deletion(*id)?)));
+                    let (event, row) = match built {
+                        Ok(built) => built,
+                        Err(e) => {
+                            scan.error = Some(e.into());
+                            break 'polls;
+                        }
+                    };
+                    let fired = scan.fire(
+                        event,
+                        Fired {
+                            id: *id,
+                            row,
+                            sort_keys: Vec::new(),
+                        },
+                    );
                     current.fired += 1;
                     current.phase = Phase::Tracking {
                         link: link.clone(),
@@ -185,10 +197,7 @@ pub(super) async fn scan(
                         break;
                     }
                     (None, None) => {
-                        scan.error = Some(CrmError::Dataverse(dataverse::Error::Invalid {
-                            what: "response",
-                            problem: "a delta page had neither a next link nor a delta link".into(),
-                        }));
+                        scan.error = Some(ScanError::DeltaWithoutEnd.into());
                         break;
                     }
                 }

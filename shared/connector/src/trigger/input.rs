@@ -10,7 +10,6 @@ use crate::CrmError;
 use crate::input::{self, Dataset, TableName};
 
 /// The original connector's default "Maximum Get Count".
-const DEFAULT_TOP: usize = 256;
 /// The most changes one poll may fire.
 const MAX_TOP: usize = 10_000;
 
@@ -108,7 +107,7 @@ impl TriggerInput {
                 "a trigger cannot skip changes (they would be lost); remove it or set it to 0",
             ));
         }
-        let top = p.top.unwrap_or(DEFAULT_TOP);
+        let top = p.top.unwrap_or(input::DEFAULT_TOP);
         if top > MAX_TOP {
             return Err(CrmError::invalid(
                 "$top",
@@ -165,27 +164,19 @@ impl TriggerInput {
                 "only when-record-updated watches columns",
             ));
         }
-        if let Some(bad) = columns
-            .iter()
-            .find(|c| c.is_empty() || !c.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_'))
-        {
+        if let Some(bad) = columns.iter().find(|c| !dataverse::is_schema_name(c)) {
             return Err(CrmError::invalid(
                 "columns",
                 format!("'{}' is not a column name", crate::excerpt(bad)),
             ));
         }
-        if let Some(name) = &p.trigger {
-            let valid = !name.is_empty()
-                && name.len() <= 100
-                && name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-            if !valid {
-                return Err(CrmError::invalid(
-                    "trigger",
-                    "names the cursor: 1 to 100 letters, digits, '.', '_' or '-'",
-                ));
-            }
+        if let Some(name) = &p.trigger
+            && !input::is_plain_name(name, 100)
+        {
+            return Err(CrmError::invalid(
+                "trigger",
+                "names the cursor: 1 to 100 letters, digits, '.', '_' or '-'",
+            ));
         }
         let since = p
             .since

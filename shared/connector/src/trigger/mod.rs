@@ -15,8 +15,11 @@
 
 mod changes;
 mod deleted;
+mod event;
 mod input;
 mod order;
+mod row;
+mod settle;
 mod state;
 
 use std::time::{Duration, Instant, SystemTime};
@@ -24,26 +27,23 @@ use std::time::{Duration, Instant, SystemTime};
 use dataverse::{Deadline, Table};
 use lambda_runtime::LambdaEvent;
 use serde::Serialize;
+use serde_json::Value;
 use serde_json::value::RawValue;
-use serde_json::{Map, Value, json};
-use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
+pub(crate) use event::hex;
 pub use input::{Kind, TriggerInput};
 pub use order::OrderBy;
 pub use state::{Changes, Deletions, Phase, Position, Seen, SeenEntry, TriggerState};
 
+use self::settle::{Scan, Step, settle};
 use crate::config::Config;
 use crate::cursor::{CursorError, CursorStore, Record};
-use crate::events::{Event, EventSink};
+use crate::events::EventSink;
 use crate::{ConfigError, Crm, CrmError, lambda};
 
-/// Lambda refuses a response over 6 MB: past this budget, returned rows are cut to their id.
-const RESPONSE_BUDGET: usize = 5_500_000;
 /// Time kept after publishing to save fingerprints and the cursor.
 const COMMIT_RESERVE: Duration = Duration::from_secs(1);
-/// EventBridge refuses an entry over 256 KB: past this, an event's record is cut to its id.
-const DETAIL_BUDGET: usize = 250_000;
 /// The least invocation time a poll can do its work in: the answer margin (0.3 s), the reserve
 /// [`fetch_deadline`] keeps to publish and save (at least a second), and a little over a second to
 /// fetch in. With less, a poll would find nothing every time and still answer as if all were well.
@@ -51,6 +51,32 @@ pub const MIN_POLL_TIME: Duration = Duration::from_millis(2500);
 /// Room kept in the URL for what the cursor adds to the user's query (its filter, the key columns
 /// added to `$select`, its order), when checking up front that the query fits.
 const CURSOR_URL_RESERVE: usize = 1024;
+
+/// What Dataverse sent that a trigger cannot work with. Each is a fault on Dataverse's side (or
+/// between it and us), not the caller's: the poll stops there, and the cursor stays where it was.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ScanError {
+    /// A row that is not a JSON object.
+    #[error("a row is not a JSON object: {0}")]
+    Unreadable(#[source] serde_json::Error),
+
+    /// A row whose key column (id, times, version) is missing or of the wrong kind.
+    #[error("a row's '{column}' is {value}, where {expected} was expected")]
+    WrongValue {
+        column: String,
+        value: String,
+        expected: &'static str,
+    },
+
+    /// A change-tracking page that ends neither in a next link nor in a delta link.
+    #[error("a delta page had neither a next link nor a delta link")]
+    DeltaWithoutEnd,
+
+    /// An event or the answer could not be written as JSON.
+    #[error("could not write JSON: {0}")]
+    Encode(#[source] serde_json::Error),
+}
 
 /// What a trigger function needs.
 #[derive(Debug)]
@@ -80,36 +106,10 @@ impl TriggerDeps {
     }
 }
 
-/// `{"value": [...]}`: the changes this poll fired.
+/// `{"value": [...]}`: the changes this poll fired, each row as Dataverse sent it.
 #[derive(Debug, Default, Serialize)]
 pub struct Output {
-    pub value: Vec<Value>,
-}
-
-/// One thing a scan did, applied to the cursor only if every change fired before it was published.
-#[derive(Debug)]
-pub(crate) enum Step {
-    /// A row handled by `when-record-created/updated`: fired (as change `fired`) or skipped.
-    Change {
-        fired: Option<usize>,
-        /// Set for rows beyond the cursor: the cursor moves to it.
-        forward: Option<Position>,
-        seen: SeenEntry,
-        fingerprint: Option<(Uuid, String)>,
-    },
-    /// `when-record-deleted`: after this step the state is `state`.
-    Deletion {
-        fired: Option<usize>,
-        state: Deletions,
-    },
-}
-
-impl Step {
-    fn fired(&self) -> Option<usize> {
-        match self {
-            Step::Change { fired, .. } | Step::Deletion { fired, .. } => *fired,
-        }
-    }
+    pub value: Vec<Box<RawValue>>,
 }
 
 /// What both scans need to know about the poll.
@@ -125,119 +125,17 @@ pub(crate) struct Poll<'a> {
     deadline: Deadline,
 }
 
-/// What a scan found, and how far it got before an error, if one stopped it.
-#[derive(Debug, Default)]
-pub(crate) struct Scan {
-    /// When the scan began (Unix seconds): the next poll's overlap window reaches back from it.
-    started: i64,
-    /// One event per change found, in order...
-    events: Vec<Event>,
-    /// ...and, at the same index, what the poll returns for it.
-    outputs: Vec<Value>,
-    steps: Vec<Step>,
-    error: Option<CrmError>,
-}
-
-impl Scan {
-    fn fire(&mut self, event: Event, output: Value) -> usize {
-        self.events.push(event);
-        self.outputs.push(output);
-        self.events.len() - 1
-    }
-
-    fn fired(&self) -> usize {
-        self.events.len()
-    }
-}
-
-/// Lower-case hex of `bytes`.
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut out, b| {
-            let _ = write!(out, "{b:02x}");
-            out
-        })
-}
-
-pub(crate) fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
+/// Dataverse's time when it sent `page`, in Unix seconds. Row timestamps come from the same clock,
+/// so comparing them with this is free of any skew between Lambda and Dataverse. An answer without a
+/// `Date` (a proxy that strips it) falls back to this machine's clock, which is what a poll would use
+/// without one, and says so.
+fn server_now(page: &dataverse::Page) -> i64 {
+    let at = page.date.unwrap_or_else(|| {
+        tracing::warn!("Dataverse's answer has no Date header; using this machine's clock");
+        SystemTime::now()
+    });
+    at.duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-}
-
-/// The event id: stable for the same change, so a redelivery carries the same one. A creation and a
-/// deletion happen once per row, so their identity leaves the version out; an update is one version.
-pub(crate) fn event_id(
-    dataset: &str,
-    table: &str,
-    id: Uuid,
-    version: Option<u64>,
-    kind: Kind,
-) -> String {
-    let version = version.map(|v| v.to_string()).unwrap_or_default();
-    let digest = Sha256::digest(format!("{dataset}|{table}|{id}|{version}|{}", kind.short()));
-    hex(&digest[..16])
-}
-
-/// Builds the event for a change (`docs/events.md`), cutting a record EventBridge would refuse down to
-/// its id.
-pub(crate) fn change_event(
-    kind: Kind,
-    dataset: &str,
-    table: &Table,
-    id: Uuid,
-    version: Option<u64>,
-    changed_on: Option<&str>,
-    record: Option<&Map<String, Value>>,
-) -> Event {
-    /// The detail, serialised straight from borrowed parts (the record is not copied).
-    #[derive(Serialize)]
-    struct Detail<'a> {
-        event_id: &'a str,
-        dataset: &'a str,
-        table: &'a str,
-        id: Uuid,
-        version: Option<String>,
-        changed_on: Option<&'a str>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        record: Option<&'a Map<String, Value>>,
-        #[serde(skip_serializing_if = "std::ops::Not::not")]
-        truncated: bool,
-    }
-    let event_version = if kind == Kind::Updated { version } else { None };
-    let event_id = event_id(dataset, &table.entity_set_name, id, event_version, kind);
-    let mut detail = Detail {
-        event_id: &event_id,
-        dataset,
-        table: &table.entity_set_name,
-        id,
-        version: version.map(|v| v.to_string()),
-        changed_on,
-        record,
-        truncated: false,
-    };
-    // Serialising maps of JSON values cannot fail.
-    let mut text = serde_json::to_string(&detail).unwrap_or_default();
-    let key_only: Map<String, Value>;
-    if text.len() > DETAIL_BUDGET {
-        key_only = Map::from_iter([(
-            table.primary_id_attribute.clone(),
-            Value::String(id.to_string()),
-        )]);
-        detail.record = Some(&key_only);
-        detail.truncated = true;
-        text = serde_json::to_string(&detail).unwrap_or_default();
-    }
-    Event {
-        detail_type: kind.detail_type(),
-        detail: RawValue::from_string(text).unwrap_or_else(|_| empty_detail()),
-    }
-}
-
-fn empty_detail() -> Box<RawValue> {
-    RawValue::from_string("{}".to_owned()).unwrap_or_default()
 }
 
 /// How long to keep for publishing and saving the cursor: a fifth of the time left, between 1 and
@@ -249,79 +147,6 @@ fn fetch_deadline(deadline: Deadline) -> Deadline {
             deadline.less((left / 5).clamp(Duration::from_secs(1), Duration::from_secs(10)))
         }
     }
-}
-
-/// Applies the steps of the published prefix to the state, and collects the fingerprints to save.
-fn settle(
-    initial: TriggerState,
-    scan: &Scan,
-    accepted: usize,
-    overlap: Duration,
-) -> (TriggerState, Vec<(Uuid, String)>) {
-    let steps = &scan.steps;
-    let mut state = initial;
-    let mut fingerprints = Vec::new();
-    for step in steps {
-        if step.fired().is_some_and(|i| i >= accepted) {
-            break;
-        }
-        match (step, &mut state) {
-            (
-                Step::Change {
-                    forward,
-                    seen,
-                    fingerprint,
-                    ..
-                },
-                TriggerState::Created(c) | TriggerState::Updated(c),
-            ) => {
-                if let Some(position) = forward {
-                    c.position = c.position.max(*position);
-                }
-                if !c.seen.contains(seen.id, seen.version) {
-                    c.seen.0.push(*seen);
-                }
-                fingerprints.extend(fingerprint.clone());
-            }
-            (Step::Deletion { state: next, .. }, TriggerState::Deleted(d)) => *d = next.clone(),
-            _ => {}
-        }
-    }
-    if let TriggerState::Created(c) | TriggerState::Updated(c) = &mut state {
-        // The next poll re-reads from this scan's start less the overlap: keep what that needs.
-        c.scanned_at = Some(scan.started);
-        let floor = c.window_floor(scan.started, overlap);
-        let kept_from = c.seen.prune(floor);
-        if kept_from > floor {
-            tracing::warn!(
-                kept_from,
-                "the overlap window holds too many changes; it is narrowed to stay bounded"
-            );
-            c.seen_floor = kept_from;
-        }
-    }
-    (state, fingerprints)
-}
-
-/// Cuts returned rows down to their id once the response would outgrow Lambda's limit.
-fn fit_response(values: Vec<Value>, primary_id: &str) -> Vec<Value> {
-    let mut used = 0;
-    values
-        .into_iter()
-        .map(|value| {
-            let size = value.to_string().len();
-            used += size;
-            if used <= RESPONSE_BUDGET {
-                return value;
-            }
-            let id = value
-                .get(primary_id)
-                .or_else(|| value.get("id"))
-                .cloned()
-                .unwrap_or(Value::Null);
-            json!({ primary_id: id, "truncated": true })
-        })
-        .collect()
 }
 
 /// One poll of a trigger: see the module documentation.
@@ -354,7 +179,7 @@ pub async fn poll(
         .crm
         .call(&input.dataset, async |client| {
             client.fits(&user_query, CURSOR_URL_RESERVE)?;
-            client.table(input.table.as_str(), deadline).await
+            client.table(&input.table, deadline).await
         })
         .await?;
     if kind == Kind::Deleted && !table.change_tracking_enabled {
@@ -515,14 +340,21 @@ impl Leased<'_> {
                 tracing::warn!(error = %error.message(), "the poll stopped early; the rest waits for the next poll");
             }
         }
-        let mut value = scan.outputs;
-        value.truncate(published.accepted);
+        let mut fired = scan.fired;
+        fired.truncate(published.accepted);
         if let Some(orderby) = &input.orderby {
-            order::sort(&mut value, orderby);
+            order::sort(&mut fired, orderby);
         }
-        let output = Output {
-            value: fit_response(value, &table.primary_id_attribute),
+        // The cursor is saved: a failure from here on is reported beside what was done, never
+        // instead of it.
+        let value = match event::fit_response(fired, &table.primary_id_attribute) {
+            Ok(value) => value,
+            Err(error) => {
+                after_save = after_save.or(Some(error.into()));
+                Vec::new()
+            }
         };
+        let output = Output { value };
         Ok((output, after_save))
     }
 }
@@ -549,107 +381,4 @@ fn stored_state(key: &str, record: &Record) -> Result<TriggerState, CursorError>
         ));
     }
     Ok(state)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn event_ids_are_stable_per_change() {
-        let id = Uuid::from_u128(7);
-        let a = event_id("contoso", "accounts", id, Some(5), Kind::Updated);
-        assert_eq!(
-            a,
-            event_id("contoso", "accounts", id, Some(5), Kind::Updated)
-        );
-        assert_ne!(
-            a,
-            event_id("contoso", "accounts", id, Some(6), Kind::Updated)
-        );
-        assert_ne!(
-            a,
-            event_id("contoso", "accounts", id, Some(5), Kind::Created)
-        );
-        assert_eq!(a.len(), 32);
-    }
-
-    #[test]
-    fn settling_stops_at_the_first_change_not_published() {
-        let initial = TriggerState::Updated(Changes {
-            since: 0,
-            position: Position::Updated { version: 10 },
-            seen: Seen::default(),
-            seen_floor: 0,
-            scanned_at: None,
-        });
-        let now = unix_now();
-        let step = |fired: Option<usize>, version: u64| Step::Change {
-            fired,
-            forward: Some(Position::Updated { version }),
-            seen: SeenEntry {
-                id: Uuid::from_u128(u128::from(version)),
-                version,
-                at: now,
-            },
-            fingerprint: None,
-        };
-        let scan = Scan {
-            started: now,
-            steps: vec![
-                step(Some(0), 11),
-                step(None, 12),
-                step(Some(1), 13),
-                step(Some(2), 14),
-            ],
-            ..Scan::default()
-        };
-        let (state, _) = settle(initial.clone(), &scan, 1, Duration::from_secs(60));
-        let TriggerState::Updated(c) = state else {
-            panic!()
-        };
-        assert_eq!(
-            c.position,
-            Position::Updated { version: 12 },
-            "past the skipped row, not past change 1"
-        );
-        assert_eq!(c.seen.0.len(), 2);
-        let (all, _) = settle(initial, &scan, 3, Duration::from_secs(60));
-        let TriggerState::Updated(c) = all else {
-            panic!()
-        };
-        assert_eq!(c.position, Position::Updated { version: 14 });
-    }
-
-    #[test]
-    fn oversized_records_are_cut_to_their_id() {
-        let table = Table {
-            logical_name: "account".into(),
-            entity_set_name: "accounts".into(),
-            primary_id_attribute: "accountid".into(),
-            primary_name_attribute: None,
-            change_tracking_enabled: true,
-        };
-        let mut record = Map::new();
-        record.insert("description".into(), Value::String("x".repeat(300_000)));
-        let id = Uuid::from_u128(1);
-        let event = change_event(
-            Kind::Created,
-            "contoso",
-            &table,
-            id,
-            Some(3),
-            None,
-            Some(&record),
-        );
-        let detail: Value = serde_json::from_str(event.detail.get()).unwrap();
-        assert_eq!(detail["truncated"], true);
-        assert_eq!(detail["record"], json!({"accountid": id}));
-        assert!(event.size("dynamics.crm") < 256 * 1024);
-        let small = change_event(Kind::Deleted, "contoso", &table, id, None, None, None);
-        let detail: Value = serde_json::from_str(small.detail.get()).unwrap();
-        assert!(detail.get("record").is_none());
-        assert!(detail.get("truncated").is_none());
-        assert_eq!(detail["version"], Value::Null);
-    }
 }

@@ -8,6 +8,7 @@ use std::cmp::Ordering;
 
 use serde_json::Value;
 
+use super::event::Fired;
 use crate::CrmError;
 
 /// `$orderby` parsed: columns and whether each is descending.
@@ -33,11 +34,7 @@ pub(super) fn parse(orderby: &str) -> Result<OrderBy, CrmError> {
                 ));
             }
         };
-        let valid_column = !column.is_empty()
-            && column
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_');
-        if !valid_column || words.next().is_some() {
+        if !dataverse::is_schema_name(column) || words.next().is_some() {
             return Err(CrmError::invalid(
                 "$orderby",
                 format!(
@@ -51,10 +48,11 @@ pub(super) fn parse(orderby: &str) -> Result<OrderBy, CrmError> {
     Ok(keys)
 }
 
-pub(super) fn sort(rows: &mut [Value], keys: &OrderBy) {
+pub(super) fn sort(rows: &mut [Fired], keys: &OrderBy) {
+    // Each row carries its `$orderby` values in the order the keys are listed.
     rows.sort_by(|a, b| {
-        for (column, descending) in keys {
-            let ordering = compare(a.get(column), b.get(column));
+        for (i, (_, descending)) in keys.iter().enumerate() {
+            let ordering = compare(a.sort_keys.get(i), b.sort_keys.get(i));
             if ordering != Ordering::Equal {
                 return if *descending {
                     ordering.reverse()
@@ -104,15 +102,20 @@ mod tests {
 
     #[test]
     fn sorts_by_several_keys_with_nulls_first() {
+        let row = |n: u128, keys: [Value; 2]| Fired {
+            id: uuid::Uuid::from_u128(n),
+            row: serde_json::value::to_raw_value(&json!({})).unwrap(),
+            sort_keys: keys.to_vec(),
+        };
         let mut rows = vec![
-            json!({"name": "beta", "n": 2}),
-            json!({"name": "Alpha", "n": 2}),
-            json!({"name": "gamma", "n": null}),
-            json!({"name": "delta", "n": 5}),
+            row(1, [json!(2), json!("beta")]),
+            row(2, [json!(2), json!("Alpha")]),
+            row(3, [json!(null), json!("gamma")]),
+            row(4, [json!(5), json!("delta")]),
         ];
         sort(&mut rows, &parse("n desc, name").unwrap());
-        let names: Vec<&str> = rows.iter().map(|r| r["name"].as_str().unwrap()).collect();
-        assert_eq!(names, ["delta", "Alpha", "beta", "gamma"]);
+        let order: Vec<u128> = rows.iter().map(|r| r.id.as_u128()).collect();
+        assert_eq!(order, [4, 2, 1, 3]);
         assert!(parse("name sideways").is_err());
         assert!(parse("name) desc").is_err());
     }

@@ -39,12 +39,26 @@ pub struct Changes {
 }
 
 impl Changes {
-    /// Where the window starts for a scan beginning at `now`: `overlap` before the previous scan (or
-    /// before now, for a new cursor), never before `since`, nor below what an overflowed seen set
-    /// still remembers.
-    pub fn window_floor(&self, now: i64, overlap: std::time::Duration) -> i64 {
+    /// A cursor that has not scanned yet.
+    pub fn new(since: i64, position: Position, seen: Seen) -> Self {
+        Self {
+            since,
+            position,
+            seen,
+            seen_floor: 0,
+            scanned_at: None,
+        }
+    }
+
+    /// Where the window starts: `overlap` before the previous scan, never before `since`, nor below
+    /// what an overflowed seen set still remembers. A cursor that has not scanned yet starts its
+    /// window at `since`: every change after it is ahead of the cursor anyway.
+    ///
+    /// Reaching back from the previous scan rather than from now needs no clock here, and a change
+    /// that commits late between two polls, however far apart, is still within reach.
+    pub fn window_floor(&self, overlap: std::time::Duration) -> i64 {
         let overlap = i64::try_from(overlap.as_secs()).unwrap_or(i64::MAX);
-        let reference = self.scanned_at.map_or(now, |at| at.min(now));
+        let reference = self.scanned_at.unwrap_or(self.since);
         self.since
             .max(reference.saturating_sub(overlap))
             .max(self.seen_floor)
@@ -322,21 +336,19 @@ mod tests {
         };
         let minute = std::time::Duration::from_secs(60);
         assert_eq!(
-            changes.window_floor(10_000, minute),
-            9_940,
-            "a new cursor: a minute before now"
+            changes.window_floor(minute),
+            1_000,
+            "a new cursor: from since"
         );
         // Polls five minutes apart: the window covers the whole gap, plus a minute.
         changes.scanned_at = Some(10_000);
-        assert_eq!(changes.window_floor(10_300, minute), 9_940);
-        assert_eq!(
-            changes.window_floor(500, minute),
-            1_000,
-            "never before since"
-        );
+        assert_eq!(changes.window_floor(minute), 9_940);
+        changes.scanned_at = Some(1_010);
+        assert_eq!(changes.window_floor(minute), 1_000, "never before since");
+        changes.scanned_at = Some(10_000);
         changes.seen_floor = 9_990;
         assert_eq!(
-            changes.window_floor(10_300, minute),
+            changes.window_floor(minute),
             9_990,
             "nor below an overflowed memory"
         );

@@ -48,10 +48,6 @@ impl Properties for MetaProps {
             .ok_or_else(|| Fail::no_such_property(name, TYPE_NAME))
     }
 
-    fn type_name(&self) -> String {
-        TYPE_NAME.to_owned()
-    }
-
     fn allows_string_functions(&self) -> bool {
         false
     }

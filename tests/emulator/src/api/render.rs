@@ -19,11 +19,7 @@ impl Properties for RowProps<'_> {
         self.0
             .column(name)
             .map(|c| (c, self.0.columns[c].edm()))
-            .ok_or_else(|| Fail::no_such_property(name, &self.type_name()))
-    }
-
-    fn type_name(&self) -> String {
-        self.0.type_name()
+            .ok_or_else(|| Fail::no_such_property(name, &self.0.type_name()))
     }
 }
 

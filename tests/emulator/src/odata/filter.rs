@@ -30,8 +30,6 @@ use crate::schema::Edm;
 /// Resolves a property name to a column, so the parser can check types while it parses.
 pub trait Properties {
     fn property(&self, name: &str) -> Result<(usize, Edm), Fail>;
-    /// The text used in "Could not find a property" messages and similar.
-    fn type_name(&self) -> String;
     /// Metadata queries refuse string functions.
     fn allows_string_functions(&self) -> bool {
         true
@@ -165,10 +163,6 @@ mod tests {
                 "day" => Ok((7, Edm::Date)),
                 _ => Err(Fail::no_such_property(name, "Microsoft.Dynamics.CRM.test")),
             }
-        }
-
-        fn type_name(&self) -> String {
-            "Microsoft.Dynamics.CRM.test".into()
         }
     }
 

@@ -1,0 +1,227 @@
+//! What a poll sends out: one event per change (`docs/events.md`), and the answer listing them, each
+//! kept under the limit of where it goes.
+
+use serde::Serialize;
+use serde_json::value::RawValue;
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use super::{Kind, ScanError};
+use crate::events::Event;
+
+/// Lambda refuses a response over 6 MB: past this budget, returned rows are cut to their id.
+const RESPONSE_BUDGET: usize = 5_500_000;
+/// EventBridge refuses an entry over 256 KB: past this, an event's record is cut to its id.
+const DETAIL_BUDGET: usize = 250_000;
+
+/// Lower-case hex of `bytes`.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    }
+    out
+}
+
+/// The event id: stable for the same change, so a redelivery carries the same one. A creation and a
+/// deletion happen once per row, so their identity leaves the version out; an update is one version.
+pub(crate) fn event_id(
+    dataset: &str,
+    table: &str,
+    id: Uuid,
+    version: Option<u64>,
+    kind: Kind,
+) -> String {
+    let version = version.map(|v| v.to_string()).unwrap_or_default();
+    let digest = Sha256::digest(format!("{dataset}|{table}|{id}|{version}|{}", kind.short()));
+    hex(&digest[..16])
+}
+
+/// One change found, as the poll's answer returns it.
+#[derive(Debug)]
+pub(super) struct Fired {
+    pub(super) id: Uuid,
+    /// The row as Dataverse sent it, or `{"id": ...}` for a deletion.
+    pub(super) row: Box<RawValue>,
+    /// The `$orderby` columns' values, to sort the answer by.
+    pub(super) sort_keys: Vec<serde_json::Value>,
+}
+
+/// `{"<primary id>": "<id>"}`, or with `"truncated": true`: what stands for a row cut for size.
+#[derive(Serialize)]
+struct KeyOnly<'a> {
+    #[serde(flatten)]
+    key: std::collections::BTreeMap<&'a str, Uuid>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    truncated: bool,
+}
+
+fn key_only(primary_id: &str, id: Uuid, truncated: bool) -> Result<Box<RawValue>, ScanError> {
+    let key = KeyOnly {
+        key: [(primary_id, id)].into(),
+        truncated,
+    };
+    serde_json::value::to_raw_value(&key).map_err(ScanError::Encode)
+}
+
+/// `{"id": "<id>"}`: what a deletion returns.
+pub(super) fn deletion(id: Uuid) -> Result<Box<RawValue>, ScanError> {
+    key_only("id", id, false)
+}
+
+/// The event for a change, with its record (the row as sent) cut down to its id when EventBridge
+/// would refuse the entry.
+pub(super) fn change_event(
+    kind: Kind,
+    dataset: &str,
+    table: &dataverse::Table,
+    id: Uuid,
+    version: Option<u64>,
+    changed_on: Option<&str>,
+    record: Option<&RawValue>,
+) -> Result<Event, ScanError> {
+    /// The detail, serialised straight from borrowed parts (the record is not copied).
+    #[derive(Serialize)]
+    struct Detail<'a> {
+        event_id: &'a str,
+        dataset: &'a str,
+        table: &'a str,
+        id: Uuid,
+        version: Option<String>,
+        changed_on: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        record: Option<&'a RawValue>,
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        truncated: bool,
+    }
+    let event_version = if kind == Kind::Updated { version } else { None };
+    let event_id = event_id(dataset, &table.entity_set_name, id, event_version, kind);
+    let mut detail = Detail {
+        event_id: &event_id,
+        dataset,
+        table: &table.entity_set_name,
+        id,
+        version: version.map(|v| v.to_string()),
+        changed_on,
+        record,
+        truncated: false,
+    };
+    let mut text = serde_json::value::to_raw_value(&detail).map_err(ScanError::Encode)?;
+    if text.get().len() > DETAIL_BUDGET {
+        let key = key_only(&table.primary_id_attribute, id, false)?;
+        detail.record = Some(&key);
+        detail.truncated = true;
+        text = serde_json::value::to_raw_value(&detail).map_err(ScanError::Encode)?;
+    }
+    Ok(Event {
+        detail_type: kind.detail_type(),
+        detail: text,
+    })
+}
+
+/// The rows to return, each cut down to its id once the answer would outgrow Lambda's limit.
+pub(super) fn fit_response(
+    fired: Vec<Fired>,
+    primary_id: &str,
+) -> Result<Vec<Box<RawValue>>, ScanError> {
+    let mut used = 0;
+    fired
+        .into_iter()
+        .map(|f| {
+            used += f.row.get().len() + 1;
+            if used <= RESPONSE_BUDGET {
+                Ok(f.row)
+            } else {
+                key_only(primary_id, f.id, true)
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    #[test]
+    fn event_ids_are_stable_per_change() {
+        let id = Uuid::from_u128(7);
+        let a = event_id("contoso", "accounts", id, Some(5), Kind::Updated);
+        assert_eq!(
+            a,
+            event_id("contoso", "accounts", id, Some(5), Kind::Updated)
+        );
+        assert_ne!(
+            a,
+            event_id("contoso", "accounts", id, Some(6), Kind::Updated)
+        );
+        assert_ne!(
+            a,
+            event_id("contoso", "accounts", id, Some(5), Kind::Created)
+        );
+        assert_eq!(a.len(), 32);
+        assert_eq!(hex(&[0x00, 0x9f, 0xff]), "009fff");
+    }
+
+    fn table() -> dataverse::Table {
+        dataverse::Table {
+            logical_name: "account".into(),
+            entity_set_name: "accounts".into(),
+            primary_id_attribute: "accountid".into(),
+            primary_name_attribute: None,
+            change_tracking_enabled: true,
+        }
+    }
+
+    #[test]
+    fn oversized_records_are_cut_to_their_id() {
+        let record =
+            serde_json::value::to_raw_value(&json!({"description": "x".repeat(300_000)})).unwrap();
+        let id = Uuid::from_u128(1);
+        let event = change_event(
+            Kind::Created,
+            "contoso",
+            &table(),
+            id,
+            Some(3),
+            None,
+            Some(&record),
+        )
+        .unwrap();
+        let detail: Value = serde_json::from_str(event.detail.get()).unwrap();
+        assert_eq!(detail["truncated"], true);
+        assert_eq!(detail["record"], json!({"accountid": id}));
+        assert!(event.size("dynamics.crm") < 256 * 1024);
+        let small = change_event(Kind::Deleted, "contoso", &table(), id, None, None, None).unwrap();
+        let detail: Value = serde_json::from_str(small.detail.get()).unwrap();
+        assert!(detail.get("record").is_none());
+        assert!(detail.get("truncated").is_none());
+        assert_eq!(detail["version"], Value::Null);
+    }
+
+    #[test]
+    fn the_answer_keeps_rows_whole_until_the_budget_and_ids_after() {
+        let big = "y".repeat(RESPONSE_BUDGET / 2);
+        let fired = |n: u128| Fired {
+            id: Uuid::from_u128(n),
+            row: serde_json::value::to_raw_value(
+                &json!({"accountid": Uuid::from_u128(n), "d": big}),
+            )
+            .unwrap(),
+            sort_keys: Vec::new(),
+        };
+        let rows = fit_response(vec![fired(1), fired(2), fired(3)], "accountid").unwrap();
+        let rows: Vec<Value> = rows
+            .iter()
+            .map(|r| serde_json::from_str(r.get()).unwrap())
+            .collect();
+        assert!(rows[0].get("d").is_some() && rows[1].get("d").is_none());
+        assert_eq!(
+            rows[2],
+            json!({"accountid": Uuid::from_u128(3), "truncated": true})
+        );
+    }
+}

@@ -1,0 +1,171 @@
+//! What a scan found, and how the cursor moves once its events are published: past exactly the
+//! steps before the first change that was not.
+
+use std::time::Duration;
+
+use uuid::Uuid;
+
+use super::event::Fired;
+use super::{Deletions, Position, SeenEntry, TriggerState};
+use crate::CrmError;
+use crate::events::Event;
+
+/// One thing a scan did, applied to the cursor only if every change fired before it was published.
+#[derive(Debug)]
+pub(super) enum Step {
+    /// A row handled by `when-record-created/updated`: fired (as change `fired`) or skipped.
+    Change {
+        fired: Option<usize>,
+        /// Set for rows beyond the cursor: the cursor moves to it.
+        forward: Option<Position>,
+        seen: SeenEntry,
+        fingerprint: Option<(Uuid, String)>,
+    },
+    /// `when-record-deleted`: after this step the state is `state`.
+    Deletion {
+        fired: Option<usize>,
+        state: Deletions,
+    },
+}
+
+impl Step {
+    fn fired(&self) -> Option<usize> {
+        match self {
+            Step::Change { fired, .. } | Step::Deletion { fired, .. } => *fired,
+        }
+    }
+}
+
+/// What a scan found, and how far it got before an error, if one stopped it.
+#[derive(Debug, Default)]
+pub(super) struct Scan {
+    /// When the scan began by Dataverse's clock (Unix seconds), if it got an answer: the next
+    /// poll's overlap window reaches back from it.
+    pub(super) started: Option<i64>,
+    /// One event per change found, in order...
+    pub(super) events: Vec<Event>,
+    /// ...and, at the same index, what the poll returns for it.
+    pub(super) fired: Vec<Fired>,
+    pub(super) steps: Vec<Step>,
+    pub(super) error: Option<CrmError>,
+}
+
+impl Scan {
+    pub(super) fn fire(&mut self, event: Event, fired: Fired) -> usize {
+        self.events.push(event);
+        self.fired.push(fired);
+        self.events.len() - 1
+    }
+
+    pub(super) fn fired(&self) -> usize {
+        self.events.len()
+    }
+}
+
+/// Applies the steps of the published prefix (the first `accepted` changes) to the state, and
+/// collects the fingerprints to save.
+pub(super) fn settle(
+    initial: TriggerState,
+    scan: &Scan,
+    accepted: usize,
+    overlap: Duration,
+) -> (TriggerState, Vec<(Uuid, String)>) {
+    let mut state = initial;
+    let mut fingerprints = Vec::new();
+    for step in &scan.steps {
+        if step.fired().is_some_and(|i| i >= accepted) {
+            break;
+        }
+        match (step, &mut state) {
+            (
+                Step::Change {
+                    forward,
+                    seen,
+                    fingerprint,
+                    ..
+                },
+                TriggerState::Created(c) | TriggerState::Updated(c),
+            ) => {
+                if let Some(position) = forward {
+                    c.position = c.position.max(*position);
+                }
+                if !c.seen.contains(seen.id, seen.version) {
+                    c.seen.0.push(*seen);
+                }
+                fingerprints.extend(fingerprint.clone());
+            }
+            (Step::Deletion { state: next, .. }, TriggerState::Deleted(d)) => *d = next.clone(),
+            _ => {}
+        }
+    }
+    if let (TriggerState::Created(c) | TriggerState::Updated(c), Some(started)) =
+        (&mut state, scan.started)
+    {
+        // The next poll re-reads from this scan's start less the overlap: keep what that needs.
+        c.scanned_at = Some(started);
+        let floor = c.window_floor(overlap);
+        let kept_from = c.seen.prune(floor);
+        if kept_from > floor {
+            tracing::warn!(
+                kept_from,
+                "the overlap window holds too many changes; it is narrowed to stay bounded"
+            );
+            c.seen_floor = kept_from;
+        }
+    }
+    (state, fingerprints)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Changes, Seen};
+    use super::*;
+
+    #[test]
+    fn settling_stops_at_the_first_change_not_published() {
+        let initial = TriggerState::Updated(Changes {
+            since: 0,
+            position: Position::Updated { version: 10 },
+            seen: Seen::default(),
+            seen_floor: 0,
+            scanned_at: None,
+        });
+        let now = 1_700_000_000;
+        let step = |fired: Option<usize>, version: u64| Step::Change {
+            fired,
+            forward: Some(Position::Updated { version }),
+            seen: SeenEntry {
+                id: Uuid::from_u128(u128::from(version)),
+                version,
+                at: now,
+            },
+            fingerprint: None,
+        };
+        let scan = Scan {
+            started: Some(now),
+            steps: vec![
+                step(Some(0), 11),
+                step(None, 12),
+                step(Some(1), 13),
+                step(Some(2), 14),
+            ],
+            ..Scan::default()
+        };
+        let (state, _) = settle(initial.clone(), &scan, 1, Duration::from_secs(60));
+        let TriggerState::Updated(c) = state else {
+            panic!()
+        };
+        assert_eq!(
+            c.position,
+            Position::Updated { version: 12 },
+            "past the skipped row, not past change 1"
+        );
+        assert_eq!(c.seen.0.len(), 2);
+        assert_eq!(c.scanned_at, Some(now));
+        let (all, _) = settle(initial, &scan, 3, Duration::from_secs(60));
+        let TriggerState::Updated(c) = all else {
+            panic!()
+        };
+        assert_eq!(c.position, Position::Updated { version: 14 });
+    }
+}
