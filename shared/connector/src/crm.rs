@@ -25,7 +25,7 @@ pub enum CredentialSource {
 }
 
 impl CredentialSource {
-    pub async fn from_config(config: &SecretsConfig) -> Self {
+    pub(crate) async fn from_config(config: &SecretsConfig) -> Self {
         match config {
             SecretsConfig::SecretsManager { prefix } => Self::SecretsManager {
                 client: aws_sdk_secretsmanager::Client::new(&crate::aws::sdk_config().await),

@@ -122,7 +122,7 @@ pub enum EventSink {
 }
 
 impl EventSink {
-    pub async fn from_config(config: &EventsConfig, source: &str) -> Self {
+    pub(crate) async fn from_config(config: &EventsConfig, source: &str) -> Self {
         match config {
             EventsConfig::EventBridge { bus } => Self::EventBridge {
                 client: aws_sdk_eventbridge::Client::new(&crate::aws::sdk_config().await),
@@ -138,7 +138,7 @@ impl EventSink {
     }
 
     /// Publishes `events` in order, stopping at the first that cannot be delivered.
-    pub async fn publish(&self, events: &[Event], deadline: Deadline) -> Published {
+    pub(crate) async fn publish(&self, events: &[Event], deadline: Deadline) -> Published {
         match self {
             Self::None => Published {
                 accepted: events.len(),

@@ -18,7 +18,7 @@ const EVENT_FIELDS: [&str; 5] = ["event_id", "version", "changed_on", "record", 
 
 /// Takes the payload out of an EventBridge event (`{"source", "detail-type", "detail": {...}}`), so a
 /// function can be the target of an event rule as well as invoked directly.
-pub fn unwrap_envelope(event: Value) -> Value {
+pub(crate) fn unwrap_envelope(event: Value) -> Value {
     match event {
         Value::Object(mut map)
             if map.contains_key("detail-type")

@@ -31,7 +31,7 @@ pub fn init_logging() {
 
 /// The time left before the invocation's deadline (with nothing kept back), or `None` for a
 /// context without a deadline (a unit test's `Context::default()`).
-pub fn time_left(context: &Context) -> Option<Duration> {
+pub(crate) fn time_left(context: &Context) -> Option<Duration> {
     if context.deadline == 0 {
         return None;
     }

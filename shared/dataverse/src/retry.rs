@@ -30,10 +30,6 @@ impl Deadline {
         Self(None)
     }
 
-    pub fn at(instant: Instant) -> Self {
-        Self(Some(instant))
-    }
-
     pub fn after(duration: Duration) -> Self {
         Self(Some(Instant::now() + duration))
     }
@@ -79,10 +75,6 @@ impl Deadline {
             self.0
                 .map(|at| at.checked_sub(margin).unwrap_or_else(Instant::now)),
         )
-    }
-
-    pub fn instant(&self) -> Option<Instant> {
-        self.0
     }
 }
 

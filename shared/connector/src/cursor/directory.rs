@@ -86,7 +86,7 @@ impl DirectoryStore {
         })?
     }
 
-    pub async fn acquire(
+    pub(crate) async fn acquire(
         &self,
         key: &str,
         owner: &str,
@@ -159,7 +159,7 @@ impl DirectoryStore {
         .await
     }
 
-    pub async fn fingerprints(
+    pub(crate) async fn fingerprints(
         &self,
         key: &str,
         ids: &[Uuid],
@@ -176,7 +176,7 @@ impl DirectoryStore {
         .await
     }
 
-    pub async fn put_fingerprints(
+    pub(crate) async fn put_fingerprints(
         &self,
         key: &str,
         entries: &[(Uuid, String)],

@@ -253,7 +253,7 @@ impl DynamoStore {
         }
     }
 
-    pub async fn acquire(
+    pub(crate) async fn acquire(
         &self,
         key: &str,
         owner: &str,
@@ -447,7 +447,7 @@ impl DynamoStore {
         }
     }
 
-    pub async fn fingerprints(
+    pub(crate) async fn fingerprints(
         &self,
         key: &str,
         ids: &[Uuid],
@@ -510,7 +510,7 @@ impl DynamoStore {
         Ok(found)
     }
 
-    pub async fn put_fingerprints(
+    pub(crate) async fn put_fingerprints(
         &self,
         key: &str,
         entries: &[(Uuid, String)],

@@ -224,7 +224,7 @@ pub enum CursorStore {
 }
 
 impl CursorStore {
-    pub async fn from_config(config: &StateConfig) -> Self {
+    pub(crate) async fn from_config(config: &StateConfig) -> Self {
         match config {
             StateConfig::DynamoDb { table } => Self::Dynamo(DynamoStore::new(
                 &crate::aws::sdk_config().await,
@@ -253,7 +253,7 @@ pub struct Within<'a> {
 
 impl Within<'_> {
     /// Takes the lease on `key` until `until`. `None` when another invocation holds it.
-    pub async fn acquire(
+    pub(crate) async fn acquire(
         self,
         key: &str,
         owner: &str,
@@ -321,7 +321,7 @@ impl Within<'_> {
     }
 
     /// Stored fingerprints of the given rows (rows never seen are absent).
-    pub async fn fingerprints(
+    pub(crate) async fn fingerprints(
         self,
         key: &str,
         ids: &[Uuid],
@@ -341,7 +341,7 @@ impl Within<'_> {
             .unwrap_or_else(|| Err(timed_out(key, "reading fingerprints of")))
     }
 
-    pub async fn put_fingerprints(
+    pub(crate) async fn put_fingerprints(
         self,
         key: &str,
         entries: &[(Uuid, String)],

@@ -30,7 +30,7 @@ impl Kind {
         }
     }
 
-    pub fn detail_type(self) -> &'static str {
+    pub(crate) fn detail_type(self) -> &'static str {
         match self {
             Kind::Created => "Record Created",
             Kind::Updated => "Record Updated",
@@ -214,7 +214,7 @@ impl TriggerInput {
     /// decides which changes fire (the filter and the watched columns), so two schedules with
     /// different filters keep separate cursors. The table is always part of it: one table's position
     /// means nothing in another.
-    pub fn cursor_key(&self, kind: Kind, logical_name: &str) -> String {
+    pub(crate) fn cursor_key(&self, kind: Kind, logical_name: &str) -> String {
         if let Some(name) = &self.trigger {
             return format!("{}/{}/{logical_name}/{name}", kind.short(), self.dataset);
         }

@@ -56,7 +56,7 @@ impl Changes {
     ///
     /// Reaching back from the previous scan rather than from now needs no clock here, and a change
     /// that commits late between two polls, however far apart, is still within reach.
-    pub fn window_floor(&self, overlap: std::time::Duration) -> i64 {
+    pub(crate) fn window_floor(&self, overlap: std::time::Duration) -> i64 {
         let overlap = i64::try_from(overlap.as_secs()).unwrap_or(i64::MAX);
         let reference = self.scanned_at.unwrap_or(self.since);
         self.since
@@ -197,7 +197,7 @@ impl Seen {
 
     /// Forgets entries older than `floor`; if more than [`SEEN_CAP`] remain, forgets the oldest and
     /// returns the new floor (the oldest time still fully remembered).
-    pub fn prune(&mut self, floor: i64) -> i64 {
+    pub(crate) fn prune(&mut self, floor: i64) -> i64 {
         self.0.retain(|e| e.at >= floor);
         if self.0.len() <= SEEN_CAP {
             return floor;
