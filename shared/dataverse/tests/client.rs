@@ -4,19 +4,21 @@
 // Integration tests: a panic is a failed assertion.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dataverse::{Client, Credentials, Deadline, Error, Query, RetryPolicy, Table};
+use dataverse::{Client, Credentials, Deadline, Error, Query, RetryPolicy, Table, TableName};
+use dataverse_emulator::Seed;
 use dataverse_emulator::cli::Options;
-use dataverse_emulator::{Emulator, Seed, server};
+use dataverse_emulator::client::{EmulatorClient, Fault, LogEntry};
 use futures_util::TryStreamExt;
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
+/// An empty organisation, served from this process: the emulator's binary is not built for a
+/// dependent's tests.
 struct Org {
-    url: String,
-    http: reqwest::Client,
+    emulator: EmulatorClient,
 }
 
 impl Org {
@@ -25,20 +27,16 @@ impl Org {
             seed: Seed::None,
             ..Options::default()
         };
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let shared = Arc::new(Mutex::new(Emulator::new(&options)));
-        tokio::spawn(server::serve(listener, shared));
         Self {
-            url,
-            http: reqwest::Client::new(),
+            emulator: EmulatorClient::serve(&options).await.unwrap(),
         }
     }
 
     fn credentials(&self) -> Credentials {
+        let url = self.emulator.url();
         serde_json::from_value(json!({
-            "url": self.url, "tenant_id": "contoso.onmicrosoft.com", "client_id": "local-client",
-            "client_secret": "local-secret", "authority": self.url,
+            "url": url, "tenant_id": "contoso.onmicrosoft.com", "client_id": "local-client",
+            "client_secret": "local-secret", "authority": url,
         }))
         .unwrap()
     }
@@ -56,90 +54,52 @@ impl Org {
     /// A client, and the `account` table resolved through it.
     async fn accounts(&self) -> (Client, Arc<Table>) {
         let client = self.client();
-        let accounts = client.table("account", deadline()).await.unwrap();
+        let accounts = client.table(&table("account"), deadline()).await.unwrap();
         (client, accounts)
     }
 
-    async fn control(&self, method: reqwest::Method, path: &str, body: Value) -> reqwest::Response {
-        self.http
-            .request(method, format!("{}/_emulator/{path}", self.url))
-            .json(&body)
-            .send()
-            .await
-            .unwrap()
-    }
-
-    async fn fault(&self, spec: Value) {
-        assert_eq!(
-            self.control(reqwest::Method::POST, "faults", spec)
-                .await
-                .status(),
-            201
-        );
+    async fn fault(&self, fault: Fault) {
+        self.emulator.add_fault(&fault).await.unwrap();
     }
 
     async fn generate(&self, table: &str, count: usize) {
-        self.control(
-            reqwest::Method::POST,
-            &format!("tables/{table}/generate"),
-            json!({"count": count}),
-        )
-        .await;
+        self.emulator.generate(table, count).await.unwrap();
     }
 
     /// The emulator's request log since the last call, which it then clears.
-    async fn take_requests(&self) -> Vec<Value> {
-        let log: Vec<Value> = self
-            .control(reqwest::Method::GET, "requests", json!(null))
-            .await
-            .json()
-            .await
-            .unwrap();
-        self.control(reqwest::Method::DELETE, "requests", json!(null))
-            .await;
-        log
-    }
-
-    /// The request log since the last call, as (method, path, status).
-    async fn take_log(&self) -> Vec<(String, String, u64)> {
-        self.take_requests()
-            .await
-            .into_iter()
-            .map(|e| {
-                (
-                    e["method"].as_str().unwrap().to_owned(),
-                    e["path"].as_str().unwrap().to_owned(),
-                    e["status"].as_u64().unwrap(),
-                )
-            })
-            .collect()
+    async fn take_log(&self) -> Vec<LogEntry> {
+        self.emulator.take_requests().await.unwrap()
     }
 
     /// The requests of one method since the last call, as (status, whether a `drop_answer` fault
     /// withheld the answer). Clears the log.
-    async fn take_calls(&self, method: &str) -> Vec<(u64, bool)> {
-        self.take_requests()
+    async fn take_calls(&self, method: &str) -> Vec<(u16, bool)> {
+        self.take_log()
             .await
             .into_iter()
-            .filter(|e| e["method"] == method)
-            .map(|e| {
-                (
-                    e["status"].as_u64().unwrap(),
-                    e["answer_dropped"].as_bool().unwrap(),
-                )
-            })
+            .filter(|e| e.method == method)
+            .map(|e| (e.status, e.answer_dropped))
             .collect()
     }
 
     /// The first `method` request matching `path_contains` is carried out, but its answer is lost.
     async fn lose_answer(&self, method: &str, path_contains: &str) {
-        self.fault(json!({"drop_answer": true, "method": method, "path_contains": path_contains}))
-            .await;
+        self.fault(
+            Fault::drop_answer()
+                .method(method)
+                .path_contains(path_contains),
+        )
+        .await;
     }
 }
 
 fn deadline() -> Deadline {
     Deadline::after(Duration::from_secs(30))
+}
+
+/// A table name the test knows to be valid.
+fn table(name: &str) -> TableName {
+    TableName::try_from(name).unwrap()
 }
 
 fn item(value: Value) -> Map<String, Value> {
@@ -153,21 +113,27 @@ fn item(value: Value) -> Map<String, Value> {
 async fn resolves_logical_and_entity_set_names_once_per_client() {
     let org = Org::start().await;
     let client = org.client();
-    let by_logical = client.table("opportunity", deadline()).await.unwrap();
+    let by_logical = client
+        .table(&table("opportunity"), deadline())
+        .await
+        .unwrap();
     assert_eq!(by_logical.entity_set_name, "opportunities");
     assert_eq!(by_logical.primary_id_attribute, "opportunityid");
     assert!(by_logical.change_tracking_enabled);
-    let by_set = client.table("opportunities", deadline()).await.unwrap();
+    let by_set = client
+        .table(&table("opportunities"), deadline())
+        .await
+        .unwrap();
     assert_eq!(by_set, by_logical);
     let lookups = org
         .take_log()
         .await
         .into_iter()
-        .filter(|(_, path, _)| path.contains("EntityDefinitions"))
+        .filter(|e| e.path.contains("EntityDefinitions"))
         .count();
     assert_eq!(lookups, 1, "the second name came from the cache");
     assert!(matches!(
-        client.table("nosuchtable", deadline()).await,
+        client.table(&table("nosuchtable"), deadline()).await,
         Err(Error::UnknownTable { .. })
     ));
 }
@@ -175,7 +141,6 @@ async fn resolves_logical_and_entity_set_names_once_per_client() {
 #[tokio::test]
 async fn refuses_table_names_that_could_change_the_url_without_sending_anything() {
     let org = Org::start().await;
-    let client = org.client();
     org.take_log().await;
     for name in [
         "accounts/x",
@@ -184,7 +149,7 @@ async fn refuses_table_names_that_could_change_the_url_without_sending_anything(
         "",
         "a b",
     ] {
-        let error = client.table(name, deadline()).await.unwrap_err();
+        let error = TableName::try_from(name).unwrap_err();
         assert!(
             matches!(error, Error::InvalidTable { .. }),
             "{name}: {error}"
@@ -198,7 +163,7 @@ async fn skip_and_top_work_across_pages_without_sending_skip() {
     let org = Org::start().await;
     org.generate("account", 12_000).await;
     let client = org.client();
-    let accounts = client.table("accounts", deadline()).await.unwrap();
+    let accounts = client.table(&table("accounts"), deadline()).await.unwrap();
     let all: Vec<String> = client
         .rows(&accounts, &Query::new().select("name"), 0, None, deadline())
         .map_ok(|r| r.get().to_owned())
@@ -228,7 +193,7 @@ async fn skip_and_top_work_across_pages_without_sending_skip() {
     );
     assert!(
         log.iter()
-            .all(|(_, path, _)| !path.contains("$skip=") && !path.contains("$top="))
+            .all(|e| !e.path.contains("$skip=") && !e.path.contains("$top="))
     );
 }
 
@@ -238,7 +203,7 @@ async fn a_page_that_fails_while_skipping_fails_the_list_instead_of_ending_it() 
     org.generate("account", 6_000).await;
     let (client, accounts) = org.accounts().await;
     // A 403 is not retried: the second page, read only to be skipped, fails for good.
-    org.fault(json!({"status": 403, "method": "GET", "path_contains": "skiptoken"}))
+    org.fault(Fault::status(403).method("GET").path_contains("skiptoken"))
         .await;
     let result: Result<Vec<_>, _> = client
         .rows(
@@ -310,7 +275,7 @@ async fn encodes_filters_with_quotes_ampersands_and_plus_signs() {
 async fn creates_gets_updates_and_deletes_with_representations() {
     let org = Org::start().await;
     let client = org.client();
-    let contacts = client.table("contacts", deadline()).await.unwrap();
+    let contacts = client.table(&table("contacts"), deadline()).await.unwrap();
     let created = client
         .create(
             &contacts,
@@ -432,8 +397,13 @@ async fn waits_out_a_429_storm_with_no_extra_calls() {
     let org = Org::start().await;
     let (client, accounts) = org.accounts().await;
     org.take_log().await;
-    org.fault(json!({"status": 429, "retry_after": 1, "times": 2, "path_contains": "/accounts"}))
-        .await;
+    org.fault(
+        Fault::status(429)
+            .retry_after(1)
+            .times(2)
+            .path_contains("/accounts"),
+    )
+    .await;
     let started = Instant::now();
     let row = client
         .create(
@@ -450,49 +420,58 @@ async fn waits_out_a_429_storm_with_no_extra_calls() {
     );
     assert_eq!(row["name"], "patient");
     let log = org.take_log().await;
-    let statuses: Vec<u64> = log.iter().map(|(_, _, s)| *s).collect();
+    let statuses: Vec<u16> = log.iter().map(|e| e.status).collect();
     assert_eq!(statuses, [429, 429, 201], "{log:?}");
 }
 
-/// A GET of a missing row while `fault` is in place, under `deadline`: the error, how long the
-/// client took to give it, and how many requests it sent.
-async fn get_throttled(fault: Value, deadline: Deadline) -> (Error, Duration, usize) {
+/// A GET of a missing row while `fault` is in place, under `deadline`: the error, and the statuses of
+/// the requests the client sent for it.
+async fn get_throttled(fault: Fault, deadline: Deadline) -> (Error, Vec<u16>) {
     let org = Org::start().await;
     let (client, accounts) = org.accounts().await;
     org.take_log().await;
     org.fault(fault).await;
-    let started = Instant::now();
     let error = client
         .get(&accounts, Uuid::new_v4(), &Query::new(), deadline)
         .await
         .unwrap_err();
-    (error, started.elapsed(), org.take_log().await.len())
+    let statuses = org.take_log().await.iter().map(|e| e.status).collect();
+    (error, statuses)
+}
+
+/// Whether `error` is the 429 itself, with the `Retry-After` it gave.
+fn throttled_for(error: &Error, secs: u64) -> bool {
+    matches!(
+        error,
+        Error::Api { status: 429, retry_after: Some(wait), .. } if *wait == Duration::from_secs(secs)
+    )
 }
 
 #[tokio::test]
 async fn gives_up_at_once_when_retry_after_ends_past_the_deadline() {
-    let (error, took, requests) = get_throttled(
-        json!({"status": 429, "retry_after": 60, "times": 5}),
+    let (error, statuses) = get_throttled(
+        Fault::status(429).retry_after(60).times(5),
         Deadline::after(Duration::from_secs(5)),
     )
     .await;
-    assert_eq!(error.status(), Some(429));
-    assert!(took < Duration::from_secs(2));
-    assert_eq!(requests, 1);
+    // A client that waited would have nothing to show for it but a deadline error, or a second
+    // request: the throttling answer of the one request sent is what giving up at once leaves.
+    assert!(throttled_for(&error, 60), "{error:?}");
+    assert_eq!(statuses, [429]);
 }
 
 #[tokio::test]
 async fn does_not_wait_out_a_429_that_would_leave_no_time_to_try_again() {
     // Two seconds of waiting would leave half a second: the 429 is reported now, as a 429, rather
-    // than risking an attempt that times out and reads as a server failure.
-    let (error, took, requests) = get_throttled(
-        json!({"status": 429, "retry_after": 2}),
+    // than risking an attempt that times out and reads as a server failure. Had the client waited,
+    // its second request would show in the log (and, the fault used up, answer 404).
+    let (error, statuses) = get_throttled(
+        Fault::status(429).retry_after(2),
         Deadline::after(Duration::from_millis(2_500)),
     )
     .await;
-    assert_eq!(error.status(), Some(429));
-    assert!(took < Duration::from_secs(1));
-    assert_eq!(requests, 1);
+    assert!(throttled_for(&error, 2), "{error:?}");
+    assert_eq!(statuses, [429]);
 }
 
 #[tokio::test]
@@ -500,8 +479,7 @@ async fn retries_gateway_errors_on_reads_but_never_repeats_a_create_that_reached
     let org = Org::start().await;
     let (client, accounts) = org.accounts().await;
     org.take_log().await;
-    org.fault(json!({"status": 503, "times": 2, "method": "GET"}))
-        .await;
+    org.fault(Fault::status(503).times(2).method("GET")).await;
     let rows: Vec<_> = client
         .rows(&accounts, &Query::new(), 0, Some(1), deadline())
         .try_collect()
@@ -509,11 +487,15 @@ async fn retries_gateway_errors_on_reads_but_never_repeats_a_create_that_reached
         .unwrap();
     assert!(rows.is_empty());
     assert_eq!(
-        org.take_log().await.iter().map(|e| e.2).collect::<Vec<_>>(),
+        org.take_log()
+            .await
+            .iter()
+            .map(|e| e.status)
+            .collect::<Vec<_>>(),
         [503, 503, 200]
     );
 
-    org.fault(json!({"status": 503, "method": "POST", "path_contains": "/accounts"}))
+    org.fault(Fault::status(503).method("POST").path_contains("/accounts"))
         .await;
     let error = client
         .create(
@@ -525,8 +507,12 @@ async fn retries_gateway_errors_on_reads_but_never_repeats_a_create_that_reached
         .await
         .unwrap_err();
     assert_eq!(error.status(), Some(503));
-    org.fault(json!({"drop_connection": true, "method": "POST", "path_contains": "/accounts"}))
-        .await;
+    org.fault(
+        Fault::drop_connection()
+            .method("POST")
+            .path_contains("/accounts"),
+    )
+    .await;
     let error = client
         .create(
             &accounts,
@@ -544,7 +530,7 @@ async fn retries_gateway_errors_on_reads_but_never_repeats_a_create_that_reached
         .take_log()
         .await
         .into_iter()
-        .filter(|e| e.0 == "POST")
+        .filter(|e| e.method == "POST")
         .count();
     assert_eq!(posts, 2, "each create was sent exactly once");
 }
@@ -570,7 +556,10 @@ async fn a_create_whose_connection_was_never_made_is_retried_and_reported_as_uns
         })
         .build()
         .unwrap();
-    let error = client.table("account", deadline()).await.unwrap_err();
+    let error = client
+        .table(&table("account"), deadline())
+        .await
+        .unwrap_err();
     assert!(
         matches!(error, Error::Transport { unsent: true, .. }),
         "{error:?}"
@@ -710,8 +699,7 @@ async fn refreshes_an_expired_token_once_and_carries_on() {
     let org = Org::start().await;
     let (client, accounts) = org.accounts().await;
     org.take_log().await;
-    org.control(reqwest::Method::POST, "tokens/expire", json!({}))
-        .await;
+    org.emulator.expire_tokens().await.unwrap();
     client
         .create(
             &accounts,
@@ -722,13 +710,15 @@ async fn refreshes_an_expired_token_once_and_carries_on() {
         .await
         .unwrap();
     let log = org.take_log().await;
-    let summary: Vec<(String, u64)> = log
+    let summary: Vec<(String, u16)> = log
         .iter()
-        .map(|(m, p, s)| {
-            (
-                format!("{m} {}", if p.contains("oauth2") { "token" } else { "api" }),
-                *s,
-            )
+        .map(|e| {
+            let to = if e.path.contains("oauth2") {
+                "token"
+            } else {
+                "api"
+            };
+            (format!("{} {to}", e.method), e.status)
         })
         .collect();
     assert_eq!(
@@ -748,7 +738,10 @@ async fn reports_refused_credentials_as_unauthorized() {
     let mut credentials = org.credentials();
     credentials.client_secret = "wrong".to_owned().into();
     let client = Client::builder(credentials).build().unwrap();
-    let error = client.table("account", deadline()).await.unwrap_err();
+    let error = client
+        .table(&table("account"), deadline())
+        .await
+        .unwrap_err();
     assert!(error.is_unauthorized(), "{error:?}");
     assert!(matches!(&error, Error::Token { error, .. } if error == "invalid_client"));
     assert!(
@@ -761,9 +754,15 @@ async fn reports_refused_credentials_as_unauthorized() {
 async fn stops_waiting_for_a_slow_answer_at_the_deadline() {
     let org = Org::start().await;
     let (client, accounts) = org.accounts().await;
-    org.fault(json!({"delay_ms": 3000, "times": 10, "path_contains": "/accounts("}))
-        .await;
-    let started = Instant::now();
+    org.take_log().await;
+    // The answer (a 404) comes 20 s after the request, well inside the policy's 30 s per-request
+    // limit: only the deadline can stop the client before it.
+    org.fault(
+        Fault::delay(Duration::from_secs(20))
+            .times(10)
+            .path_contains("/accounts("),
+    )
+    .await;
     let error = client
         .get(
             &accounts,
@@ -774,14 +773,17 @@ async fn stops_waiting_for_a_slow_answer_at_the_deadline() {
         .await
         .unwrap_err();
     assert!(
-        started.elapsed() < Duration::from_millis(1500),
-        "{:?}",
-        started.elapsed()
-    );
-    assert!(
         matches!(error, Error::Transport { .. } | Error::Deadline { .. }),
         "{error:?}"
     );
+    // The emulator logs a request when it answers it: the client had given up before that.
+    let answered: Vec<LogEntry> = org
+        .take_log()
+        .await
+        .into_iter()
+        .filter(|e| e.path.contains("/accounts("))
+        .collect();
+    assert!(answered.is_empty(), "{answered:?}");
 }
 
 #[tokio::test]
@@ -796,14 +798,9 @@ async fn refuses_plain_http_outside_loopback_and_links_to_other_hosts() {
     let org = Org::start().await;
     let client = org.client();
     let error = client
-        .page(
-            "https://evil.example.com/api/data/v9.2/accounts",
-            dataverse::Prefer::default(),
-            deadline(),
-        )
-        .await
+        .link("https://evil.example.com/api/data/v9.2/accounts")
         .unwrap_err();
-    assert!(matches!(error, Error::Invalid { what: "link", .. }));
+    assert!(matches!(error, Error::ForeignLink { .. }), "{error:?}");
 }
 
 #[tokio::test]

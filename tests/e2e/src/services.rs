@@ -6,53 +6,49 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
+use dataverse_emulator::client::{ControlError, EmulatorClient};
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 use crate::runtime::binary;
 
-/// The Dataverse emulator binary, started for one test or one tour.
+/// The Dataverse emulator binary, started for one test or one tour: the shared control client, with
+/// the calls these suites make in the shapes they make them.
 #[derive(Debug)]
 pub struct Emulator {
-    _child: Child,
+    client: EmulatorClient,
     pub url: String,
-    http: reqwest::Client,
+}
+
+/// An I/O error carrying the control client's: suites and the tour report these as they are.
+fn io_error(error: ControlError) -> Error {
+    let kind = match &error {
+        ControlError::Spawn { source, .. } => source.kind(),
+        ControlError::NotReady(_) => ErrorKind::TimedOut,
+        _ => ErrorKind::Other,
+    };
+    Error::new(kind, error)
 }
 
 impl Emulator {
     /// Starts `dataverse-emulator` with `args` and waits for its `listening on` line.
     pub async fn start(args: &[&str]) -> std::io::Result<Self> {
-        let mut child = Command::new(binary("dataverse-emulator")?)
-            .args(["--listen", "127.0.0.1:0"])
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()?;
-        let stdout = child
-            .stdout
-            .take()
-            .ok_or_else(|| Error::other("no stdout"))?;
-        let mut line = String::new();
-        tokio::time::timeout(
-            Duration::from_secs(10),
-            BufReader::new(stdout).read_line(&mut line),
-        )
-        .await
-        .map_err(|_| Error::new(ErrorKind::TimedOut, "the emulator did not start"))??;
-        let url = line
-            .trim()
-            .strip_prefix("listening on ")
-            .ok_or_else(|| {
-                Error::other(format!("unexpected first line from the emulator: {line:?}"))
-            })?
-            .to_owned();
+        let args: Vec<&str> = ["--listen", "127.0.0.1:0"]
+            .into_iter()
+            .chain(args.iter().copied())
+            .collect();
+        let client = EmulatorClient::start(binary("dataverse-emulator")?, &args)
+            .await
+            .map_err(io_error)?;
         Ok(Self {
-            _child: child,
-            url,
-            http: reqwest::Client::new(),
+            url: client.url().to_owned(),
+            client,
         })
+    }
+
+    /// The typed control client, for what the calls below do not cover (faults, the clock, ...).
+    pub fn client(&self) -> &EmulatorClient {
+        &self.client
     }
 
     /// Credentials JSON for this emulator, as a dataset's secret holds it.
@@ -76,8 +72,8 @@ impl Emulator {
         path: &str,
         body: &Value,
     ) -> reqwest::Result<reqwest::Response> {
-        self.http
-            .request(method, format!("{}/_emulator/{path}", self.url))
+        self.client
+            .control_request(method, path)
             .json(body)
             .send()
             .await
@@ -85,34 +81,22 @@ impl Emulator {
 
     /// `POST /_emulator/{path}`, expecting success.
     pub async fn post(&self, path: &str, body: &Value) -> Result<Value, Error> {
-        let response = self
-            .control(reqwest::Method::POST, path, body)
-            .await
-            .map_err(Error::other)?;
-        let status = response.status();
-        let text = response.text().await.map_err(Error::other)?;
-        if !status.is_success() {
-            return Err(Error::other(format!(
-                "POST /_emulator/{path}: {status} {text}"
-            )));
-        }
-        Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
+        self.client.post(path, body).await.map_err(io_error)
     }
 
     /// The request log since the last clear.
     pub async fn requests(&self) -> Result<Vec<Value>, Error> {
-        let response = self
-            .control(reqwest::Method::GET, "requests", &Value::Null)
-            .await
-            .map_err(Error::other)?;
-        response.json().await.map_err(Error::other)
+        self.client.requests_json().await.map_err(io_error)
     }
 
     pub async fn clear_requests(&self) -> Result<(), Error> {
-        self.control(reqwest::Method::DELETE, "requests", &Value::Null)
-            .await
-            .map_err(Error::other)?;
-        Ok(())
+        self.client.clear_requests().await.map_err(io_error)
+    }
+
+    /// Moves the emulator's clock forward by `secs` and returns its new now, so a suite reaches a
+    /// token's, a delta token's or a cursor's expiry without waiting for it.
+    pub async fn advance_clock(&self, secs: u64) -> Result<time::OffsetDateTime, Error> {
+        self.client.advance_clock(secs).await.map_err(io_error)
     }
 
     /// A Web API request with a fresh token, for setting up and checking what the functions did:
@@ -123,26 +107,16 @@ impl Emulator {
         path: &str,
         body: Option<&Value>,
     ) -> Result<(u16, Value), Error> {
-        let scope = format!("{}/.default", self.url);
-        let token: Value = self
-            .http
-            .post(format!("{}/checker/oauth2/v2.0/token", self.url))
-            .form(&[
-                ("grant_type", "client_credentials"),
-                ("client_id", "local-client"),
-                ("client_secret", "local-secret"),
-                ("scope", scope.as_str()),
-            ])
-            .send()
+        let token = self
+            .client
+            .access_token("local-client", "local-secret")
             .await
-            .map_err(Error::other)?
-            .json()
-            .await
-            .map_err(Error::other)?;
+            .map_err(io_error)?;
         let mut request = self
-            .http
-            .request(method, format!("{}/api/data/v9.2/{path}", self.url))
-            .bearer_auth(token["access_token"].as_str().unwrap_or_default())
+            .client
+            .http()
+            .request(method, self.client.web_api(path))
+            .bearer_auth(token)
             .header("Prefer", "return=representation");
         if let Some(body) = body {
             request = request.json(body);

@@ -155,7 +155,10 @@ mod tests {
     fn formats_whole_utc_seconds() {
         assert_eq!(format_utc(1_475_103_473), "2016-09-28T22:57:53Z");
         assert_eq!(format_token_time(1_503_389_444), "08/22/2017 08:10:44");
-        assert_eq!(format_http_date(784_111_777), "Sun, 06 Nov 1994 08:49:37 GMT");
+        assert_eq!(
+            format_http_date(784_111_777),
+            "Sun, 06 Nov 1994 08:49:37 GMT"
+        );
     }
 
     #[test]

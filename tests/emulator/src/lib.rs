@@ -11,6 +11,8 @@
 pub mod api;
 pub mod auth;
 pub mod cli;
+#[cfg(feature = "client")]
+pub mod client;
 pub mod clock;
 pub mod control;
 pub mod guid;

@@ -16,7 +16,7 @@ use tokio::net::TcpListener;
 
 use crate::control::{self, LogEntry};
 use crate::reply::{Fail, Reply};
-use crate::{Emulator, Request, api, auth};
+use crate::{Emulator, Request, api, auth, clock};
 
 /// The longest URL Dataverse accepts, in characters, counted whole: scheme, host, path and query
 /// (Microsoft Learn, "Compose HTTP requests and handle errors", Maximum URL length).
@@ -129,7 +129,10 @@ async fn handle(
     }
 
     let mut emulator = lock(&shared);
-    let reply = route(&mut emulator, &request);
+    // Dataverse's `Date` and its `createdon`/`modifiedon` come from one clock, and pollers rely on
+    // that (they bound a scan by the answer's `Date`), so the emulator's moved clock shows here too.
+    let date = clock::format_http_date(emulator.store.clock.now());
+    let reply = route(&mut emulator, &request).with_header("date", date);
     emulator
         .log
         .push(log(reply.status, drop_answer, drop_answer));
@@ -254,18 +257,12 @@ fn token(em: &mut Emulator, req: &Request, tenant: &str) -> Reply {
 }
 
 fn url_form(body: &[u8]) -> std::collections::HashMap<String, String> {
-    let text = String::from_utf8_lossy(body);
-    text.split('&')
-        .filter_map(|pair| {
-            let (k, v) = pair.split_once('=')?;
-            let decode = |s: &str| {
-                percent_decode_str(&s.replace('+', " "))
-                    .decode_utf8()
-                    .ok()
-                    .map(std::borrow::Cow::into_owned)
-            };
-            Some((decode(k)?, decode(v)?))
-        })
+    // `form_urlencoded` reads a pair without `=` as a name with an empty value. Such pairs are
+    // dropped first, so a bare `client_secret` is answered as a missing parameter, not as a wrong one.
+    body.split(|b| *b == b'&')
+        .filter(|pair| pair.contains(&b'='))
+        .flat_map(form_urlencoded::parse)
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect()
 }
 

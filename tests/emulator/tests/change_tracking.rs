@@ -5,6 +5,7 @@
 
 mod support;
 
+use dataverse_emulator::client::NewTable;
 use reqwest::Method;
 use serde_json::{Value, json};
 use support::{Emulator, expect_error};
@@ -223,10 +224,12 @@ async fn refuses_filter_orderby_top_and_expand_with_change_tracking() {
 async fn gives_no_delta_link_for_tables_without_change_tracking() {
     let emulator = Emulator::empty().await;
     emulator
-        .add_table(json!({
-            "logical_name": "new_note", "entity_set_name": "new_notes", "primary_id": "new_noteid",
-            "primary_name": "new_name", "change_tracking": false
-        }))
+        .add_table(&NewTable::new(
+            "new_note",
+            "new_notes",
+            "new_noteid",
+            "new_name",
+        ))
         .await;
     emulator.create("new_notes", json!({"new_name": "n"})).await;
     let (body, applied) = track(

@@ -7,6 +7,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
+use dataverse_emulator::client::Fault;
 use reqwest::Method;
 use serde_json::json;
 use support::{Emulator, expect_error};
@@ -15,7 +16,7 @@ use support::{Emulator, expect_error};
 async fn throttles_with_429_and_retry_after_the_given_number_of_times() {
     let emulator = Emulator::empty().await;
     emulator
-        .fault(json!({"status": 429, "retry_after": 7, "times": 2}))
+        .fault(Fault::status(429).retry_after(7).times(2))
         .await;
     for _ in 0..2 {
         let response = emulator.get("accounts").await;
@@ -35,7 +36,7 @@ async fn throttles_with_429_and_retry_after_the_given_number_of_times() {
 async fn matches_faults_by_method_and_path() {
     let emulator = Emulator::empty().await;
     emulator
-        .fault(json!({"status": 503, "method": "POST", "path_contains": "/contacts"}))
+        .fault(Fault::status(503).method("POST").path_contains("/contacts"))
         .await;
     assert_eq!(emulator.get("contacts").await.status(), 200, "wrong method");
     let other_path = emulator
@@ -64,14 +65,14 @@ async fn matches_faults_by_method_and_path() {
 async fn delays_and_drops_connections_on_request() {
     let emulator = Emulator::empty().await;
     emulator
-        .fault(json!({"delay_ms": 300, "path_contains": "accounts"}))
+        .fault(Fault::delay(Duration::from_millis(300)).path_contains("accounts"))
         .await;
     let started = Instant::now();
     assert_eq!(emulator.get("accounts").await.status(), 200);
     assert!(started.elapsed() >= Duration::from_millis(300));
 
     emulator
-        .fault(json!({"drop_connection": true, "path_contains": "leads"}))
+        .fault(Fault::drop_connection().path_contains("leads"))
         .await;
     let dropped = emulator.request(Method::GET, "leads").send().await;
     let error = dropped.expect_err("the connection was dropped");
@@ -86,7 +87,7 @@ async fn delays_and_drops_connections_on_request() {
 async fn faults_the_token_endpoint_too_and_clears_on_delete() {
     let emulator = Emulator::empty().await;
     emulator
-        .fault(json!({"status": 503, "path_contains": "oauth2", "times": 5}))
+        .fault(Fault::status(503).path_contains("oauth2").times(5))
         .await;
     let response = emulator
         .token_response(&[("grant_type", "client_credentials")])
@@ -106,9 +107,7 @@ async fn faults_the_token_endpoint_too_and_clears_on_delete() {
 async fn logs_every_request_with_its_status() {
     let emulator = Emulator::empty().await;
     emulator.clear_requests().await;
-    emulator
-        .fault(json!({"status": 429, "retry_after": 1}))
-        .await;
+    emulator.fault(Fault::status(429).retry_after(1)).await;
     emulator.get("accounts?$top=1").await;
     emulator.get("accounts?$top=1").await;
     emulator
@@ -168,7 +167,11 @@ async fn drop_answer_carries_the_request_out_then_closes_the_connection_unanswer
     let emulator = Emulator::empty().await;
     emulator.clear_requests().await;
     emulator
-        .fault(json!({"drop_answer": true, "method": "POST", "path_contains": "/accounts"}))
+        .fault(
+            Fault::drop_answer()
+                .method("POST")
+                .path_contains("/accounts"),
+        )
         .await;
     let lost = emulator
         .request(Method::POST, "accounts")
@@ -202,7 +205,7 @@ async fn drop_answer_carries_the_request_out_then_closes_the_connection_unanswer
 async fn drop_answer_keeps_a_failure_it_would_have_answered_and_honours_times() {
     let emulator = Emulator::empty().await;
     emulator
-        .fault(json!({"drop_answer": true, "method": "DELETE", "times": 2}))
+        .fault(Fault::drop_answer().method("DELETE").times(2))
         .await;
     let id = "8e451703-c686-e711-80e5-00155db19e6d";
     for _ in 0..2 {
@@ -239,6 +242,6 @@ async fn refuses_drop_answer_with_an_option_that_stops_the_request_first() {
         assert_eq!(response.status(), 400, "{spec}");
     }
     emulator
-        .fault(json!({"drop_answer": true, "delay_ms": 10}))
+        .fault(Fault::drop_answer().and_delay(Duration::from_millis(10)))
         .await;
 }

@@ -5,6 +5,7 @@
 
 mod support;
 
+use dataverse_emulator::client::Fault;
 use support::Emulator;
 
 /// A query URL exactly `len` characters long as the client sends it, `http://host:port` included.
@@ -110,7 +111,7 @@ async fn refuses_a_web_api_path_segment_over_260_characters_as_an_invalid_url() 
 async fn refuses_long_urls_before_any_fault_can_match_them() {
     let emulator = Emulator::empty().await;
     emulator
-        .fault(serde_json::json!({"status": 503, "path_contains": "accounts"}))
+        .fault(Fault::status(503).path_contains("accounts"))
         .await;
     let token = emulator.fresh_token().await;
     let url = url_of_length(&emulator, 40_000);

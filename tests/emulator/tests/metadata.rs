@@ -5,6 +5,7 @@
 
 mod support;
 
+use dataverse_emulator::client::NewTable;
 use reqwest::Method;
 use serde_json::{Value, json};
 use support::{Emulator, expect_error};
@@ -168,11 +169,11 @@ async fn serves_the_service_document_and_who_am_i() {
 async fn adds_custom_tables_through_the_control_api() {
     let emulator = Emulator::empty().await;
     emulator
-        .add_table(json!({
-            "logical_name": "new_project", "entity_set_name": "new_projects",
-            "primary_id": "new_projectid", "primary_name": "new_name", "change_tracking": false,
-            "columns": {"new_budget": "money", "new_account": "lookup:account"}
-        }))
+        .add_table(
+            &NewTable::new("new_project", "new_projects", "new_projectid", "new_name")
+                .column("new_budget", "money")
+                .column("new_account", "lookup:account"),
+        )
         .await;
     let def = emulator
         .get_json(&format!(

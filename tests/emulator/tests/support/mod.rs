@@ -3,14 +3,12 @@
 // Test support: a failed expectation is a failed test, so panicking is the point.
 #![allow(dead_code, unreachable_pub, clippy::expect_used, clippy::unwrap_used)]
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-
+use dataverse_emulator::client::{EmulatorClient, Fault, NewTable};
 use reqwest::{Method, RequestBuilder, Response};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 pub struct Emulator {
-    child: Child,
+    client: EmulatorClient,
     pub url: String,
     pub http: reqwest::Client,
     client_id: String,
@@ -18,31 +16,11 @@ pub struct Emulator {
     token: String,
 }
 
-impl Drop for Emulator {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 impl Emulator {
     pub async fn start(args: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_dataverse-emulator"))
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn the emulator");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("read the ready line");
-        let url = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
-            .to_owned();
-        let http = reqwest::Client::new();
+        let client = EmulatorClient::start(env!("CARGO_BIN_EXE_dataverse-emulator"), args)
+            .await
+            .expect("start the emulator");
         let flag = |name: &str, default: &str| {
             args.iter()
                 .position(|a| *a == name)
@@ -50,9 +28,9 @@ impl Emulator {
                 .map_or_else(|| default.to_owned(), |v| (*v).to_owned())
         };
         let mut emulator = Self {
-            child,
-            url,
-            http,
+            url: client.url().to_owned(),
+            http: client.http().clone(),
+            client,
             client_id: flag("--client-id", "local-client"),
             client_secret: flag("--client-secret", "local-secret"),
             token: String::new(),
@@ -79,26 +57,14 @@ impl Emulator {
     }
 
     pub async fn fresh_token(&self) -> String {
-        let scope = format!("{}/.default", self.url);
-        let body: Value = self
-            .token_response(&[
-                ("grant_type", "client_credentials"),
-                ("client_id", &self.client_id),
-                ("client_secret", &self.client_secret),
-                ("scope", &scope),
-            ])
+        self.client
+            .access_token(&self.client_id, &self.client_secret)
             .await
-            .json()
-            .await
-            .expect("token json");
-        body["access_token"]
-            .as_str()
-            .expect("access_token")
-            .to_owned()
+            .expect("a token")
     }
 
     pub fn api(&self, path: &str) -> String {
-        format!("{}/api/data/v9.2/{path}", self.url)
+        self.client.web_api(path)
     }
 
     /// A Web API request with a valid bearer token and the headers Dataverse asks clients to send.
@@ -136,42 +102,35 @@ impl Emulator {
         response.json().await.expect("json")
     }
 
+    /// A raw control request, for tests of the control API's own answers.
     pub async fn control(&self, method: Method, path: &str, body: Value) -> Response {
-        self.http
-            .request(method, format!("{}/_emulator/{path}", self.url))
+        self.client
+            .control_request(method, path)
             .json(&body)
             .send()
             .await
             .expect("control request")
     }
 
-    pub async fn fault(&self, spec: Value) {
-        let response = self.control(Method::POST, "faults", spec).await;
-        assert_eq!(response.status(), 201);
+    pub async fn fault(&self, fault: Fault) {
+        self.client.add_fault(&fault).await.expect("add a fault");
     }
 
+    /// The request log as the emulator writes it.
     pub async fn requests(&self) -> Vec<Value> {
-        self.control(Method::GET, "requests", json!(null))
-            .await
-            .json()
-            .await
-            .expect("request log")
+        self.client.requests_json().await.expect("request log")
     }
 
     /// Empties the request log, so [`Emulator::requests`] shows only what follows.
     pub async fn clear_requests(&self) {
-        let response = self.control(Method::DELETE, "requests", json!(null)).await;
-        assert_eq!(response.status(), 204);
+        self.client
+            .clear_requests()
+            .await
+            .expect("clear the request log");
     }
 
-    pub async fn add_table(&self, spec: Value) {
-        let response = self.control(Method::POST, "tables", spec).await;
-        assert_eq!(
-            response.status(),
-            201,
-            "{}",
-            response.text().await.unwrap_or_default()
-        );
+    pub async fn add_table(&self, table: &NewTable) {
+        self.client.add_table(table).await.expect("add a table");
     }
 }
 
