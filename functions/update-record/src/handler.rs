@@ -37,7 +37,10 @@ pub(crate) async fn handle(
             client.fits(&query, 0)?;
             let table = client.table(&input.table, deadline).await?;
             client
-                .update(&table, input.id.0, &input.item, etag, &query, deadline)
+                .update(&table, input.id.0, &input.item)
+                .etag(etag)
+                .query(&query)
+                .send(deadline)
                 .await
         })
         .await?;

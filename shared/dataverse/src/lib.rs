@@ -35,7 +35,9 @@ mod transport;
 
 pub use auth::Credentials;
 pub use change::{Change, classify};
-pub use client::{Client, ClientBuilder, MAX_PAGE_SIZE, MAX_URL_LENGTH, Page, Prefer, Table};
+pub use client::{
+    Client, ClientBuilder, MAX_PAGE_SIZE, MAX_URL_LENGTH, Page, Prefer, Table, Update,
+};
 pub use error::{EXCERPT_CHARS, Error, excerpt};
 pub use name::{TableName, is_schema_name};
 pub use query::Query;

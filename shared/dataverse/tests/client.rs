@@ -294,14 +294,9 @@ async fn creates_gets_updates_and_deletes_with_representations() {
         .unwrap();
     assert_eq!(read["lastname"], "Lovelace");
     let updated = client
-        .update(
-            &contacts,
-            id,
-            &item(json!({"lastname": "King"})),
-            None,
-            &Query::new().select("fullname"),
-            deadline(),
-        )
+        .update(&contacts, id, &item(json!({"lastname": "King"})))
+        .query(&Query::new().select("fullname"))
+        .send(deadline())
         .await
         .unwrap();
     assert_eq!(updated["fullname"], "Ada King");
@@ -322,14 +317,8 @@ async fn update_of_a_missing_row_is_not_found_and_creates_nothing() {
     let (client, accounts) = org.accounts().await;
     let id = Uuid::new_v4();
     let error = client
-        .update(
-            &accounts,
-            id,
-            &item(json!({"name": "ghost"})),
-            None,
-            &Query::new(),
-            deadline(),
-        )
+        .update(&accounts, id, &item(json!({"name": "ghost"})))
+        .send(deadline())
         .await
         .unwrap_err();
     assert_eq!(error.status(), Some(404));
@@ -360,25 +349,15 @@ async fn a_stale_etag_is_a_precondition_failure() {
     let id = Uuid::parse_str(row["accountid"].as_str().unwrap()).unwrap();
     let etag = row["@odata.etag"].as_str().unwrap();
     client
-        .update(
-            &accounts,
-            id,
-            &item(json!({"name": "v2"})),
-            Some(etag),
-            &Query::new(),
-            deadline(),
-        )
+        .update(&accounts, id, &item(json!({"name": "v2"})))
+        .etag(Some(etag))
+        .send(deadline())
         .await
         .unwrap();
     let stale = client
-        .update(
-            &accounts,
-            id,
-            &item(json!({"name": "v3"})),
-            Some(etag),
-            &Query::new(),
-            deadline(),
-        )
+        .update(&accounts, id, &item(json!({"name": "v3"})))
+        .etag(Some(etag))
+        .send(deadline())
         .await
         .unwrap_err();
     assert_eq!(stale.status(), Some(412));
@@ -616,14 +595,9 @@ async fn an_etag_guarded_update_whose_answer_is_lost_is_not_repeated_into_a_fals
     let (client, accounts, id, etag) = one_account(&org, "v1").await;
     org.lose_answer("PATCH", "/accounts(").await;
     let error = client
-        .update(
-            &accounts,
-            id,
-            &item(json!({"name": "v2"})),
-            Some(&etag),
-            &Query::new(),
-            deadline(),
-        )
+        .update(&accounts, id, &item(json!({"name": "v2"})))
+        .etag(Some(&etag))
+        .send(deadline())
         .await
         .unwrap_err();
     // Sent again, the update would meet its own new version and answer 412: a caller would take
@@ -647,14 +621,9 @@ async fn an_unconditional_update_whose_answer_is_lost_is_repeated_and_succeeds()
     let (client, accounts, id, _) = one_account(&org, "v1").await;
     org.lose_answer("PATCH", "/accounts(").await;
     let row = client
-        .update(
-            &accounts,
-            id,
-            &item(json!({"name": "v2"})),
-            None,
-            &Query::new().select("name"),
-            deadline(),
-        )
+        .update(&accounts, id, &item(json!({"name": "v2"})))
+        .query(&Query::new().select("name"))
+        .send(deadline())
         .await
         .unwrap();
     assert_eq!(row["name"], "v2");

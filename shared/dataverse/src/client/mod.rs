@@ -3,6 +3,7 @@
 
 mod send;
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::SystemTime;
@@ -298,7 +299,11 @@ impl Client {
         stream::try_unfold(Some(first_url), move |url| async move {
             let Some(url) = url else { return Ok(None) };
             let page = self.page(&url, prefer, deadline).await?;
-            let next = page.next_link.as_deref().map(|l| self.link(l)).transpose()?;
+            let next = page
+                .next_link
+                .as_deref()
+                .map(|l| self.link(l))
+                .transpose()?;
             Ok(Some((page, next)))
         })
     }
@@ -394,45 +399,23 @@ impl Client {
         row_body(&url, &answer.body)
     }
 
-    /// Updates a row, and never creates one: `If-Match` is the caller's etag, or `*` (any version of a
-    /// row that exists). A missing row is a 404, a stale etag a 412.
-    pub async fn update(
-        &self,
-        table: &Table,
+    /// An update of row `id` to `item`'s values, sent by [`Update::send`]. It never creates a row:
+    /// `If-Match` is the [`Update::etag`], or `*` (any version of a row that exists), so a missing
+    /// row is a 404 and a stale etag a 412.
+    pub fn update<'a>(
+        &'a self,
+        table: &'a Table,
         id: Uuid,
-        item: &Map<String, Value>,
-        etag: Option<&str>,
-        query: &Query,
-        deadline: Deadline,
-    ) -> Result<Map<String, Value>, Error> {
-        let url = self.row_url(table, id, query)?;
-        let answer = self
-            .execute(
-                Call {
-                    method: Method::PATCH,
-                    url: &url,
-                    headers: vec![
-                        ("if-match", etag.unwrap_or("*").to_owned()),
-                        ("prefer", "return=representation".into()),
-                        ("content-type", "application/json; charset=utf-8".into()),
-                    ],
-                    body: Some(json_body(item)?),
-                    // Writing the same values twice is harmless; but an etag-guarded write that landed
-                    // and is sent again would answer 412, so that one is not repeated blindly.
-                    repeat: if etag.is_some() {
-                        Repeat::OnlyIfUnsent
-                    } else {
-                        Repeat::Safe
-                    },
-                    done_if_retried: None,
-                },
-                deadline,
-            )
-            .await?;
-        if answer.status == 204 {
-            return self.get(table, id, &reread(query), deadline).await;
+        item: &'a Map<String, Value>,
+    ) -> Update<'a> {
+        Update {
+            client: self,
+            table,
+            id,
+            item,
+            etag: None,
+            query: Cow::Owned(Query::default()),
         }
-        row_body(&url, &answer.body)
     }
 
     /// Deletes a row, with optimistic concurrency when `etag` is given.
@@ -490,11 +473,78 @@ impl Client {
         )
         .await
     }
+}
 
+/// An update being put together: see [`Client::update`].
+#[derive(Debug)]
+#[must_use = "an update does nothing until it is sent"]
+pub struct Update<'a> {
+    client: &'a Client,
+    table: &'a Table,
+    id: Uuid,
+    item: &'a Map<String, Value>,
+    etag: Option<&'a str>,
+    query: Cow<'a, Query>,
+}
+
+impl<'a> Update<'a> {
+    /// Only if the row is still at this version (`@odata.etag`); `None` for any version.
+    pub fn etag(mut self, etag: Option<&'a str>) -> Self {
+        self.etag = etag;
+        self
+    }
+
+    /// What to return of the row: `query`'s `$select` (its other options do not apply to a write).
+    pub fn query(mut self, query: &'a Query) -> Self {
+        self.query = Cow::Borrowed(query);
+        self
+    }
+
+    /// Sends the update and returns the row as stored.
+    pub async fn send(self, deadline: Deadline) -> Result<Map<String, Value>, Error> {
+        let Update {
+            client,
+            table,
+            id,
+            item,
+            etag,
+            query,
+        } = self;
+        let url = client.row_url(table, id, &query)?;
+        let answer = client
+            .execute(
+                Call {
+                    method: Method::PATCH,
+                    url: &url,
+                    headers: vec![
+                        ("if-match", etag.unwrap_or("*").to_owned()),
+                        ("prefer", "return=representation".into()),
+                        ("content-type", "application/json; charset=utf-8".into()),
+                    ],
+                    body: Some(json_body(item)?),
+                    // Writing the same values twice is harmless; but an etag-guarded write that landed
+                    // and is sent again would answer 412, so that one is not repeated blindly.
+                    repeat: if etag.is_some() {
+                        Repeat::OnlyIfUnsent
+                    } else {
+                        Repeat::Safe
+                    },
+                    done_if_retried: None,
+                },
+                deadline,
+            )
+            .await?;
+        if answer.status == 204 {
+            return client.get(table, id, &reread(&query), deadline).await;
+        }
+        row_body(&url, &answer.body)
+    }
 }
 
 fn json_body(item: &Map<String, Value>) -> Result<Bytes, Error> {
-    serde_json::to_vec(item).map(Bytes::from).map_err(Error::Encode)
+    serde_json::to_vec(item)
+        .map(Bytes::from)
+        .map_err(Error::Encode)
 }
 
 /// A single-row body, without its `@odata.context`.

@@ -67,7 +67,9 @@ impl Attempts {
         deadline: Deadline,
         jitter: f64,
     ) -> Next {
-        if self.maybe_delivered && call.done_if_retried.is_some() && error.status() == call.done_if_retried
+        if self.maybe_delivered
+            && call.done_if_retried.is_some()
+            && error.status() == call.done_if_retried
         {
             return Next::AlreadyDone;
         }
@@ -109,7 +111,11 @@ impl Attempts {
 
 impl Client {
     /// Sends `call` until it succeeds, or until [`Attempts::after`] gives up.
-    pub(super) async fn execute(&self, call: Call<'_>, deadline: Deadline) -> Result<Answer, Error> {
+    pub(super) async fn execute(
+        &self,
+        call: Call<'_>,
+        deadline: Deadline,
+    ) -> Result<Answer, Error> {
         let inner = &self.inner;
         // Links from Dataverse are followed as they come, so they are measured here too.
         super::check_length(call.url.as_str().len(), None)?;
