@@ -6,12 +6,29 @@ pub mod proxy;
 pub mod runtime;
 pub mod services;
 
+use std::time::{Duration, Instant};
+
 pub use runtime::{Failure, Function, bin_dir, binary, expect_error};
 pub use services::{Emulator, LocalFiles, Moto, TempDir};
 
-/// Waits for the current second to end: a creation fires once its `createdon` second is over.
-pub async fn settle() {
-    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+/// Ends the emulator's current second by moving its clock forward one second: a creation fires once
+/// its `createdon` second is over, and the triggers read "now" from Dataverse's `Date`, the clock
+/// `createdon` comes from, so nothing needs to wait for this machine's clock.
+pub async fn settle(emulator: &Emulator) -> std::io::Result<()> {
+    emulator.advance_clock(1).await.map(drop)
+}
+
+/// How long a poll's cursor lease outlives its invocation's deadline: the engine holds it until the
+/// deadline (less the answer margin) plus a second, so that a killed poll's lease frees itself.
+pub const LEASE_GRACE: Duration = Duration::from_secs(1);
+
+/// Waits until the lease of a poll invoked at `invoked` with `timeout` has ended.
+///
+/// This is the one wait the emulator's clock cannot replace: the cursor stores' leases are wall-clock
+/// (a killed poll cannot give its lease back, so only time frees it), on this machine's clock in the
+/// directory store and in DynamoDB alike.
+pub async fn lease_lapsed(invoked: Instant, timeout: Duration) {
+    tokio::time::sleep_until((invoked + timeout + LEASE_GRACE).into()).await;
 }
 
 /// `(name, value)` pairs for [`Function::start`].

@@ -9,12 +9,14 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashSet;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use e2e_tests::aws::{Tap, cursor_table};
 use e2e_tests::proxy::{Fault, Operation, Proxy, Rule};
-use e2e_tests::{Emulator, Failure, Function, LocalFiles, Moto, env, expect_error, settle};
+use e2e_tests::{
+    Emulator, Failure, Function, LocalFiles, Moto, env, expect_error, lease_lapsed, settle,
+};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed, TestCaseError, TestRunner};
 use serde_json::{Value, json};
@@ -144,7 +146,7 @@ async fn a_damaged_cursor_item_is_a_configuration_error_and_publishes_nothing() 
         assert!(poll(&mut created, &payload(trigger)).await.is_empty());
     }
     rig.create("changed after every cursor started").await;
-    settle().await;
+    settle(&rig.emulator).await.unwrap();
     for (trigger, attribute, value) in &damages {
         rig.damage(&key(trigger), attribute, value.clone()).await;
     }
@@ -179,7 +181,7 @@ async fn a_cursor_that_contradicts_itself_fails_before_publishing_on_every_poll(
         assert!(poll(&mut created, &payload(trigger)).await.is_empty());
     }
     rig.create("changed after both cursors started").await;
-    settle().await;
+    settle(&rig.emulator).await.unwrap();
     rig.damage(&key("ahead"), "position", Some(s("zzzz"))).await;
     let item = rig
         .dynamo
@@ -248,7 +250,7 @@ async fn a_lease_no_poll_could_have_written_does_not_keep_polls_out() {
         assert!(poll(&mut created, &payload(trigger)).await.is_empty());
     }
     let id = rig.create("behind a broken lease").await;
-    settle().await;
+    settle(&rig.emulator).await.unwrap();
     for (trigger, owner, until) in &leases {
         rig.damage(&key(trigger), "lease_owner", Some(owner.clone()))
             .await;
@@ -285,10 +287,11 @@ async fn a_cursor_save_that_hangs_is_a_server_error_and_the_next_poll_delivers_a
     let payload = payload("hung-save");
     assert!(poll(&mut created, &payload).await.is_empty());
     let id = rig.create("published, then the save hangs").await;
-    settle().await;
+    settle(&rig.emulator).await.unwrap();
     // The lease request passes; every later `UpdateItem` (the save, and its retries) hangs.
     rig.proxy
         .add(Rule::new(Operation::UpdateItem, Fault::Hold).after(1));
+    let invoked = Instant::now();
     let result = created.invoke_within(&payload, SHORT).await;
     let (error_type, message) = expect_error(result, &created.logs());
     assert_eq!(error_type, "Crm.ServerError", "{message}");
@@ -296,7 +299,10 @@ async fn a_cursor_save_that_hangs_is_a_server_error_and_the_next_poll_delivers_a
     assert!(!message.contains("taken over"), "{message}");
     rig.proxy.clear();
     // The held save never reached DynamoDB: once the lease lapses, the change is delivered again.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The poll could not give its lease back (that is an `UpdateItem` too, and held), and a lease in
+    // DynamoDB ends on the wall clock, not on Dataverse's: this wait cannot be replaced by moving the
+    // emulator's clock.
+    lease_lapsed(invoked, SHORT).await;
     assert_eq!(poll(&mut created, &payload).await, [id]);
     let events = rig.tap.drain().await.unwrap();
     assert_eq!(events.len(), 2, "delivered twice, at least once");
@@ -313,7 +319,7 @@ async fn a_cursor_save_that_landed_but_lost_its_answer_is_not_reported_as_a_take
     let payload = payload("lost-answer-once");
     assert!(poll(&mut created, &payload).await.is_empty());
     let id = rig.create("saved, answer lost").await;
-    settle().await;
+    settle(&rig.emulator).await.unwrap();
     // The save reaches DynamoDB and is applied, but its answer never comes back, once.
     rig.proxy.add(
         Rule::new(Operation::UpdateItem, Fault::LoseAnswer)
@@ -335,7 +341,7 @@ async fn a_cursor_save_whose_every_answer_is_lost_says_its_outcome_is_unknown() 
     let payload = payload("lost-answers");
     assert!(poll(&mut created, &payload).await.is_empty());
     rig.create("saved, every answer lost").await;
-    settle().await;
+    settle(&rig.emulator).await.unwrap();
     rig.proxy
         .add(Rule::new(Operation::UpdateItem, Fault::LoseAnswer).after(1));
     let result = created.invoke_within(&payload, SHORT).await;
@@ -357,7 +363,7 @@ async fn put_events_that_hangs_is_reported_as_a_timeout_with_the_attempts_made()
     let payload = payload("hung-put-events");
     assert!(poll(&mut created, &payload).await.is_empty());
     let id = rig.create("publishing hangs").await;
-    settle().await;
+    settle(&rig.emulator).await.unwrap();
     rig.proxy.add(Rule::new(Operation::PutEvents, Fault::Hold));
     let result = created.invoke_within(&payload, SHORT).await;
     let (error_type, message) = expect_error(result, &created.logs());
@@ -453,7 +459,7 @@ async fn damaged_poll(
         rig.create(&format!("{trigger} b")).await,
     ]
     .into();
-    settle().await;
+    settle(&rig.emulator).await.unwrap();
     rig.damage(&key(trigger), attribute, value).await;
     let published = rig.proxy.calls(Operation::PutEvents);
     rig.tap.drain().await.unwrap();

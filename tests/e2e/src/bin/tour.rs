@@ -9,7 +9,7 @@ use std::io::Write as _;
 use std::path::Path;
 use std::process::ExitCode;
 
-use e2e_tests::{Emulator, Failure, Function, LocalFiles};
+use e2e_tests::{Emulator, Failure, Function, LocalFiles, settle};
 use serde_json::{Value, json};
 
 /// What a step should answer.
@@ -214,6 +214,7 @@ async fn actions(tour: &mut Tour, environment: &[(String, String)]) -> Result<()
 
 async fn triggers(
     tour: &mut Tour,
+    emulator: &Emulator,
     environment: &[(String, String)],
     events: &Path,
 ) -> Result<(), String> {
@@ -249,8 +250,11 @@ async fn triggers(
             .await?;
         ids.push(row["contactid"].as_str().unwrap_or_default().to_owned());
     }
-    // A creation fires once its createdon second is over.
-    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    // A creation fires once its createdon second is over, on Dataverse's clock: the emulator's
+    // moves on at once instead of the tour waiting for this machine's.
+    settle(emulator)
+        .await
+        .map_err(|e| format!("cannot move the emulator's clock: {e}"))?;
     tour.step(
         "when-record-created",
         environment,
@@ -352,7 +356,7 @@ async fn run(tour: &mut Tour) -> Result<(), String> {
     let mut environment = files.env();
     environment.push(("RUST_LOG".into(), "warn".into()));
     actions(tour, &environment).await?;
-    triggers(tour, &environment, &files.events()).await
+    triggers(tour, &emulator, &environment, &files.events()).await
 }
 
 #[tokio::main]
