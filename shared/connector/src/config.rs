@@ -51,7 +51,9 @@ impl Config {
     }
 
     /// Parses the variables `lookup` gives, reporting every problem at once.
-    pub(crate) fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+    pub(crate) fn from_lookup(
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
         let mut problems = Vec::new();
         let mut bad = |name: &str, value: &str, expected: &str| {
             problems.push(format!("{name} is '{value}', expected {expected}"));

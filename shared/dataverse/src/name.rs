@@ -75,7 +75,14 @@ mod tests {
             assert!(TableName::try_from(good).is_ok(), "{good}");
         }
         let long = "a".repeat(MAX_TABLE_NAME + 1);
-        for bad in ["", "1account", "accounts?$x=1", "a b", "accounts(1)", long.as_str()] {
+        for bad in [
+            "",
+            "1account",
+            "accounts?$x=1",
+            "a b",
+            "accounts(1)",
+            long.as_str(),
+        ] {
             assert!(
                 matches!(TableName::try_from(bad), Err(Error::InvalidTable { .. })),
                 "{bad}"
