@@ -7,9 +7,11 @@
 //! | `CRM_EVENTS` | `eventbridge:<bus name or ARN>`, `file:<path.jsonl>` or `none` (triggers) | `none` |
 //! | `CRM_EVENT_SOURCE` | EventBridge `Source` | `dynamics.crm` |
 //! | `CRM_TRIGGER_OVERLAP_SECS` | how long after its time a late commit still fires (triggers) | `60` |
+//! | `CRM_EVENTS_CONCURRENCY` | 1 to 64 `PutEvents` calls in flight at once (triggers, `eventbridge:`) | `32` |
 //!
 //! AWS endpoints are not configured here: the SDK reads `AWS_ENDPOINT_URL*` itself.
 
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -27,9 +29,27 @@ pub enum StateConfig {
     Directory(PathBuf),
 }
 
+/// `PutEvents` calls a poll keeps in flight when `CRM_EVENTS_CONCURRENCY` is unset. One call takes
+/// tens of milliseconds, nearly all of it waiting on the network: one at a time, a poll publishes a
+/// few hundred events a second. At 25 ms a call, sixteen cap publishing at 6,400 events a second, and
+/// with the fetch (which publishing does not overlap) a drain stays under 5,000; thirty-two reach
+/// nearly 8,000 (`tests/e2e/benches/publish.rs`) at some 1,300 calls a second, within the account's
+/// `PutEvents` quota in the large regions. Where the quota is lower, throttled calls are retried, and
+/// the variable lowers the pace.
+pub const DEFAULT_EVENTS_CONCURRENCY: NonZeroUsize = match NonZeroUsize::new(32) {
+    Some(n) => n,
+    None => NonZeroUsize::MIN,
+};
+/// The most `CRM_EVENTS_CONCURRENCY` may ask for: one poll should not spend a region's whole quota.
+pub const MAX_EVENTS_CONCURRENCY: usize = 64;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EventsConfig {
-    EventBridge { bus: String },
+    EventBridge {
+        bus: String,
+        /// At most this many `PutEvents` calls at once (`CRM_EVENTS_CONCURRENCY`).
+        concurrency: NonZeroUsize,
+    },
     File(PathBuf),
     None,
 }
@@ -90,13 +110,29 @@ impl Config {
                 }
             },
         };
+        // Read whatever the sink, so that a bad value is reported before it would matter.
+        let concurrency = match get("CRM_EVENTS_CONCURRENCY") {
+            None => DEFAULT_EVENTS_CONCURRENCY,
+            Some(v) => match v.trim().parse::<NonZeroUsize>() {
+                Ok(n) if n.get() <= MAX_EVENTS_CONCURRENCY => n,
+                _ => {
+                    bad(
+                        "CRM_EVENTS_CONCURRENCY",
+                        &v,
+                        &format!("a number of calls from 1 to {MAX_EVENTS_CONCURRENCY}"),
+                    );
+                    DEFAULT_EVENTS_CONCURRENCY
+                }
+            },
+        };
         let events = match get("CRM_EVENTS") {
             None => Some(EventsConfig::None),
             Some(v) if v == "none" => Some(EventsConfig::None),
             Some(v) => match split(&v) {
-                Some(("eventbridge", bus)) if !bus.is_empty() => {
-                    Some(EventsConfig::EventBridge { bus: bus.into() })
-                }
+                Some(("eventbridge", bus)) if !bus.is_empty() => Some(EventsConfig::EventBridge {
+                    bus: bus.into(),
+                    concurrency,
+                }),
                 Some(("file", path)) if !path.is_empty() => Some(EventsConfig::File(path.into())),
                 _ => {
                     bad(
@@ -209,7 +245,8 @@ mod tests {
         assert_eq!(
             config.events,
             EventsConfig::EventBridge {
-                bus: "arn:aws:events:eu-west-1:123456789012:event-bus/crm".into()
+                bus: "arn:aws:events:eu-west-1:123456789012:event-bus/crm".into(),
+                concurrency: DEFAULT_EVENTS_CONCURRENCY,
             }
         );
         let files = parse(&[
@@ -236,5 +273,50 @@ mod tests {
         };
         assert_eq!(problems.len(), 3, "{problems:?}");
         assert!(problems[0].starts_with("CRM_SECRETS is 'vault:x'"));
+    }
+
+    #[test]
+    fn reads_the_publishing_concurrency() {
+        let config = parse(&[
+            ("CRM_EVENTS", "eventbridge:crm"),
+            ("CRM_EVENTS_CONCURRENCY", " 4 "),
+        ])
+        .unwrap();
+        assert_eq!(
+            config.events,
+            EventsConfig::EventBridge {
+                bus: "crm".into(),
+                concurrency: NonZeroUsize::new(4).unwrap(),
+            }
+        );
+        let largest = MAX_EVENTS_CONCURRENCY.to_string();
+        let config = parse(&[
+            ("CRM_EVENTS", "eventbridge:crm"),
+            ("CRM_EVENTS_CONCURRENCY", &largest),
+        ])
+        .unwrap();
+        assert!(matches!(
+            config.events,
+            EventsConfig::EventBridge { concurrency, .. } if concurrency.get() == MAX_EVENTS_CONCURRENCY
+        ));
+    }
+
+    #[test]
+    fn refuses_a_concurrency_out_of_range_whatever_the_sink() {
+        let too_many = (MAX_EVENTS_CONCURRENCY + 1).to_string();
+        for value in ["0", "-1", "many", "2.5", too_many.as_str()] {
+            for sink in ["eventbridge:crm", "file:/tmp/e.jsonl", "none"] {
+                let ConfigError::Environment(problems) =
+                    parse(&[("CRM_EVENTS", sink), ("CRM_EVENTS_CONCURRENCY", value)]).unwrap_err()
+                else {
+                    panic!("expected an environment error");
+                };
+                assert_eq!(problems.len(), 1, "{value}, {sink}: {problems:?}");
+                assert!(
+                    problems[0].starts_with(&format!("CRM_EVENTS_CONCURRENCY is '{value}'")),
+                    "{problems:?}"
+                );
+            }
+        }
     }
 }

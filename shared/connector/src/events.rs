@@ -2,15 +2,21 @@
 //!
 //! Publishing reports how many events, from the first, were accepted. The trigger advances its cursor
 //! only past those: an event that was not accepted is fetched and published again by the next poll,
-//! with the same `event_id`.
+//! with the same `event_id`. EventBridge calls run several at a time (`CRM_EVENTS_CONCURRENCY`), but
+//! their outcomes are read in event order, so "accepted" is still a prefix (see
+//! `publish_eventbridge`).
 
 use std::io::Write as _;
+use std::num::NonZeroUsize;
+use std::ops::Range;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use aws_sdk_eventbridge::error::{DisplayErrorContext, ProvideErrorMetadata};
 use aws_sdk_eventbridge::types::PutEventsRequestEntry;
 use dataverse::Deadline;
+use futures_util::{StreamExt as _, stream};
 use serde::Serialize;
 use serde_json::value::RawValue;
 
@@ -113,6 +119,8 @@ pub enum EventSink {
         client: aws_sdk_eventbridge::Client,
         bus: String,
         source: String,
+        /// At most this many `PutEvents` calls in flight (`CRM_EVENTS_CONCURRENCY`).
+        concurrency: NonZeroUsize,
     },
     File {
         path: PathBuf,
@@ -124,10 +132,11 @@ pub enum EventSink {
 impl EventSink {
     pub(crate) async fn from_config(config: &EventsConfig, source: &str) -> Self {
         match config {
-            EventsConfig::EventBridge { bus } => Self::EventBridge {
+            EventsConfig::EventBridge { bus, concurrency } => Self::EventBridge {
                 client: aws_sdk_eventbridge::Client::new(&crate::aws::sdk_config().await),
                 bus: bus.clone(),
                 source: source.to_owned(),
+                concurrency: *concurrency,
             },
             EventsConfig::File(path) => Self::File {
                 path: path.clone(),
@@ -149,7 +158,17 @@ impl EventSink {
                 client,
                 bus,
                 source,
-            } => publish_eventbridge(client, bus, source, events, deadline).await,
+                concurrency,
+            } => {
+                let target = Target {
+                    client,
+                    bus,
+                    source,
+                    events,
+                    deadline,
+                };
+                publish_eventbridge(target, *concurrency).await
+            }
         }
     }
 }
@@ -221,128 +240,210 @@ fn batches(sizes: &[usize]) -> Vec<std::ops::Range<usize>> {
     out
 }
 
-async fn publish_eventbridge(
-    client: &aws_sdk_eventbridge::Client,
-    bus: &str,
-    source: &str,
-    events: &[Event],
+/// A batch that was not delivered in full: `first` is the index (into the events) of its first
+/// event EventBridge did not take, and `error` says why.
+#[derive(Debug)]
+struct Failed {
+    first: usize,
+    error: EventError,
+}
+
+/// What every `PutEvents` call of one publish shares.
+#[derive(Clone, Copy)]
+struct Target<'a> {
+    client: &'a aws_sdk_eventbridge::Client,
+    bus: &'a str,
+    source: &'a str,
+    events: &'a [Event],
     deadline: Deadline,
-) -> Published {
-    let sizes: Vec<usize> = events.iter().map(|e| e.size(source)).collect();
-    for range in batches(&sizes) {
-        // What was accepted so far is kept: the caller saves the cursor past it.
-        if !deadline.allows(Duration::ZERO) {
+}
+
+/// Publishes `events` with up to `concurrency` `PutEvents` calls in flight.
+///
+/// Order is kept by the stream, not by the calls: batches are started in event order, at most
+/// `concurrency` at a time, and their outcomes are taken in that same order (`buffered`), whichever
+/// call answers first. So the first failed outcome seen is the earliest batch that failed, every batch
+/// before it was delivered in full, and `accepted` is exactly the prefix the cursor may pass. Batches
+/// after it may have been delivered too: they count as not accepted, and the next poll publishes them
+/// again under the same event ids (at least once, never lost).
+///
+/// Memory stays bounded: `buffered` holds at most `concurrency` batches, running or finished and
+/// waiting for an earlier one, and builds each call's entries only when it starts.
+async fn publish_eventbridge(target: Target<'_>, concurrency: NonZeroUsize) -> Published {
+    let events = target.events;
+    let sizes: Vec<usize> = events.iter().map(|e| e.size(target.source)).collect();
+    let batches = batches(&sizes);
+    let batch_count = batches.len();
+    // The first index known not to be delivered, once a batch has failed for good: no batch at or past
+    // it is started, since its events would be published again by the next poll anyway. Batches
+    // already in flight finish or are dropped with the stream. An atomic, not a `Cell`, so that the
+    // poll's future stays `Send`.
+    let stop = AtomicUsize::new(usize::MAX);
+    let stop = &stop;
+    let started = batches
+        .into_iter()
+        .take_while(|range| range.start < stop.load(Ordering::Relaxed));
+    let mut outcomes = stream::iter(started)
+        .map(|range| async move {
+            let outcome = put_batch(target, range).await;
+            if let Err(failed) = &outcome {
+                stop.fetch_min(failed.first, Ordering::Relaxed);
+            }
+            outcome
+        })
+        .buffered(concurrency.get());
+    while let Some(outcome) = outcomes.next().await {
+        if let Err(Failed { first, error }) = outcome {
+            // Dropping the stream abandons the calls still in flight: whatever they deliver is a
+            // duplicate the next poll sends again, which the at-least-once contract allows.
             return Published {
-                accepted: range.start,
-                error: Some(EventError::Deadline),
-            };
-        }
-        // Indices (into `events`) still to deliver in this batch.
-        let mut pending: Vec<usize> = range.clone().collect();
-        let mut last: Option<Refusal> = None;
-        // Calls actually made (the reports count these, not the attempts allowed).
-        let mut attempts: u32 = 0;
-        let mut timed_out = false;
-        for attempt in 0..ATTEMPTS {
-            if attempt > 0 {
-                let wait = Duration::from_millis(100 << attempt);
-                if !deadline.allows(wait) {
-                    break;
-                }
-                tokio::time::sleep(wait).await;
-            }
-            let entries = pending
-                .iter()
-                .map(|&i| {
-                    PutEventsRequestEntry::builder()
-                        .event_bus_name(bus)
-                        .source(source)
-                        .detail_type(events[i].detail_type)
-                        .detail(events[i].detail.get())
-                        .build()
-                })
-                .collect();
-            let call = client.put_events().set_entries(Some(entries)).send();
-            attempts = attempts.saturating_add(1);
-            // A call cut short by the deadline may have delivered its batch or not: it counts as not
-            // delivered, and a redelivery carries the same event ids.
-            let output = match deadline.run(call).await {
-                Some(Ok(output)) => output,
-                Some(Err(e)) => {
-                    tracing::warn!(attempt, error = %DisplayErrorContext(&e), "PutEvents failed");
-                    let unusable = matches!(
-                        e.code(),
-                        Some("ResourceNotFoundException" | "AccessDeniedException")
-                    );
-                    let error = aws_sdk_eventbridge::Error::from(e);
-                    if unusable {
-                        return Published {
-                            accepted: pending.iter().min().copied().unwrap_or(range.start),
-                            error: Some(EventError::Unusable {
-                                bus: bus.to_owned(),
-                                source: Box::new(error),
-                            }),
-                        };
-                    }
-                    last = Some(Refusal::Call(error));
-                    continue;
-                }
-                None => {
-                    tracing::warn!(attempt, "PutEvents had no answer before the deadline");
-                    timed_out = true;
-                    break;
-                }
-            };
-            // Entries answer in request order; a failed one carries an error code.
-            let results = output.entries();
-            let mut failed = Vec::new();
-            for (position, &index) in pending.iter().enumerate() {
-                match results.get(position) {
-                    Some(entry) if entry.error_code().is_none() && entry.event_id().is_some() => {}
-                    Some(entry) => {
-                        last = Some(Refusal::Entry {
-                            code: entry.error_code().unwrap_or("unknown").to_owned(),
-                            message: entry.error_message().unwrap_or_default().to_owned(),
-                        });
-                        failed.push(index);
-                    }
-                    None => {
-                        last = Some(Refusal::Unreported);
-                        failed.push(index);
-                    }
-                }
-            }
-            if let (false, Some(reason)) = (failed.is_empty(), &last) {
-                tracing::warn!(attempt, failed = failed.len(), %reason, "EventBridge refused some entries; retrying them");
-            }
-            pending = failed;
-            if pending.is_empty() {
-                break;
-            }
-        }
-        if let Some(&first_failed) = pending.iter().min() {
-            let error = match last {
-                _ if timed_out => EventError::TimedOut {
-                    pending: pending.len(),
-                    attempts,
-                },
-                None => EventError::Deadline,
-                Some(last) => EventError::Rejected {
-                    failed: pending.len(),
-                    attempts,
-                    last: Box::new(last),
-                },
-            };
-            return Published {
-                accepted: first_failed,
+                accepted: first,
                 error: Some(error),
             };
         }
     }
+    tracing::debug!(
+        events = events.len(),
+        batches = batch_count,
+        concurrency = concurrency.get(),
+        "published to EventBridge"
+    );
     Published {
         accepted: events.len(),
         error: None,
     }
+}
+
+/// Delivers the events of one batch, retrying the entries EventBridge reports as failed (and only
+/// those: the others are delivered, and sending them again would deliver them twice).
+async fn put_batch(target: Target<'_>, range: Range<usize>) -> Result<(), Failed> {
+    let Target {
+        client,
+        bus,
+        source,
+        events,
+        deadline,
+    } = target;
+    // Nothing is sent once the deadline has come: what was accepted before it is kept, and the caller
+    // saves the cursor past it.
+    if !deadline.allows(Duration::ZERO) {
+        return Err(Failed {
+            first: range.start,
+            error: EventError::Deadline,
+        });
+    }
+    // Indices (into `events`) still to deliver in this batch.
+    let mut pending: Vec<usize> = range.clone().collect();
+    let mut last: Option<Refusal> = None;
+    // Calls actually made (the reports count these, not the attempts allowed).
+    let mut attempts: u32 = 0;
+    let mut timed_out = false;
+    for attempt in 0..ATTEMPTS {
+        if attempt > 0 {
+            let wait = Duration::from_millis(100 << attempt);
+            if !deadline.allows(wait) {
+                break;
+            }
+            tokio::time::sleep(wait).await;
+        }
+        let entries = pending
+            .iter()
+            .map(|&i| {
+                PutEventsRequestEntry::builder()
+                    .event_bus_name(bus)
+                    .source(source)
+                    .detail_type(events[i].detail_type)
+                    .detail(events[i].detail.get())
+                    .build()
+            })
+            .collect();
+        let call = client.put_events().set_entries(Some(entries)).send();
+        attempts = attempts.saturating_add(1);
+        // A call cut short by the deadline may have delivered its batch or not: it counts as not
+        // delivered, and a redelivery carries the same event ids.
+        let output = match deadline.run(call).await {
+            Some(Ok(output)) => output,
+            Some(Err(e)) => {
+                tracing::warn!(
+                    batch = range.start,
+                    attempt,
+                    error = %DisplayErrorContext(&e),
+                    "PutEvents failed"
+                );
+                let unusable = matches!(
+                    e.code(),
+                    Some("ResourceNotFoundException" | "AccessDeniedException")
+                );
+                let error = aws_sdk_eventbridge::Error::from(e);
+                if unusable {
+                    return Err(Failed {
+                        first: pending.iter().min().copied().unwrap_or(range.start),
+                        error: EventError::Unusable {
+                            bus: bus.to_owned(),
+                            source: Box::new(error),
+                        },
+                    });
+                }
+                last = Some(Refusal::Call(error));
+                continue;
+            }
+            None => {
+                tracing::warn!(
+                    batch = range.start,
+                    attempt,
+                    "PutEvents had no answer before the deadline"
+                );
+                timed_out = true;
+                break;
+            }
+        };
+        // Entries answer in request order; a failed one carries an error code.
+        let results = output.entries();
+        let mut failed = Vec::new();
+        for (position, &index) in pending.iter().enumerate() {
+            match results.get(position) {
+                Some(entry) if entry.error_code().is_none() && entry.event_id().is_some() => {}
+                Some(entry) => {
+                    last = Some(Refusal::Entry {
+                        code: entry.error_code().unwrap_or("unknown").to_owned(),
+                        message: entry.error_message().unwrap_or_default().to_owned(),
+                    });
+                    failed.push(index);
+                }
+                None => {
+                    last = Some(Refusal::Unreported);
+                    failed.push(index);
+                }
+            }
+        }
+        if let (false, Some(reason)) = (failed.is_empty(), &last) {
+            tracing::warn!(
+                batch = range.start,
+                attempt,
+                failed = failed.len(),
+                %reason,
+                "EventBridge refused some entries; retrying them"
+            );
+        }
+        pending = failed;
+        if pending.is_empty() {
+            return Ok(());
+        }
+    }
+    let first = pending.iter().min().copied().unwrap_or(range.start);
+    let error = match last {
+        _ if timed_out => EventError::TimedOut {
+            pending: pending.len(),
+            attempts,
+        },
+        None => EventError::Deadline,
+        Some(last) => EventError::Rejected {
+            failed: pending.len(),
+            attempts,
+            last: Box::new(last),
+        },
+    };
+    Err(Failed { first, error })
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! Runtime API, against the Dataverse emulator and moto.
 
 pub mod aws;
+pub mod fake_eventbridge;
 pub mod proxy;
 pub mod runtime;
 pub mod services;
