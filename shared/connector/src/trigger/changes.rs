@@ -304,6 +304,7 @@ pub(super) async fn scan(
         watched: &input.columns,
         sorted: &sorted,
     };
+    let remembered = state.seen.index();
     let mut pages = pin!(client.pages(client.collection_url(table, &query)?, prefer, deadline));
     let mut scan = Scan::default();
     'pages: while scan.fired() < input.top {
@@ -364,7 +365,7 @@ pub(super) async fn scan(
                 },
             };
             let forward = row_position > state.position;
-            if state.seen.contains(seen.id, seen.version) {
+            if remembered.contains(&(seen.id, seen.version)) {
                 // Handled already (fired, or there when the cursor started): nothing fires, but a
                 // row ahead of the cursor still moves it.
                 if forward {

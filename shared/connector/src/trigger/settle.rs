@@ -72,6 +72,10 @@ pub(super) fn settle(
 ) -> (TriggerState, Vec<(Uuid, String)>) {
     let mut state = initial;
     let mut fingerprints = Vec::new();
+    let mut remembered = match &state {
+        TriggerState::Created(c) | TriggerState::Updated(c) => c.seen.index(),
+        TriggerState::Deleted(_) => std::collections::HashSet::new(),
+    };
     for step in &scan.steps {
         if step.fired().is_some_and(|i| i >= accepted) {
             break;
@@ -89,7 +93,7 @@ pub(super) fn settle(
                 if let Some(position) = forward {
                     c.position = c.position.max(*position);
                 }
-                if !c.seen.contains(seen.id, seen.version) {
+                if remembered.insert((seen.id, seen.version)) {
                     c.seen.0.push(*seen);
                 }
                 fingerprints.extend(fingerprint.clone());

@@ -195,6 +195,12 @@ impl Seen {
         self.0.iter().any(|e| e.id == id && e.version == version)
     }
 
+    /// The set's `(id, version)` pairs, for the many lookups of one poll: a page holds up to 5,000
+    /// rows and the set up to [`SEEN_CAP`] entries, too many to compare one by one.
+    pub(crate) fn index(&self) -> std::collections::HashSet<(Uuid, u64)> {
+        self.0.iter().map(|e| (e.id, e.version)).collect()
+    }
+
     /// Forgets entries older than `floor`; if more than [`SEEN_CAP`] remain, forgets the oldest and
     /// returns the new floor (the oldest time still fully remembered).
     pub(crate) fn prune(&mut self, floor: i64) -> i64 {
