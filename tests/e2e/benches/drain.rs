@@ -91,6 +91,12 @@ fn peak_rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+#[derive(serde::Deserialize)]
+struct Answer<'a> {
+    #[serde(borrow)]
+    value: Vec<&'a serde_json::value::RawValue>,
+}
+
 struct Drained {
     fired: usize,
     polls: usize,
@@ -117,14 +123,20 @@ async fn drain(backlog: usize, top: usize) -> Drained {
         .unwrap();
     let since = rfc3339(10_800);
     let payload = json!({"dataset": "contoso", "table": "accounts", "since": since, "$top": top});
+    let request = bytes::Bytes::from(serde_json::to_vec(&payload).unwrap());
     let started = Instant::now();
     let (mut fired, mut polls) = (0, 0);
     loop {
         let answer = function
-            .invoke_within(&payload, Duration::from_secs(120))
+            .invoke_raw(request.clone(), Duration::from_secs(120))
             .await
             .unwrap();
-        let n = answer["value"].as_array().map_or(0, Vec::len);
+        // Only counted: a Lambda runtime passes the answer on without reading it, and parsing 4 MB
+        // of rows here would charge the harness's work to the function.
+        let n = serde_json::from_slice::<Answer<'_>>(&answer)
+            .unwrap()
+            .value
+            .len();
         if n == 0 {
             break;
         }
