@@ -125,7 +125,13 @@ impl ClientBuilder {
         ))
         .map_err(|e| Error::Config(format!("cannot build the Web API URL: {e}")))?;
         let tokens = TokenSource::new(&self.credentials, &url)?;
-        let http = reqwest::Client::builder()
+        // The process's shared TLS set-up: the roots are read on the first HTTPS handshake, once.
+        let http = Credentials::http_client_builder()?;
+        // The first request follows at once: read the trust roots meanwhile, if it will need them.
+        if url.scheme() == "https" || tokens.uses_https() {
+            crate::auth::prefetch_roots();
+        }
+        let http = http
             // A redirect could carry the bearer token somewhere else; Dataverse does not redirect.
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(std::time::Duration::from_secs(5))
