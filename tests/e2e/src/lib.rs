@@ -32,6 +32,20 @@ pub async fn lease_lapsed(invoked: Instant, timeout: Duration) {
     tokio::time::sleep_until((invoked + timeout + LEASE_GRACE).into()).await;
 }
 
+/// Invokes a trigger that must succeed (a panic with its logs otherwise), and returns the
+/// `accountid`s it answered, in its order.
+pub async fn fired_ids(function: &mut Function, payload: &serde_json::Value) -> Vec<String> {
+    match function.invoke(payload).await {
+        Ok(output) => output["value"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| r["accountid"].as_str().map(str::to_owned))
+            .collect(),
+        Err(e) => panic!("{} failed: {e}\n{}", function.name, function.logs()),
+    }
+}
+
 /// `(name, value)` pairs for [`Function::start`].
 pub fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
     pairs

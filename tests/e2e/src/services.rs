@@ -146,6 +146,31 @@ impl Emulator {
     pub async fn api_get(&self, path: &str) -> Result<(u16, Value), Error> {
         self.api(reqwest::Method::GET, path, None).await
     }
+
+    /// The `accountid` of every row a query of `accounts` returns, in its order, following its next
+    /// links: `query` is what follows `accounts?`, and must select `accountid`.
+    pub async fn account_ids(&self, query: &str) -> Result<Vec<String>, Error> {
+        let mut ids = Vec::new();
+        let mut path = format!("accounts?{query}");
+        loop {
+            let (status, page) = self.api_get(&path).await?;
+            let rows = page["value"].as_array().filter(|_| status == 200);
+            let Some(rows) = rows else {
+                return Err(Error::other(format!("listing accounts: {status} {page}")));
+            };
+            ids.extend(
+                rows.iter()
+                    .filter_map(|r| r["accountid"].as_str().map(str::to_owned)),
+            );
+            match page["@odata.nextLink"]
+                .as_str()
+                .and_then(|next| next.split_once("/api/data/v9.2/"))
+            {
+                Some((_, next)) => next.clone_into(&mut path),
+                None => return Ok(ids),
+            }
+        }
+    }
 }
 
 /// moto's server: real AWS wire protocols for Secrets Manager, DynamoDB, EventBridge and SQS.

@@ -15,7 +15,8 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use e2e_tests::aws::{Tap, cursor_table};
 use e2e_tests::proxy::{Fault, Operation, Proxy, Rule};
 use e2e_tests::{
-    Emulator, Failure, Function, LocalFiles, Moto, env, expect_error, lease_lapsed, settle,
+    Emulator, Failure, Function, LocalFiles, Moto, env, expect_error, fired_ids, lease_lapsed,
+    settle,
 };
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed, TestCaseError, TestRunner};
@@ -101,18 +102,6 @@ fn key(trigger: &str) -> String {
     format!("created/contoso/account/{trigger}")
 }
 
-async fn poll(function: &mut Function, payload: &Value) -> Vec<String> {
-    match function.invoke(payload).await {
-        Ok(output) => output["value"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|r| r["accountid"].as_str().unwrap().to_owned())
-            .collect(),
-        Err(e) => panic!("{} failed: {e}\n{}", function.name, function.logs()),
-    }
-}
-
 fn n(value: &str) -> AttributeValue {
     AttributeValue::N(value.to_owned())
 }
@@ -143,7 +132,7 @@ async fn a_damaged_cursor_item_is_a_configuration_error_and_publishes_nothing() 
         ),
     ];
     for (trigger, _, _) in &damages {
-        assert!(poll(&mut created, &payload(trigger)).await.is_empty());
+        assert!(fired_ids(&mut created, &payload(trigger)).await.is_empty());
     }
     rig.create("changed after every cursor started").await;
     settle(&rig.emulator).await.unwrap();
@@ -178,7 +167,7 @@ async fn a_cursor_that_contradicts_itself_fails_before_publishing_on_every_poll(
     let rig = Rig::new().await;
     let mut created = rig.created().await;
     for trigger in ["ahead", "far-future", "garbled"] {
-        assert!(poll(&mut created, &payload(trigger)).await.is_empty());
+        assert!(fired_ids(&mut created, &payload(trigger)).await.is_empty());
     }
     rig.create("changed after both cursors started").await;
     settle(&rig.emulator).await.unwrap();
@@ -247,7 +236,7 @@ async fn a_lease_no_poll_could_have_written_does_not_keep_polls_out() {
         ("lease-until-text", s("someone-else"), s("soon")),
     ];
     for (trigger, _, _) in &leases {
-        assert!(poll(&mut created, &payload(trigger)).await.is_empty());
+        assert!(fired_ids(&mut created, &payload(trigger)).await.is_empty());
     }
     let id = rig.create("behind a broken lease").await;
     settle(&rig.emulator).await.unwrap();
@@ -259,7 +248,7 @@ async fn a_lease_no_poll_could_have_written_does_not_keep_polls_out() {
     }
     for (trigger, _, _) in &leases {
         assert_eq!(
-            poll(&mut created, &payload(trigger)).await,
+            fired_ids(&mut created, &payload(trigger)).await,
             std::slice::from_ref(&id),
             "{trigger}"
         );
@@ -277,7 +266,11 @@ async fn a_lease_request_that_hangs_is_a_server_error_within_the_deadline() {
     assert!(message.contains("taking the lease on"), "{message}");
     // The held request never reached DynamoDB, so no lease stands in the way of the next poll.
     rig.proxy.clear();
-    assert!(poll(&mut created, &payload("hung-lease")).await.is_empty());
+    assert!(
+        fired_ids(&mut created, &payload("hung-lease"))
+            .await
+            .is_empty()
+    );
 }
 
 #[tokio::test]
@@ -285,7 +278,7 @@ async fn a_cursor_save_that_hangs_is_a_server_error_and_the_next_poll_delivers_a
     let rig = Rig::new().await;
     let mut created = rig.created().await;
     let payload = payload("hung-save");
-    assert!(poll(&mut created, &payload).await.is_empty());
+    assert!(fired_ids(&mut created, &payload).await.is_empty());
     let id = rig.create("published, then the save hangs").await;
     settle(&rig.emulator).await.unwrap();
     // The lease request passes; every later `UpdateItem` (the save, and its retries) hangs.
@@ -303,7 +296,7 @@ async fn a_cursor_save_that_hangs_is_a_server_error_and_the_next_poll_delivers_a
     // DynamoDB ends on the wall clock, not on Dataverse's: this wait cannot be replaced by moving the
     // emulator's clock.
     lease_lapsed(invoked, SHORT).await;
-    assert_eq!(poll(&mut created, &payload).await, [id]);
+    assert_eq!(fired_ids(&mut created, &payload).await, [id]);
     let events = rig.tap.drain().await.unwrap();
     assert_eq!(events.len(), 2, "delivered twice, at least once");
     assert_eq!(
@@ -317,7 +310,7 @@ async fn a_cursor_save_that_landed_but_lost_its_answer_is_not_reported_as_a_take
     let rig = Rig::new().await;
     let mut created = rig.created().await;
     let payload = payload("lost-answer-once");
-    assert!(poll(&mut created, &payload).await.is_empty());
+    assert!(fired_ids(&mut created, &payload).await.is_empty());
     let id = rig.create("saved, answer lost").await;
     settle(&rig.emulator).await.unwrap();
     // The save reaches DynamoDB and is applied, but its answer never comes back, once.
@@ -326,11 +319,11 @@ async fn a_cursor_save_that_landed_but_lost_its_answer_is_not_reported_as_a_take
             .after(1)
             .times(1),
     );
-    assert_eq!(poll(&mut created, &payload).await, [id]);
+    assert_eq!(fired_ids(&mut created, &payload).await, [id]);
     assert_eq!(rig.proxy.faulted(Operation::UpdateItem), 1);
     rig.proxy.clear();
     // The cursor did advance: nothing is delivered again.
-    assert!(poll(&mut created, &payload).await.is_empty());
+    assert!(fired_ids(&mut created, &payload).await.is_empty());
     assert_eq!(rig.tap.drain().await.unwrap().len(), 1);
 }
 
@@ -339,7 +332,7 @@ async fn a_cursor_save_whose_every_answer_is_lost_says_its_outcome_is_unknown() 
     let rig = Rig::new().await;
     let mut created = rig.created().await;
     let payload = payload("lost-answers");
-    assert!(poll(&mut created, &payload).await.is_empty());
+    assert!(fired_ids(&mut created, &payload).await.is_empty());
     rig.create("saved, every answer lost").await;
     settle(&rig.emulator).await.unwrap();
     rig.proxy
@@ -352,7 +345,7 @@ async fn a_cursor_save_whose_every_answer_is_lost_says_its_outcome_is_unknown() 
     rig.proxy.clear();
     // The first attempt was applied: the next poll resumes from the saved cursor, delivering nothing
     // again (had it not been applied, it would deliver the change again; either way none is lost).
-    assert!(poll(&mut created, &payload).await.is_empty());
+    assert!(fired_ids(&mut created, &payload).await.is_empty());
     assert_eq!(rig.tap.drain().await.unwrap().len(), 1);
 }
 
@@ -361,7 +354,7 @@ async fn put_events_that_hangs_is_reported_as_a_timeout_with_the_attempts_made()
     let rig = Rig::new().await;
     let mut created = rig.created().await;
     let payload = payload("hung-put-events");
-    assert!(poll(&mut created, &payload).await.is_empty());
+    assert!(fired_ids(&mut created, &payload).await.is_empty());
     let id = rig.create("publishing hangs").await;
     settle(&rig.emulator).await.unwrap();
     rig.proxy.add(Rule::new(Operation::PutEvents, Fault::Hold));
@@ -374,7 +367,7 @@ async fn put_events_that_hangs_is_reported_as_a_timeout_with_the_attempts_made()
     assert_eq!(rig.proxy.calls(Operation::PutEvents), 1);
     rig.proxy.clear();
     // Nothing was accepted, so the cursor stayed and the next poll publishes the change.
-    assert_eq!(poll(&mut created, &payload).await, [id]);
+    assert_eq!(fired_ids(&mut created, &payload).await, [id]);
 }
 
 /// One way to damage one attribute of a saved cursor item: `None` removes it.
@@ -453,7 +446,7 @@ async fn damaged_poll(
     value: Option<AttributeValue>,
 ) -> Result<(), TestCaseError> {
     let payload = payload(trigger);
-    prop_assert!(poll(created, &payload).await.is_empty());
+    prop_assert!(fired_ids(created, &payload).await.is_empty());
     let made: HashSet<String> = [
         rig.create(&format!("{trigger} a")).await,
         rig.create(&format!("{trigger} b")).await,
@@ -480,7 +473,7 @@ async fn damaged_poll(
                 .map(|r| r["accountid"].as_str().unwrap().to_owned())
                 .collect();
             loop {
-                let more = poll(created, &payload).await;
+                let more = fired_ids(created, &payload).await;
                 if more.is_empty() {
                     break;
                 }

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use e2e_tests::aws::Tap;
 use e2e_tests::fake_eventbridge::{FakeEventBridge, Received, Refuse};
-use e2e_tests::{Emulator, Function, LocalFiles, Moto, env, expect_error};
+use e2e_tests::{Emulator, Function, LocalFiles, Moto, env, expect_error, fired_ids};
 use serde_json::{Value, json};
 use time::format_description::well_known::Rfc3339;
 
@@ -72,46 +72,17 @@ impl Rig {
             )
             .await
             .unwrap();
-        let mut order = Vec::new();
-        let mut path = "accounts?$select=accountid&$orderby=createdon asc,accountid asc".to_owned();
-        loop {
-            let (status, page) = self.emulator.api_get(&path).await.unwrap();
-            assert_eq!(status, 200, "{page}");
-            order.extend(
-                page["value"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|r| r["accountid"].as_str().unwrap().to_owned()),
-            );
-            match page["@odata.nextLink"].as_str() {
-                Some(next) => next
-                    .split("/api/data/v9.2/")
-                    .nth(1)
-                    .unwrap()
-                    .clone_into(&mut path),
-                None => break,
-            }
-        }
+        let order = self
+            .emulator
+            .account_ids("$select=accountid&$orderby=createdon asc,accountid asc")
+            .await
+            .unwrap();
         assert_eq!(order.len(), count);
         order
     }
 
     fn payload(&self) -> Value {
         json!({"dataset": "contoso", "table": "accounts", "since": self.since, "$top": 1000})
-    }
-}
-
-/// A poll that must succeed: the ids it answered, in its order.
-async fn poll(function: &mut Function, payload: &Value) -> Vec<String> {
-    match function.invoke(payload).await {
-        Ok(output) => output["value"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|r| r["accountid"].as_str().unwrap().to_owned())
-            .collect(),
-        Err(e) => panic!("{} failed: {e}\n{}", function.name, function.logs()),
     }
 }
 
@@ -199,7 +170,7 @@ async fn a_large_backlog_is_delivered_once_with_calls_in_flight_together_in_scan
     let order = rig.backlog(300).await;
     let mut created = rig.created(fake.env(), &[]).await;
 
-    let fired = poll(&mut created, &rig.payload()).await;
+    let fired = fired_ids(&mut created, &rig.payload()).await;
     assert_eq!(fired, order, "the answer lists the changes in scan order");
     let received = fake.received();
     assert!(received.iter().all(Received::accepted));
@@ -240,7 +211,7 @@ async fn a_large_backlog_is_delivered_once_with_calls_in_flight_together_in_scan
         );
     }
 
-    assert!(poll(&mut created, &rig.payload()).await.is_empty());
+    assert!(fired_ids(&mut created, &rig.payload()).await.is_empty());
     assert_eq!(fake.received().len(), 300, "nothing is published twice");
 }
 
@@ -283,7 +254,7 @@ async fn an_entry_refused_for_good_in_a_middle_batch_stops_the_cursor_just_befor
     // EventBridge recovers: the next poll starts just before the refused change, and delivers it and
     // everything after it, under the same event ids. Nothing before it is sent again.
     fake.clear();
-    let fired = poll(&mut created, &rig.payload()).await;
+    let fired = fired_ids(&mut created, &rig.payload()).await;
     assert_eq!(fired, order[45..], "the cursor stopped just before it");
     let all = fake.received();
     let second = &all[first.len()..];
@@ -302,7 +273,7 @@ async fn an_entry_refused_for_good_in_a_middle_batch_stops_the_cursor_just_befor
         "no change lost"
     );
 
-    assert!(poll(&mut created, &rig.payload()).await.is_empty());
+    assert!(fired_ids(&mut created, &rig.payload()).await.is_empty());
     assert_eq!(fake.received().len(), all.len());
 }
 
@@ -323,7 +294,7 @@ async fn a_transient_refusal_is_retried_and_the_poll_delivers_each_event() {
     fake.refuse(Refuse::position(0, 3).times(1));
     let mut created = rig.created(fake.env(), &[]).await;
 
-    let fired = poll(&mut created, &rig.payload()).await;
+    let fired = fired_ids(&mut created, &rig.payload()).await;
     assert_eq!(fired, order);
     let received = fake.received();
     let refused: Vec<&Received> = received.iter().filter(|e| !e.accepted()).collect();
@@ -352,7 +323,7 @@ async fn a_concurrent_publish_reaches_the_bus_on_moto() {
         .created(moto.env(), &[("CRM_EVENTS_CONCURRENCY", "8")])
         .await;
 
-    let fired = poll(&mut created, &rig.payload()).await;
+    let fired = fired_ids(&mut created, &rig.payload()).await;
     assert_eq!(fired, order);
     let events = tap.drain().await.unwrap();
     let mut ids: Vec<&str> = events

@@ -121,26 +121,8 @@ impl Rig {
 
     /// Every account id there is.
     async fn all_ids(&self) -> HashSet<String> {
-        let mut ids = HashSet::new();
-        let mut path = "accounts?$select=accountid".to_owned();
-        loop {
-            let (_, page) = self.emulator.api_get(&path).await.unwrap();
-            ids.extend(
-                page["value"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|r| r["accountid"].as_str().unwrap().to_owned()),
-            );
-            match page["@odata.nextLink"].as_str() {
-                Some(next) => next
-                    .split("/api/data/v9.2/")
-                    .nth(1)
-                    .unwrap()
-                    .clone_into(&mut path),
-                None => return ids,
-            }
-        }
+        let ids = self.emulator.account_ids("$select=accountid").await;
+        ids.unwrap().into_iter().collect()
     }
 }
 
