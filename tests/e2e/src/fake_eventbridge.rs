@@ -29,10 +29,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
@@ -245,18 +242,7 @@ impl FakeEventBridge {
             ..Shared::default()
         });
         let serving = shared.clone();
-        let server = tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let shared = serving.clone();
-                tokio::spawn(async move {
-                    let service = service_fn(move |req| handle(shared.clone(), req));
-                    // A caller that hangs up (its deadline) ends the connection with an error.
-                    let _ = http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
+        let server = crate::serve(listener, move |req| handle(serving.clone(), req));
         Ok(Self {
             address,
             url: format!("http://{address}"),
@@ -276,15 +262,7 @@ impl FakeEventBridge {
     /// What a function needs to publish here: the EventBridge endpoint, and a region and credentials
     /// for the SDK to sign with (the fake does not check them).
     pub fn env(&self) -> Vec<(String, String)> {
-        [
-            ("AWS_ENDPOINT_URL_EVENTBRIDGE", self.url.as_str()),
-            ("AWS_ACCESS_KEY_ID", "test"),
-            ("AWS_SECRET_ACCESS_KEY", "test"),
-            ("AWS_REGION", "us-east-1"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect()
+        crate::aws_env("AWS_ENDPOINT_URL_EVENTBRIDGE", &self.url)
     }
 
     /// How long each later call is held before its answer.

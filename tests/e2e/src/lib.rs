@@ -46,6 +46,50 @@ pub async fn fired_ids(function: &mut Function, payload: &serde_json::Value) -> 
     }
 }
 
+/// Serves HTTP/1 on `listener` until the returned task is aborted, answering every request with
+/// `handle`. A connection that ends in an error (a caller hanging up at its deadline, a fault closing it
+/// on purpose) ends quietly: for the test servers here that is part of the job.
+pub(crate) fn serve<H, Fut, B, E>(
+    listener: tokio::net::TcpListener,
+    handle: H,
+) -> tokio::task::JoinHandle<()>
+where
+    H: Fn(hyper::Request<hyper::body::Incoming>) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = Result<hyper::Response<B>, E>> + Send + 'static,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    E: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let handle = handle.clone();
+            tokio::spawn(async move {
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(
+                        hyper_util::rt::TokioIo::new(stream),
+                        hyper::service::service_fn(handle),
+                    )
+                    .await;
+            });
+        }
+    })
+}
+
+/// What a function needs to reach an AWS endpoint on this machine: `endpoint_variable` (one of the
+/// SDK's `AWS_ENDPOINT_URL*`) set to `url`, and a region and credentials to sign with.
+pub fn aws_env(endpoint_variable: &str, url: &str) -> Vec<(String, String)> {
+    [
+        (endpoint_variable, url),
+        ("AWS_ACCESS_KEY_ID", "test"),
+        ("AWS_SECRET_ACCESS_KEY", "test"),
+        ("AWS_REGION", "us-east-1"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect()
+}
+
 /// `(name, value)` pairs for [`Function::start`].
 pub fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
     pairs

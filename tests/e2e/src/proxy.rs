@@ -23,10 +23,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
 use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -226,19 +223,9 @@ impl Proxy {
         });
         let (stop, stopped) = watch::channel(());
         let serving = shared.clone();
-        let server = tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let shared = serving.clone();
-                let stopped = stopped.clone();
-                tokio::spawn(async move {
-                    let service =
-                        service_fn(move |req| handle(shared.clone(), stopped.clone(), req));
-                    // A fault closes the connection by failing the call: the error is the point.
-                    let _ = http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
+        // A fault closes the connection by failing the call: the error is the point.
+        let server = crate::serve(listener, move |req| {
+            handle(serving.clone(), stopped.clone(), req)
         });
         Ok(Self {
             address,

@@ -223,15 +223,7 @@ impl Moto {
 
     /// The environment a function needs to reach this moto through the SDK's standard variables.
     pub fn env(&self) -> Vec<(String, String)> {
-        [
-            ("AWS_ENDPOINT_URL", self.url.as_str()),
-            ("AWS_ACCESS_KEY_ID", "test"),
-            ("AWS_SECRET_ACCESS_KEY", "test"),
-            ("AWS_REGION", "us-east-1"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect()
+        crate::aws_env("AWS_ENDPOINT_URL", &self.url)
     }
 
     /// SDK configuration for the tests' own clients.
