@@ -5,6 +5,7 @@
 //! through the control API, which is how tests reach a token's or a delta token's expiry without
 //! waiting for it.
 
+use time::format_description::BorrowedFormatItem;
 use time::format_description::well_known::Rfc3339;
 use time::macros::format_description;
 use time::{Date, OffsetDateTime, PrimitiveDateTime, UtcOffset};
@@ -58,33 +59,38 @@ impl Clock {
     }
 }
 
-/// `2016-09-28T22:57:53Z`.
-pub fn format_utc(secs: i64) -> String {
-    let format = format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
+/// `secs` in `format`, or empty past what a four-digit year can show (which [`Clock`] never reaches).
+fn format(secs: i64, format: &[BorrowedFormatItem<'_>]) -> String {
     OffsetDateTime::from_unix_timestamp(secs)
         .ok()
         .and_then(|t| t.format(format).ok())
         .unwrap_or_default()
+}
+
+/// `2016-09-28T22:57:53Z`.
+pub fn format_utc(secs: i64) -> String {
+    format(
+        secs,
+        format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z"),
+    )
 }
 
 /// An HTTP `Date` (RFC 9110 IMF-fixdate): `Sun, 06 Nov 1994 08:49:37 GMT`.
 pub fn format_http_date(secs: i64) -> String {
-    let format = format_description!(
-        "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
-    );
-    OffsetDateTime::from_unix_timestamp(secs)
-        .ok()
-        .and_then(|t| t.format(format).ok())
-        .unwrap_or_default()
+    format(
+        secs,
+        format_description!(
+            "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
+        ),
+    )
 }
 
 /// The date part of a delta token: `08/22/2017 08:10:44`, UTC.
 pub fn format_token_time(secs: i64) -> String {
-    let format = format_description!("[month]/[day]/[year] [hour]:[minute]:[second]");
-    OffsetDateTime::from_unix_timestamp(secs)
-        .ok()
-        .and_then(|t| t.format(format).ok())
-        .unwrap_or_default()
+    format(
+        secs,
+        format_description!("[month]/[day]/[year] [hour]:[minute]:[second]"),
+    )
 }
 
 pub fn parse_token_time(s: &str) -> Option<i64> {

@@ -106,6 +106,17 @@ impl TriggerDeps {
     }
 }
 
+/// A trigger function's whole life: logging, its dependencies from the `CRM_*` variables, then one
+/// [`poll`] per invocation. The three trigger binaries differ only in `kind`.
+pub async fn serve(kind: Kind) -> Result<(), lambda_runtime::Error> {
+    lambda::init_logging();
+    let deps = TriggerDeps::from_env().await;
+    lambda::serve(&deps, async move |deps, event| {
+        poll(kind, deps, event).await
+    })
+    .await
+}
+
 /// `{"value": [...]}`: the changes this poll fired, each row as Dataverse sent it.
 #[derive(Debug, Default, Serialize)]
 pub struct Output {
