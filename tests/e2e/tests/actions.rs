@@ -30,16 +30,9 @@ impl Org {
 
     /// `(method, path, status)` of every request since the last call.
     async fn take_log(&self) -> Vec<(String, String, u64)> {
-        let log = self.emulator.requests().await.unwrap();
-        self.emulator.clear_requests().await.unwrap();
-        log.iter()
-            .map(|e| {
-                (
-                    e["method"].as_str().unwrap().to_owned(),
-                    e["path"].as_str().unwrap().to_owned(),
-                    e["status"].as_u64().unwrap(),
-                )
-            })
+        let log = self.emulator.client().take_requests().await.unwrap();
+        log.into_iter()
+            .map(|e| (e.method, e.path, u64::from(e.status)))
             .collect()
     }
 }

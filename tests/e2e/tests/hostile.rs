@@ -46,16 +46,8 @@ impl Org {
 
     /// `(method, path)` of every request since the last call.
     async fn take_log(&self) -> Vec<(String, String)> {
-        let log = self.emulator.requests().await.unwrap();
-        self.emulator.clear_requests().await.unwrap();
-        log.iter()
-            .map(|e| {
-                (
-                    e["method"].as_str().unwrap().to_owned(),
-                    e["path"].as_str().unwrap().to_owned(),
-                )
-            })
-            .collect()
+        let log = self.emulator.client().take_requests().await.unwrap();
+        log.into_iter().map(|e| (e.method, e.path)).collect()
     }
 }
 

@@ -191,10 +191,6 @@ pub struct SeenEntry {
 pub struct Seen(pub Vec<SeenEntry>);
 
 impl Seen {
-    pub fn contains(&self, id: Uuid, version: u64) -> bool {
-        self.0.iter().any(|e| e.id == id && e.version == version)
-    }
-
     /// The set's `(id, version)` pairs, for the many lookups of one poll: a page holds up to 5,000
     /// rows and the set up to [`SEEN_CAP`] entries, too many to compare one by one.
     pub(crate) fn index(&self) -> std::collections::HashSet<(Uuid, u64)> {
