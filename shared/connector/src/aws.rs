@@ -90,7 +90,7 @@ enum SdkHttpError {
 /// A reqwest client as the SDK's own would be: no redirects followed (the SDK sees every answer),
 /// no proxy (the SDK's default uses none unless configured), and the SDK's timeouts.
 fn reqwest_client((connect, read): Timeouts) -> Result<reqwest::Client, SdkHttpError> {
-    let mut builder = dataverse::Credentials::http_client_builder()
+    let mut builder = dataverse::http_client_builder()
         .map_err(SdkHttpError::Tls)?
         .redirect(reqwest::redirect::Policy::none())
         .no_proxy();

@@ -49,16 +49,16 @@ impl Credentials {
             && self.authority == other.authority
             && self.client_secret.expose_secret() == other.client_secret.expose_secret()
     }
+}
 
-    /// A `reqwest` client builder on the TLS configuration every Dataverse client uses, for other
-    /// HTTP clients in the same process (the AWS SDK's) to share it: the system's trust roots are
-    /// then read once per process, when the first HTTPS handshake starts, and never for plain HTTP.
-    /// Servers are verified against those roots exactly as reqwest's own TLS set-up verifies them.
-    pub fn http_client_builder() -> Result<reqwest::ClientBuilder, Error> {
-        let tls = tls_config()
-            .map_err(|e| Error::Config(format!("cannot set up TLS for the HTTP client: {e}")))?;
-        Ok(reqwest::Client::builder().tls_backend_preconfigured(tls))
-    }
+/// A `reqwest` client builder on the TLS configuration every Dataverse client uses, for other HTTP
+/// clients in the same process (the AWS SDK's) to share it: the system's trust roots are then read
+/// once per process, when the first HTTPS handshake starts, and never for plain HTTP. Servers are
+/// verified against those roots exactly as reqwest's own TLS set-up verifies them.
+pub fn http_client_builder() -> Result<reqwest::ClientBuilder, Error> {
+    let tls = tls_config()
+        .map_err(|e| Error::Config(format!("cannot set up TLS for the HTTP client: {e}")))?;
+    Ok(reqwest::Client::builder().tls_backend_preconfigured(tls))
 }
 
 impl std::fmt::Debug for Credentials {
@@ -478,7 +478,7 @@ HQ4EFgQUTpP+SvQuj32cWUQYe5TcfiCH3QUwHwYDVR0jBBgwFoAUaVmEimPD8P8D
     fn reqwest_takes_the_shared_tls_configuration_as_its_own() {
         // reqwest recognises a rustls configuration only of the rustls version it was built with;
         // any other, and it refuses to build ("unknown TLS backend").
-        Credentials::http_client_builder().unwrap().build().unwrap();
+        http_client_builder().unwrap().build().unwrap();
         let config = tls_config().unwrap();
         assert_eq!(config.alpn_protocols, [b"http/1.1".to_vec()]);
     }

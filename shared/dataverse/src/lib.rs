@@ -33,7 +33,7 @@ mod query;
 mod retry;
 mod transport;
 
-pub use auth::Credentials;
+pub use auth::{Credentials, http_client_builder};
 pub use change::{Change, classify};
 pub use client::{
     Client, ClientBuilder, MAX_PAGE_SIZE, MAX_URL_LENGTH, Page, Prefer, Table, Update,

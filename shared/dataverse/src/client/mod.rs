@@ -126,7 +126,7 @@ impl ClientBuilder {
         .map_err(|e| Error::Config(format!("cannot build the Web API URL: {e}")))?;
         let tokens = TokenSource::new(&self.credentials, &url)?;
         // The process's shared TLS set-up: the roots are read on the first HTTPS handshake, once.
-        let http = Credentials::http_client_builder()?;
+        let http = crate::auth::http_client_builder()?;
         // The first request follows at once: read the trust roots meanwhile, if it will need them.
         if url.scheme() == "https" || tokens.uses_https() {
             crate::auth::prefetch_roots();
