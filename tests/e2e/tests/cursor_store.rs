@@ -74,6 +74,18 @@ impl Rig {
         self.emulator.create_account(name).await.unwrap()
     }
 
+    /// A created-trigger whose cursor `trigger` exists (its first poll fired nothing), and one row,
+    /// `name`, created after it and settled: the change its next poll fires. Returns the function,
+    /// the poll's payload and the row's id.
+    async fn one_change(&self, trigger: &str, name: &str) -> (Function, Value, String) {
+        let mut created = self.created().await;
+        let payload = payload(trigger);
+        assert!(fired_ids(&mut created, &payload).await.is_empty());
+        let id = self.create(name).await;
+        settle(&self.emulator).await.unwrap();
+        (created, payload, id)
+    }
+
     /// Sets (`Some`) or removes (`None`) one attribute of a cursor item, as a person or a bad script
     /// editing the table would.
     async fn damage(&self, key: &str, attribute: &str, value: Option<AttributeValue>) {
@@ -276,11 +288,9 @@ async fn a_lease_request_that_hangs_is_a_server_error_within_the_deadline() {
 #[tokio::test]
 async fn a_cursor_save_that_hangs_is_a_server_error_and_the_next_poll_delivers_again() {
     let rig = Rig::new().await;
-    let mut created = rig.created().await;
-    let payload = payload("hung-save");
-    assert!(fired_ids(&mut created, &payload).await.is_empty());
-    let id = rig.create("published, then the save hangs").await;
-    settle(&rig.emulator).await.unwrap();
+    let (mut created, payload, id) = rig
+        .one_change("hung-save", "published, then the save hangs")
+        .await;
     // The lease request passes; every later `UpdateItem` (the save, and its retries) hangs.
     rig.proxy
         .add(Rule::new(Operation::UpdateItem, Fault::Hold).after(1));
@@ -308,11 +318,9 @@ async fn a_cursor_save_that_hangs_is_a_server_error_and_the_next_poll_delivers_a
 #[tokio::test]
 async fn a_cursor_save_that_landed_but_lost_its_answer_is_not_reported_as_a_takeover() {
     let rig = Rig::new().await;
-    let mut created = rig.created().await;
-    let payload = payload("lost-answer-once");
-    assert!(fired_ids(&mut created, &payload).await.is_empty());
-    let id = rig.create("saved, answer lost").await;
-    settle(&rig.emulator).await.unwrap();
+    let (mut created, payload, id) = rig
+        .one_change("lost-answer-once", "saved, answer lost")
+        .await;
     // The save reaches DynamoDB and is applied, but its answer never comes back, once.
     rig.proxy.add(
         Rule::new(Operation::UpdateItem, Fault::LoseAnswer)
@@ -330,11 +338,9 @@ async fn a_cursor_save_that_landed_but_lost_its_answer_is_not_reported_as_a_take
 #[tokio::test]
 async fn a_cursor_save_whose_every_answer_is_lost_says_its_outcome_is_unknown() {
     let rig = Rig::new().await;
-    let mut created = rig.created().await;
-    let payload = payload("lost-answers");
-    assert!(fired_ids(&mut created, &payload).await.is_empty());
-    rig.create("saved, every answer lost").await;
-    settle(&rig.emulator).await.unwrap();
+    let (mut created, payload, _) = rig
+        .one_change("lost-answers", "saved, every answer lost")
+        .await;
     rig.proxy
         .add(Rule::new(Operation::UpdateItem, Fault::LoseAnswer).after(1));
     let result = created.invoke_within(&payload, SHORT).await;
@@ -352,11 +358,7 @@ async fn a_cursor_save_whose_every_answer_is_lost_says_its_outcome_is_unknown() 
 #[tokio::test]
 async fn put_events_that_hangs_is_reported_as_a_timeout_with_the_attempts_made() {
     let rig = Rig::new().await;
-    let mut created = rig.created().await;
-    let payload = payload("hung-put-events");
-    assert!(fired_ids(&mut created, &payload).await.is_empty());
-    let id = rig.create("publishing hangs").await;
-    settle(&rig.emulator).await.unwrap();
+    let (mut created, payload, id) = rig.one_change("hung-put-events", "publishing hangs").await;
     rig.proxy.add(Rule::new(Operation::PutEvents, Fault::Hold));
     let result = created.invoke_within(&payload, SHORT).await;
     let (error_type, message) = expect_error(result, &created.logs());
