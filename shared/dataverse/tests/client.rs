@@ -476,15 +476,7 @@ async fn retries_gateway_errors_on_reads_but_never_repeats_a_create_that_reached
 
     org.fault(Fault::status(503).method("POST").path_contains("/accounts"))
         .await;
-    let error = client
-        .create(
-            &accounts,
-            &item(json!({"name": "once"})),
-            &Query::new(),
-            deadline(),
-        )
-        .await
-        .unwrap_err();
+    let error = failed_create(&client, &accounts).await;
     assert_eq!(error.status(), Some(503));
     org.fault(
         Fault::drop_connection()
@@ -492,15 +484,7 @@ async fn retries_gateway_errors_on_reads_but_never_repeats_a_create_that_reached
             .path_contains("/accounts"),
     )
     .await;
-    let error = client
-        .create(
-            &accounts,
-            &item(json!({"name": "once"})),
-            &Query::new(),
-            deadline(),
-        )
-        .await
-        .unwrap_err();
+    let error = failed_create(&client, &accounts).await;
     assert!(
         matches!(error, Error::Transport { unsent: false, .. }),
         "{error:?}"
@@ -546,6 +530,19 @@ async fn a_create_whose_connection_was_never_made_is_retried_and_reported_as_uns
 }
 
 /// A client, the `account` table, and one account named `name`: its id and etag.
+/// Creates `{"name": "once"}`, which the test has arranged to fail, and returns the error.
+async fn failed_create(client: &Client, accounts: &Table) -> Error {
+    client
+        .create(
+            accounts,
+            &item(json!({"name": "once"})),
+            &Query::new(),
+            deadline(),
+        )
+        .await
+        .unwrap_err()
+}
+
 async fn one_account(org: &Org, name: &str) -> (Client, Arc<Table>, Uuid, String) {
     let (client, accounts) = org.accounts().await;
     let row = client
@@ -637,15 +634,7 @@ async fn a_create_whose_answer_is_lost_after_it_landed_is_not_repeated() {
     let (client, accounts) = org.accounts().await;
     org.take_log().await;
     org.lose_answer("POST", "/accounts").await;
-    let error = client
-        .create(
-            &accounts,
-            &item(json!({"name": "once"})),
-            &Query::new(),
-            deadline(),
-        )
-        .await
-        .unwrap_err();
+    let error = failed_create(&client, &accounts).await;
     assert!(
         matches!(error, Error::Transport { unsent: false, .. }),
         "{error:?}"
