@@ -36,7 +36,7 @@ mod transport;
 pub use auth::{Credentials, http_client_builder};
 pub use change::{Change, classify};
 pub use client::{
-    Client, ClientBuilder, MAX_PAGE_SIZE, MAX_URL_LENGTH, Page, Prefer, Table, Update,
+    Client, ClientBuilder, MAX_PAGE_SIZE, MAX_URL_LENGTH, Page, Pager, Prefer, Table, Update,
 };
 pub use error::{EXCERPT_CHARS, Error, excerpt};
 pub use name::{TableName, is_schema_name};

@@ -233,6 +233,80 @@ async fn a_small_top_asks_for_a_small_page_and_stops() {
     assert_eq!(org.take_log().await.len(), 1);
 }
 
+/// The names on each page of `accounts` ordered by name, two rows a page, read through a pager
+/// that fetches ahead after every page; and the requests that made them.
+async fn pages_fetched_ahead(org: &Org) -> (Result<Vec<Vec<String>>, Error>, Vec<LogEntry>) {
+    let (client, accounts) = org.accounts().await;
+    org.take_log().await;
+    let query = Query::new().select("name").orderby("name asc");
+    let prefer = dataverse::Prefer {
+        max_page_size: Some(2),
+        track_changes: false,
+    };
+    let mut fetched = client.pager(
+        client.collection_url(&accounts, &query).unwrap(),
+        prefer,
+        deadline(),
+    );
+    let mut pages = Vec::new();
+    let outcome = loop {
+        match fetched.next().await {
+            Ok(Some(page)) => {
+                // Asked twice: the second call must not fetch the page again.
+                fetched.fetch_ahead().await;
+                fetched.fetch_ahead().await;
+                pages.push(
+                    page.rows
+                        .iter()
+                        .map(|r| {
+                            serde_json::from_str::<Value>(r.get()).unwrap()["name"].to_string()
+                        })
+                        .collect(),
+                );
+            }
+            Ok(None) => break Ok(pages),
+            Err(e) => break Err(e),
+        }
+    };
+    (outcome, org.take_log().await)
+}
+
+#[tokio::test]
+async fn a_pager_fetching_ahead_returns_every_page_once_and_in_order() {
+    let org = Org::start().await;
+    let (client, accounts) = org.accounts().await;
+    for name in ["e", "c", "a", "d", "b"] {
+        client
+            .create(
+                &accounts,
+                &item(json!({"name": name})),
+                &Query::new(),
+                deadline(),
+            )
+            .await
+            .unwrap();
+    }
+    let (pages, log) = pages_fetched_ahead(&org).await;
+    let expected = [
+        vec!["\"a\"", "\"b\""],
+        vec!["\"c\"", "\"d\""],
+        vec!["\"e\""],
+    ];
+    assert_eq!(pages.unwrap(), expected);
+    assert_eq!(log.len(), 3, "one request a page: {log:?}");
+}
+
+#[tokio::test]
+async fn a_page_fetched_ahead_that_fails_fails_the_read() {
+    let org = Org::start().await;
+    org.generate("account", 5).await;
+    // A 403 is not retried: the second page, fetched ahead, fails for good, and says so when read.
+    org.fault(Fault::status(403).method("GET").path_contains("skiptoken"))
+        .await;
+    let (pages, _) = pages_fetched_ahead(&org).await;
+    assert_eq!(pages.unwrap_err().status(), Some(403));
+}
+
 #[tokio::test]
 async fn encodes_filters_with_quotes_ampersands_and_plus_signs() {
     let org = Org::start().await;

@@ -53,6 +53,11 @@ use super::row::{Columns, Row};
 use super::{Changes, Kind, Position, Scan, Seen, SeenEntry, Step, TriggerInput, TriggerState};
 use crate::CrmError;
 
+/// The largest page a scan asks for. Larger polls take several pages, and Dataverse builds each next
+/// one while the trigger works through the last: with 1,000-row pages a 5,000-row poll overlaps four
+/// fifths of its fetching with its work, for four more requests.
+const AHEAD_PAGE: usize = 1000;
+
 /// An OData date-time literal for a `$filter`.
 fn literal(at: i64) -> String {
     OffsetDateTime::from_unix_timestamp(at)
@@ -284,11 +289,13 @@ pub(super) async fn scan(
     // Rows the window re-reads take room in a page without firing, and the updated trigger also passes
     // over creations and unchanged fingerprints: pages larger than $top keep most polls to one request.
     let wanted = input.top + state.seen.0.len() + 1;
+    // A large poll is asked for in pages of at most `AHEAD_PAGE`, each next one fetched while this
+    // one is worked through.
     let page_size = match kind {
         Kind::Created => wanted,
         _ => wanted.max(2 * input.top),
     }
-    .clamp(1, dataverse::MAX_PAGE_SIZE);
+    .clamp(1, AHEAD_PAGE);
     let prefer = Prefer {
         max_page_size: Some(page_size),
         track_changes: false,
@@ -305,14 +312,14 @@ pub(super) async fn scan(
         sorted: &sorted,
     };
     let remembered = state.seen.index();
-    let mut pages = pin!(client.pages(client.collection_url(table, &query)?, prefer, deadline));
+    let mut pages = client.pager(client.collection_url(table, &query)?, prefer, deadline);
     let mut scan = Scan::default();
     'pages: while scan.fired() < input.top {
         if !deadline.allows(Duration::ZERO) {
             tracing::info!("out of time to fetch; publishing what was found");
             break;
         }
-        let page = match pages.try_next().await {
+        let page = match pages.next().await {
             Ok(Some(page)) => page,
             Ok(None) => break,
             Err(e) => {
@@ -320,6 +327,11 @@ pub(super) async fn scan(
                 break;
             }
         };
+        // Only when this page cannot reach `$top` even if every row fires: otherwise the next
+        // page may go unread, a request spent on nothing.
+        if scan.fired() + page.rows.len() < input.top {
+            pages.fetch_ahead().await;
+        }
         // "Now" is the first answer's time: every row in it, and in the pages after it, was
         // created before or during that second.
         let now = *started.get_or_insert_with(|| super::server_now(&page));

@@ -1,6 +1,7 @@
 //! The client: table resolution, paging and CRUD. Every request goes through the send loop in
 //! [`send`].
 
+mod pager;
 mod send;
 
 use std::borrow::Cow;
@@ -17,6 +18,7 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
+pub use self::pager::Pager;
 use self::send::{Answer, Call};
 use crate::auth::{Credentials, TokenSource, secure_url};
 use crate::name::{MAX_TABLE_NAME, TableName};
@@ -312,6 +314,12 @@ impl Client {
                 .transpose()?;
             Ok(Some((page, next)))
         })
+    }
+
+    /// Pages from `first_url` on, like [`Client::pages`], that the caller can ask to fetch one page
+    /// ahead.
+    pub fn pager(&self, first_url: Url, prefer: Prefer, deadline: Deadline) -> Pager {
+        Pager::new(self.clone(), first_url, prefer, deadline)
     }
 
     /// The rows of a query, `skip` rows in and at most `top` rows long, fetched page by page.
