@@ -27,24 +27,18 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
 
 /// The event id: stable for the same change, so a redelivery carries the same one. A creation and a
 /// deletion happen once per row, so their identity leaves the version out; an update is one version.
-pub(crate) fn event_id(
-    dataset: &str,
-    table: &str,
-    id: Uuid,
-    version: Option<u64>,
-    kind: Kind,
-) -> String {
+/// `id` is the row's id as lower-case hyphenated text.
+fn event_id(dataset: &str, table: &str, id: &str, version: Option<u64>, kind: Kind) -> String {
     // The hash of `dataset|table|id|version|kind`, fed piece by piece: one is taken per change, and
     // building the text first cost an allocation each time.
     let mut hasher = Sha256::new();
-    let mut id_text = [0u8; uuid::fmt::Hyphenated::LENGTH];
     let mut number = itoa::Buffer::new();
     for piece in [
         dataset.as_bytes(),
         b"|",
         table.as_bytes(),
         b"|",
-        id.hyphenated().encode_lower(&mut id_text).as_bytes(),
+        id.as_bytes(),
         b"|",
         version.map_or("", |v| number.format(v)).as_bytes(),
         b"|",
@@ -104,8 +98,8 @@ pub(super) fn change_event(
         event_id: &'a str,
         dataset: &'a str,
         table: &'a str,
-        id: Uuid,
-        version: Option<String>,
+        id: &'a str,
+        version: Option<&'a str>,
         changed_on: Option<&'a str>,
         #[serde(skip_serializing_if = "Option::is_none")]
         record: Option<&'a RawValue>,
@@ -113,28 +107,49 @@ pub(super) fn change_event(
         truncated: bool,
     }
     let event_version = if kind == Kind::Updated { version } else { None };
-    let event_id = event_id(dataset, &table.entity_set_name, id, event_version, kind);
+    // The id's text is written once, for both the event id and the detail.
+    let mut id_buffer = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    let id_text = &*id.hyphenated().encode_lower(&mut id_buffer);
+    let hashed = event_id(
+        dataset,
+        &table.entity_set_name,
+        id_text,
+        event_version,
+        kind,
+    );
+    let mut number = itoa::Buffer::new();
     let mut detail = Detail {
-        event_id: &event_id,
+        event_id: &hashed,
         dataset,
         table: &table.entity_set_name,
-        id,
-        version: version.map(|v| v.to_string()),
+        id: id_text,
+        version: version.map(|v| number.format(v)),
         changed_on,
         record,
         truncated: false,
     };
-    let mut text = serde_json::value::to_raw_value(&detail).map_err(ScanError::Encode)?;
-    if text.get().len() > DETAIL_BUDGET {
+    // The record, and room for the other fields, all short.
+    let capacity = record.map_or(0, |r| r.get().len()) + 320;
+    let mut text = detail_text(&detail, capacity)?;
+    if text.len() > DETAIL_BUDGET {
         let key = key_only(&table.primary_id_attribute, id, false)?;
         detail.record = Some(&key);
         detail.truncated = true;
-        text = serde_json::value::to_raw_value(&detail).map_err(ScanError::Encode)?;
+        text = detail_text(&detail, 320)?;
     }
     Ok(Event {
         detail_type: kind.detail_type(),
         detail: text,
     })
+}
+
+/// `detail` as JSON text, in a buffer of `capacity` (enough for it): this runs for every change, and growing
+/// the buffer a step at a time cost more than writing it.
+fn detail_text(detail: &impl Serialize, capacity: usize) -> Result<String, ScanError> {
+    let mut text = Vec::with_capacity(capacity);
+    serde_json::to_writer(&mut text, detail).map_err(ScanError::Encode)?;
+    // serde_json writes only UTF-8; this check is a fast scan that never fails.
+    String::from_utf8(text).map_err(|e| ScanError::Encode(serde::ser::Error::custom(e)))
 }
 
 /// The rows to return, each cut down to its id once the answer would outgrow Lambda's limit.
@@ -164,7 +179,7 @@ mod tests {
 
     #[test]
     fn event_ids_are_stable_per_change() {
-        let id = Uuid::from_u128(7);
+        let id = "00000000-0000-0000-0000-000000000007";
         let a = event_id("contoso", "accounts", id, Some(5), Kind::Updated);
         assert_eq!(
             a,
@@ -187,6 +202,21 @@ mod tests {
             "66fa5fcc5f69c9984ee7a11bfafe2508"
         );
         assert_eq!(hex(&[0x00, 0x9f, 0xff]), "009fff");
+        // And the published event carries it, beside the id it was computed from.
+        let event = change_event(
+            Kind::Updated,
+            "contoso",
+            &table(),
+            Uuid::from_u128(7),
+            Some(5),
+            None,
+            None,
+        )
+        .unwrap();
+        let detail: Value = serde_json::from_str(&event.detail).unwrap();
+        assert_eq!(detail["event_id"], a.as_str());
+        assert_eq!(detail["id"], id);
+        assert_eq!(detail["version"], "5");
     }
 
     fn table() -> dataverse::Table {
@@ -214,12 +244,12 @@ mod tests {
             Some(&record),
         )
         .unwrap();
-        let detail: Value = serde_json::from_str(event.detail.get()).unwrap();
+        let detail: Value = serde_json::from_str(&event.detail).unwrap();
         assert_eq!(detail["truncated"], true);
         assert_eq!(detail["record"], json!({"accountid": id}));
         assert!(event.size("dynamics.crm") < 256 * 1024);
         let small = change_event(Kind::Deleted, "contoso", &table(), id, None, None, None).unwrap();
-        let detail: Value = serde_json::from_str(small.detail.get()).unwrap();
+        let detail: Value = serde_json::from_str(&small.detail).unwrap();
         assert!(detail.get("record").is_none());
         assert!(detail.get("truncated").is_none());
         assert_eq!(detail["version"], Value::Null);
