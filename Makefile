@@ -10,7 +10,7 @@ VENV := .venv
 export MOTO_SERVER := $(CURDIR)/$(VENV)/bin/moto_server
 
 FUNCTIONS := list-records get-record create-record update-record delete-record \
-	when-record-created when-record-updated when-record-deleted
+	when-record-created when-record-updated when-record-deleted dataverse-webhook
 ASL_VALIDATOR := infra/node_modules/.bin/asl-validator
 
 .PHONY: help run dev dev-check test fmt fmt-check clippy bins cargo-test infra-check tools build-tools \

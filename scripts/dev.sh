@@ -43,7 +43,7 @@ URL="$(sed -n 's/^listening on //p' "$RUN/emulator.out")"
 
 cat >"$RUN/credentials.json" <<JSON
 {"contoso": {"url": "$URL", "tenant_id": "contoso.onmicrosoft.com", "client_id": "local-client",
-             "client_secret": "local-secret", "authority": "$URL"}}
+             "client_secret": "local-secret", "authority": "$URL", "webhook_key": "local-webhook-key"}}
 JSON
 cat >"$RUN/dev.env" <<ENV
 CRM_SECRETS=file:$RUN/credentials.json

@@ -5,12 +5,16 @@ use std::path::PathBuf;
 
 use aws_sdk_secretsmanager::error::ProvideErrorMetadata;
 use dataverse::{Client, Credentials, RetryPolicy};
+use secrecy::SecretString;
 use serde_json::Value;
 use tokio::sync::Mutex;
 
 use crate::config::SecretsConfig;
 use crate::input::Dataset;
 use crate::{ConfigError, CrmError};
+
+/// The field of a dataset's entry that holds its webhook key.
+const WEBHOOK_KEY: &str = "webhook_key";
 
 /// Where credentials come from (`CRM_SECRETS`).
 #[derive(Debug)]
@@ -37,6 +41,35 @@ impl CredentialSource {
 
     /// Reads the dataset's credentials, every time it is asked (the caller caches).
     pub async fn load(&self, dataset: &Dataset) -> Result<Credentials, CrmError> {
+        let (location, mut entry) = self.entry(dataset).await?;
+        // The webhook key shares the entry, but is not the client's to know.
+        if let Value::Object(fields) = &mut entry {
+            fields.remove(WEBHOOK_KEY);
+        }
+        Ok(credentials(dataset, &location, entry)?)
+    }
+
+    /// Reads the key webhook deliveries for the dataset must present (`webhook_key` beside its
+    /// credentials), every time it is asked; `None` when the entry has none.
+    pub async fn webhook_key(&self, dataset: &Dataset) -> Result<Option<SecretString>, CrmError> {
+        let (location, entry) = self.entry(dataset).await?;
+        match entry.get(WEBHOOK_KEY) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(key)) if !key.is_empty() => {
+                Ok(Some(SecretString::from(key.clone())))
+            }
+            // The value is never quoted: it may be the key.
+            Some(_) => Err(ConfigError::BadCredentials {
+                dataset: dataset.to_string(),
+                location,
+                problem: format!("field `{WEBHOOK_KEY}` must be a non-empty string"),
+            }
+            .into()),
+        }
+    }
+
+    /// The dataset's entry as JSON, and where it was found (for messages).
+    async fn entry(&self, dataset: &Dataset) -> Result<(String, Value), CrmError> {
         match self {
             Self::SecretsManager { client, prefix } => {
                 let id = format!("{prefix}{dataset}");
@@ -62,7 +95,7 @@ impl CredentialSource {
                         location: location.clone(),
                         problem: format!("not JSON (line {}, column {})", e.line(), e.column()),
                     })?;
-                Ok(credentials(dataset, &location, value)?)
+                Ok((location, value))
             }
             Self::File(path) => {
                 let location = format!("file '{}'", path.display());
@@ -88,7 +121,7 @@ impl CredentialSource {
                             dataset: dataset.to_string(),
                             reason: format!("{location} has no entry for it"),
                         })?;
-                Ok(credentials(dataset, &location, value)?)
+                Ok((location, value))
             }
         }
     }
@@ -179,6 +212,11 @@ impl Crm {
         Ok(Self::new(
             CredentialSource::from_config(&config.secrets).await,
         ))
+    }
+
+    /// The key webhook deliveries for the dataset must present, read now (the caller caches).
+    pub async fn webhook_key(&self, dataset: &Dataset) -> Result<Option<SecretString>, CrmError> {
+        self.source.webhook_key(dataset).await
     }
 
     /// The dataset's client, building it (and reading its credentials) on first use.

@@ -14,7 +14,14 @@ use crate::{CrmError, excerpt};
 
 /// The fields of a `Record Created/Updated/Deleted` event's detail that describe the event rather than
 /// ask for anything; an action drops them, so a rule on our own events can target it directly.
-const EVENT_FIELDS: [&str; 5] = ["event_id", "version", "changed_on", "record", "truncated"];
+const EVENT_FIELDS: [&str; 6] = [
+    "event_id",
+    "version",
+    "changed_on",
+    "record",
+    "truncated",
+    "via",
+];
 
 /// Takes the payload out of an EventBridge event (`{"source", "detail-type", "detail": {...}}`), so a
 /// function can be the target of an event rule as well as invoked directly.
@@ -330,8 +337,13 @@ mod tests {
             "event_id": "ab", "dataset": "contoso", "table": "accounts", "id": "2e451703-c686-e711-80e5-00155db19e6d",
             "version": "5", "changed_on": "2026-01-01T00:00:00Z", "record": {"name": "x"}
         }});
-        let sample: Sample = parse(event).unwrap();
+        let sample: Sample = parse(event.clone()).unwrap();
         assert!(sample.id.is_some());
+        // A pushed change's event says how it came; that is not a request either.
+        let mut pushed = event;
+        pushed["detail"]["via"] = json!("webhook");
+        pushed["detail"]["truncated"] = json!(true);
+        assert!(parse::<Sample>(pushed).unwrap().id.is_some());
     }
 
     #[test]

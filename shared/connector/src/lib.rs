@@ -5,7 +5,8 @@
 //! - [`Config`]: the `CRM_*` environment variables;
 //! - [`Crm`]: credentials per dataset (Secrets Manager or a file) and a client per dataset;
 //! - [`lambda`]: logging, the invocation deadline, serving a handler;
-//! - with the `triggers` feature, the cursor store, the event sink and the trigger engine.
+//! - with the `triggers` feature, the cursor store, the event sink and the trigger engine;
+//! - with the `webhook` feature, the receiver of the changes Dataverse pushes.
 
 pub mod aws;
 pub mod config;
@@ -19,6 +20,8 @@ pub mod input;
 pub mod lambda;
 #[cfg(feature = "triggers")]
 pub mod trigger;
+#[cfg(feature = "webhook")]
+pub mod webhook;
 
 pub use config::Config;
 pub use crm::{CredentialSource, Crm};

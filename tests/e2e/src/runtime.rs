@@ -397,6 +397,21 @@ impl Function {
             .clone()
     }
 
+    /// The logs once they contain `needle`, or as they stand when they still do not after the
+    /// output readers have had many turns. A function writes its log lines before it answers, but the
+    /// tasks reading its pipes may not have run yet when the answer arrives: this gives them their
+    /// turns without waiting on a clock.
+    pub async fn logs_with(&self, needle: &str) -> String {
+        for _ in 0..10_000 {
+            let logs = self.logs();
+            if logs.contains(needle) {
+                return logs;
+            }
+            tokio::task::yield_now().await;
+        }
+        self.logs()
+    }
+
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().and_then(Child::id)
     }

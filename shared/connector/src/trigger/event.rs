@@ -81,8 +81,25 @@ pub(super) fn deletion(id: Uuid) -> Result<Box<RawValue>, ScanError> {
     key_only("id", id, false)
 }
 
-/// The event for a change, with its record (the row as sent) cut down to its id when EventBridge
-/// would refuse the entry.
+/// One change, as its event tells it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Change<'a> {
+    pub(crate) kind: Kind,
+    pub(crate) dataset: &'a str,
+    pub(crate) table: &'a dataverse::Table,
+    pub(crate) id: Uuid,
+    /// The row's `versionnumber`; part of an update's identity.
+    pub(crate) version: Option<u64>,
+    /// `modifiedon`, as Dataverse wrote it.
+    pub(crate) changed_on: Option<&'a str>,
+    /// The row, in the Web API's shape.
+    pub(crate) record: Option<&'a RawValue>,
+    /// How the change was seen when not by polling (`"webhook"`); polled events leave it out.
+    pub(crate) via: Option<&'static str>,
+}
+
+/// The event for a change a poll found, with its record (the row as sent) cut down to its id when
+/// EventBridge would refuse the entry.
 pub(super) fn change_event(
     kind: Kind,
     dataset: &str,
@@ -92,6 +109,22 @@ pub(super) fn change_event(
     changed_on: Option<&str>,
     record: Option<&RawValue>,
 ) -> Result<Event, ScanError> {
+    event_for(&Change {
+        kind,
+        dataset,
+        table,
+        id,
+        version,
+        changed_on,
+        record,
+        via: None,
+    })
+}
+
+/// The event for `change`, its record cut down to its id when EventBridge would refuse the entry.
+/// Its `event_id` depends only on what identifies the change, not on how it was seen, so a change
+/// both pushed and polled is one event to a consumer that deduplicates.
+pub(crate) fn event_for(change: &Change<'_>) -> Result<Event, ScanError> {
     /// The detail, serialised straight from borrowed parts (the record is not copied).
     #[derive(Serialize)]
     struct Detail<'a> {
@@ -105,18 +138,23 @@ pub(super) fn change_event(
         record: Option<&'a RawValue>,
         #[serde(skip_serializing_if = "std::ops::Not::not")]
         truncated: bool,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        via: Option<&'a str>,
     }
-    let event_version = if kind == Kind::Updated { version } else { None };
+    let &Change {
+        kind,
+        dataset,
+        table,
+        id,
+        version,
+        changed_on,
+        record,
+        via,
+    } = change;
     // The id's text is written once, for both the event id and the detail.
     let mut id_buffer = [0u8; uuid::fmt::Hyphenated::LENGTH];
     let id_text = &*id.hyphenated().encode_lower(&mut id_buffer);
-    let hashed = event_id(
-        dataset,
-        &table.entity_set_name,
-        id_text,
-        event_version,
-        kind,
-    );
+    let hashed = identity(change, id_text);
     let mut number = itoa::Buffer::new();
     let mut detail = Detail {
         event_id: &hashed,
@@ -127,6 +165,7 @@ pub(super) fn change_event(
         changed_on,
         record,
         truncated: false,
+        via,
     };
     // The record, and room for the other fields, all short.
     let capacity = record.map_or(0, |r| r.get().len()) + 320;
@@ -141,6 +180,29 @@ pub(super) fn change_event(
         detail_type: kind.detail_type(),
         detail: text,
     })
+}
+
+/// The `event_id` of `change`'s event.
+pub(crate) fn change_id(change: &Change<'_>) -> String {
+    let mut id_buffer = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    identity(change, change.id.hyphenated().encode_lower(&mut id_buffer))
+}
+
+/// The event id of `change`, whose id reads `id_text`: a creation and a deletion happen once per
+/// row, so only an update's version is part of it.
+fn identity(change: &Change<'_>, id_text: &str) -> String {
+    let version = if change.kind == Kind::Updated {
+        change.version
+    } else {
+        None
+    };
+    event_id(
+        change.dataset,
+        &change.table.entity_set_name,
+        id_text,
+        version,
+        change.kind,
+    )
 }
 
 /// `detail` as JSON text, in a buffer of `capacity` (enough for it): this runs for every change, and growing

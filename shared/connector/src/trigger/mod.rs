@@ -32,6 +32,8 @@ use serde_json::value::RawValue;
 use uuid::Uuid;
 
 pub(crate) use event::hex;
+#[cfg(feature = "webhook")]
+pub(crate) use event::{Change, change_id, event_for};
 pub use input::{Kind, TriggerInput};
 pub use order::OrderBy;
 pub use state::{Changes, Deletions, Phase, Position, Seen, SeenEntry, TriggerState};

@@ -1,0 +1,359 @@
+//! `dataverse-webhook`: changes Dataverse pushes, published as the polling triggers' events.
+//!
+//! Dataverse posts a `RemoteExecutionContext` to a registered webhook after each Create, Update or
+//! Delete step it runs (`docs/push.md`). The function sits behind a Lambda Function URL, at
+//! `/<dataset>`, and for each delivery:
+//!
+//! 1. checks the key the delivery presents (`?code=` or the `x-crm-webhook-key` header) against the
+//!    dataset's `webhook_key`, in constant time; a missing or wrong key is 401;
+//! 2. reads the context (400 if it is not one, or names another message);
+//! 3. takes the row from the context's image, or reads it from Dataverse when the context was cut for
+//!    size or carries none;
+//! 4. publishes the event the matching trigger would, with the same `event_id`, plus
+//!    `"via": "webhook"`, and answers 200 only once it was accepted. Anything that may pass answers
+//!    503, so that Dataverse's asynchronous service sends it again.
+
+mod context;
+mod request;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use dataverse::{Deadline, Query, Table};
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use tokio::sync::Mutex;
+use tracing::Instrument as _;
+
+pub use self::context::{Context, ContextError};
+pub use self::request::{Request, Response};
+use crate::config::Config;
+use crate::events::EventSink;
+use crate::input::{Dataset, TableName};
+use crate::trigger::{Change, Kind, change_id, event_for};
+use crate::{ConfigError, Crm, CrmError, lambda};
+
+/// The most a delivery may carry. Dataverse cuts a context down past 256 KB; twice that leaves room
+/// for its JSON escaping and stops anything far larger before it is parsed.
+pub const MAX_BODY_BYTES: usize = 512 * 1024;
+/// How old a remembered key must be before a delivery it refuses causes the key to be read again
+/// (it may have been rotated). Refused deliveries cannot make the function read secrets faster.
+const KEY_REREAD_AFTER: Duration = Duration::from_secs(60);
+/// The header a delivery registered with the `HttpHeader` auth type carries its key in.
+pub const KEY_HEADER: &str = "x-crm-webhook-key";
+/// The query parameter of the `WebhookKey` auth type (and of `HttpQueryString`, named so).
+pub const KEY_PARAMETER: &str = "code";
+
+/// What the webhook function needs.
+#[derive(Debug)]
+pub struct WebhookDeps {
+    pub crm: Crm,
+    pub sink: EventSink,
+    /// Each dataset's key, as last read, and when.
+    keys: Mutex<HashMap<Dataset, (Option<SecretString>, Instant)>>,
+}
+
+impl WebhookDeps {
+    pub fn new(crm: Crm, sink: EventSink) -> Self {
+        Self {
+            crm,
+            sink,
+            keys: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// From the `CRM_*` variables.
+    pub async fn from_env() -> Result<Self, ConfigError> {
+        let config = Config::from_env()?;
+        Ok(Self::new(
+            Crm::new(crate::CredentialSource::from_config(&config.secrets).await),
+            EventSink::from_config(&config.events, &config.event_source).await,
+        ))
+    }
+
+    /// Whether `presented` is the dataset's key. A refusal by a key remembered for a while reads the
+    /// key again first, so a rotation takes effect without a cold start.
+    async fn authentic(&self, dataset: &Dataset, presented: &str) -> Result<bool, CrmError> {
+        let mut keys = self.keys.lock().await;
+        let fresh = match keys.get(dataset) {
+            Some((key, _)) if matches(key.as_ref(), presented) => return Ok(true),
+            Some((_, read)) if read.elapsed() < KEY_REREAD_AFTER => return Ok(false),
+            _ => self.crm.webhook_key(dataset).await?,
+        };
+        if fresh.is_none() {
+            tracing::error!(dataset = %dataset, "this dataset has no webhook key; every delivery to it is refused (add `webhook_key` to its credentials)");
+        }
+        let verdict = matches(fresh.as_ref(), presented);
+        keys.insert(dataset.clone(), (fresh, Instant::now()));
+        Ok(verdict)
+    }
+}
+
+/// Compares digests, not the keys themselves, so that neither the time taken nor an early exit on
+/// length tells a caller how much of a guess was right.
+fn matches(expected: Option<&SecretString>, presented: &str) -> bool {
+    let Some(expected) = expected else {
+        return false;
+    };
+    let want = Sha256::digest(expected.expose_secret().as_bytes());
+    let got = Sha256::digest(presented.as_bytes());
+    want.ct_eq(&got).into()
+}
+
+/// The webhook function's whole life: logging, its dependencies from the `CRM_*` variables, then one
+/// [`receive`] per delivery.
+pub async fn serve() -> Result<(), lambda_runtime::Error> {
+    lambda::init_logging();
+    let deps = WebhookDeps::from_env().await;
+    lambda::serve(&deps, async move |deps, event| {
+        let deadline = lambda::deadline(&event.context);
+        Ok(receive(deps, event.payload, deadline).await)
+    })
+    .await
+}
+
+/// Why a delivery was not published, as the status Dataverse is answered with.
+#[derive(Debug)]
+struct Refused {
+    status: u16,
+    /// Said to the caller and logged; never the key, never a value from the body.
+    message: String,
+}
+
+impl Refused {
+    fn new(status: u16, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+        }
+    }
+
+    /// A failure on the way to publishing: 503 when sending the delivery again may succeed (Dataverse
+    /// retries a failed asynchronous delivery), 500 when this side is misconfigured.
+    fn from_error(error: &CrmError) -> Self {
+        let status = match error.error_type() {
+            "Crm.Configuration" => 500,
+            _ => 503,
+        };
+        Self::new(status, error.message())
+    }
+}
+
+/// Answers one delivery: a Function URL request (payload format 2.0).
+pub async fn receive(deps: &WebhookDeps, request: Value, deadline: Deadline) -> Response {
+    let request = match Request::parse(request) {
+        Ok(request) => request,
+        Err(problem) => {
+            tracing::warn!(status = 400, %problem, "not a Function URL request");
+            return Response::json(400, &json!({"error": problem}));
+        }
+    };
+    let request_id = request.header("x-request-id").unwrap_or("").to_owned();
+    let span = tracing::info_span!("delivery", request_id = %request_id, path = %request.raw_path);
+    match deliver(deps, &request, deadline).instrument(span).await {
+        Ok(published) => {
+            tracing::info!(request_id = %request_id, status = 200, event_id = %published.event_id, published = published.published, "delivery handled");
+            Response::json(200, &published.answer())
+        }
+        Err(refused) => {
+            if refused.status >= 500 {
+                tracing::error!(request_id = %request_id, status = refused.status, problem = %refused.message, "delivery failed; Dataverse will send it again");
+            } else {
+                tracing::warn!(request_id = %request_id, status = refused.status, problem = %refused.message, "delivery refused");
+            }
+            Response::json(refused.status, &json!({"error": refused.message}))
+        }
+    }
+}
+
+/// What a handled delivery answers.
+struct Published {
+    event_id: String,
+    /// False when there was nothing to publish (the row was deleted before it could be read).
+    published: bool,
+}
+
+impl Published {
+    fn answer(&self) -> Value {
+        json!({"event_id": self.event_id, "published": self.published})
+    }
+}
+
+async fn deliver(
+    deps: &WebhookDeps,
+    request: &Request,
+    deadline: Deadline,
+) -> Result<Published, Refused> {
+    if request.method != "POST" {
+        return Err(Refused::new(405, "deliveries are POSTed"));
+    }
+    let name = request.raw_path.trim_matches('/');
+    let dataset = Dataset::try_from(name.to_owned())
+        .map_err(|_| Refused::new(404, "the path must be /<dataset>"))?;
+    // The key is checked before the body is looked at: nothing unauthenticated is parsed.
+    let presented = request
+        .header(KEY_HEADER)
+        .or_else(|| request.query(KEY_PARAMETER))
+        .ok_or_else(|| {
+            Refused::new(
+                401,
+                "no key: expected ?code= or the x-crm-webhook-key header",
+            )
+        })?;
+    match deps.authentic(&dataset, presented).await {
+        Ok(true) => {}
+        Ok(false) => {
+            return Err(Refused::new(
+                401,
+                "the key is not this dataset's webhook key",
+            ));
+        }
+        // An unknown dataset looks like a wrong key from outside; the log says which it was.
+        Err(CrmError::Configuration(e)) => {
+            tracing::error!(dataset = %dataset, problem = %e, "no webhook key can be read for this dataset");
+            return Err(Refused::new(
+                401,
+                "the key is not this dataset's webhook key",
+            ));
+        }
+        Err(e) => return Err(Refused::from_error(&e)),
+    }
+    let body = request
+        .body()
+        .map_err(|problem| Refused::new(400, problem))?;
+    if body.len() > MAX_BODY_BYTES {
+        return Err(Refused::new(
+            400,
+            format!(
+                "the body is {} bytes; at most {MAX_BODY_BYTES} are read",
+                body.len()
+            ),
+        ));
+    }
+    let context = Context::parse(&body).map_err(|e| Refused::new(400, e.to_string()))?;
+    let kind = context
+        .kind()
+        .map_err(|e| Refused::new(400, e.to_string()))?;
+    let size_exceeded = request.header("x-ms-dynamics-msg-size-exceeded").is_some();
+    tracing::info!(
+        dataset = %dataset,
+        sdk_message = %context.message_name,
+        entity = %context.primary_entity_name,
+        id = %context.primary_entity_id,
+        depth = context.depth,
+        size_exceeded,
+        "delivery"
+    );
+    let logical = TableName::try_from(context.primary_entity_name.clone())
+        .map_err(|problem| Refused::new(400, format!("PrimaryEntityName: {problem}")))?;
+    let table = deps
+        .crm
+        .call(&dataset, async |client| {
+            client.table(&logical, deadline).await
+        })
+        .await
+        .map_err(|e| Refused::from_error(&e))?;
+    // An update's identity is its version: an image without one is no use for its event.
+    let carried = if kind == Kind::Deleted || size_exceeded {
+        None
+    } else {
+        context
+            .row(&table.primary_id_attribute)
+            .map_err(|e| Refused::new(400, e.to_string()))?
+            .filter(|r| kind != Kind::Updated || version(r).is_some())
+    };
+    let row = if kind == Kind::Deleted {
+        None
+    } else if carried.is_some() {
+        carried
+    } else if let Some(row) = read_row(deps, &dataset, &table, &context, deadline).await? {
+        Some(row)
+    } else {
+        let change = change(kind, &dataset, &table, &context, None, None);
+        tracing::info!(id = %context.primary_entity_id, "the row no longer exists; nothing to publish");
+        return Ok(Published {
+            event_id: change_id(&change),
+            published: false,
+        });
+    };
+    let record = row
+        .as_ref()
+        .map(serde_json::value::to_raw_value)
+        .transpose()
+        .map_err(|e| Refused::new(500, format!("could not write the record as JSON: {e}")))?;
+    let version = row.as_ref().and_then(version);
+    let changed_on = row
+        .as_ref()
+        .and_then(|r| r.get("modifiedon"))
+        .and_then(Value::as_str);
+    let change = Change {
+        record: record.as_deref(),
+        ..change(kind, &dataset, &table, &context, version, changed_on)
+    };
+    let event_id = change_id(&change);
+    let event = event_for(&change).map_err(|e| Refused::new(500, e.to_string()))?;
+    let published = deps
+        .sink
+        .publish(std::slice::from_ref(&event), deadline)
+        .await;
+    if published.accepted == 1 {
+        return Ok(Published {
+            event_id,
+            published: true,
+        });
+    }
+    let reason = published.error.map_or_else(
+        || "the event was not accepted".to_owned(),
+        |e| CrmError::from(e).message(),
+    );
+    Err(Refused::new(503, reason))
+}
+
+/// The change a context stands for, without its record.
+fn change<'a>(
+    kind: Kind,
+    dataset: &'a Dataset,
+    table: &'a Table,
+    context: &Context,
+    version: Option<u64>,
+    changed_on: Option<&'a str>,
+) -> Change<'a> {
+    Change {
+        kind,
+        dataset: dataset.as_str(),
+        table,
+        id: context.primary_entity_id,
+        version,
+        changed_on,
+        record: None,
+        via: Some("webhook"),
+    }
+}
+
+fn version(row: &Map<String, Value>) -> Option<u64> {
+    row.get("versionnumber").and_then(Value::as_u64)
+}
+
+/// The row as it is now, for a context that carries none; `None` if it no longer exists.
+async fn read_row(
+    deps: &WebhookDeps,
+    dataset: &Dataset,
+    table: &Table,
+    context: &Context,
+    deadline: Deadline,
+) -> Result<Option<Map<String, Value>>, Refused> {
+    let id = context.primary_entity_id;
+    let read = deps
+        .crm
+        .call(dataset, async |client| {
+            client.get(table, id, &Query::new(), deadline).await
+        })
+        .await;
+    match read {
+        Ok(row) => Ok(Some(row)),
+        Err(CrmError::Dataverse(e)) if e.status() == Some(404) => Ok(None),
+        Err(e) => Err(Refused::from_error(&e)),
+    }
+}

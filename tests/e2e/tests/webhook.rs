@@ -1,0 +1,620 @@
+//! `dataverse-webhook` run as its binary through the Lambda Runtime API, fed Function URL requests
+//! (payload format 2.0) carrying the `RemoteExecutionContext` Dataverse posts, against the emulator,
+//! with events in a file, or on a fake EventBridge that refuses on demand.
+
+// Integration tests: a panic is a failed assertion.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use e2e_tests::fake_eventbridge::{FakeEventBridge, Refuse};
+use e2e_tests::{Emulator, Function, LocalFiles, env, settle};
+use reqwest::Method;
+use serde_json::{Map, Value, json};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+/// The dataset's webhook key in these tests.
+const KEY: &str = "Vq7-test-webhook-key-4c1d9e";
+const CONTRACTS: &str = "http://schemas.microsoft.com/xrm/2011/Contracts";
+
+struct Rig {
+    emulator: Emulator,
+    files: LocalFiles,
+}
+
+impl Rig {
+    /// An empty organisation whose credentials carry a webhook key; events in a JSON-lines file.
+    async fn new() -> Self {
+        let emulator = Emulator::start(&["--seed", "none"]).await.unwrap();
+        let files = LocalFiles::new("webhook", &emulator).unwrap();
+        let mut entry = emulator.credentials();
+        entry["webhook_key"] = json!(KEY);
+        std::fs::write(
+            files.credentials(),
+            json!({"contoso": entry, "fabrikam": emulator.credentials()}).to_string(),
+        )
+        .unwrap();
+        Self { emulator, files }
+    }
+
+    async fn webhook(&self) -> Function {
+        Function::start("dataverse-webhook", &self.files.env())
+            .await
+            .unwrap()
+    }
+
+    /// The function publishing to `fake` as EventBridge.
+    async fn webhook_on(&self, fake: &FakeEventBridge) -> Function {
+        let mut environment = fake.env();
+        environment.extend(
+            self.files
+                .env()
+                .into_iter()
+                .filter(|(k, _)| k != "CRM_EVENTS"),
+        );
+        environment.extend(env(&[
+            ("CRM_EVENTS", "eventbridge:crm-events"),
+            ("CRM_EVENT_SOURCE", "contoso.crm"),
+        ]));
+        Function::start("dataverse-webhook", &environment)
+            .await
+            .unwrap()
+    }
+
+    fn events(&self) -> Vec<Value> {
+        std::fs::read_to_string(self.files.events())
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    /// The account as the Web API returns it now.
+    async fn row(&self, id: &str) -> Map<String, Value> {
+        let (status, row) = self
+            .emulator
+            .api_get(&format!("accounts({id})"))
+            .await
+            .unwrap();
+        assert_eq!(status, 200, "{row}");
+        let mut row = row.as_object().unwrap().clone();
+        // A single row's answer names its metadata context; rows of a collection do not.
+        row.remove("@odata.context");
+        row
+    }
+
+    /// The GETs of one account the emulator answered since the log was last cleared.
+    async fn reads_of(&self, id: &str) -> usize {
+        let wanted = format!("/api/data/v9.2/accounts({id})");
+        self.emulator
+            .requests()
+            .await
+            .unwrap()
+            .iter()
+            .filter(|e| e["method"] == "GET" && e["path"].as_str().unwrap().starts_with(&wanted))
+            .count()
+    }
+}
+
+/// How a delivery carries the key: the `WebhookKey` and `HttpQueryString` auth types send `?code=`,
+/// `HttpHeader` sends a header.
+#[derive(Clone, Copy)]
+enum Auth<'a> {
+    Code(&'a str),
+    Header(&'a str),
+    None,
+}
+
+/// A Function URL request as Lambda passes it to the function.
+fn request(path: &str, auth: Auth<'_>, headers: &[(&str, &str)], body: &str) -> Value {
+    let mut all: Map<String, Value> = headers
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), json!(v)))
+        .collect();
+    all.insert("content-type".into(), json!("application/json"));
+    all.insert(
+        "x-request-id".into(),
+        json!("8c1e5d6a-0000-4000-8000-000000000001"),
+    );
+    let mut query = Map::new();
+    match auth {
+        Auth::Code(key) => {
+            query.insert("code".into(), json!(key));
+        }
+        Auth::Header(key) => {
+            all.insert("x-crm-webhook-key".into(), json!(key));
+        }
+        Auth::None => {}
+    }
+    let raw_query = query
+        .iter()
+        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap()))
+        .collect::<Vec<_>>()
+        .join("&");
+    let mut request = json!({
+        "version": "2.0", "routeKey": "$default", "rawPath": path, "rawQueryString": raw_query,
+        "headers": all, "isBase64Encoded": false, "body": body,
+        "requestContext": {"http": {"method": "POST", "path": path, "protocol": "HTTP/1.1",
+            "sourceIp": "20.0.0.1", "userAgent": "Microsoft Dynamics"}, "requestId": "r-1",
+            "timeEpoch": 1_764_460_800_000_u64},
+    });
+    if !query.is_empty() {
+        request["queryStringParameters"] = Value::Object(query);
+    }
+    request
+}
+
+/// A Web API row as WCF's serializer writes an entity: `{key, value}` attributes, lookups as
+/// `EntityReference`s, dates as `/Date(ms)/`. Null columns are left out, as Dataverse leaves them
+/// out of entity images.
+fn wcf_entity(row: &Map<String, Value>) -> Value {
+    let mut attributes = Vec::new();
+    for (name, value) in row {
+        if name.starts_with('@') || value.is_null() {
+            continue;
+        }
+        if let Some(lookup) = name
+            .strip_prefix('_')
+            .and_then(|n| n.strip_suffix("_value"))
+        {
+            attributes.push(json!({"key": lookup, "value": {
+                "__type": format!("EntityReference:{CONTRACTS}"), "Id": value,
+                "LogicalName": "account", "Name": null}}));
+            continue;
+        }
+        let date = value
+            .as_str()
+            .and_then(|s| OffsetDateTime::parse(s, &Rfc3339).ok());
+        let value = match date {
+            Some(at) => json!(format!("/Date({})/", at.unix_timestamp() * 1000)),
+            None => value.clone(),
+        };
+        attributes.push(json!({"key": name, "value": value}));
+    }
+    json!({"__type": format!("Entity:{CONTRACTS}"), "Attributes": attributes,
+        "LogicalName": "account", "Id": row["accountid"], "FormattedValues": [], "KeyAttributes": []})
+}
+
+/// A `RemoteExecutionContext` for `message` on account `id`, asynchronous and post-operation.
+fn context(
+    message: &str,
+    id: &str,
+    target: Option<Value>,
+    post: Option<Value>,
+    pre: Option<Value>,
+) -> String {
+    let image = |entity: Option<Value>| match entity {
+        Some(e) => json!([{"key": "Image", "value": e}]),
+        None => json!([]),
+    };
+    let target = target.unwrap_or_else(|| {
+        json!({"__type": format!("EntityReference:{CONTRACTS}"), "Id": id, "LogicalName": "account"})
+    });
+    json!({
+        "BusinessUnitId": "00000000-0000-0000-0000-0000000000b1", "CorrelationId": "c0ffee00-0000-0000-0000-000000000001",
+        "Depth": 1, "InitiatingUserId": "00000000-0000-0000-0000-0000000000a1",
+        "InputParameters": [{"key": "Target", "value": target}],
+        "IsExecutingOffline": false, "IsInTransaction": false, "IsolationMode": 1,
+        "MessageName": message, "Mode": 1, "OperationCreatedOn": "/Date(1764460800000)/",
+        "OperationId": "00000000-0000-0000-0000-0000000000c1", "OrganizationId": "00000000-0000-0000-0000-0000000000d1",
+        "OrganizationName": "contoso", "OutputParameters": [],
+        "OwningExtension": {"Id": "00000000-0000-0000-0000-0000000000e1", "LogicalName": "sdkmessageprocessingstep"},
+        "PostEntityImages": image(post), "PreEntityImages": image(pre),
+        "PrimaryEntityId": id, "PrimaryEntityName": "account", "RequestId": null,
+        "SecondaryEntityName": "none", "SharedVariables": [], "Stage": 40,
+        "UserId": "00000000-0000-0000-0000-0000000000a1"
+    })
+    .to_string()
+}
+
+fn dynamics_headers(message: &str) -> Vec<(&'static str, String)> {
+    vec![
+        (
+            "x-ms-dynamics-organization",
+            "contoso.crm.dynamics.com".to_owned(),
+        ),
+        ("x-ms-dynamics-entity-name", "account".to_owned()),
+        ("x-ms-dynamics-request-name", message.to_owned()),
+    ]
+}
+
+/// Delivers `body` for `message` with `auth` (and any extra headers) and returns the Function URL
+/// response.
+async fn deliver(
+    webhook: &mut Function,
+    auth: Auth<'_>,
+    message: &str,
+    extra: &[(&str, &str)],
+    body: &str,
+) -> Value {
+    let owned = dynamics_headers(message);
+    let mut headers: Vec<(&str, &str)> = owned.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    headers.extend_from_slice(extra);
+    match webhook
+        .invoke(&request("/contoso", auth, &headers, body))
+        .await
+    {
+        Ok(response) => response,
+        Err(e) => panic!("the webhook failed: {e}\n{}", webhook.logs()),
+    }
+}
+
+fn status(response: &Value) -> u64 {
+    response["statusCode"].as_u64().unwrap()
+}
+
+fn body(response: &Value) -> Value {
+    serde_json::from_str(response["body"].as_str().unwrap()).unwrap()
+}
+
+/// The row with its null columns left out, as an image carries it.
+fn without_nulls(row: &Map<String, Value>) -> Map<String, Value> {
+    row.iter()
+        .filter(|(_, v)| !v.is_null())
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+#[tokio::test]
+async fn the_three_auth_types_are_accepted_and_a_wrong_or_missing_key_is_401() {
+    let rig = Rig::new().await;
+    let id = rig.emulator.create_account("Ada").await.unwrap();
+    let row = rig.row(&id).await;
+    let created = context(
+        "Create",
+        &id,
+        Some(wcf_entity(&row)),
+        Some(wcf_entity(&row)),
+        None,
+    );
+    let mut webhook = rig.webhook().await;
+
+    // WebhookKey and HttpQueryString (with its parameter named `code`) send the same request.
+    let by_code = deliver(&mut webhook, Auth::Code(KEY), "Create", &[], &created).await;
+    assert_eq!(status(&by_code), 200, "{by_code}");
+    let by_header = deliver(&mut webhook, Auth::Header(KEY), "Create", &[], &created).await;
+    assert_eq!(status(&by_header), 200, "{by_header}");
+
+    let wrong = "Vq7-test-webhook-key-4c1d9X";
+    for auth in [
+        Auth::Code(wrong),
+        Auth::Header(wrong),
+        Auth::Code(""),
+        Auth::None,
+    ] {
+        let refused = deliver(&mut webhook, auth, "Create", &[], &created).await;
+        assert_eq!(status(&refused), 401, "{refused}");
+    }
+    // A dataset without a key refuses every delivery alike.
+    let other = webhook
+        .invoke(&request("/fabrikam", Auth::Code(KEY), &[], &created))
+        .await
+        .unwrap();
+    assert_eq!(status(&other), 401, "{other}");
+
+    assert_eq!(
+        rig.events().len(),
+        2,
+        "only the authenticated deliveries published"
+    );
+    let logs = webhook
+        .logs_with("this dataset has no webhook key; every delivery to it is refused")
+        .await;
+    assert!(
+        logs.contains("this dataset has no webhook key; every delivery to it is refused"),
+        "{logs}"
+    );
+    assert!(
+        !logs.contains(KEY) && !logs.contains(wrong),
+        "a key reached the logs:\n{logs}"
+    );
+}
+
+#[tokio::test]
+async fn a_pushed_change_matches_the_polled_one_event_id_and_record() {
+    let rig = Rig::new().await;
+    let mut created_trigger = Function::start("when-record-created", &rig.files.env())
+        .await
+        .unwrap();
+    let mut updated_trigger = Function::start("when-record-updated", &rig.files.env())
+        .await
+        .unwrap();
+    let start = json!({"dataset": "contoso", "table": "accounts"});
+    // Both cursors start now, before the changes.
+    created_trigger.invoke(&start).await.unwrap();
+    updated_trigger.invoke(&start).await.unwrap();
+    settle(&rig.emulator).await.unwrap();
+
+    let id = rig.emulator.create_account("Grace").await.unwrap();
+    let mut webhook = rig.webhook().await;
+    let row = rig.row(&id).await;
+    let pushed = deliver(
+        &mut webhook,
+        Auth::Code(KEY),
+        "Create",
+        &[],
+        &context(
+            "Create",
+            &id,
+            Some(wcf_entity(&row)),
+            Some(wcf_entity(&row)),
+            None,
+        ),
+    )
+    .await;
+    assert_eq!(status(&pushed), 200, "{pushed}");
+    settle(&rig.emulator).await.unwrap();
+    created_trigger.invoke(&start).await.unwrap();
+
+    settle(&rig.emulator).await.unwrap();
+    let (code, _) = rig
+        .emulator
+        .api(
+            Method::PATCH,
+            &format!("accounts({id})"),
+            Some(&json!({"telephone1": "555-0100"})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(code, 200);
+    let updated_row = rig.row(&id).await;
+    let pushed_update = deliver(
+        &mut webhook,
+        Auth::Header(KEY),
+        "Update",
+        &[],
+        &context(
+            "Update",
+            &id,
+            Some(json!({"Attributes": [{"key": "telephone1", "value": "555-0100"}], "Id": id, "LogicalName": "account"})),
+            Some(wcf_entity(&updated_row)),
+            Some(wcf_entity(&row)),
+        ),
+    )
+    .await;
+    assert_eq!(status(&pushed_update), 200, "{pushed_update}");
+    settle(&rig.emulator).await.unwrap();
+    updated_trigger.invoke(&start).await.unwrap();
+
+    let events = rig.events();
+    assert_eq!(events.len(), 4, "{events:#?}");
+    for (kind, expected_row) in [("Record Created", &row), ("Record Updated", &updated_row)] {
+        let of_kind: Vec<&Value> = events.iter().filter(|e| e["detail-type"] == kind).collect();
+        let [push, poll] = of_kind.as_slice() else {
+            panic!("one pushed and one polled {kind}: {events:#?}");
+        };
+        let (push, poll) = (&push["detail"], &poll["detail"]);
+        assert_eq!(push["via"], "webhook");
+        assert!(poll.get("via").is_none());
+        assert_eq!(
+            push["event_id"], poll["event_id"],
+            "{kind}: one change, one event id"
+        );
+        for field in ["dataset", "table", "id", "version", "changed_on"] {
+            assert_eq!(push[field], poll[field], "{kind}: {field}");
+        }
+        // The polled record is the row as the Web API sent it; the pushed one is the image rewritten
+        // to that shape, which leaves out null columns as images do.
+        assert_eq!(
+            poll["record"],
+            Value::Object(expected_row.clone()),
+            "{kind}"
+        );
+        assert_eq!(
+            push["record"],
+            Value::Object(without_nulls(expected_row)),
+            "{kind}"
+        );
+    }
+    // The answer names the event it published.
+    assert_eq!(body(&pushed)["event_id"], events[0]["detail"]["event_id"]);
+}
+
+#[tokio::test]
+async fn a_replayed_delivery_keeps_its_event_id_and_a_deletion_needs_no_row() {
+    let rig = Rig::new().await;
+    let id = rig.emulator.create_account("Edsger").await.unwrap();
+    let row = rig.row(&id).await;
+    let mut webhook = rig.webhook().await;
+    let created = context(
+        "Create",
+        &id,
+        Some(wcf_entity(&row)),
+        Some(wcf_entity(&row)),
+        None,
+    );
+    for _ in 0..2 {
+        let answer = deliver(&mut webhook, Auth::Code(KEY), "Create", &[], &created).await;
+        assert_eq!(status(&answer), 200, "{answer}");
+    }
+    let (code, _) = rig
+        .emulator
+        .api(Method::DELETE, &format!("accounts({id})"), None)
+        .await
+        .unwrap();
+    assert_eq!(code, 204);
+    rig.emulator.clear_requests().await.unwrap();
+    let deleted = context("Delete", &id, None, None, Some(wcf_entity(&row)));
+    let answer = deliver(&mut webhook, Auth::Code(KEY), "Delete", &[], &deleted).await;
+    assert_eq!(status(&answer), 200, "{answer}");
+    assert_eq!(
+        rig.reads_of(&id).await,
+        0,
+        "a deletion publishes without reading the row"
+    );
+
+    let events = rig.events();
+    assert_eq!(events.len(), 3);
+    assert_eq!(
+        events[0]["detail"]["event_id"],
+        events[1]["detail"]["event_id"]
+    );
+    assert_eq!(events[2]["detail-type"], "Record Deleted");
+    assert_eq!(events[2]["detail"]["id"], id.as_str());
+    assert!(events[2]["detail"].get("record").is_none());
+    assert_ne!(
+        events[2]["detail"]["event_id"],
+        events[0]["detail"]["event_id"]
+    );
+}
+
+#[tokio::test]
+async fn a_context_cut_for_size_or_without_a_usable_image_reads_the_row() {
+    let rig = Rig::new().await;
+    let id = rig.emulator.create_account("Barbara").await.unwrap();
+    let row = rig.row(&id).await;
+    let mut webhook = rig.webhook().await;
+    rig.emulator.clear_requests().await.unwrap();
+
+    // Cut for size: Dataverse sent the context without its parameters and images.
+    let cut = context("Create", &id, Some(json!(null)), None, None);
+    let answer = deliver(
+        &mut webhook,
+        Auth::Code(KEY),
+        "Create",
+        &[("x-ms-dynamics-msg-size-exceeded", "true")],
+        &cut,
+    )
+    .await;
+    assert_eq!(status(&answer), 200, "{answer}");
+    assert_eq!(rig.reads_of(&id).await, 1, "the row was read");
+
+    // An update with no post-image: its Target holds only what changed, and no version.
+    let update = context(
+        "Update",
+        &id,
+        Some(
+            json!({"Attributes": [{"key": "name", "value": "Barbara"}], "Id": id, "LogicalName": "account"}),
+        ),
+        None,
+        None,
+    );
+    let answer = deliver(&mut webhook, Auth::Code(KEY), "Update", &[], &update).await;
+    assert_eq!(status(&answer), 200, "{answer}");
+    assert_eq!(rig.reads_of(&id).await, 2);
+
+    let events = rig.events();
+    assert_eq!(events.len(), 2);
+    for event in &events {
+        assert_eq!(event["detail"]["record"], Value::Object(row.clone()));
+    }
+    assert_eq!(
+        events[1]["detail"]["version"],
+        row["versionnumber"].to_string().as_str()
+    );
+
+    // A row deleted before its delivery is read: nothing to publish, and nothing to retry.
+    let (code, _) = rig
+        .emulator
+        .api(Method::DELETE, &format!("accounts({id})"), None)
+        .await
+        .unwrap();
+    assert_eq!(code, 204);
+    let late = deliver(&mut webhook, Auth::Code(KEY), "Update", &[], &update).await;
+    assert_eq!(status(&late), 200, "{late}");
+    assert_eq!(body(&late)["published"], false);
+    assert_eq!(rig.events().len(), 2);
+}
+
+#[tokio::test]
+async fn an_event_bridge_refusal_answers_503_and_the_redelivery_publishes_the_same_event() {
+    let rig = Rig::new().await;
+    let fake = FakeEventBridge::start(Duration::ZERO).await.unwrap();
+    let id = rig.emulator.create_account("Frances").await.unwrap();
+    let row = rig.row(&id).await;
+    let mut webhook = rig.webhook_on(&fake).await;
+    // Refused until cleared: the function's own retries of the entry run out, and it answers 503.
+    fake.refuse(Refuse::detail("id", &id).code("InternalFailure", "try again"));
+    let created = context(
+        "Create",
+        &id,
+        Some(wcf_entity(&row)),
+        Some(wcf_entity(&row)),
+        None,
+    );
+
+    let first = deliver(&mut webhook, Auth::Code(KEY), "Create", &[], &created).await;
+    assert_eq!(status(&first), 503, "{first}");
+    // Dataverse's asynchronous service sends it again, and now EventBridge takes it.
+    fake.clear();
+    let again = deliver(&mut webhook, Auth::Code(KEY), "Create", &[], &created).await;
+    assert_eq!(status(&again), 200, "{again}");
+
+    let received = fake.received();
+    let (accepted, refused): (Vec<_>, Vec<_>) = received.iter().partition(|r| r.accepted());
+    assert_eq!(accepted.len(), 1, "{received:?}");
+    assert!(!refused.is_empty(), "{received:?}");
+    let published = accepted[0];
+    assert!(
+        received
+            .iter()
+            .all(|r| r.event_id() == published.event_id())
+    );
+    assert_eq!(published.source, "contoso.crm");
+    assert_eq!(published.detail_type, "Record Created");
+    assert_eq!(published.detail["via"], "webhook");
+    assert_eq!(body(&again)["event_id"], published.event_id());
+}
+
+#[tokio::test]
+async fn malformed_deliveries_are_refused_and_publish_nothing() {
+    let rig = Rig::new().await;
+    let mut webhook = rig.webhook().await;
+    let id = "6d81597f-0000-4000-8000-000000000001";
+    let cases: Vec<(&str, String, u64)> = vec![
+        ("not JSON", "{\"MessageName\": ".to_owned(), 400),
+        (
+            "no PrimaryEntityId",
+            json!({"MessageName": "Create", "PrimaryEntityName": "account"}).to_string(),
+            400,
+        ),
+        (
+            "another message",
+            context("Assign", id, None, None, None),
+            400,
+        ),
+        (
+            "an image of unknown shape",
+            context(
+                "Create",
+                id,
+                None,
+                Some(json!({"Attributes": [{"key": "x", "value": {"__type": "Unheard:of"}}]})),
+                None,
+            ),
+            400,
+        ),
+        (
+            "over the size limit",
+            json!({"MessageName": "Create", "pad": "x".repeat(600 * 1024)}).to_string(),
+            400,
+        ),
+    ];
+    for (what, body, expected) in cases {
+        let answer = deliver(&mut webhook, Auth::Code(KEY), "Create", &[], &body).await;
+        assert_eq!(status(&answer), expected, "{what}: {answer}");
+        assert!(body_is_an_error(&answer), "{what}: {answer}");
+    }
+    // Not a delivery at all: another method, another path, not a Function URL request.
+    let mut get = request("/contoso", Auth::Code(KEY), &[], "{}");
+    get["requestContext"]["http"]["method"] = json!("GET");
+    assert_eq!(status(&webhook.invoke(&get).await.unwrap()), 405);
+    let nested = request("/contoso/accounts", Auth::Code(KEY), &[], "{}");
+    assert_eq!(status(&webhook.invoke(&nested).await.unwrap()), 404);
+    let plain = webhook
+        .invoke(&json!({"dataset": "contoso"}))
+        .await
+        .unwrap();
+    assert_eq!(status(&plain), 400);
+
+    assert!(rig.events().is_empty(), "nothing published");
+    let logs = webhook.logs_with("delivery refused").await;
+    assert!(logs.contains("delivery refused"), "{logs}");
+}
+
+fn body_is_an_error(response: &Value) -> bool {
+    body(response)["error"]
+        .as_str()
+        .is_some_and(|m| !m.is_empty())
+}
