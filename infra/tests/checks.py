@@ -37,7 +37,14 @@ TRIGGERS = {
     "when-record-updated": "WhenRecordUpdatedFunction",
     "when-record-deleted": "WhenRecordDeletedFunction",
 }
-FUNCTIONS = {**ACTIONS, **TRIGGERS}
+# Push: receives Dataverse webhook deliveries through a public Function URL and publishes the same events
+# as the triggers. It keeps no cursor, so it gets the event bus but no DynamoDB at all.
+WEBHOOKS = {
+    "dataverse-webhook": "DataverseWebhookFunction",
+}
+FUNCTIONS = {**ACTIONS, **TRIGGERS, **WEBHOOKS}
+# Functions that publish record events (CRM_EVENTS, events:PutEvents on the bus).
+PUBLISHERS = {**TRIGGERS, **WEBHOOKS}
 # Functions that act on one row; a workflow task calling them must catch Crm.NotFound.
 ROW_FUNCTIONS = {"get-record", "update-record", "delete-record"}
 
@@ -47,6 +54,8 @@ SECRETS_RESOURCE = {
     "Fn::Sub": "arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:dynamics-crm/*"
 }
 SECRETS_PREFIX = "secretsmanager:dynamics-crm/"
+# The one policy through which a function may read secrets (webhook_key lives in the same secret).
+SECRETS_POLICY = "CrmSecretsReadPolicy"
 # Exactly what shared/connector/src/cursor/dynamo.rs calls: conditional UpdateItem for the lease and
 # the cursor, BatchGetItem/BatchWriteItem for the per-row fingerprints of when-record-updated.
 TRIGGER_DYNAMODB_ACTIONS = {
@@ -55,6 +64,16 @@ TRIGGER_DYNAMODB_ACTIONS = {
     "dynamodb:BatchWriteItem",
 }
 EVENTS_ACTION = "events:PutEvents"
+# Dataverse waits 60 s for a webhook's answer, then counts the delivery as failed. The receiver's
+# Lambda timeout must leave room for the network on both sides.
+WEBHOOK_MAX_TIMEOUT = 50
+# The two resource-based permissions that make a Function URL with AuthType NONE invokable (SAM
+# generates both): the URL action, and plain invoke only when the call comes through the URL.
+PUBLIC_URL_PERMISSIONS = {
+    "lambda:InvokeFunctionUrl": ("FunctionUrlAuthType", "NONE"),
+    "lambda:InvokeFunction": ("InvokedViaFunctionUrl", True),
+}
+WEBHOOK_URL_OUTPUT = "WebhookUrl"
 
 LAMBDA_SERVICE_ERRORS = {
     "Lambda.ServiceException",
@@ -359,6 +378,7 @@ def function_problems(t: Template) -> list[str]:
             continue
         f = props(t, fid)
         is_trigger = name in TRIGGERS
+        is_webhook = name in WEBHOOKS
         # Runtime and packaging.
         if f.get("Runtime") != RUNTIME:
             problems.append(f"{fid}: Runtime must be {RUNTIME}, got {json.dumps(f.get('Runtime'))}")
@@ -381,6 +401,9 @@ def function_problems(t: Template) -> list[str]:
             param = target_of(f.get("Timeout"))
             if param not in t.get("Parameters", {}) or t["Parameters"][param].get("Type") != "Number":
                 problems.append(f"{fid}: a trigger's Timeout must come from a Number parameter")
+        if is_webhook and not _number_in_range(t, f.get("Timeout"), 1, WEBHOOK_MAX_TIMEOUT):
+            problems.append(f"{fid}: a webhook receiver's Timeout must be at most {WEBHOOK_MAX_TIMEOUT} s "
+                            "(Dataverse gives up after 60 s)")
         # Logging.
         logging = f.get("LoggingConfig") or {}
         if logging.get("LogFormat") != "JSON":
@@ -406,11 +429,15 @@ def function_problems(t: Template) -> list[str]:
         if is_trigger:
             if env.get("CRM_STATE") != {"Fn::Sub": f"dynamodb:${{{table_id}}}"}:
                 problems.append(f"{fid}: CRM_STATE must be dynamodb:<the cursor table>")
+        if name in PUBLISHERS:
             if env.get("CRM_EVENTS") != {"Fn::Sub": f"eventbridge:${{{bus_id}.Name}}"}:
                 problems.append(f"{fid}: CRM_EVENTS must be eventbridge:<the event bus>")
             if resolve(t, env.get("CRM_EVENT_SOURCE")) != "dynamics.crm":
                 problems.append(f"{fid}: CRM_EVENT_SOURCE must default to dynamics.crm")
-        else:
+        if is_webhook:
+            if "CRM_STATE" in env:
+                problems.append(f"{fid}: a webhook receiver keeps no cursor and must not have CRM_STATE")
+        elif not is_trigger:
             for var in ("CRM_STATE", "CRM_EVENTS"):
                 if var in env:
                     problems.append(f"{fid}: an action must not have {var}")
@@ -437,20 +464,114 @@ def function_role_problems(t: Template, fid: str, name: str, role_id: str, log_g
     is_trigger = name in TRIGGERS
     if is_trigger:
         allowed.update({action: [getatt(table_id)] for action in TRIGGER_DYNAMODB_ACTIONS})
+    if name in PUBLISHERS:
         allowed[EVENTS_ACTION] = [getatt(bus_id)]
-    else:
-        for statement in statements:
-            for action in as_list(statement.get("Action")):
-                if isinstance(action, str) and action.split(":")[0] in ("dynamodb", "events"):
-                    problems.append(f"{role_id}: action function {name} must not have {action}")
+    # Services a function of this kind must not reach at all, whatever the resource.
+    forbidden = () if is_trigger else ("dynamodb",) if name in WEBHOOKS else ("dynamodb", "events")
+    kind = "webhook function" if name in WEBHOOKS else "action function"
+    for statement in statements:
+        for action in as_list(statement.get("Action")):
+            if isinstance(action, str) and action.split(":")[0] in forbidden:
+                problems.append(f"{role_id}: {kind} {name} must not have {action}")
     granted, p = allowed_grants(role_id, statements, allowed)
     problems += p
+    problems += secrets_source_problems(t, role_id)
     required = set(LOG_ACTIONS) | {SECRET_ACTION}
     if is_trigger:
-        required |= TRIGGER_DYNAMODB_ACTIONS | {EVENTS_ACTION}
+        required |= TRIGGER_DYNAMODB_ACTIONS
+    if name in PUBLISHERS:
+        required |= {EVENTS_ACTION}
     for action in sorted(required):
         if not any(resource in granted.get(action, []) for resource in allowed.get(action, [])):
             problems.append(f"{role_id}: {name} needs {action} on {json.dumps(allowed.get(action))}")
+    return problems
+
+
+def secrets_source_problems(t: Template, role_id: str) -> list[str]:
+    """A function reads secrets only through the shared CrmSecretsReadPolicy, attached by reference."""
+    problems = []
+    role = props(t, role_id)
+    if {"Ref": SECRETS_POLICY} not in as_list(role.get("ManagedPolicyArns")):
+        problems.append(f"{role_id}: must attach {SECRETS_POLICY} (the one way to read the credentials)")
+    own = [(f"inline policy {policy.get('PolicyName')}", policy.get("PolicyDocument"))
+           for policy in as_list(role.get("Policies"))]
+    for arn in as_list(role.get("ManagedPolicyArns")):
+        policy_id = target_of(arn)
+        if policy_id and policy_id != SECRETS_POLICY and policy_id in t["Resources"]:
+            own.append((f"managed policy {policy_id}", props(t, policy_id).get("PolicyDocument")))
+    for policy_type in ("AWS::IAM::Policy", "AWS::IAM::ManagedPolicy"):
+        for policy_id, policy in resources(t, policy_type).items():
+            if role_id in [target_of(r) for r in as_list(policy.get("Properties", {}).get("Roles"))]:
+                own.append((f"{policy_type} {policy_id}", policy["Properties"].get("PolicyDocument")))
+    for where, document in own:
+        for statement in as_list((document or {}).get("Statement")):
+            for action in as_list(statement.get("Action")):
+                if isinstance(action, str) and action.startswith("secretsmanager:"):
+                    problems.append(f"{role_id}: {action} in {where}; secrets are read only through {SECRETS_POLICY}")
+    return problems
+
+
+# ------------------------------------------------------------------------------------------------
+# The webhook receiver's public Function URL
+# ------------------------------------------------------------------------------------------------
+
+
+def function_url_problems(t: Template) -> list[str]:
+    """Only the webhook receiver is public: one URL with AuthType NONE, exactly the two permissions a
+    public URL needs (no plain public invoke), and the WebhookUrl output."""
+    problems = []
+    functions = resources(t, "AWS::Lambda::Function")
+    webhook_ids = set(WEBHOOKS.values())
+    urls: dict[str, list[str]] = {}
+    for url_id, url in resources(t, "AWS::Lambda::Url").items():
+        u = url.get("Properties") or {}
+        target_id = target_of(u.get("TargetFunctionArn"))
+        urls.setdefault(target_id or "?", []).append(url_id)
+        if target_id not in webhook_ids:
+            problems.append(f"{url_id}: only the webhook receiver may have a Function URL, not {target_id}")
+            continue
+        if u.get("AuthType") != "NONE":
+            problems.append(f"{url_id}: AuthType must be NONE (Dataverse cannot sign SigV4 requests; the "
+                            f"function checks the webhook key), got {json.dumps(u.get('AuthType'))}")
+        if "Cors" in u:
+            problems.append(f"{url_id}: no Cors: Dataverse calls server to server, browsers have no business here")
+        if "Qualifier" in u:
+            problems.append(f"{url_id}: the URL must serve the function itself, without a Qualifier")
+    public: dict[str, set[str]] = {}
+    for perm_id, perm in resources(t, "AWS::Lambda::Permission").items():
+        p = perm.get("Properties") or {}
+        if p.get("Principal") != "*":
+            continue
+        target_id = target_of(p.get("FunctionName"))
+        action = p.get("Action")
+        if target_id not in webhook_ids:
+            problems.append(f"{perm_id}: {action} for any principal on {target_id}; only the webhook "
+                            "receiver is public")
+            continue
+        if action not in PUBLIC_URL_PERMISSIONS:
+            problems.append(f"{perm_id}: {action} for any principal; a public URL needs only "
+                            f"{sorted(PUBLIC_URL_PERMISSIONS)}")
+            continue
+        key, value = PUBLIC_URL_PERMISSIONS[action]
+        if p.get(key) != value:
+            problems.append(f"{perm_id}: {action} for any principal needs {key} = {json.dumps(value)}; "
+                            "without it anyone could invoke the function directly")
+            continue
+        public.setdefault(target_id, set()).add(action)
+    outputs = t.get("Outputs") or {}
+    for name, fid in WEBHOOKS.items():
+        if fid not in functions:
+            continue
+        if len(urls.get(fid, [])) != 1:
+            problems.append(f"{fid}: expected exactly one Function URL, found {urls.get(fid, [])}")
+            continue
+        for action in sorted(set(PUBLIC_URL_PERMISSIONS) - public.get(fid, set())):
+            problems.append(f"{fid}: its public URL needs the permission {action} for principal * "
+                            "(Lambda refuses every call without it)")
+        value = (outputs.get(WEBHOOK_URL_OUTPUT) or {}).get("Value")
+        if not is_getatt(value, urls[fid][0], "FunctionUrl"):
+            problems.append(f"Outputs.{WEBHOOK_URL_OUTPUT} must be !GetAtt {urls[fid][0]}.FunctionUrl, "
+                            f"got {json.dumps(value)}")
     return problems
 
 
@@ -679,5 +800,5 @@ def other_role_problems(t: Template) -> list[str]:
 
 
 def all_problems(t: Template) -> list[str]:
-    return sorted(set(store_problems(t) + function_problems(t) + schedule_problems(t)
-                      + state_machine_problems(t) + other_role_problems(t)))
+    return sorted(set(store_problems(t) + function_problems(t) + function_url_problems(t)
+                      + schedule_problems(t) + state_machine_problems(t) + other_role_problems(t)))

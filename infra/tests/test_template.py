@@ -110,6 +110,61 @@ class TranslatedTemplate(unittest.TestCase):
             self.assertEqual(granted["events:PutEvents"], [{"Fn::GetAtt": ["EventBus", "Arn"]}], fid)
             self.assertEqual(granted["secretsmanager:GetSecretValue"], [checks.SECRETS_RESOURCE], fid)
 
+    def test_webhook_role_reaches_only_the_bus_its_secrets_and_its_log_group(self) -> None:
+        for fid in checks.WEBHOOKS.values():
+            function = self.t["Resources"][fid]["Properties"]
+            role_id = checks.target_of(function["Role"])
+            log_group_id = checks.target_of(function["LoggingConfig"]["LogGroup"])
+            granted: dict[str, list[Any]] = {}
+            for statement in statements_of(self.t, role_id):
+                self.assertEqual(statement["Effect"], "Allow", fid)
+                for action in checks.as_list(statement["Action"]):
+                    granted.setdefault(action, []).extend(checks.as_list(statement["Resource"]))
+            # Exactly these grants: no DynamoDB (no cursor), the bus and nothing else to write to.
+            self.assertEqual(granted, {
+                "logs:CreateLogStream": [{"Fn::GetAtt": [log_group_id, "Arn"]}],
+                "logs:PutLogEvents": [{"Fn::GetAtt": [log_group_id, "Arn"]}],
+                "secretsmanager:GetSecretValue": [checks.SECRETS_RESOURCE],
+                "events:PutEvents": [{"Fn::GetAtt": ["EventBus", "Arn"]}],
+            }, fid)
+            # The secret (credentials and webhook_key) only through the shared policy.
+            role = self.t["Resources"][role_id]["Properties"]
+            self.assertEqual(role["ManagedPolicyArns"], [{"Ref": checks.SECRETS_POLICY}], fid)
+            inline = [a for policy in role["Policies"] for s in policy["PolicyDocument"]["Statement"]
+                      for a in checks.as_list(s["Action"])]
+            self.assertFalse([a for a in inline if a.startswith("secretsmanager:")], fid)
+
+    def test_every_function_reads_secrets_only_through_the_shared_policy(self) -> None:
+        for fid in checks.FUNCTIONS.values():
+            role_id = checks.target_of(self.t["Resources"][fid]["Properties"]["Role"])
+            self.assertEqual(checks.secrets_source_problems(self.t, role_id), [], fid)
+
+    def test_webhook_publishes_like_the_triggers_without_a_cursor(self) -> None:
+        trigger_env = self.t["Resources"]["WhenRecordCreatedFunction"]["Properties"]["Environment"]["Variables"]
+        for fid in checks.WEBHOOKS.values():
+            env = self.t["Resources"][fid]["Properties"]["Environment"]["Variables"]
+            self.assertEqual(env, {key: trigger_env[key] for key in ("CRM_SECRETS", "CRM_EVENTS", "CRM_EVENT_SOURCE")})
+            self.assertNotIn("CRM_STATE", env)
+            self.assertLessEqual(self.t["Resources"][fid]["Properties"]["Timeout"], checks.WEBHOOK_MAX_TIMEOUT)
+
+    def test_the_webhook_receiver_is_public_only_through_its_function_url(self) -> None:
+        self.assertEqual(checks.function_url_problems(self.t), [])
+        urls = checks.resources(self.t, "AWS::Lambda::Url")
+        self.assertEqual(set(urls), {"DataverseWebhookFunctionUrl"})
+        url = urls["DataverseWebhookFunctionUrl"]["Properties"]
+        self.assertEqual(url["AuthType"], "NONE")
+        self.assertEqual(url["TargetFunctionArn"], {"Ref": "DataverseWebhookFunction"})
+        public = {(p["Properties"]["Action"], checks.target_of(p["Properties"]["FunctionName"]),
+                   p["Properties"].get("FunctionUrlAuthType"), p["Properties"].get("InvokedViaFunctionUrl"))
+                  for p in checks.resources(self.t, "AWS::Lambda::Permission").values()
+                  if p["Properties"].get("Principal") == "*"}
+        self.assertEqual(public, {
+            ("lambda:InvokeFunctionUrl", "DataverseWebhookFunction", "NONE", None),
+            ("lambda:InvokeFunction", "DataverseWebhookFunction", None, True),
+        })
+        self.assertEqual(self.t["Outputs"]["WebhookUrl"]["Value"],
+                         {"Fn::GetAtt": ["DataverseWebhookFunctionUrl", "FunctionUrl"]})
+
     def test_no_role_attaches_an_aws_managed_policy(self) -> None:
         for role_id, role in checks.resources(self.t, "AWS::IAM::Role").items():
             for arn in role["Properties"].get("ManagedPolicyArns", []):
@@ -175,7 +230,8 @@ class TranslatedTemplate(unittest.TestCase):
     def test_outputs_give_what_a_user_needs(self) -> None:
         outputs = set(self.t["Outputs"])
         for needed in ("SecretName", "EventBusName", "EventBusArn", "CursorTableName", "ScheduleDeadLetterQueueUrl",
-                       "WorkflowDeadLetterQueueUrl", "RecordCreatedStateMachineArn", "ScheduledPollStateMachineArn"):
+                       "WorkflowDeadLetterQueueUrl", "RecordCreatedStateMachineArn", "ScheduledPollStateMachineArn",
+                       "WebhookUrl"):
             self.assertIn(needed, outputs)
         for fid in checks.FUNCTIONS.values():
             self.assertIn(f"{fid}Arn", outputs)
@@ -194,6 +250,15 @@ class SamTemplate(unittest.TestCase):
             self.assertEqual(resource["Properties"]["CodeUri"], f"../target/lambda/{name}/bootstrap.zip")
             self.assertNotIn("BuildMethod", json.dumps(resource.get("Metadata", {})), fid)
             self.assertNotIn("Policies", resource["Properties"], f"{fid}: use its explicit role, not SAM Policies")
+
+    def test_only_the_webhook_receiver_has_a_function_url(self) -> None:
+        with_url = {logical_id: r["Properties"]["FunctionUrlConfig"] for logical_id, r in self.t["Resources"].items()
+                    if r["Type"] == "AWS::Serverless::Function" and "FunctionUrlConfig" in r["Properties"]}
+        self.assertEqual(set(with_url), set(checks.WEBHOOKS.values()))
+        for config in with_url.values():
+            self.assertEqual(config["AuthType"], "NONE")
+            self.assertNotIn("Cors", config)
+        self.assertNotIn("FunctionUrlConfig", self.t.get("Globals", {}).get("Function", {}))
 
     def test_globals_carry_no_policies(self) -> None:
         self.assertNotIn("Policies", self.t.get("Globals", {}).get("Function", {}))
@@ -343,6 +408,41 @@ class Mutations(unittest.TestCase):
             "Resource": {"Fn::GetAtt": ["DeleteRecordFunction", "Arn"]}})
         self.assertReported("WhenRecordCreatedFunctionPollRole: lambda:InvokeFunction on")
 
+    def test_dynamodb_on_the_webhook_role_is_reported(self) -> None:
+        add_statement(self.t, "DataverseWebhookRole", {"Effect": "Allow", "Action": "dynamodb:*",
+                                                       "Resource": {"Fn::GetAtt": ["CursorTable", "Arn"]}})
+        self.assertReported("DataverseWebhookRole: webhook function dataverse-webhook must not have dynamodb:*")
+        self.assertReported('DataverseWebhookRole: wildcard or non-literal action "dynamodb:*"')
+
+    def test_cursor_rights_on_the_webhook_role_are_reported(self) -> None:
+        self.r["DataverseWebhookRole"]["Properties"]["ManagedPolicyArns"].append({"Ref": "TriggerStatePolicy"})
+        self.assertReported("DataverseWebhookRole: webhook function dataverse-webhook must not have dynamodb:UpdateItem")
+
+    def test_webhook_writing_to_another_bus_is_reported(self) -> None:
+        statement = self.r["DataverseWebhookRole"]["Properties"]["Policies"][1]["PolicyDocument"]["Statement"][0]
+        statement["Resource"] = {"Fn::Sub": "arn:${AWS::Partition}:events:${AWS::Region}:${AWS::AccountId}:event-bus/default"}
+        self.assertReported("DataverseWebhookRole: events:PutEvents on")
+        self.assertReported("DataverseWebhookRole: dataverse-webhook needs events:PutEvents")
+
+    def test_webhook_without_put_events_is_reported(self) -> None:
+        del self.r["DataverseWebhookRole"]["Properties"]["Policies"][1]
+        self.assertReported("DataverseWebhookRole: dataverse-webhook needs events:PutEvents")
+
+    def test_secret_read_outside_the_shared_policy_is_reported(self) -> None:
+        add_statement(self.t, "DataverseWebhookRole", {"Effect": "Allow", "Action": "secretsmanager:GetSecretValue",
+                                                       "Resource": checks.SECRETS_RESOURCE})
+        self.assertReported("DataverseWebhookRole: secretsmanager:GetSecretValue in inline policy mutation")
+
+    def test_role_without_the_shared_secrets_policy_is_reported(self) -> None:
+        self.r["DataverseWebhookRole"]["Properties"]["ManagedPolicyArns"] = []
+        self.assertReported("DataverseWebhookRole: must attach CrmSecretsReadPolicy")
+        self.assertReported("DataverseWebhookRole: dataverse-webhook needs secretsmanager:GetSecretValue")
+
+    def test_webhook_logs_on_another_log_group_are_reported(self) -> None:
+        statement = self.r["DataverseWebhookRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"][0]
+        statement["Resource"] = {"Fn::GetAtt": ["WhenRecordCreatedLogGroup", "Arn"]}
+        self.assertReported("DataverseWebhookRole: logs:PutLogEvents on")
+
     def test_function_role_assumable_by_another_service_is_reported(self) -> None:
         trust = self.r["ListRecordsRole"]["Properties"]["AssumeRolePolicyDocument"]["Statement"][0]
         trust["Principal"] = {"Service": ["lambda.amazonaws.com", "ec2.amazonaws.com"]}
@@ -389,6 +489,58 @@ class Mutations(unittest.TestCase):
     def test_action_env_with_events_is_reported(self) -> None:
         self.r["CreateRecordFunction"]["Properties"]["Environment"]["Variables"]["CRM_EVENTS"] = "none"
         self.assertReported("CreateRecordFunction: an action must not have CRM_EVENTS")
+
+    def test_webhook_env_with_a_cursor_store_is_reported(self) -> None:
+        self.r["DataverseWebhookFunction"]["Properties"]["Environment"]["Variables"]["CRM_STATE"] = {
+            "Fn::Sub": "dynamodb:${CursorTable}"}
+        self.assertReported("DataverseWebhookFunction: a webhook receiver keeps no cursor")
+
+    def test_webhook_env_without_the_bus_is_reported(self) -> None:
+        del self.r["DataverseWebhookFunction"]["Properties"]["Environment"]["Variables"]["CRM_EVENTS"]
+        self.assertReported("DataverseWebhookFunction: CRM_EVENTS must be eventbridge:<the event bus>")
+
+    def test_webhook_timeout_at_dataverse_limit_is_reported(self) -> None:
+        self.r["DataverseWebhookFunction"]["Properties"]["Timeout"] = 60
+        self.assertReported("DataverseWebhookFunction: a webhook receiver's Timeout must be at most")
+
+    # Function URL ------------------------------------------------------------------------------
+
+    def test_iam_auth_on_the_webhook_url_is_reported(self) -> None:
+        self.r["DataverseWebhookFunctionUrl"]["Properties"]["AuthType"] = "AWS_IAM"
+        self.assertReported("DataverseWebhookFunctionUrl: AuthType must be NONE")
+
+    def test_missing_webhook_url_is_reported(self) -> None:
+        del self.r["DataverseWebhookFunctionUrl"]
+        self.assertReported("DataverseWebhookFunction: expected exactly one Function URL")
+
+    def test_function_url_on_another_function_is_reported(self) -> None:
+        self.r["ListRecordsFunctionUrl"] = {"Type": "AWS::Lambda::Url", "Properties": {
+            "TargetFunctionArn": {"Ref": "ListRecordsFunction"}, "AuthType": "AWS_IAM"}}
+        self.assertReported("ListRecordsFunctionUrl: only the webhook receiver may have a Function URL")
+
+    def test_public_invoke_not_limited_to_the_url_is_reported(self) -> None:
+        del self.r["DataverseWebhookFunctionURLInvokeAllowPublicAccess"]["Properties"]["InvokedViaFunctionUrl"]
+        self.assertReported("DataverseWebhookFunctionURLInvokeAllowPublicAccess: lambda:InvokeFunction for any "
+                            "principal needs InvokedViaFunctionUrl")
+        self.assertReported("DataverseWebhookFunction: its public URL needs the permission lambda:InvokeFunction")
+
+    def test_missing_url_permission_is_reported(self) -> None:
+        del self.r["DataverseWebhookFunctionUrlPublicPermissions"]
+        self.assertReported("DataverseWebhookFunction: its public URL needs the permission lambda:InvokeFunctionUrl")
+
+    def test_public_permission_on_another_function_is_reported(self) -> None:
+        permission = copy.deepcopy(self.r["DataverseWebhookFunctionURLInvokeAllowPublicAccess"])
+        permission["Properties"]["FunctionName"] = {"Ref": "DeleteRecordFunction"}
+        self.r["DeleteRecordPublic"] = permission
+        self.assertReported("DeleteRecordPublic: lambda:InvokeFunction for any principal on DeleteRecordFunction")
+
+    def test_cors_on_the_webhook_url_is_reported(self) -> None:
+        self.r["DataverseWebhookFunctionUrl"]["Properties"]["Cors"] = {"AllowOrigins": ["*"]}
+        self.assertReported("DataverseWebhookFunctionUrl: no Cors")
+
+    def test_missing_webhook_url_output_is_reported(self) -> None:
+        del self.t["Outputs"]["WebhookUrl"]
+        self.assertReported("Outputs.WebhookUrl must be !GetAtt DataverseWebhookFunctionUrl.FunctionUrl")
 
     def test_unchecked_new_function_is_reported(self) -> None:
         self.r["BackfillFunction"] = copy.deepcopy(self.r["ListRecordsFunction"])
