@@ -10,6 +10,7 @@ dataverse-emulator: a local Dataverse Web API for tests and demos
 USAGE:
     dataverse-emulator [--listen ADDR] [--seed demo|none] [--client-id ID --client-secret SECRET]
                        [--token-ttl SECS] [--delta-token-ttl SECS]
+                       [--webhook-attempts N] [--webhook-backoff-ms MS]
 
 OPTIONS:
     --listen ADDR            address to listen on [default: 127.0.0.1:0]
@@ -18,6 +19,10 @@ OPTIONS:
     --client-secret SECRET   its secret [default: local-secret]
     --token-ttl SECS         access token lifetime [default: 3599]
     --delta-token-ttl SECS   change-tracking token retention [default: 604800, i.e. 7 days]
+    --webhook-attempts N     tries in all for a webhook delivery that fails with 502, 503, 504, a
+                             timeout or a lost connection (1 to 10) [default: 2, as Dataverse]
+    --webhook-backoff-ms MS  the wait before the first retry; each later one doubles it
+                             (0 to 600000) [default: 100]
     -h, --help               print this help
 
 When ready it prints one line to stdout: `listening on http://127.0.0.1:<port>`.";
@@ -30,6 +35,10 @@ pub struct Options {
     pub client_secret: String,
     pub token_ttl_secs: i64,
     pub delta_token_ttl_secs: i64,
+    /// Tries in all for a webhook delivery whose failure is worth retrying.
+    pub webhook_attempts: u32,
+    /// The wait before a webhook delivery's first retry.
+    pub webhook_backoff_ms: u64,
 }
 
 impl Default for Options {
@@ -41,6 +50,9 @@ impl Default for Options {
             client_secret: "local-secret".into(),
             token_ttl_secs: 3599,
             delta_token_ttl_secs: 7 * 24 * 3600,
+            // Dataverse sends a delivery that met a gateway error or a network failure once more.
+            webhook_attempts: 2,
+            webhook_backoff_ms: 100,
         }
     }
 }
@@ -113,6 +125,20 @@ impl Options {
                             .filter(|n: &i64| *n > 0)
                             .ok_or_else(|| invalid("expected a positive number of seconds"))?;
                 }
+                "--webhook-attempts" => {
+                    options.webhook_attempts = value()?
+                        .parse()
+                        .ok()
+                        .filter(|n: &u32| (1..=10).contains(n))
+                        .ok_or_else(|| invalid("expected a number of tries from 1 to 10"))?;
+                }
+                "--webhook-backoff-ms" => {
+                    options.webhook_backoff_ms = value()?
+                        .parse()
+                        .ok()
+                        .filter(|n: &u64| *n <= 600_000)
+                        .ok_or_else(|| invalid("expected milliseconds from 0 to 600000"))?;
+                }
                 _ => return Err(CliError::Unknown(flag)),
             }
         }
@@ -139,6 +165,9 @@ mod tests {
             "--client-secret=b",
             "--token-ttl",
             "5",
+            "--webhook-attempts=4",
+            "--webhook-backoff-ms",
+            "0",
         ])
         .unwrap();
         assert_eq!(p, Parsed::Run);
@@ -146,6 +175,12 @@ mod tests {
         assert_eq!(o.seed, Seed::None);
         assert_eq!((o.client_id.as_str(), o.client_secret.as_str()), ("a", "b"));
         assert_eq!(o.token_ttl_secs, 5);
+        assert_eq!((o.webhook_attempts, o.webhook_backoff_ms), (4, 0));
+        let (defaults, _) = parse(&[]).unwrap();
+        assert_eq!(
+            (defaults.webhook_attempts, defaults.webhook_backoff_ms),
+            (2, 100)
+        );
     }
 
     #[test]
@@ -159,5 +194,16 @@ mod tests {
             Err(CliError::Invalid { .. })
         ));
         assert!(matches!(parse(&["--seed"]), Err(CliError::MissingValue(_))));
+        for bad in [
+            ["--webhook-attempts", "0"],
+            ["--webhook-attempts", "11"],
+            ["--webhook-backoff-ms", "-1"],
+            ["--webhook-backoff-ms", "600001"],
+        ] {
+            assert!(
+                matches!(parse(&bad), Err(CliError::Invalid { .. })),
+                "{bad:?}"
+            );
+        }
     }
 }

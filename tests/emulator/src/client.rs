@@ -22,6 +22,7 @@ use tokio::process::{Child, Command};
 use uuid::Uuid;
 
 pub use crate::control::{Fault, LogEntry};
+pub use crate::webhooks::{Attempt, AuthType, Delivery, DeliveryLog, DeliveryState, Message};
 use crate::{Emulator, Seed, cli, server};
 
 /// How long a started binary may take to say where it listens. Generous: on a loaded CI machine
@@ -320,6 +321,26 @@ impl EmulatorClient {
     pub async fn generate(&self, table: &str, count: usize) -> Result<(), ControlError> {
         let path = format!("tables/{table}/generate");
         self.call(Method::POST, &path, Some(&json!({"count": count})))
+            .await?;
+        Ok(())
+    }
+
+    /// The webhook delivery log, oldest first. With `wait`, the answer comes once no delivery is
+    /// pending (the emulator gives up after about two minutes and says so in
+    /// [`DeliveryLog::timed_out`]): the way to wait for deliveries without sleeping.
+    pub async fn webhook_deliveries(&self, wait: bool) -> Result<DeliveryLog, ControlError> {
+        let path = if wait {
+            "webhooks/deliveries?wait=true"
+        } else {
+            "webhooks/deliveries"
+        };
+        let answer = self.call(Method::GET, path, NO_BODY).await?;
+        decode(&answer, Method::GET, path)
+    }
+
+    /// Forgets the settled deliveries; pending ones stay until they settle.
+    pub async fn clear_webhook_deliveries(&self) -> Result<(), ControlError> {
+        self.call(Method::DELETE, "webhooks/deliveries", NO_BODY)
             .await?;
         Ok(())
     }

@@ -13,6 +13,8 @@
 //! | `POST /_emulator/clock` `{"advance_secs": n}` | move the clock forward |
 //! | `POST /_emulator/tables/{name}/rows` `{...columns, "createdon"?, "modifiedon"?}` | insert a row with explicit timestamps (a late commit) |
 //! | `POST /_emulator/tables/{name}/generate` `{"count": n, "createdon"?}` | insert n synthetic rows quickly (benchmarks) |
+//! | `GET /_emulator/webhooks/deliveries` `?wait=true&timeout_secs=n` | the webhook delivery log; with `wait`, answered once none is pending (at most `timeout_secs`, default 120) |
+//! | `DELETE /_emulator/webhooks/deliveries` | forget settled deliveries (pending ones stay until they settle) |
 //!
 //! A fault matches on `method` and `path_contains` (both optional) and acts in one of these ways:
 //!
@@ -25,6 +27,9 @@
 //!   success. Logged with the real status, `"fault": true` and `"answer_dropped": true`. It cannot be
 //!   combined with `status` or `drop_connection`, which stop the request first.
 //!
+//! Rows inserted or generated here are data already in place, not operations: they fire no webhook
+//! steps, and the plug-in registration tables take no rows this way (register through the Web API).
+//!
 //! Requests the HTTP front end refuses (a URL over 32,768 characters, a Web API path segment over
 //! 260) are logged but never reach the faults.
 
@@ -32,9 +37,18 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
+use std::time::Duration;
+
 use crate::reply::{Fail, Reply};
-use crate::schema::{self, Column, ColumnType, TableDef};
-use crate::{Emulator, Request, Seed, clock};
+use crate::schema::{self, Column, ColumnType, TableDef, TableKind};
+use crate::server::{Shared, lock};
+use crate::{Emulator, Request, Seed, clock, webhooks};
+
+/// How long `GET /_emulator/webhooks/deliveries?wait=true` waits by default: longer than two
+/// attempts that each run into Dataverse's 60 s timeout.
+const DELIVERY_WAIT: Duration = Duration::from_secs(125);
+/// The longest wait a caller may ask for.
+const MAX_DELIVERY_WAIT_SECS: u64 = 3600;
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -264,6 +278,10 @@ fn handle_inner(em: &mut Emulator, req: &Request, rest: &str) -> Result<Reply, R
             let now = advanced.map_err(|e| bad(e.to_string()))?;
             Ok(Reply::json(200, &json!({"now": clock::format_utc(now)})))
         }
+        ("DELETE", ["webhooks", "deliveries"]) => {
+            em.webhooks.forget_settled();
+            Ok(Reply::empty(204))
+        }
         ("POST", ["tables", name, "rows"]) => insert_row(em, req, name),
         ("POST", ["tables", name, "generate"]) => generate(em, name, &body(req)?),
         _ => Err(Reply::json(
@@ -344,13 +362,59 @@ fn add_table(em: &mut Emulator, b: &TableBody) -> Result<Reply, Reply> {
         "Columns": def.columns.iter().map(|c| c.name.clone()).collect::<Vec<_>>(),
     });
     em.store.add_table(def);
+    let t = em.store.tables.len() - 1;
+    webhooks::registration::add_filters(&mut em.store, t);
     Ok(Reply::json(201, &summary))
 }
 
+/// A business table named either way: the registration tables are written through the Web API,
+/// where their rules are checked.
 fn table_index(em: &Emulator, name: &str) -> Result<usize, Reply> {
-    em.store
+    let t = em
+        .store
         .by_any_name(name)
-        .ok_or_else(|| Reply::json(404, &json!({"error": format!("no table '{name}'")})))
+        .ok_or_else(|| Reply::json(404, &json!({"error": format!("no table '{name}'")})))?;
+    if em.store.tables[t].def.kind != TableKind::Ordinary {
+        return Err(bad(format!(
+            "'{name}' is a plug-in registration table: write it through the Web API"
+        )));
+    }
+    Ok(t)
+}
+
+/// `GET /_emulator/webhooks/deliveries`, which may wait for pending deliveries to settle; `None`
+/// for any other request.
+pub async fn deliveries(shared: &Shared, req: &Request, rest: &str) -> Option<Reply> {
+    let segments: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
+    if req.method != "GET" || segments != ["webhooks", "deliveries"] {
+        return None;
+    }
+    let mut wait = false;
+    let mut limit = DELIVERY_WAIT;
+    for (name, value) in form_urlencoded::parse(req.query.as_bytes()) {
+        match (name.as_ref(), value.as_ref()) {
+            ("wait", "true") => wait = true,
+            ("wait", "false") => wait = false,
+            ("timeout_secs", secs) => match secs.parse::<u64>() {
+                Ok(n) if (1..=MAX_DELIVERY_WAIT_SECS).contains(&n) => {
+                    limit = Duration::from_secs(n);
+                }
+                _ => {
+                    return Some(bad(format!(
+                        "timeout_secs must be a whole number of seconds from 1 to {MAX_DELIVERY_WAIT_SECS}"
+                    )));
+                }
+            },
+            (other, _) => {
+                return Some(bad(format!(
+                    "unknown or invalid query option '{other}' (expected wait=true|false, timeout_secs=n)"
+                )));
+            }
+        }
+    }
+    let settled = !wait || webhooks::delivery::wait_idle(shared, limit).await;
+    let log = lock(shared).webhooks.log(!settled);
+    Some(Reply::json(200, &json!(log)))
 }
 
 /// Inserts a row whose `createdon`/`modifiedon` are given, as a transaction that committed late would

@@ -5,6 +5,9 @@
 //! upserts, conditional requests, change tracking, `$filter` parsing — because a lenient double lets
 //! client bugs through to production. Everything it does not implement answers a clear 501.
 //!
+//! Webhooks registered in the plug-in registration tables receive each change as Dataverse posts it
+//! (see [`webhooks`]).
+//!
 //! All state sits in one [`Emulator`] behind one lock: requests are short, and a 5000-row page is
 //! rendered in a few milliseconds (see `benches/page.rs`).
 
@@ -22,6 +25,7 @@ pub mod schema;
 pub mod seed;
 pub mod server;
 pub mod store;
+pub mod webhooks;
 
 use bytes::Bytes;
 use hyper::HeaderMap;
@@ -38,6 +42,7 @@ pub struct Emulator {
     pub faults: Vec<control::Fault>,
     pub log: Vec<control::LogEntry>,
     pub seed: Seed,
+    pub webhooks: webhooks::Webhooks,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -59,26 +64,36 @@ impl Emulator {
             faults: Vec::new(),
             log: Vec::new(),
             seed: options.seed,
+            webhooks: webhooks::Webhooks::new(
+                options.webhook_attempts,
+                std::time::Duration::from_millis(options.webhook_backoff_ms),
+            ),
         };
         emulator.reset(options.seed);
         emulator
     }
 
     /// Empties the organisation and reloads the built-in tables and seed data. Issued tokens stay
-    /// valid, so connected clients carry on.
+    /// valid, so connected clients carry on. Deliveries still in flight carry on too, and stay in
+    /// the delivery log until they settle.
     pub fn reset(&mut self, seed: Seed) {
         let ttl = self.store.delta_ttl_secs;
         let clock = std::mem::take(&mut self.store.clock);
         self.store = store::Store::new(ttl);
         self.store.clock = clock;
-        for def in schema::builtin_tables() {
+        for def in schema::builtin_tables()
+            .into_iter()
+            .chain(webhooks::registration::tables())
+        {
             self.store.add_table(def);
         }
+        webhooks::registration::seed(&mut self.store);
         if seed == Seed::Demo {
             seed::demo(&mut self.store);
         }
         self.faults.clear();
         self.log.clear();
+        self.webhooks.forget_settled();
     }
 }
 

@@ -1,4 +1,5 @@
-//! Table definitions: columns, their EDM types, and the four built-in tables.
+//! Table definitions: columns, their EDM types, and the four built-in business tables. The plug-in
+//! registration tables are defined in `crate::webhooks::registration`.
 //!
 //! Column names are the names that appear in Web API JSON, so a lookup is stored under
 //! `_parentcustomerid_value` and written through its navigation properties (`parentcustomerid_account`).
@@ -87,6 +88,8 @@ pub enum System {
     Reference,
     /// `fullname`, computed from `firstname` and `lastname`.
     FullName,
+    /// A computed yes/no the platform keeps, such as a service endpoint's `isauthvalueset`.
+    Flag,
 }
 
 #[derive(Debug, Clone)]
@@ -96,10 +99,23 @@ pub struct Column {
 }
 
 impl Column {
-    fn new(name: &str, ty: ColumnType) -> Self {
+    pub(crate) fn new(name: &str, ty: ColumnType) -> Self {
         Self {
             name: name.to_owned(),
             ty,
+        }
+    }
+
+    /// The attribute's logical name, as the SDK, entity images and `filteringattributes` name it: a
+    /// lookup read as `_parentcustomerid_value` is the attribute `parentcustomerid`.
+    pub fn attribute(&self) -> &str {
+        match &self.ty {
+            ColumnType::Lookup { .. } | ColumnType::System(System::Reference) => self
+                .name
+                .strip_prefix('_')
+                .and_then(|n| n.strip_suffix("_value"))
+                .unwrap_or(&self.name),
+            _ => &self.name,
         }
     }
 
@@ -113,13 +129,32 @@ impl Column {
             ColumnType::BigInt | ColumnType::System(System::VersionNumber) => Edm::Int64,
             ColumnType::Money | ColumnType::Decimal => Edm::Decimal,
             ColumnType::Float => Edm::Double,
-            ColumnType::YesNo => Edm::Boolean,
+            ColumnType::YesNo | ColumnType::System(System::Flag) => Edm::Boolean,
             ColumnType::DateTime | ColumnType::System(System::CreatedOn | System::ModifiedOn) => {
                 Edm::DateTimeOffset
             }
             ColumnType::DateOnly => Edm::Date,
         }
     }
+}
+
+/// What a table is for, which decides whether its writes reach plug-in steps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TableKind {
+    /// A business table (the built-in ones and every custom table): its Web API writes fire the
+    /// registered steps.
+    Ordinary,
+    /// One of the tables plug-in and webhook registrations are written to.
+    Registration(Registration),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Registration {
+    ServiceEndpoint,
+    Message,
+    MessageFilter,
+    Step,
+    StepImage,
 }
 
 #[derive(Debug, Clone)]
@@ -133,6 +168,7 @@ pub struct TableDef {
     pub metadata_id: Uuid,
     pub object_type_code: i64,
     pub is_custom: bool,
+    pub kind: TableKind,
     pub columns: Vec<Column>,
     /// Column positions the store needs on every write.
     pub idx: SystemIdx,
@@ -187,13 +223,7 @@ impl TableDef {
                 columns.push(Column::new(name, ty));
             }
         }
-        let position = |name: &str| columns.iter().position(|c| c.name == name).unwrap_or(0);
-        let idx = SystemIdx {
-            id: 0,
-            created: position("createdon"),
-            modified: position("modifiedon"),
-            version: position("versionnumber"),
-        };
+        let idx = index(&columns);
         let mut schema_name = String::new();
         for (i, part) in logical_name.split('_').enumerate() {
             if i > 0 {
@@ -215,9 +245,42 @@ impl TableDef {
             metadata_id: stable_id(logical_name),
             object_type_code: 0,
             is_custom: false,
+            kind: TableKind::Ordinary,
             columns,
             idx,
         }
+    }
+
+    /// An organization-owned table: no owner or owning business unit, but the organization it
+    /// belongs to, as the plug-in registration tables have.
+    pub(crate) fn organization_owned(mut self) -> Self {
+        self.columns.retain(|c| {
+            !matches!(
+                c.name.as_str(),
+                "_ownerid_value" | "_owningbusinessunit_value"
+            )
+        });
+        self.columns.push(Column::new(
+            "_organizationid_value",
+            ColumnType::System(System::Reference),
+        ));
+        self.idx = index(&self.columns);
+        self
+    }
+
+    /// A table without `statecode` and `statuscode`.
+    pub(crate) fn stateless(mut self) -> Self {
+        self.columns
+            .retain(|c| !matches!(c.name.as_str(), "statecode" | "statuscode"));
+        self.idx = index(&self.columns);
+        self
+    }
+
+    /// The column of an attribute's logical name (`parentcustomerid` is `_parentcustomerid_value`).
+    pub fn attribute(&self, logical_name: &str) -> Option<usize> {
+        self.columns
+            .iter()
+            .position(|c| c.attribute() == logical_name)
     }
 
     pub fn column(&self, name: &str) -> Option<usize> {
@@ -248,8 +311,18 @@ impl TableDef {
     }
 }
 
+fn index(columns: &[Column]) -> SystemIdx {
+    let position = |name: &str| columns.iter().position(|c| c.name == name).unwrap_or(0);
+    SystemIdx {
+        id: 0,
+        created: position("createdon"),
+        modified: position("modifiedon"),
+        version: position("versionnumber"),
+    }
+}
+
 /// A GUID derived from a name (FNV-1a), so a table's `MetadataId` is the same in every run.
-fn stable_id(name: &str) -> Uuid {
+pub(crate) fn stable_id(name: &str) -> Uuid {
     let fnv = |seed: u64| {
         name.bytes().fold(seed, |h, b| {
             (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01B3)
@@ -260,11 +333,11 @@ fn stable_id(name: &str) -> Uuid {
     uuid::Builder::from_random_bytes(bits.to_be_bytes()).into_uuid()
 }
 
-fn text(name: &str, max_len: usize) -> Column {
+pub(crate) fn text(name: &str, max_len: usize) -> Column {
     Column::new(name, ColumnType::Text { max_len })
 }
 
-fn choice(name: &str, options: impl IntoIterator<Item = i64>) -> Column {
+pub(crate) fn choice(name: &str, options: impl IntoIterator<Item = i64>) -> Column {
     Column::new(
         name,
         ColumnType::Choice {
@@ -273,7 +346,7 @@ fn choice(name: &str, options: impl IntoIterator<Item = i64>) -> Column {
     )
 }
 
-fn lookup(attribute: &str, navs: &[(&str, &str)]) -> Column {
+pub(crate) fn lookup(attribute: &str, navs: &[(&str, &str)]) -> Column {
     Column::new(
         &format!("_{attribute}_value"),
         ColumnType::Lookup {
@@ -288,7 +361,7 @@ fn lookup(attribute: &str, navs: &[(&str, &str)]) -> Column {
     )
 }
 
-fn col(name: &str, ty: ColumnType) -> Column {
+pub(crate) fn col(name: &str, ty: ColumnType) -> Column {
     Column::new(name, ty)
 }
 

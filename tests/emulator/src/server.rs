@@ -16,7 +16,7 @@ use tokio::net::TcpListener;
 
 use crate::control::{self, LogEntry};
 use crate::reply::{Fail, Reply};
-use crate::{Emulator, Request, api, auth, clock};
+use crate::{Emulator, Request, api, auth, clock, webhooks};
 
 /// The longest URL Dataverse accepts, in characters, counted whole: scheme, host, path and query
 /// (Microsoft Learn, "Compose HTTP requests and handle errors", Maximum URL length).
@@ -34,7 +34,7 @@ pub type Shared = Arc<Mutex<Emulator>>;
 #[error("connection dropped on purpose by an injected fault")]
 pub struct Dropped;
 
-fn lock(shared: &Shared) -> MutexGuard<'_, Emulator> {
+pub(crate) fn lock(shared: &Shared) -> MutexGuard<'_, Emulator> {
     // A handler that panicked leaves consistent data behind (every write completes under the lock
     // before it can panic), so a poisoned lock is still usable.
     shared.lock().unwrap_or_else(PoisonError::into_inner)
@@ -104,6 +104,10 @@ async fn handle(
     };
 
     if let Some(rest) = control {
+        // Reading the delivery log may wait for deliveries to settle, which needs the lock free.
+        if let Some(reply) = control::deliveries(&shared, &request, &rest).await {
+            return Ok(to_response(reply));
+        }
         let reply = control::handle(&mut lock(&shared), &request, &rest);
         return Ok(to_response(reply));
     }
@@ -136,7 +140,13 @@ async fn handle(
     emulator
         .log
         .push(log(reply.status, drop_answer, drop_answer));
+    // Queued under the same lock as the write, so a test that reads the delivery log after this
+    // answer sees them; sent on tasks of their own, so the answer does not wait for them.
+    let jobs = webhooks::plan(&mut emulator, request.host());
     drop(emulator);
+    for job in jobs {
+        tokio::spawn(webhooks::delivery::run(Arc::clone(&shared), job));
+    }
     if drop_answer {
         // The request was carried out and its effects stay: only the answer is lost, as when a
         // connection breaks after the service committed. This is what a client's retry logic must

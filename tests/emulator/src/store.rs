@@ -155,6 +155,12 @@ pub struct Store {
     pub delta_floor: u64,
     /// How long a delta token stays valid (Dataverse's default is 7 days).
     pub delta_ttl_secs: i64,
+    /// Web API writes to business tables that registered steps may need to hear of, taken by the
+    /// server once the request is answered (`crate::webhooks::plan`).
+    pub committed: Vec<crate::webhooks::Change>,
+    /// Each service endpoint's `authvalue`. Dataverse never returns it (the column is not valid for
+    /// read), so it is kept out of the row, where `$select`, `$filter` or `$expand` could reach it.
+    pub secrets: HashMap<Uuid, String>,
 }
 
 /// What a POST or PATCH body sets, after validation.
@@ -180,6 +186,8 @@ impl Store {
             },
             delta_floor: 0,
             delta_ttl_secs,
+            committed: Vec::new(),
+            secrets: HashMap::new(),
         }
     }
 
@@ -322,6 +330,10 @@ impl Store {
                 (ColumnType::System(System::Reference), "_transactioncurrencyid_value") => {
                     Value::Null
                 }
+                (ColumnType::System(System::Reference), "_organizationid_value") => {
+                    Value::String(org.organization.to_string())
+                }
+                (ColumnType::System(System::Flag), _) => Value::Bool(false),
                 (ColumnType::System(System::Reference), _) => Value::String(org.user.to_string()),
                 _ => Value::Null,
             };

@@ -23,14 +23,50 @@ async fn describes_every_builtin_table_correctly() {
         .unwrap()
         .ends_with("$metadata#EntityDefinitions(LogicalName,EntitySetName,PrimaryIdAttribute,PrimaryNameAttribute,ChangeTrackingEnabled)"));
     let tables = body["value"].as_array().unwrap();
+    // The business tables track changes; the plug-in registration tables do not.
     let expected = [
-        ("account", "accounts", "accountid", "name"),
-        ("contact", "contacts", "contactid", "fullname"),
-        ("lead", "leads", "leadid", "fullname"),
-        ("opportunity", "opportunities", "opportunityid", "name"),
+        ("account", "accounts", "accountid", "name", true),
+        ("contact", "contacts", "contactid", "fullname", true),
+        ("lead", "leads", "leadid", "fullname", true),
+        (
+            "opportunity",
+            "opportunities",
+            "opportunityid",
+            "name",
+            true,
+        ),
+        (
+            "serviceendpoint",
+            "serviceendpoints",
+            "serviceendpointid",
+            "name",
+            false,
+        ),
+        ("sdkmessage", "sdkmessages", "sdkmessageid", "name", false),
+        (
+            "sdkmessagefilter",
+            "sdkmessagefilters",
+            "sdkmessagefilterid",
+            "name",
+            false,
+        ),
+        (
+            "sdkmessageprocessingstep",
+            "sdkmessageprocessingsteps",
+            "sdkmessageprocessingstepid",
+            "name",
+            false,
+        ),
+        (
+            "sdkmessageprocessingstepimage",
+            "sdkmessageprocessingstepimages",
+            "sdkmessageprocessingstepimageid",
+            "name",
+            false,
+        ),
     ];
     assert_eq!(tables.len(), expected.len());
-    for (logical, set, id, name) in expected {
+    for (logical, set, id, name, tracked) in expected {
         let table = tables
             .iter()
             .find(|t| t["LogicalName"] == logical)
@@ -38,7 +74,7 @@ async fn describes_every_builtin_table_correctly() {
         assert_eq!(table["EntitySetName"], set);
         assert_eq!(table["PrimaryIdAttribute"], id);
         assert_eq!(table["PrimaryNameAttribute"], name);
-        assert_eq!(table["ChangeTrackingEnabled"], true);
+        assert_eq!(table["ChangeTrackingEnabled"], tracked, "{logical}");
         // MetadataId always comes back, selected or not; nothing unselected does.
         assert!(table["MetadataId"].is_string());
         assert!(table.get("SchemaName").is_none());

@@ -8,7 +8,7 @@ use super::Ctx;
 use super::render::write_json;
 use crate::odata::filter::{self, Properties};
 use crate::reply::{Fail, Reply};
-use crate::schema::{Edm, TableDef};
+use crate::schema::{Edm, TableDef, TableKind};
 use crate::store::Store;
 
 const TYPE_NAME: &str = "Microsoft.Dynamics.CRM.EntityMetadata";
@@ -54,6 +54,8 @@ impl Properties for MetaProps {
 }
 
 fn values(def: &TableDef) -> Vec<Value> {
+    // The platform's own registration tables cannot have change tracking turned on.
+    let can_track = def.kind == TableKind::Ordinary;
     vec![
         json!(def.metadata_id.to_string()),
         json!(def.logical_name),
@@ -66,8 +68,8 @@ fn values(def: &TableDef) -> Vec<Value> {
         json!(def.is_custom),
         json!(def.change_tracking),
         json!(true),
-        json!({"Value": true, "CanBeChanged": true, "ManagedPropertyLogicalName": "canchangetrackingbeenabled"}),
-        json!(true),
+        json!({"Value": can_track, "CanBeChanged": can_track, "ManagedPropertyLogicalName": "canchangetrackingbeenabled"}),
+        json!(can_track),
     ]
 }
 

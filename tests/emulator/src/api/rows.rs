@@ -15,7 +15,8 @@ use crate::odata::cookie::Cursor;
 use crate::odata::filter;
 use crate::reply::{Fail, Reply};
 use crate::schema::Edm;
-use crate::store::{Row, Store};
+use crate::store::{Changes, Row, Store};
+use crate::webhooks::{self, Message, registration};
 
 /// The service's page size limit, which is also the default.
 pub const MAX_PAGE: usize = 5000;
@@ -359,15 +360,29 @@ fn body_object(req: &Request, set: &str) -> Result<Map<String, Value>, Fail> {
 pub fn create(store: &mut Store, req: &Request, ctx: &Ctx, t: usize) -> Result<Reply, Fail> {
     let set = store.tables[t].def.entity_set_name.clone();
     let body = body_object(req, &set)?;
-    let changes = store.read_payload(t, &body)?;
+    let mut changes = store.read_payload(t, &body)?;
     let def = &store.tables[t].def;
     let projection = parse_select(def, ctx.options.select.as_deref())?;
     let id = changes.id.unwrap_or_else(Uuid::new_v4);
     if store.tables[t].rows.contains_key(&id) {
         return Err(duplicate());
     }
-    store.insert(t, id, changes.values, None);
+    insert(store, t, id, &mut changes)?;
     Ok(written(store, ctx, t, id, 201, &projection))
+}
+
+/// Creates row `id` through the Web API: the registration rules first, then the write, then what
+/// the registered webhook steps need to hear of it.
+fn insert(store: &mut Store, t: usize, id: Uuid, changes: &mut Changes) -> Result<(), Fail> {
+    let accepted = registration::check_write(store, t, None, changes)?;
+    let values = std::mem::take(&mut changes.values);
+    let set = webhooks::watching(store, t).then(|| values.clone());
+    store.insert(t, id, values, None);
+    registration::commit(store, t, id, accepted);
+    if let Some(set) = set {
+        webhooks::record(store, Message::Create, t, id, set, None);
+    }
+    Ok(())
 }
 
 fn duplicate() -> Fail {
@@ -438,7 +453,7 @@ pub fn patch(
     let set = store.tables[t].def.entity_set_name.clone();
     let logical = store.tables[t].def.logical_name.clone();
     let body = body_object(req, &set)?;
-    let changes = store.read_payload(t, &body)?;
+    let mut changes = store.read_payload(t, &body)?;
     if changes.id.is_some_and(|body_id| body_id != id) {
         return Err(Fail::new(
             400,
@@ -461,10 +476,21 @@ pub fn patch(
     }
     let projection = parse_select(&store.tables[t].def, ctx.options.select.as_deref())?;
     let status = if current.is_some() {
+        let stored = store.tables[t].rows.get(&id);
+        let accepted = registration::check_write(store, t, stored, &mut changes)?;
+        let before = webhooks::watching(store, t)
+            .then(|| store.tables[t].rows.get(&id).map(|r| r.cells.clone()))
+            .flatten();
+        let set = before.as_ref().map(|_| changes.values.clone());
         store.update(t, id, changes.values);
+        registration::commit(store, t, id, accepted);
+        if let Some(set) = set {
+            webhooks::record(store, Message::Update, t, id, set, before);
+        }
         200
     } else {
-        store.insert(t, id, changes.values, None);
+        // An upsert that creates is a Create, for the steps as for everything else.
+        insert(store, t, id, &mut changes)?;
         201
     };
     Ok(written(store, ctx, t, id, status, &projection))
@@ -480,7 +506,15 @@ pub fn delete(store: &mut Store, req: &Request, t: usize, id: Uuid) -> Result<Re
     {
         return Err(version_mismatch());
     }
+    registration::check_delete(store, t)?;
+    let before = webhooks::watching(store, t)
+        .then(|| store.tables[t].rows.get(&id).map(|r| r.cells.clone()))
+        .flatten();
     store.delete(t, id);
+    registration::cascade(store, t, id);
+    if before.is_some() {
+        webhooks::record(store, Message::Delete, t, id, Vec::new(), before);
+    }
     Ok(Reply::empty(204))
 }
 

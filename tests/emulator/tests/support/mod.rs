@@ -3,7 +3,9 @@
 // Test support: a failed expectation is a failed test, so panicking is the point.
 #![allow(dead_code, unreachable_pub, clippy::expect_used, clippy::unwrap_used)]
 
-use dataverse_emulator::client::{EmulatorClient, Fault, NewTable};
+pub mod receiver;
+
+use dataverse_emulator::client::{DeliveryLog, EmulatorClient, Fault, NewTable};
 use reqwest::{Method, RequestBuilder, Response};
 use serde_json::Value;
 
@@ -131,6 +133,40 @@ impl Emulator {
 
     pub async fn add_table(&self, table: &NewTable) {
         self.client.add_table(table).await.expect("add a table");
+    }
+
+    /// The webhook delivery log, once no delivery is pending: how tests wait for deliveries.
+    pub async fn settled_deliveries(&self) -> DeliveryLog {
+        let log = self
+            .client
+            .webhook_deliveries(true)
+            .await
+            .expect("delivery log");
+        assert!(!log.timed_out && log.pending == 0, "{log:#?}");
+        log
+    }
+
+    /// The delivery log as it is now, pending deliveries included.
+    pub async fn deliveries_now(&self) -> DeliveryLog {
+        self.client
+            .webhook_deliveries(false)
+            .await
+            .expect("delivery log")
+    }
+
+    pub async fn clear_deliveries(&self) {
+        self.client
+            .clear_webhook_deliveries()
+            .await
+            .expect("clear the delivery log");
+    }
+
+    /// Inserts a row through the control API (a late commit).
+    pub async fn insert_row(&self, table: &str, row: &Value) {
+        self.client
+            .insert_row(table, row)
+            .await
+            .expect("insert a row");
     }
 }
 
