@@ -3,6 +3,7 @@
 
 pub mod aws;
 pub mod fake_eventbridge;
+pub mod function_url;
 pub mod proxy;
 pub mod runtime;
 pub mod services;
@@ -73,6 +74,30 @@ where
                     .await;
             });
         }
+    })
+}
+
+/// Runs the `webhooks` command (`tools/webhooks`) with `args` and these `CRM_*` variables: its JSON
+/// output, or what it printed to stderr when it failed.
+pub async fn webhooks_command(
+    environment: &[(String, String)],
+    args: &[&str],
+) -> Result<serde_json::Value, String> {
+    let output = tokio::process::Command::new(binary("webhooks").map_err(|e| e.to_string())?)
+        .args(args)
+        .env_clear()
+        .envs(environment.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .output()
+        .await
+        .map_err(|e| e.to_string())?;
+    if !output.status.success() {
+        return Err(String::from_utf8_lossy(&output.stderr).into_owned());
+    }
+    serde_json::from_slice(&output.stdout).map_err(|e| {
+        format!(
+            "not JSON ({e}): {}",
+            String::from_utf8_lossy(&output.stdout)
+        )
     })
 }
 

@@ -301,6 +301,13 @@ impl LocalFiles {
         &self.credentials
     }
 
+    /// Gives dataset `contoso` a `webhook_key`, the key `dataverse-webhook` checks deliveries against.
+    pub fn set_webhook_key(&self, emulator: &Emulator, key: &str) -> std::io::Result<()> {
+        let mut entry = emulator.credentials();
+        entry["webhook_key"] = json!(key);
+        std::fs::write(&self.credentials, json!({"contoso": entry}).to_string())
+    }
+
     pub fn events(&self) -> PathBuf {
         self.dir.path().join("events.jsonl")
     }

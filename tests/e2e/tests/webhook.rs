@@ -8,7 +8,8 @@
 use std::time::Duration;
 
 use e2e_tests::fake_eventbridge::{FakeEventBridge, Refuse};
-use e2e_tests::{Emulator, Function, LocalFiles, env, settle};
+use e2e_tests::function_url::FunctionUrl;
+use e2e_tests::{Emulator, Function, LocalFiles, env, settle, webhooks_command};
 use reqwest::Method;
 use serde_json::{Map, Value, json};
 use time::OffsetDateTime;
@@ -617,4 +618,233 @@ fn body_is_an_error(response: &Value) -> bool {
     body(response)["error"]
         .as_str()
         .is_some_and(|m| !m.is_empty())
+}
+
+/// Registered rows named by the `webhooks` command, counted per registration table.
+async fn registered(rig: &Rig) -> [usize; 3] {
+    let mut counts = [0; 3];
+    for (i, set) in [
+        "serviceendpoints",
+        "sdkmessageprocessingsteps",
+        "sdkmessageprocessingstepimages",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let (status, page) = rig.emulator.api_get(set).await.unwrap();
+        assert_eq!(status, 200, "{set}: {page}");
+        counts[i] = page["value"].as_array().unwrap().len();
+    }
+    counts
+}
+
+fn outcome_counts(answer: &Value) -> [usize; 3] {
+    ["created", "updated", "deleted"].map(|k| answer["outcome"][k].as_array().unwrap().len())
+}
+
+#[tokio::test]
+async fn the_webhooks_command_registers_once_lists_and_removes_without_orphans() {
+    let rig = Rig::new().await;
+    let env = rig.files.env();
+    let receiver = "https://abc123.lambda-url.eu-west-1.on.aws/";
+    let register = [
+        "register",
+        "--dataset",
+        "contoso",
+        "--table",
+        "accounts",
+        "--url",
+        receiver,
+        "--columns",
+        "name,telephone1",
+    ];
+    let first = webhooks_command(&env, &register).await.unwrap();
+    assert_eq!(first["endpoint"], format!("{receiver}contoso"));
+    assert_eq!(
+        outcome_counts(&first),
+        [7, 0, 0],
+        "an endpoint, three steps, three images: {first}"
+    );
+    assert_eq!(registered(&rig).await, [1, 3, 3]);
+    let again = webhooks_command(&env, &register).await.unwrap();
+    assert_eq!(
+        outcome_counts(&again),
+        [0, 0, 0],
+        "registering twice changes nothing: {again}"
+    );
+    assert_eq!(registered(&rig).await, [1, 3, 3]);
+
+    // The steps are what Dataverse needs for asynchronous post-operation webhooks.
+    let (_, steps) = rig
+        .emulator
+        .api_get("sdkmessageprocessingsteps")
+        .await
+        .unwrap();
+    for step in steps["value"].as_array().unwrap() {
+        assert_eq!(
+            (step["stage"].as_i64(), step["mode"].as_i64()),
+            (Some(40), Some(1)),
+            "{step}"
+        );
+        let is_update = step["name"].as_str().unwrap().contains("Update of account");
+        assert_eq!(
+            step["filteringattributes"]
+                .as_str()
+                .filter(|s| !s.is_empty()),
+            is_update.then_some("name,telephone1"),
+            "{step}"
+        );
+    }
+    let listed = webhooks_command(&env, &["list", "--dataset", "contoso"])
+        .await
+        .unwrap();
+    let endpoints = listed["endpoints"].as_array().unwrap();
+    assert_eq!(endpoints.len(), 1, "{listed}");
+    assert_eq!(endpoints[0]["url"], format!("{receiver}contoso"));
+    assert_eq!(endpoints[0]["steps"].as_array().unwrap().len(), 3);
+    assert!(
+        !listed.to_string().contains(KEY),
+        "the key is never printed"
+    );
+
+    // Changing the filtered columns updates the one step it concerns.
+    let mut narrower = register.to_vec();
+    *narrower.last_mut().unwrap() = "name";
+    let changed = webhooks_command(&env, &narrower).await.unwrap();
+    assert_eq!(outcome_counts(&changed), [0, 1, 0], "{changed}");
+
+    let removed = webhooks_command(&env, &["remove", "--dataset", "contoso", "--url", receiver])
+        .await
+        .unwrap();
+    assert_eq!(outcome_counts(&removed), [0, 0, 7], "{removed}");
+    assert_eq!(registered(&rig).await, [0, 0, 0], "nothing orphaned");
+
+    // Without a webhook key there is nothing to register with.
+    let refused = webhooks_command(
+        &env,
+        &[
+            "register",
+            "--dataset",
+            "fabrikam",
+            "--table",
+            "accounts",
+            "--url",
+            receiver,
+        ],
+    )
+    .await
+    .unwrap_err();
+    assert!(refused.contains("no webhook_key"), "{refused}");
+}
+
+#[tokio::test]
+async fn the_emulator_pushes_registered_changes_through_a_function_url() {
+    let rig = Rig::new().await;
+    let receiver = FunctionUrl::start(rig.webhook().await).await.unwrap();
+    let env = rig.files.env();
+    for auth in ["webhook-key", "http-header", "http-query-string"] {
+        let id = rig
+            .emulator
+            .create_account(&format!("before {auth}"))
+            .await
+            .unwrap();
+        webhooks_command(
+            &env,
+            &[
+                "register",
+                "--dataset",
+                "contoso",
+                "--table",
+                "account",
+                "--url",
+                receiver.url(),
+                "--columns",
+                "name",
+                "--auth",
+                auth,
+                "--update-key",
+            ],
+        )
+        .await
+        .unwrap();
+        rig.emulator
+            .client()
+            .clear_webhook_deliveries()
+            .await
+            .unwrap();
+        let before = rig.events().len();
+
+        let created = rig
+            .emulator
+            .create_account(&format!("pushed with {auth}"))
+            .await
+            .unwrap();
+        let (code, _) = rig
+            .emulator
+            .api(
+                Method::PATCH,
+                &format!("accounts({created})"),
+                Some(&json!({"name": "renamed"})),
+            )
+            .await
+            .unwrap();
+        assert_eq!(code, 200);
+        // telephone1 is not among the update step's columns: no delivery for this one.
+        let (code, _) = rig
+            .emulator
+            .api(
+                Method::PATCH,
+                &format!("accounts({created})"),
+                Some(&json!({"telephone1": "555"})),
+            )
+            .await
+            .unwrap();
+        assert_eq!(code, 200);
+        let (code, _) = rig
+            .emulator
+            .api(Method::DELETE, &format!("accounts({id})"), None)
+            .await
+            .unwrap();
+        assert_eq!(code, 204);
+
+        let log = rig
+            .emulator
+            .client()
+            .webhook_deliveries(true)
+            .await
+            .unwrap();
+        assert!(!log.timed_out && log.pending == 0, "{log:?}");
+        assert_eq!(log.deliveries.len(), 3, "{auth}: {log:?}");
+        assert!(
+            log.deliveries
+                .iter()
+                .all(|d| d.attempts.last().and_then(|a| a.status) == Some(200)),
+            "{auth}: {log:?}"
+        );
+        let events = rig.events();
+        let new = &events[before..];
+        let kinds: Vec<&str> = new
+            .iter()
+            .map(|e| e["detail-type"].as_str().unwrap())
+            .collect();
+        assert_eq!(kinds.len(), 3, "{auth}: {new:#?}");
+        for kind in ["Record Created", "Record Updated", "Record Deleted"] {
+            assert!(kinds.contains(&kind), "{auth}: {kinds:?}");
+        }
+        assert!(new.iter().all(|e| e["detail"]["via"] == "webhook"));
+        let updated = new
+            .iter()
+            .find(|e| e["detail-type"] == "Record Updated")
+            .unwrap();
+        assert_eq!(updated["detail"]["record"]["name"], "renamed");
+        // The post-image is the row as that update left it, before the next one.
+        assert_eq!(
+            updated["detail"]["version"],
+            updated["detail"]["record"]["versionnumber"]
+                .to_string()
+                .as_str()
+        );
+    }
+    let logs = receiver.function().await.logs();
+    assert!(!logs.contains(KEY), "{logs}");
 }

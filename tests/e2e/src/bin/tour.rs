@@ -9,7 +9,8 @@ use std::io::Write as _;
 use std::path::Path;
 use std::process::ExitCode;
 
-use e2e_tests::{Emulator, Failure, Function, LocalFiles, settle};
+use e2e_tests::function_url::FunctionUrl;
+use e2e_tests::{Emulator, Failure, Function, LocalFiles, settle, webhooks_command};
 use serde_json::{Value, json};
 
 /// What a step should answer.
@@ -342,6 +343,120 @@ async fn triggers(
     Ok(())
 }
 
+/// The key the tour's webhook deliveries present.
+const WEBHOOK_KEY: &str = "tour-webhook-key-5f0a8c3e91d2";
+
+/// Push mode: a webhook registered with the `webhooks` command, the emulator delivering each change
+/// to `dataverse-webhook` behind a local Function URL, and the events it publishes.
+async fn push(tour: &mut Tour, emulator: &Emulator, files: &LocalFiles) -> Result<(), String> {
+    files
+        .set_webhook_key(emulator, WEBHOOK_KEY)
+        .map_err(|e| format!("cannot write the webhook key: {e}"))?;
+    let mut environment = files.env();
+    environment.push(("RUST_LOG".into(), "warn".into()));
+    let function = Function::start("dataverse-webhook", &environment)
+        .await
+        .map_err(|e| format!("cannot start dataverse-webhook: {e}"))?;
+    let receiver = FunctionUrl::start(function)
+        .await
+        .map_err(|e| format!("cannot serve dataverse-webhook at a URL: {e}"))?;
+    tour.step += 1;
+    tour.say(&format!(
+        "\n━━ {}. webhooks register: push contact changes to dataverse-webhook at {}",
+        tour.step,
+        receiver.url()
+    ));
+    let registered = webhooks_command(
+        &environment,
+        &[
+            "register",
+            "--dataset",
+            "contoso",
+            "--table",
+            "contact",
+            "--url",
+            receiver.url(),
+        ],
+    )
+    .await
+    .map_err(|e| format!("webhooks register failed: {e}"))?;
+    tour.say(&indent("output", &registered, 12));
+    let before = std::fs::read_to_string(files.events())
+        .unwrap_or_default()
+        .lines()
+        .count();
+
+    tour.step += 1;
+    tour.say(&format!(
+        "\n━━ {}. the Web API: create, update and delete a contact; the emulator pushes each change",
+        tour.step
+    ));
+    let (status, row) = emulator
+        .api(
+            reqwest::Method::POST,
+            "contacts",
+            Some(&json!({"firstname": "Pushed", "lastname": "Contact"})),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    let id = row["contactid"].as_str().unwrap_or_default().to_owned();
+    let path = format!("contacts({id})");
+    let (updated, _) = emulator
+        .api(
+            reqwest::Method::PATCH,
+            &path,
+            Some(&json!({"jobtitle": "Tester"})),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    let (deleted, _) = emulator
+        .api(reqwest::Method::DELETE, &path, None)
+        .await
+        .map_err(|e| e.to_string())?;
+    tour.say(&format!(
+        "  POST contacts → {status}, PATCH {path} → {updated}, DELETE {path} → {deleted}"
+    ));
+    let log = emulator
+        .client()
+        .webhook_deliveries(true)
+        .await
+        .map_err(|e| format!("cannot read the delivery log: {e}"))?;
+    for delivery in &log.deliveries {
+        let last = delivery.attempts.last();
+        tour.say(&format!(
+            "  delivery {:?} of {} → {}",
+            delivery.message,
+            delivery.row,
+            last.and_then(|a| a.status)
+                .map_or_else(|| "no answer".to_owned(), |s| s.to_string())
+        ));
+    }
+    let events = std::fs::read_to_string(files.events()).unwrap_or_default();
+    tour.say(
+        "\nThe events dataverse-webhook published (the same shape and event ids as the triggers'):",
+    );
+    let mut pushed = 0;
+    for line in events.lines().skip(before) {
+        let event: Value = serde_json::from_str(line).unwrap_or(Value::Null);
+        let detail = &event["detail"];
+        if detail["via"] == "webhook" {
+            pushed += 1;
+        }
+        tour.say(&format!(
+            "  {:<15} id {}  via {}  event_id {}",
+            event["detail-type"].as_str().unwrap_or_default(),
+            detail["id"].as_str().unwrap_or_default(),
+            detail["via"].as_str().unwrap_or("-"),
+            detail["event_id"].as_str().unwrap_or_default(),
+        ));
+    }
+    if status != 201 || updated != 200 || deleted != 204 || pushed != 3 || log.timed_out {
+        tour.failures += 1;
+        tour.say("  ✗ expected three changes, each pushed and published once");
+    }
+    Ok(())
+}
+
 async fn run(tour: &mut Tour) -> Result<(), String> {
     let emulator = Emulator::start(&["--seed", "demo"])
         .await
@@ -356,7 +471,8 @@ async fn run(tour: &mut Tour) -> Result<(), String> {
     let mut environment = files.env();
     environment.push(("RUST_LOG".into(), "warn".into()));
     actions(tour, &environment).await?;
-    triggers(tour, &emulator, &environment, &files.events()).await
+    triggers(tour, &emulator, &environment, &files.events()).await?;
+    push(tour, &emulator, &files).await
 }
 
 #[tokio::main]

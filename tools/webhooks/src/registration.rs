@@ -1,0 +1,731 @@
+//! What the Plugin Registration Tool would otherwise be used for: a webhook service endpoint pointing at
+//! `dataverse-webhook`, and the steps (with images) that send it a table's creations, updates and
+//! deletions. Everything goes through the ordinary Web API, on the registration tables Dataverse keeps
+//! (`serviceendpoints`, `sdkmessages`, `sdkmessagefilters`, `sdkmessageprocessingsteps`,
+//! `sdkmessageprocessingstepimages`).
+//!
+//! Rows made here are found again by name, so registering twice changes nothing, and removing deletes
+//! the images, then the steps, then the endpoint once no step uses it: nothing is left orphaned.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::sync::Arc;
+
+use dataverse::{Client, Deadline, Query, Table, TableName};
+use futures_util::TryStreamExt as _;
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::{Map, Value, json};
+use url::Url;
+use uuid::Uuid;
+
+/// What every name this tool gives a row starts with, so its rows are told apart from others'.
+pub const NAME_PREFIX: &str = "aws-crm";
+/// The header the `HttpHeader` auth type sends the key in, as `dataverse-webhook` expects it.
+pub const KEY_HEADER: &str = "x-crm-webhook-key";
+/// The query parameter of the `WebhookKey` and `HttpQueryString` auth types.
+pub const KEY_PARAMETER: &str = "code";
+
+/// `serviceendpoint.contract`: Webhook.
+const CONTRACT_WEBHOOK: i64 = 8;
+/// `serviceendpoint.messageformat`: JSON.
+const FORMAT_JSON: i64 = 2;
+/// `sdkmessageprocessingstep.stage`: after the main operation, outside its transaction.
+const STAGE_POST_OPERATION: i64 = 40;
+/// `sdkmessageprocessingstep.mode`: asynchronous, so a slow or failing receiver never slows or fails
+/// the user's write.
+const MODE_ASYNCHRONOUS: i64 = 1;
+/// `sdkmessageprocessingstepimage.imagetype`.
+const IMAGE_PRE: i64 = 0;
+const IMAGE_POST: i64 = 1;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RegistrationError {
+    #[error(transparent)]
+    Dataverse(#[from] dataverse::Error),
+
+    /// Dataverse has no message or filter this registration needs.
+    #[error("Dataverse has no {0}")]
+    Missing(String),
+
+    /// An answer lacked a column this tool reads.
+    #[error("a {table} row has no usable '{column}'")]
+    Unreadable {
+        table: &'static str,
+        column: &'static str,
+    },
+}
+
+/// A message a step can be registered for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Message {
+    Create,
+    Update,
+    Delete,
+}
+
+impl Message {
+    pub const ALL: [Message; 3] = [Message::Create, Message::Update, Message::Delete];
+
+    /// The `sdkmessage` name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Message::Create => "Create",
+            Message::Update => "Update",
+            Message::Delete => "Delete",
+        }
+    }
+
+    /// The image that gives the receiver the row: after a creation or update, before a deletion
+    /// (which has no after, and whose `$filter` needs the row as it was). Its message property is
+    /// `Target` for all three, as Microsoft's "Register a plug-in" lists it.
+    fn image(self) -> (i64, &'static str) {
+        match self {
+            Message::Create | Message::Update => (IMAGE_POST, "PostImage"),
+            Message::Delete => (IMAGE_PRE, "PreImage"),
+        }
+    }
+}
+
+impl TryFrom<&str> for Message {
+    type Error = String;
+
+    fn try_from(text: &str) -> Result<Self, String> {
+        match text.to_ascii_lowercase().as_str() {
+            "create" => Ok(Message::Create),
+            "update" => Ok(Message::Update),
+            "delete" => Ok(Message::Delete),
+            _ => Err(format!(
+                "'{text}' is not a message: use create, update or delete"
+            )),
+        }
+    }
+}
+
+/// How the endpoint presents the key (`serviceendpoint.authtype`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Auth {
+    /// 4: `?code=<key>`.
+    WebhookKey,
+    /// 5: the `x-crm-webhook-key` header.
+    HttpHeader,
+    /// 6: `?code=<key>`, as a query-string setting.
+    HttpQueryString,
+}
+
+impl Auth {
+    fn code(self) -> i64 {
+        match self {
+            Auth::WebhookKey => 4,
+            Auth::HttpHeader => 5,
+            Auth::HttpQueryString => 6,
+        }
+    }
+
+    /// `authvalue`: the key itself, or a one-setting list naming where it goes.
+    fn value(self, key: &SecretString) -> SecretString {
+        let setting = |name: &str| {
+            format!(
+                "<settings><setting name=\"{name}\" value=\"{}\" /></settings>",
+                xml_escape(key.expose_secret())
+            )
+        };
+        SecretString::from(match self {
+            Auth::WebhookKey => key.expose_secret().to_owned(),
+            Auth::HttpHeader => setting(KEY_HEADER),
+            Auth::HttpQueryString => setting(KEY_PARAMETER),
+        })
+    }
+}
+
+impl TryFrom<&str> for Auth {
+    type Error = String;
+
+    fn try_from(text: &str) -> Result<Self, String> {
+        match text {
+            "webhook-key" => Ok(Auth::WebhookKey),
+            "http-header" => Ok(Auth::HttpHeader),
+            "http-query-string" => Ok(Auth::HttpQueryString),
+            _ => Err(format!(
+                "'{text}' is not an auth type: use webhook-key, http-header or http-query-string"
+            )),
+        }
+    }
+}
+
+fn xml_escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('"', "&quot;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// An OData string literal.
+fn literal(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
+/// What to register: a table's messages, sent to `dataverse-webhook`'s address for one dataset.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The dataset's own address at the receiver: `<Function URL>/<dataset>`.
+    pub endpoint_url: Url,
+    pub table: TableName,
+    pub messages: BTreeSet<Message>,
+    /// Update only: the columns whose presence in a request sends the update (`filteringattributes`).
+    pub columns: Vec<String>,
+    pub auth: Auth,
+    /// Write the key to an endpoint that already exists (after a rotation); otherwise an existing
+    /// endpoint is left as it is.
+    pub update_key: bool,
+}
+
+impl Plan {
+    fn endpoint_name(&self) -> String {
+        endpoint_name(&self.endpoint_url)
+    }
+}
+
+fn endpoint_name(url: &Url) -> String {
+    format!("{NAME_PREFIX}: {url}")
+}
+
+/// The receiver's address for `dataset`: the Function URL with the dataset as its path.
+pub fn endpoint_url(receiver: &Url, dataset: &str) -> Url {
+    let mut url = receiver.clone();
+    url.set_query(None);
+    let base = url.path().trim_end_matches('/').to_owned();
+    url.set_path(&format!("{base}/{dataset}"));
+    url
+}
+
+/// What a call did: the rows it made, changed and removed, by table.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Outcome {
+    pub created: Vec<(&'static str, Uuid)>,
+    pub updated: Vec<(&'static str, Uuid)>,
+    pub deleted: Vec<(&'static str, Uuid)>,
+}
+
+impl Outcome {
+    pub fn to_json(&self) -> Value {
+        let list = |rows: &[(&'static str, Uuid)]| {
+            rows.iter()
+                .map(|(table, id)| json!({"table": table, "id": id}))
+                .collect::<Vec<_>>()
+        };
+        json!({
+            "created": list(&self.created),
+            "updated": list(&self.updated),
+            "deleted": list(&self.deleted),
+        })
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} created, {} updated, {} deleted",
+            self.created.len(),
+            self.updated.len(),
+            self.deleted.len()
+        )
+    }
+}
+
+/// The registration tables, resolved once.
+struct Tables {
+    endpoints: Arc<Table>,
+    messages: Arc<Table>,
+    filters: Arc<Table>,
+    steps: Arc<Table>,
+    images: Arc<Table>,
+}
+
+impl Tables {
+    async fn resolve(client: &Client, deadline: Deadline) -> Result<Self, RegistrationError> {
+        let table =
+            async |name: &'static str| client.table(&TableName::try_from(name)?, deadline).await;
+        Ok(Self {
+            endpoints: table("serviceendpoints").await?,
+            messages: table("sdkmessages").await?,
+            filters: table("sdkmessagefilters").await?,
+            steps: table("sdkmessageprocessingsteps").await?,
+            images: table("sdkmessageprocessingstepimages").await?,
+        })
+    }
+}
+
+/// The rows of `table` matching `query`, all of them.
+async fn rows(
+    client: &Client,
+    table: &Table,
+    query: &Query,
+    deadline: Deadline,
+) -> Result<Vec<Map<String, Value>>, RegistrationError> {
+    let mut found = Vec::new();
+    let mut pages = std::pin::pin!(client.rows(table, query, 0, None, deadline));
+    while let Some(raw) = pages.try_next().await? {
+        match serde_json::from_str::<Value>(raw.get()) {
+            Ok(Value::Object(row)) => found.push(row),
+            _ => {
+                return Err(RegistrationError::Unreadable {
+                    table: "registration",
+                    column: "row",
+                });
+            }
+        }
+    }
+    Ok(found)
+}
+
+fn id_of(
+    row: &Map<String, Value>,
+    table: &'static str,
+    column: &'static str,
+) -> Result<Uuid, RegistrationError> {
+    row.get(column)
+        .and_then(Value::as_str)
+        .and_then(|s| Uuid::parse_str(s).ok())
+        .ok_or(RegistrationError::Unreadable { table, column })
+}
+
+fn text<'a>(row: &'a Map<String, Value>, column: &str) -> &'a str {
+    row.get(column).and_then(Value::as_str).unwrap_or("")
+}
+
+/// Registers `plan` for `key`. Idempotent: what already exists as planned is left alone.
+pub async fn register(
+    client: &Client,
+    key: &SecretString,
+    plan: &Plan,
+    deadline: Deadline,
+) -> Result<Outcome, RegistrationError> {
+    let tables = Tables::resolve(client, deadline).await?;
+    let table = client.table(&plan.table, deadline).await?;
+    let mut outcome = Outcome::default();
+    let endpoint = ensure_endpoint(client, &tables, key, plan, &mut outcome, deadline).await?;
+    for &message in &plan.messages {
+        let message_id = message_id(client, &tables, message, deadline).await?;
+        let filter = filter_id(
+            client,
+            &tables,
+            message_id,
+            message,
+            &table.logical_name,
+            deadline,
+        )
+        .await?;
+        let step_name = step_name(message, &table.logical_name, &plan.endpoint_url);
+        let columns = if message == Message::Update {
+            plan.columns.join(",")
+        } else {
+            String::new()
+        };
+        let step = ensure_step(
+            client,
+            &tables,
+            &step_name,
+            [message_id, filter, endpoint],
+            &columns,
+            &mut outcome,
+            deadline,
+        )
+        .await?;
+        ensure_image(client, &tables, step, message, &mut outcome, deadline).await?;
+    }
+    Ok(outcome)
+}
+
+fn step_name(message: Message, logical_name: &str, endpoint_url: &Url) -> String {
+    format!(
+        "{NAME_PREFIX}: {} of {logical_name} to {endpoint_url}",
+        message.name()
+    )
+}
+
+async fn ensure_endpoint(
+    client: &Client,
+    tables: &Tables,
+    key: &SecretString,
+    plan: &Plan,
+    outcome: &mut Outcome,
+    deadline: Deadline,
+) -> Result<Uuid, RegistrationError> {
+    let name = plan.endpoint_name();
+    let query = Query::new()
+        .select("serviceendpointid,url,authtype")
+        .filter(format!("name eq {}", literal(&name)));
+    let existing = rows(client, &tables.endpoints, &query, deadline).await?;
+    let mut fields = Map::new();
+    fields.insert("url".into(), json!(plan.endpoint_url.as_str()));
+    fields.insert("authtype".into(), json!(plan.auth.code()));
+    if let Some(row) = existing.first() {
+        let id = id_of(row, "serviceendpoint", "serviceendpointid")?;
+        let same = text(row, "url") == plan.endpoint_url.as_str()
+            && row.get("authtype").and_then(Value::as_i64) == Some(plan.auth.code());
+        if !same || plan.update_key {
+            fields.insert(
+                "authvalue".into(),
+                json!(plan.auth.value(key).expose_secret()),
+            );
+            client
+                .update(&tables.endpoints, id, &fields)
+                .send(deadline)
+                .await?;
+            outcome.updated.push(("serviceendpoint", id));
+        }
+        return Ok(id);
+    }
+    fields.insert("name".into(), json!(name));
+    fields.insert(
+        "description".into(),
+        json!("Sends this org's changes to dataverse-webhook on AWS Lambda."),
+    );
+    fields.insert("contract".into(), json!(CONTRACT_WEBHOOK));
+    fields.insert("messageformat".into(), json!(FORMAT_JSON));
+    fields.insert(
+        "authvalue".into(),
+        json!(plan.auth.value(key).expose_secret()),
+    );
+    let created = client
+        .create(
+            &tables.endpoints,
+            &fields,
+            &Query::new().select("serviceendpointid"),
+            deadline,
+        )
+        .await?;
+    let id = id_of(&created, "serviceendpoint", "serviceendpointid")?;
+    outcome.created.push(("serviceendpoint", id));
+    Ok(id)
+}
+
+async fn message_id(
+    client: &Client,
+    tables: &Tables,
+    message: Message,
+    deadline: Deadline,
+) -> Result<Uuid, RegistrationError> {
+    let query = Query::new()
+        .select("sdkmessageid")
+        .filter(format!("name eq {}", literal(message.name())));
+    let found = rows(client, &tables.messages, &query, deadline).await?;
+    let row = found
+        .first()
+        .ok_or_else(|| RegistrationError::Missing(format!("'{}' message", message.name())))?;
+    id_of(row, "sdkmessage", "sdkmessageid")
+}
+
+async fn filter_id(
+    client: &Client,
+    tables: &Tables,
+    message_id: Uuid,
+    message: Message,
+    logical_name: &str,
+    deadline: Deadline,
+) -> Result<Uuid, RegistrationError> {
+    let query = Query::new().select("sdkmessagefilterid").filter(format!(
+        "_sdkmessageid_value eq {message_id} and primaryobjecttypecode eq {}",
+        literal(logical_name)
+    ));
+    let found = rows(client, &tables.filters, &query, deadline).await?;
+    let row = found.first().ok_or_else(|| {
+        RegistrationError::Missing(format!(
+            "'{}' message filter for the table '{logical_name}' (it cannot have this step)",
+            message.name()
+        ))
+    })?;
+    id_of(row, "sdkmessagefilter", "sdkmessagefilterid")
+}
+
+async fn ensure_step(
+    client: &Client,
+    tables: &Tables,
+    name: &str,
+    [message, filter, endpoint]: [Uuid; 3],
+    columns: &str,
+    outcome: &mut Outcome,
+    deadline: Deadline,
+) -> Result<Uuid, RegistrationError> {
+    let query = Query::new()
+        .select("sdkmessageprocessingstepid,filteringattributes")
+        .filter(format!(
+            "name eq {} and _eventhandler_value eq {endpoint}",
+            literal(name)
+        ));
+    let existing = rows(client, &tables.steps, &query, deadline).await?;
+    if let Some(row) = existing.first() {
+        let id = id_of(
+            row,
+            "sdkmessageprocessingstep",
+            "sdkmessageprocessingstepid",
+        )?;
+        if text(row, "filteringattributes") != columns {
+            let mut fields = Map::new();
+            fields.insert(
+                "filteringattributes".into(),
+                if columns.is_empty() {
+                    Value::Null
+                } else {
+                    json!(columns)
+                },
+            );
+            client
+                .update(&tables.steps, id, &fields)
+                .send(deadline)
+                .await?;
+            outcome.updated.push(("sdkmessageprocessingstep", id));
+        }
+        return Ok(id);
+    }
+    let mut fields = Map::new();
+    fields.insert("name".into(), json!(name));
+    fields.insert("stage".into(), json!(STAGE_POST_OPERATION));
+    fields.insert("mode".into(), json!(MODE_ASYNCHRONOUS));
+    fields.insert("rank".into(), json!(1));
+    fields.insert("supporteddeployment".into(), json!(0));
+    // Finished deliveries' system jobs are deleted rather than kept, as Microsoft recommends for
+    // asynchronous steps; failed ones are kept for the operator.
+    fields.insert("asyncautodelete".into(), json!(true));
+    if !columns.is_empty() {
+        fields.insert("filteringattributes".into(), json!(columns));
+    }
+    fields.insert(
+        "sdkmessageid@odata.bind".into(),
+        json!(format!("/sdkmessages({message})")),
+    );
+    fields.insert(
+        "sdkmessagefilterid@odata.bind".into(),
+        json!(format!("/sdkmessagefilters({filter})")),
+    );
+    fields.insert(
+        "eventhandler_serviceendpoint@odata.bind".into(),
+        json!(format!("/serviceendpoints({endpoint})")),
+    );
+    let created = client
+        .create(
+            &tables.steps,
+            &fields,
+            &Query::new().select("sdkmessageprocessingstepid"),
+            deadline,
+        )
+        .await?;
+    let id = id_of(
+        &created,
+        "sdkmessageprocessingstep",
+        "sdkmessageprocessingstepid",
+    )?;
+    outcome.created.push(("sdkmessageprocessingstep", id));
+    Ok(id)
+}
+
+async fn ensure_image(
+    client: &Client,
+    tables: &Tables,
+    step: Uuid,
+    message: Message,
+    outcome: &mut Outcome,
+    deadline: Deadline,
+) -> Result<(), RegistrationError> {
+    let (kind, alias) = message.image();
+    let query = Query::new()
+        .select("sdkmessageprocessingstepimageid")
+        .filter(format!(
+            "_sdkmessageprocessingstepid_value eq {step} and imagetype eq {kind}"
+        ));
+    if !rows(client, &tables.images, &query, deadline)
+        .await?
+        .is_empty()
+    {
+        return Ok(());
+    }
+    let mut fields = Map::new();
+    fields.insert("name".into(), json!(alias));
+    fields.insert("entityalias".into(), json!(alias));
+    fields.insert("imagetype".into(), json!(kind));
+    fields.insert("messagepropertyname".into(), json!("Target"));
+    fields.insert(
+        "sdkmessageprocessingstepid@odata.bind".into(),
+        json!(format!("/sdkmessageprocessingsteps({step})")),
+    );
+    let created = client
+        .create(
+            &tables.images,
+            &fields,
+            &Query::new().select("sdkmessageprocessingstepimageid"),
+            deadline,
+        )
+        .await?;
+    let id = id_of(
+        &created,
+        "sdkmessageprocessingstepimage",
+        "sdkmessageprocessingstepimageid",
+    )?;
+    outcome.created.push(("sdkmessageprocessingstepimage", id));
+    Ok(())
+}
+
+/// One registered step, as [`list`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    pub id: Uuid,
+    pub name: String,
+    pub filtering_attributes: Option<String>,
+    pub enabled: bool,
+}
+
+/// Every endpoint this tool registered, with its steps.
+pub async fn list(client: &Client, deadline: Deadline) -> Result<Value, RegistrationError> {
+    let tables = Tables::resolve(client, deadline).await?;
+    let query = Query::new()
+        .select("serviceendpointid,name,url,authtype")
+        .filter(format!("startswith(name,{})", literal(NAME_PREFIX)));
+    let mut endpoints = Vec::new();
+    for endpoint in rows(client, &tables.endpoints, &query, deadline).await? {
+        let id = id_of(&endpoint, "serviceendpoint", "serviceendpointid")?;
+        let steps = steps_of(client, &tables, id, deadline).await?;
+        endpoints.push(json!({
+            "id": id,
+            "name": text(&endpoint, "name"),
+            "url": text(&endpoint, "url"),
+            "authtype": endpoint.get("authtype"),
+            "steps": steps.iter().map(|s| json!({
+                "id": s.id,
+                "name": s.name,
+                "filteringattributes": s.filtering_attributes,
+                "enabled": s.enabled,
+            })).collect::<Vec<_>>(),
+        }));
+    }
+    Ok(json!({"endpoints": endpoints}))
+}
+
+async fn steps_of(
+    client: &Client,
+    tables: &Tables,
+    endpoint: Uuid,
+    deadline: Deadline,
+) -> Result<Vec<Step>, RegistrationError> {
+    let query = Query::new()
+        .select("sdkmessageprocessingstepid,name,filteringattributes,statecode")
+        .filter(format!("_eventhandler_value eq {endpoint}"));
+    rows(client, &tables.steps, &query, deadline)
+        .await?
+        .iter()
+        .map(|row| {
+            Ok(Step {
+                id: id_of(
+                    row,
+                    "sdkmessageprocessingstep",
+                    "sdkmessageprocessingstepid",
+                )?,
+                name: text(row, "name").to_owned(),
+                filtering_attributes: row
+                    .get("filteringattributes")
+                    .and_then(Value::as_str)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned),
+                enabled: row.get("statecode").and_then(Value::as_i64).unwrap_or(0) == 0,
+            })
+        })
+        .collect()
+}
+
+/// Removes the steps sending to `endpoint_url` (only `table`'s, when given) with their images, and
+/// then the endpoint itself once no step of any table uses it.
+pub async fn remove(
+    client: &Client,
+    endpoint_url: &Url,
+    table: Option<&TableName>,
+    deadline: Deadline,
+) -> Result<Outcome, RegistrationError> {
+    let tables = Tables::resolve(client, deadline).await?;
+    let mut outcome = Outcome::default();
+    let query = Query::new()
+        .select("serviceendpointid")
+        .filter(format!("name eq {}", literal(&endpoint_name(endpoint_url))));
+    let Some(endpoint) = rows(client, &tables.endpoints, &query, deadline)
+        .await?
+        .first()
+        .map(|row| id_of(row, "serviceendpoint", "serviceendpointid"))
+        .transpose()?
+    else {
+        return Ok(outcome);
+    };
+    let only = match table {
+        Some(name) => Some(client.table(name, deadline).await?.logical_name.clone()),
+        None => None,
+    };
+    let mut remaining = 0;
+    for step in steps_of(client, &tables, endpoint, deadline).await? {
+        let of_table = only.as_ref().is_none_or(|logical| {
+            Message::ALL
+                .iter()
+                .any(|m| step.name == step_name(*m, logical, endpoint_url))
+        });
+        if !of_table {
+            remaining += 1;
+            continue;
+        }
+        let images = Query::new()
+            .select("sdkmessageprocessingstepimageid")
+            .filter(format!("_sdkmessageprocessingstepid_value eq {}", step.id));
+        for image in rows(client, &tables.images, &images, deadline).await? {
+            let id = id_of(
+                &image,
+                "sdkmessageprocessingstepimage",
+                "sdkmessageprocessingstepimageid",
+            )?;
+            client.delete(&tables.images, id, None, deadline).await?;
+            outcome.deleted.push(("sdkmessageprocessingstepimage", id));
+        }
+        client
+            .delete(&tables.steps, step.id, None, deadline)
+            .await?;
+        outcome.deleted.push(("sdkmessageprocessingstep", step.id));
+    }
+    if remaining == 0 {
+        client
+            .delete(&tables.endpoints, endpoint, None, deadline)
+            .await?;
+        outcome.deleted.push(("serviceendpoint", endpoint));
+    }
+    Ok(outcome)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_endpoint_is_the_receiver_with_the_dataset_as_path() {
+        let receiver = Url::parse("https://abc.lambda-url.eu-west-1.on.aws/").unwrap();
+        assert_eq!(
+            endpoint_url(&receiver, "contoso").as_str(),
+            "https://abc.lambda-url.eu-west-1.on.aws/contoso"
+        );
+        let with_path =
+            Url::parse("http://127.0.0.1:9000/lambda-url/dataverse-webhook?x=1").unwrap();
+        assert_eq!(
+            endpoint_url(&with_path, "contoso").as_str(),
+            "http://127.0.0.1:9000/lambda-url/dataverse-webhook/contoso"
+        );
+    }
+
+    #[test]
+    fn auth_values_carry_the_key_where_the_receiver_reads_it() {
+        let key = SecretString::from("a\"b<c>&d".to_owned());
+        assert_eq!(Auth::WebhookKey.value(&key).expose_secret(), "a\"b<c>&d");
+        assert_eq!(
+            Auth::HttpHeader.value(&key).expose_secret(),
+            "<settings><setting name=\"x-crm-webhook-key\" value=\"a&quot;b&lt;c&gt;&amp;d\" /></settings>"
+        );
+        assert_eq!(
+            Auth::HttpQueryString.value(&key).expose_secret(),
+            "<settings><setting name=\"code\" value=\"a&quot;b&lt;c&gt;&amp;d\" /></settings>"
+        );
+        assert_eq!(literal("O'Brien"), "'O''Brien'");
+    }
+}
