@@ -85,6 +85,16 @@ impl Rig {
         row
     }
 
+    /// A Web API write to one account, which must answer `status`.
+    async fn write(&self, method: Method, id: &str, body: Option<Value>, status: u16) {
+        let (code, answer) = self
+            .emulator
+            .api(method, &format!("accounts({id})"), body.as_ref())
+            .await
+            .unwrap();
+        assert_eq!(code, status, "{answer}");
+    }
+
     /// The GETs of one account the emulator answered since the log was last cleared.
     async fn reads_of(&self, id: &str) -> usize {
         let wanted = format!("/api/data/v9.2/accounts({id})");
@@ -349,16 +359,13 @@ async fn a_pushed_change_matches_the_polled_one_event_id_and_record() {
     created_trigger.invoke(&start).await.unwrap();
 
     settle(&rig.emulator).await.unwrap();
-    let (code, _) = rig
-        .emulator
-        .api(
-            Method::PATCH,
-            &format!("accounts({id})"),
-            Some(&json!({"telephone1": "555-0100"})),
-        )
-        .await
-        .unwrap();
-    assert_eq!(code, 200);
+    rig.write(
+        Method::PATCH,
+        &id,
+        Some(json!({"telephone1": "555-0100"})),
+        200,
+    )
+    .await;
     let updated_row = rig.row(&id).await;
     let pushed_update = deliver(
         &mut webhook,
@@ -429,12 +436,7 @@ async fn a_replayed_delivery_keeps_its_event_id_and_a_deletion_needs_no_row() {
         let answer = deliver(&mut webhook, Auth::Code(KEY), "Create", &[], &created).await;
         assert_eq!(status(&answer), 200, "{answer}");
     }
-    let (code, _) = rig
-        .emulator
-        .api(Method::DELETE, &format!("accounts({id})"), None)
-        .await
-        .unwrap();
-    assert_eq!(code, 204);
+    rig.write(Method::DELETE, &id, None, 204).await;
     rig.emulator.clear_requests().await.unwrap();
     let deleted = context("Delete", &id, None, None, Some(wcf_entity(&row)));
     let answer = deliver(&mut webhook, Auth::Code(KEY), "Delete", &[], &deleted).await;
@@ -506,12 +508,7 @@ async fn a_context_cut_for_size_or_without_a_usable_image_reads_the_row() {
     );
 
     // A row deleted before its delivery is read: nothing to publish, and nothing to retry.
-    let (code, _) = rig
-        .emulator
-        .api(Method::DELETE, &format!("accounts({id})"), None)
-        .await
-        .unwrap();
-    assert_eq!(code, 204);
+    rig.write(Method::DELETE, &id, None, 204).await;
     let late = deliver(&mut webhook, Auth::Code(KEY), "Update", &[], &update).await;
     assert_eq!(status(&late), 200, "{late}");
     assert_eq!(body(&late)["published"], false);
@@ -779,33 +776,22 @@ async fn the_emulator_pushes_registered_changes_through_a_function_url() {
             .create_account(&format!("pushed with {auth}"))
             .await
             .unwrap();
-        let (code, _) = rig
-            .emulator
-            .api(
-                Method::PATCH,
-                &format!("accounts({created})"),
-                Some(&json!({"name": "renamed"})),
-            )
-            .await
-            .unwrap();
-        assert_eq!(code, 200);
+        rig.write(
+            Method::PATCH,
+            &created,
+            Some(json!({"name": "renamed"})),
+            200,
+        )
+        .await;
         // telephone1 is not among the update step's columns: no delivery for this one.
-        let (code, _) = rig
-            .emulator
-            .api(
-                Method::PATCH,
-                &format!("accounts({created})"),
-                Some(&json!({"telephone1": "555"})),
-            )
-            .await
-            .unwrap();
-        assert_eq!(code, 200);
-        let (code, _) = rig
-            .emulator
-            .api(Method::DELETE, &format!("accounts({id})"), None)
-            .await
-            .unwrap();
-        assert_eq!(code, 204);
+        rig.write(
+            Method::PATCH,
+            &created,
+            Some(json!({"telephone1": "555"})),
+            200,
+        )
+        .await;
+        rig.write(Method::DELETE, &id, None, 204).await;
 
         let log = rig
             .emulator

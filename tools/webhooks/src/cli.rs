@@ -152,9 +152,16 @@ impl Options {
             }
             Ok(url)
         };
-        let only_for = |name: &str, given: bool| {
-            if given {
-                Err(usage(format!("{name} is only for register")))
+        // Options that shape a registration mean nothing to list or remove: refused, not ignored.
+        let registration_only = || {
+            if self.messages.is_some()
+                || self.columns.is_some()
+                || self.auth.is_some()
+                || self.update_key
+            {
+                Err(usage(
+                    "--messages, --columns, --auth and --update-key are only for register".into(),
+                ))
             } else {
                 Ok(())
             }
@@ -207,13 +214,7 @@ impl Options {
                 })
             }
             "list" => {
-                only_for(
-                    "--messages, --columns, --auth and --update-key",
-                    self.messages.is_some()
-                        || self.columns.is_some()
-                        || self.auth.is_some()
-                        || self.update_key,
-                )?;
+                registration_only()?;
                 if self.table.is_some() || self.url.is_some() {
                     return Err(usage("list takes only --dataset".into()));
                 }
@@ -222,13 +223,7 @@ impl Options {
                 })
             }
             "remove" => {
-                only_for(
-                    "--messages, --columns, --auth and --update-key",
-                    self.messages.is_some()
-                        || self.columns.is_some()
-                        || self.auth.is_some()
-                        || self.update_key,
-                )?;
+                registration_only()?;
                 Ok(Command::Remove {
                     dataset: dataset()?,
                     url: url()?,
