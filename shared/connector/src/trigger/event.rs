@@ -174,6 +174,7 @@ pub(crate) fn event_for(change: &Change<'_>) -> Result<Event, ScanError> {
 }
 
 /// The `event_id` of `change`'s event.
+#[cfg(feature = "webhook")]
 pub(crate) fn change_id(change: &Change<'_>) -> String {
     let mut id_buffer = [0u8; uuid::fmt::Hyphenated::LENGTH];
     identity(change, change.id.hyphenated().encode_lower(&mut id_buffer))
