@@ -141,34 +141,44 @@ pub(crate) fn event_for(change: &Change<'_>) -> Result<Event, ScanError> {
         #[serde(skip_serializing_if = "Option::is_none")]
         via: Option<&'a str>,
     }
-    let table = change.table;
+    // Taken apart whole, so that a field added to `Change` cannot be left out of the detail.
+    let Change {
+        kind,
+        dataset,
+        table,
+        id,
+        version,
+        changed_on,
+        record,
+        via,
+    } = *change;
     // The id's text is written once, for both the event id and the detail.
     let mut id_buffer = [0u8; uuid::fmt::Hyphenated::LENGTH];
-    let id_text = &*change.id.hyphenated().encode_lower(&mut id_buffer);
+    let id_text = &*id.hyphenated().encode_lower(&mut id_buffer);
     let hashed = identity(change, id_text);
     let mut number = itoa::Buffer::new();
     let mut detail = Detail {
         event_id: &hashed,
-        dataset: change.dataset,
+        dataset,
         table: &table.entity_set_name,
         id: id_text,
-        version: change.version.map(|v| number.format(v)),
-        changed_on: change.changed_on,
-        record: change.record,
+        version: version.map(|v| number.format(v)),
+        changed_on,
+        record,
         truncated: false,
-        via: change.via,
+        via,
     };
     // The record, and room for the other fields, all short.
-    let capacity = change.record.map_or(0, |r| r.get().len()) + 320;
+    let capacity = record.map_or(0, |r| r.get().len()) + 320;
     let mut text = detail_text(&detail, capacity)?;
     if text.len() > DETAIL_BUDGET {
-        let key = key_only(&table.primary_id_attribute, change.id, false)?;
+        let key = key_only(&table.primary_id_attribute, id, false)?;
         detail.record = Some(&key);
         detail.truncated = true;
         text = detail_text(&detail, 320)?;
     }
     Ok(Event {
-        detail_type: change.kind.detail_type(),
+        detail_type: kind.detail_type(),
         detail: text,
     })
 }

@@ -28,7 +28,7 @@ use tokio::sync::Mutex;
 use tracing::Instrument as _;
 
 pub use self::context::{Context, ContextError};
-pub use self::request::{Request, Response};
+pub use self::request::{Request, RequestError, Response};
 use crate::config::Config;
 use crate::events::EventSink;
 use crate::input::{Dataset, TableName};
@@ -41,6 +41,13 @@ pub const MAX_BODY_BYTES: usize = 512 * 1024;
 /// How old a remembered key must be before a delivery it refuses causes the key to be read again
 /// (it may have been rotated). Refused deliveries cannot make the function read secrets faster.
 const KEY_REREAD_AFTER: Duration = Duration::from_secs(60);
+/// How long a remembered key is trusted even while deliveries match it: a key rotated because it
+/// leaked stops working on a warm instance within this, whether or not a delivery with the new key
+/// arrives there.
+const KEY_MAX_AGE: Duration = Duration::from_secs(600);
+/// How many datasets without credentials may be looked up in a minute. Any name fits the path, so
+/// without a bound every request naming a new one would cost a Secrets Manager call.
+const UNKNOWN_LOOKUPS_PER_MINUTE: usize = 20;
 /// The header a delivery registered with the `HttpHeader` auth type carries its key in.
 pub const KEY_HEADER: &str = "x-crm-webhook-key";
 /// The query parameter of the `WebhookKey` auth type (and of `HttpQueryString`, named so).
@@ -51,8 +58,16 @@ pub const KEY_PARAMETER: &str = "code";
 pub struct WebhookDeps {
     pub crm: Crm,
     pub sink: EventSink,
-    /// Each dataset's key, as last read, and when.
-    keys: Mutex<HashMap<Dataset, (Option<SecretString>, Instant)>>,
+    keys: Mutex<Keys>,
+}
+
+/// The datasets' keys as last read.
+#[derive(Debug, Default)]
+struct Keys {
+    /// Each dataset with credentials: its key (`None` when it has none), and when it was read.
+    known: HashMap<Dataset, (Option<SecretString>, Instant)>,
+    /// When names without credentials were looked up, within the last minute.
+    unknown: std::collections::VecDeque<Instant>,
 }
 
 impl WebhookDeps {
@@ -60,33 +75,61 @@ impl WebhookDeps {
         Self {
             crm,
             sink,
-            keys: Mutex::new(HashMap::new()),
+            keys: Mutex::new(Keys::default()),
         }
     }
 
     /// From the `CRM_*` variables.
     pub async fn from_env() -> Result<Self, ConfigError> {
         let config = Config::from_env()?;
+        // Without a sink every delivery would be answered "published" and dropped.
+        if matches!(config.events, crate::config::EventsConfig::None) {
+            return Err(ConfigError::Environment(vec![
+                "CRM_EVENTS is not set: the webhook receiver needs an event sink (eventbridge:<bus> or file:<path>)".into(),
+            ]));
+        }
         Ok(Self::new(
             Crm::new(crate::CredentialSource::from_config(&config.secrets).await),
             EventSink::from_config(&config.events, &config.event_source).await,
         ))
     }
 
-    /// Whether `presented` is the dataset's key. A refusal by a key remembered for a while reads the
-    /// key again first, so a rotation takes effect without a cold start.
+    /// Whether `presented` is the dataset's key. A refusal by a key remembered for over a minute
+    /// reads the key again first, so a rotation takes effect without a cold start; a match is
+    /// trusted for ten minutes at most. Errors are the secret's: unreadable (`Crm.Configuration`) or
+    /// unreachable.
     async fn authentic(&self, dataset: &Dataset, presented: &str) -> Result<bool, CrmError> {
         let mut keys = self.keys.lock().await;
-        let fresh = match keys.get(dataset) {
-            Some((key, _)) if matches(key.as_ref(), presented) => return Ok(true),
-            Some((_, read)) if read.elapsed() < KEY_REREAD_AFTER => return Ok(false),
-            _ => self.crm.webhook_key(dataset).await?,
+        if let Some((key, read)) = keys.known.get(dataset) {
+            let age = read.elapsed();
+            if age < KEY_MAX_AGE && matches(key.as_ref(), presented) {
+                return Ok(true);
+            }
+            if age < KEY_REREAD_AFTER {
+                return Ok(false);
+            }
+        } else {
+            keys.unknown
+                .retain(|at| at.elapsed() < Duration::from_secs(60));
+            if keys.unknown.len() >= UNKNOWN_LOOKUPS_PER_MINUTE {
+                tracing::warn!(dataset = %crate::excerpt(dataset.as_str()), "too many deliveries for datasets without credentials this minute; refused without a lookup");
+                return Ok(false);
+            }
+        }
+        let fresh = match self.crm.webhook_key(dataset).await {
+            Ok(key) => key,
+            Err(CrmError::Configuration(ConfigError::NoCredentials { reason, .. })) => {
+                keys.unknown.push_back(Instant::now());
+                tracing::error!(dataset = %crate::excerpt(dataset.as_str()), %reason, "a delivery names a dataset without credentials; refused");
+                return Ok(false);
+            }
+            Err(e) => return Err(e),
         };
         if fresh.is_none() {
             tracing::error!(dataset = %dataset, "this dataset has no webhook key; every delivery to it is refused (add `webhook_key` to its credentials)");
         }
         let verdict = matches(fresh.as_ref(), presented);
-        keys.insert(dataset.clone(), (fresh, Instant::now()));
+        keys.known.insert(dataset.clone(), (fresh, Instant::now()));
         Ok(verdict)
     }
 }
@@ -106,10 +149,21 @@ fn matches(expected: Option<&SecretString>, presented: &str) -> bool {
 /// [`receive`] per delivery.
 pub async fn serve() -> Result<(), lambda_runtime::Error> {
     lambda::init_logging();
-    let deps = WebhookDeps::from_env().await;
-    lambda::serve(&deps, async move |deps, event| {
-        let deadline = lambda::deadline(&event.context);
-        Ok(receive(deps, event.payload, deadline).await)
+    // A configuration failure is answered as an HTTP 500 like any other, not as a failed
+    // invocation: a Function URL turns those into 502, which Dataverse takes for a network fault.
+    let deps = Ok::<_, ConfigError>(WebhookDeps::from_env().await);
+    lambda::serve(&deps, async move |deps, event| match deps {
+        Ok(deps) => {
+            let deadline = lambda::deadline(&event.context);
+            Ok(receive(deps, event.payload, deadline).await)
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "the webhook receiver is misconfigured");
+            Ok(Response::json(
+                500,
+                &json!({"error": "the receiver is misconfigured; see its logs"}),
+            ))
+        }
     })
     .await
 }
@@ -134,10 +188,18 @@ impl Refused {
     /// retries a failed asynchronous delivery), 500 when this side is misconfigured.
     fn from_error(error: &CrmError) -> Self {
         let status = match error.error_type() {
-            "Crm.Configuration" => 500,
-            _ => 503,
+            "Crm.ServerError" | "Crm.Throttled" => 503,
+            _ => 500,
         };
         Self::new(status, error.message())
+    }
+
+    /// A failure while checking the key: the caller is not yet known, so it learns only that the
+    /// check could not be made; the log has the cause.
+    fn unchecked(error: &CrmError) -> Self {
+        let refused = Self::from_error(error);
+        tracing::error!(status = refused.status, error = %refused.message, "the webhook key could not be read");
+        Self::new(refused.status, "the key could not be checked")
     }
 }
 
@@ -147,11 +209,16 @@ pub async fn receive(deps: &WebhookDeps, request: Value, deadline: Deadline) -> 
         Ok(request) => request,
         Err(problem) => {
             tracing::warn!(status = 400, %problem, "not a Function URL request");
-            return Response::json(400, &json!({"error": problem}));
+            return Response::json(400, &json!({"error": problem.to_string()}));
         }
     };
-    let request_id = request.header("x-request-id").unwrap_or("").to_owned();
-    let span = tracing::info_span!("delivery", request_id = %request_id, path = %request.raw_path);
+    // Both come from an unauthenticated caller: bounded before they reach a log line.
+    let request_id = crate::excerpt(request.header("x-request-id").unwrap_or(""));
+    let span = tracing::info_span!(
+        "delivery",
+        request_id = %request_id,
+        path = %crate::excerpt(&request.raw_path)
+    );
     match deliver(deps, &request, deadline).instrument(span).await {
         Ok(published) => {
             tracing::info!(request_id = %request_id, status = 200, event_id = %published.event_id, published = published.published, "delivery handled");
@@ -202,6 +269,7 @@ async fn deliver(
                 "no key: expected ?code= or the x-crm-webhook-key header",
             )
         })?;
+    // An unknown dataset looks like a wrong key from outside; the log says which it was.
     match deps.authentic(&dataset, presented).await {
         Ok(true) => {}
         Ok(false) => {
@@ -210,19 +278,11 @@ async fn deliver(
                 "the key is not this dataset's webhook key",
             ));
         }
-        // An unknown dataset looks like a wrong key from outside; the log says which it was.
-        Err(CrmError::Configuration(e)) => {
-            tracing::error!(dataset = %dataset, problem = %e, "no webhook key can be read for this dataset");
-            return Err(Refused::new(
-                401,
-                "the key is not this dataset's webhook key",
-            ));
-        }
-        Err(e) => return Err(Refused::from_error(&e)),
+        Err(e) => return Err(Refused::unchecked(&e)),
     }
     let body = request
         .body()
-        .map_err(|problem| Refused::new(400, problem))?;
+        .map_err(|problem| Refused::new(400, problem.to_string()))?;
     if body.len() > MAX_BODY_BYTES {
         return Err(Refused::new(
             400,
@@ -239,7 +299,7 @@ async fn deliver(
     let size_exceeded = request.header("x-ms-dynamics-msg-size-exceeded").is_some();
     tracing::info!(
         dataset = %dataset,
-        sdk_message = %context.message_name,
+        sdk_message = %crate::excerpt(&context.message_name),
         entity = %context.primary_entity_name,
         id = %context.primary_entity_id,
         depth = context.depth,
@@ -255,14 +315,19 @@ async fn deliver(
         })
         .await
         .map_err(|e| Refused::from_error(&e))?;
-    // An update's identity is its version: an image without one is no use for its event.
+    // An event carries the row's version (an update's identity): an image without one is no use.
+    // Nor is one with a value of a shape not known here: the delivery is authentic, so the row is
+    // read rather than the change refused for good.
     let carried = if kind == Kind::Deleted || size_exceeded {
         None
     } else {
-        context
-            .row(&table.primary_id_attribute)
-            .map_err(|e| Refused::new(400, e.to_string()))?
-            .filter(|r| kind != Kind::Updated || version(r).is_some())
+        match context.row(&table.primary_id_attribute) {
+            Ok(row) => row.filter(|r| version(r).is_some()),
+            Err(e) => {
+                tracing::warn!(problem = %e, "the context's row cannot be rewritten; reading the row instead");
+                None
+            }
+        }
     };
     let row = if kind == Kind::Deleted {
         None

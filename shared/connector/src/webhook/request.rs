@@ -6,8 +6,20 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+/// Why an invocation is not a usable Function URL request.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RequestError {
+    #[error("not a Function URL request (payload format 2.0)")]
+    NotFunctionUrl,
+    #[error("the body is marked base64 but is not")]
+    NotBase64,
+}
+
 /// A request as a Function URL passes it to the function. Header names arrive in lower case.
-#[derive(Debug, Deserialize)]
+///
+/// Its headers and query hold the webhook key, so its `Debug` shows their names only.
+#[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Request {
     pub raw_path: String,
@@ -21,6 +33,20 @@ pub struct Request {
     is_base64_encoded: bool,
     #[serde(skip)]
     pub method: String,
+}
+
+impl std::fmt::Debug for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Request")
+            .field("method", &self.method)
+            .field("raw_path", &self.raw_path)
+            .field("headers", &self.headers.keys().collect::<Vec<_>>())
+            .field(
+                "query",
+                &self.query_string_parameters.keys().collect::<Vec<_>>(),
+            )
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Deserialize)]
@@ -40,15 +66,15 @@ struct Http {
 }
 
 impl Request {
-    /// Reads an invocation's payload; the problem, if it is not a Function URL request.
-    pub fn parse(payload: Value) -> Result<Self, String> {
+    /// Reads an invocation's payload.
+    pub fn parse(payload: Value) -> Result<Self, RequestError> {
         let method = Envelope::deserialize(&payload)
-            .map_err(|_| "not a Function URL request (payload format 2.0)".to_owned())?
+            .map_err(|_| RequestError::NotFunctionUrl)?
             .request_context
             .http
             .method;
-        let mut request = Request::deserialize(payload)
-            .map_err(|_| "not a Function URL request (payload format 2.0)".to_owned())?;
+        let mut request =
+            Request::deserialize(payload).map_err(|_| RequestError::NotFunctionUrl)?;
         request.method = method;
         Ok(request)
     }
@@ -62,12 +88,12 @@ impl Request {
     }
 
     /// The body's bytes, decoded when the Function URL sent them in base64.
-    pub fn body(&self) -> Result<Vec<u8>, String> {
+    pub fn body(&self) -> Result<Vec<u8>, RequestError> {
         let text = self.body.as_deref().unwrap_or("");
         if self.is_base64_encoded {
             base64::engine::general_purpose::STANDARD
                 .decode(text)
-                .map_err(|_| "the body is marked base64 but is not".to_owned())
+                .map_err(|_| RequestError::NotBase64)
         } else {
             Ok(text.as_bytes().to_vec())
         }
