@@ -305,6 +305,27 @@ async fn a_page_fetched_ahead_that_fails_fails_the_read() {
         .await;
     let (pages, _) = pages_fetched_ahead(&org).await;
     assert_eq!(pages.unwrap_err().status(), Some(403));
+
+    // A failed page is asked for again, never taken for the end of the pages.
+    let (client, accounts) = org.accounts().await;
+    let prefer = dataverse::Prefer {
+        max_page_size: Some(2),
+        track_changes: false,
+    };
+    let url = client
+        .collection_url(&accounts, &Query::new().select("name"))
+        .unwrap();
+    let mut fetched = client.pager(url, prefer, deadline());
+    let first = fetched.next().await.unwrap().unwrap();
+    org.fault(Fault::status(403).method("GET").path_contains("skiptoken"))
+        .await;
+    assert_eq!(fetched.next().await.unwrap_err().status(), Some(403));
+    let second = fetched
+        .next()
+        .await
+        .unwrap()
+        .expect("the failed page, read again");
+    assert_eq!(first.rows.len() + second.rows.len(), 4);
 }
 
 #[tokio::test]

@@ -53,26 +53,41 @@ impl Pager {
         }
     }
 
-    /// The next page, or `None` after the last one.
+    /// The next page, or `None` after the last one. After an error the same page is asked for again
+    /// by the next call, so a failure never reads as the end of the pages.
     pub async fn next(&mut self) -> Result<Option<Page>, Error> {
-        let page = match std::mem::replace(&mut self.next, Next::Done) {
+        let url = match std::mem::replace(&mut self.next, Next::Done) {
             Next::Done => return Ok(None),
-            Next::Url(url) => self.client.page(&url, self.prefer, self.deadline).await?,
-            // The task only ends without a page if it panicked (it is aborted only on drop): the
-            // page is fetched again, here, where a panic is the caller's to see.
-            Next::Fetching(url, mut ahead) => {
-                if let Ok(page) = (&mut ahead.0).await {
-                    page?
-                } else {
-                    tracing::warn!("a page fetched ahead was lost; fetching it again");
-                    self.client.page(&url, self.prefer, self.deadline).await?
+            Next::Url(url) => url,
+            Next::Fetching(url, mut ahead) => match (&mut ahead.0).await {
+                Ok(Ok(page)) => return self.returned(page).map(Some),
+                Ok(Err(e)) => {
+                    self.next = Next::Url(url);
+                    return Err(e);
                 }
-            }
+                // The task only ends without a page if it panicked (it is aborted only on drop): the
+                // page is fetched again, here, where a panic is the caller's to see.
+                Err(_) => {
+                    tracing::warn!("a page fetched ahead was lost; fetching it again");
+                    url
+                }
+            },
         };
+        match self.client.page(&url, self.prefer, self.deadline).await {
+            Ok(page) => self.returned(page).map(Some),
+            Err(e) => {
+                self.next = Next::Url(url);
+                Err(e)
+            }
+        }
+    }
+
+    /// Notes where `page` leads before handing it over.
+    fn returned(&mut self, page: Page) -> Result<Page, Error> {
         if let Some(link) = page.next_link.as_deref() {
             self.next = Next::Url(self.client.link(link)?);
         }
-        Ok(Some(page))
+        Ok(page)
     }
 
     /// Starts fetching the page after the last one returned, if there is one and it is not already
