@@ -11,6 +11,7 @@ use std::collections::BTreeSet;
 use std::fmt;
 use std::sync::Arc;
 
+use connector::webhook::{KEY_HEADER, KEY_PARAMETER};
 use dataverse::{Client, Deadline, Query, Table, TableName};
 use futures_util::TryStreamExt as _;
 use secrecy::{ExposeSecret, SecretString};
@@ -20,10 +21,6 @@ use uuid::Uuid;
 
 /// What every name this tool gives a row starts with, so its rows are told apart from others'.
 pub const NAME_PREFIX: &str = "aws-crm";
-/// The header the `HttpHeader` auth type sends the key in, as `dataverse-webhook` expects it.
-pub const KEY_HEADER: &str = "x-crm-webhook-key";
-/// The query parameter of the `WebhookKey` and `HttpQueryString` auth types.
-pub const KEY_PARAMETER: &str = "code";
 
 /// `serviceendpoint.contract`: Webhook.
 const CONTRACT_WEBHOOK: i64 = 8;
@@ -77,12 +74,14 @@ impl Message {
     }
 
     /// The image that gives the receiver the row: after a creation or update, before a deletion
-    /// (which has no after, and whose `$filter` needs the row as it was). Its message property is
-    /// `Target` for all three, as Microsoft's "Register a plug-in" lists it.
-    fn image(self) -> (i64, &'static str) {
+    /// (which has no after, and whose `$filter` needs the row as it was); and the message property it
+    /// is taken from, `Id` (the created row's id) for Create and `Target` otherwise, as Microsoft's
+    /// table of entity-image message properties lists them.
+    fn image(self) -> (i64, &'static str, &'static str) {
         match self {
-            Message::Create | Message::Update => (IMAGE_POST, "PostImage"),
-            Message::Delete => (IMAGE_PRE, "PreImage"),
+            Message::Create => (IMAGE_POST, "PostImage", "Id"),
+            Message::Update => (IMAGE_POST, "PostImage", "Target"),
+            Message::Delete => (IMAGE_PRE, "PreImage", "Target"),
         }
     }
 }
@@ -529,7 +528,7 @@ async fn ensure_image(
     outcome: &mut Outcome,
     deadline: Deadline,
 ) -> Result<(), RegistrationError> {
-    let (kind, alias) = message.image();
+    let (kind, alias, property) = message.image();
     let query = Query::new()
         .select("sdkmessageprocessingstepimageid")
         .filter(format!(
@@ -545,7 +544,7 @@ async fn ensure_image(
     fields.insert("name".into(), json!(alias));
     fields.insert("entityalias".into(), json!(alias));
     fields.insert("imagetype".into(), json!(kind));
-    fields.insert("messagepropertyname".into(), json!("Target"));
+    fields.insert("messagepropertyname".into(), json!(property));
     fields.insert(
         "sdkmessageprocessingstepid@odata.bind".into(),
         json!(format!("/sdkmessageprocessingsteps({step})")),

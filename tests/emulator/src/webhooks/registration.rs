@@ -585,10 +585,10 @@ fn check_image(
         _ => {}
     }
     let property = merged.require_text("messagepropertyname")?;
-    // `Target` for all three (Microsoft Learn, "Register a plug-in"); `Id`, the created row's id, is
-    // what registration tools write for Create.
+    // The message property an image is taken from: `Id` (the created row's id) for Create, `Target`
+    // for Update and Delete, as Microsoft's table of entity-image message properties lists them.
     let valid = match message {
-        Message::Create => ["Target", "Id"].contains(&property),
+        Message::Create => property == "Id",
         Message::Update | Message::Delete => property == "Target",
     };
     if !valid {
