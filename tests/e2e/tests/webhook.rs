@@ -187,6 +187,17 @@ fn wcf_entity(row: &Map<String, Value>) -> Value {
         "LogicalName": "account", "Id": row["accountid"], "FormattedValues": [], "KeyAttributes": []})
 }
 
+/// The context of a creation as Dataverse sends it with a post-image: the row as Target and image.
+fn created_context(id: &str, row: &Map<String, Value>) -> String {
+    context(
+        "Create",
+        id,
+        Some(wcf_entity(row)),
+        Some(wcf_entity(row)),
+        None,
+    )
+}
+
 /// A `RemoteExecutionContext` for `message` on account `id`, asynchronous and post-operation.
 fn context(
     message: &str,
@@ -272,13 +283,7 @@ async fn the_three_auth_types_are_accepted_and_a_wrong_or_missing_key_is_401() {
     let rig = Rig::new().await;
     let id = rig.emulator.create_account("Ada").await.unwrap();
     let row = rig.row(&id).await;
-    let created = context(
-        "Create",
-        &id,
-        Some(wcf_entity(&row)),
-        Some(wcf_entity(&row)),
-        None,
-    );
+    let created = created_context(&id, &row);
     let mut webhook = rig.webhook().await;
 
     // WebhookKey and HttpQueryString (with its parameter named `code`) send the same request.
@@ -358,13 +363,7 @@ async fn a_pushed_change_matches_the_polled_one_event_id_and_record() {
         Auth::Code(KEY),
         "Create",
         &[],
-        &context(
-            "Create",
-            &id,
-            Some(wcf_entity(&row)),
-            Some(wcf_entity(&row)),
-            None,
-        ),
+        &created_context(&id, &row),
     )
     .await;
     assert_eq!(status(&pushed), 200, "{pushed}");
@@ -438,13 +437,7 @@ async fn a_replayed_delivery_keeps_its_event_id_and_a_deletion_needs_no_row() {
     let id = rig.emulator.create_account("Edsger").await.unwrap();
     let row = rig.row(&id).await;
     let mut webhook = rig.webhook().await;
-    let created = context(
-        "Create",
-        &id,
-        Some(wcf_entity(&row)),
-        Some(wcf_entity(&row)),
-        None,
-    );
+    let created = created_context(&id, &row);
     for _ in 0..2 {
         let answer = deliver(&mut webhook, Auth::Code(KEY), "Create", &[], &created).await;
         assert_eq!(status(&answer), 200, "{answer}");
@@ -559,13 +552,7 @@ async fn an_event_bridge_refusal_answers_503_and_the_redelivery_publishes_the_sa
     let mut webhook = rig.webhook_on(&fake).await;
     // Refused until cleared: the function's own retries of the entry run out, and it answers 503.
     fake.refuse(Refuse::detail("id", &id).code("InternalFailure", "try again"));
-    let created = context(
-        "Create",
-        &id,
-        Some(wcf_entity(&row)),
-        Some(wcf_entity(&row)),
-        None,
-    );
+    let created = created_context(&id, &row);
 
     let first = deliver(&mut webhook, Auth::Code(KEY), "Create", &[], &created).await;
     assert_eq!(status(&first), 503, "{first}");
@@ -642,22 +629,20 @@ async fn malformed_deliveries_are_refused_and_publish_nothing() {
     assert!(logs.contains("delivery refused"), "{logs}");
 }
 
-/// Registered rows named by the `webhooks` command, counted per registration table.
+/// Every row of an entity set, as the Web API lists it.
+async fn rows_of(rig: &Rig, set: &str) -> Vec<Value> {
+    let (status, page) = rig.emulator.api_get(set).await.unwrap();
+    assert_eq!(status, 200, "{set}: {page}");
+    page["value"].as_array().unwrap().clone()
+}
+
+/// How many endpoints, steps and images are registered.
 async fn registered(rig: &Rig) -> [usize; 3] {
-    let mut counts = [0; 3];
-    for (i, set) in [
-        "serviceendpoints",
-        "sdkmessageprocessingsteps",
-        "sdkmessageprocessingstepimages",
+    [
+        rows_of(rig, "serviceendpoints").await.len(),
+        rows_of(rig, "sdkmessageprocessingsteps").await.len(),
+        rows_of(rig, "sdkmessageprocessingstepimages").await.len(),
     ]
-    .into_iter()
-    .enumerate()
-    {
-        let (status, page) = rig.emulator.api_get(set).await.unwrap();
-        assert_eq!(status, 200, "{set}: {page}");
-        counts[i] = page["value"].as_array().unwrap().len();
-    }
-    counts
 }
 
 fn outcome_counts(answer: &Value) -> [usize; 3] {
@@ -689,14 +674,8 @@ async fn the_webhooks_command_registers_once_lists_and_removes_without_orphans()
     );
     assert_eq!(registered(&rig).await, [1, 3, 3]);
     // Each image is taken from the message property Dataverse names for its message.
-    let (_, images) = rig
-        .emulator
-        .api_get("sdkmessageprocessingstepimages")
+    let mut kinds: Vec<(i64, String)> = rows_of(&rig, "sdkmessageprocessingstepimages")
         .await
-        .unwrap();
-    let mut kinds: Vec<(i64, String)> = images["value"]
-        .as_array()
-        .unwrap()
         .iter()
         .map(|i| {
             (
@@ -720,12 +699,7 @@ async fn the_webhooks_command_registers_once_lists_and_removes_without_orphans()
     assert_eq!(registered(&rig).await, [1, 3, 3]);
 
     // The steps are what Dataverse needs for asynchronous post-operation webhooks.
-    let (_, steps) = rig
-        .emulator
-        .api_get("sdkmessageprocessingsteps")
-        .await
-        .unwrap();
-    for step in steps["value"].as_array().unwrap() {
+    for step in &rows_of(&rig, "sdkmessageprocessingsteps").await {
         assert_eq!(
             (step["stage"].as_i64(), step["mode"].as_i64()),
             (Some(40), Some(1)),
@@ -901,13 +875,7 @@ async fn a_receiver_without_an_event_sink_answers_500_rather_than_drop_deliverie
         .unwrap();
     let id = rig.emulator.create_account("Radia").await.unwrap();
     let row = rig.row(&id).await;
-    let created = context(
-        "Create",
-        &id,
-        Some(wcf_entity(&row)),
-        Some(wcf_entity(&row)),
-        None,
-    );
+    let created = created_context(&id, &row);
     let answer = deliver(&mut webhook, Auth::Code(KEY), "Create", &[], &created).await;
     assert_eq!(status(&answer), 500, "{answer}");
     let logs = webhook.logs_with("CRM_EVENTS is not set").await;
