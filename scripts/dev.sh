@@ -73,9 +73,11 @@ for _ in $(seq 100); do
     sleep 0.2
 done
 
-# Each sample event must answer with a row or a list, not an error.
+# Each sample event must answer with a row or a list, not an error; `.path=value` also checks the value
+# (the webhook answers a Function URL response, whose status says whether it published).
 status=0
-for case in "get-record:get.json:.name" "list-records:list.json:.value" "when-record-created:poll.json:.value"; do
+for case in "get-record:get.json:.name" "list-records:list.json:.value" "when-record-created:poll.json:.value" \
+            "dataverse-webhook:delete.json:.statusCode=200"; do
     IFS=: read -r function event expect <<<"$case"
     started=$(date +%s)
     if ! answer="$(timeout 600 cargo lambda invoke -P "$INVOKE_PORT" "$function" --data-file "functions/$function/events/$event" 2>&1)"; then
@@ -83,7 +85,12 @@ for case in "get-record:get.json:.name" "list-records:list.json:.value" "when-re
         status=1
         continue
     fi
-    if python3 -c 'import json, sys; v = json.loads(sys.argv[1]); [v := v[k] for k in sys.argv[2].split(".")[1:]]; sys.exit(v is None)' "$answer" "$expect" 2>/dev/null; then
+    if python3 -c 'import json, sys
+path, _, want = sys.argv[2].partition("=")
+v = json.loads(sys.argv[1])
+for k in path.split(".")[1:]:
+    v = v[k]
+sys.exit(v is None or (want != "" and str(v) != want))' "$answer" "$expect" 2>/dev/null; then
         echo "ok   $function through cargo lambda watch ($(($(date +%s) - started)) s)"
     else
         echo "FAIL $function: unexpected answer: ${answer:0:500}"
