@@ -86,17 +86,28 @@ impl Message {
     }
 }
 
-impl TryFrom<&str> for Message {
-    type Error = String;
+/// A name on the command line that is none of the ones a choice takes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("'{given}' is not {what}: use {choices}")]
+pub struct UnknownName {
+    pub given: String,
+    what: &'static str,
+    choices: &'static str,
+}
 
-    fn try_from(text: &str) -> Result<Self, String> {
+impl TryFrom<&str> for Message {
+    type Error = UnknownName;
+
+    fn try_from(text: &str) -> Result<Self, UnknownName> {
         match text.to_ascii_lowercase().as_str() {
             "create" => Ok(Message::Create),
             "update" => Ok(Message::Update),
             "delete" => Ok(Message::Delete),
-            _ => Err(format!(
-                "'{text}' is not a message: use create, update or delete"
-            )),
+            _ => Err(UnknownName {
+                given: text.to_owned(),
+                what: "a message",
+                choices: "create, update or delete",
+            }),
         }
     }
 }
@@ -138,16 +149,18 @@ impl Auth {
 }
 
 impl TryFrom<&str> for Auth {
-    type Error = String;
+    type Error = UnknownName;
 
-    fn try_from(text: &str) -> Result<Self, String> {
+    fn try_from(text: &str) -> Result<Self, UnknownName> {
         match text {
             "webhook-key" => Ok(Auth::WebhookKey),
             "http-header" => Ok(Auth::HttpHeader),
             "http-query-string" => Ok(Auth::HttpQueryString),
-            _ => Err(format!(
-                "'{text}' is not an auth type: use webhook-key, http-header or http-query-string"
-            )),
+            _ => Err(UnknownName {
+                given: text.to_owned(),
+                what: "an auth type",
+                choices: "webhook-key, http-header or http-query-string",
+            }),
         }
     }
 }
