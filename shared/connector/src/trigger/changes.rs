@@ -402,15 +402,16 @@ pub(super) async fn scan(
                 if !forward {
                     tracing::info!(id = %row.id, version = row.version, "a late commit, below the cursor, fires now");
                 }
-                let event = match event::change_event(
+                let event = match event::event_for(&event::Change {
                     kind,
-                    input.dataset.as_str(),
+                    dataset: input.dataset.as_str(),
                     table,
-                    row.id,
-                    Some(row.version),
-                    Some(&row.modified_text),
-                    Some(&row.raw),
-                ) {
+                    id: row.id,
+                    version: Some(row.version),
+                    changed_on: Some(&row.modified_text),
+                    record: Some(&row.raw),
+                    via: None,
+                }) {
                     Ok(event) => event,
                     Err(e) => {
                         scan.error = Some(e.into());

@@ -143,9 +143,18 @@ pub(super) async fn scan(
                         // More on this page: stay on it.
                         break 'polls;
                     }
-                    let built =
-                        event::change_event(Kind::Deleted, dataset, table, *id, None, None, None)
-                            .and_then(|e| Ok((e, event::deletion(*id)?)));
+                    // A tombstone carries only the id.
+                    let built = event::event_for(&event::Change {
+                        kind: Kind::Deleted,
+                        dataset,
+                        table,
+                        id: *id,
+                        version: None,
+                        changed_on: None,
+                        record: None,
+                        via: None,
+                    })
+                    .and_then(|e| Ok((e, event::deletion(*id)?)));
                     let (event, row) = match built {
                         Ok(built) => built,
                         Err(e) => {

@@ -98,29 +98,6 @@ pub(crate) struct Change<'a> {
     pub(crate) via: Option<&'static str>,
 }
 
-/// The event for a change a poll found, with its record (the row as sent) cut down to its id when
-/// EventBridge would refuse the entry.
-pub(super) fn change_event(
-    kind: Kind,
-    dataset: &str,
-    table: &dataverse::Table,
-    id: Uuid,
-    version: Option<u64>,
-    changed_on: Option<&str>,
-    record: Option<&RawValue>,
-) -> Result<Event, ScanError> {
-    event_for(&Change {
-        kind,
-        dataset,
-        table,
-        id,
-        version,
-        changed_on,
-        record,
-        via: None,
-    })
-}
-
 /// The event for `change`, its record cut down to its id when EventBridge would refuse the entry.
 /// Its `event_id` depends only on what identifies the change, not on how it was seen, so a change
 /// both pushed and polled is one event to a consumer that deduplicates.
@@ -267,15 +244,11 @@ mod tests {
         );
         assert_eq!(hex(&[0x00, 0x9f, 0xff]), "009fff");
         // And the published event carries it, beside the id it was computed from.
-        let event = change_event(
-            Kind::Updated,
-            "contoso",
-            &table(),
-            Uuid::from_u128(7),
-            Some(5),
-            None,
-            None,
-        )
+        let table = table();
+        let event = event_for(&Change {
+            version: Some(5),
+            ..change(Kind::Updated, &table, Uuid::from_u128(7))
+        })
         .unwrap();
         let detail: Value = serde_json::from_str(&event.detail).unwrap();
         assert_eq!(detail["event_id"], a.as_str());
@@ -293,26 +266,37 @@ mod tests {
         }
     }
 
+    /// A polled change of row `id` in dataset `contoso`, with nothing else known.
+    fn change(kind: Kind, table: &dataverse::Table, id: Uuid) -> Change<'_> {
+        Change {
+            kind,
+            dataset: "contoso",
+            table,
+            id,
+            version: None,
+            changed_on: None,
+            record: None,
+            via: None,
+        }
+    }
+
     #[test]
     fn oversized_records_are_cut_to_their_id() {
         let record =
             serde_json::value::to_raw_value(&json!({"description": "x".repeat(300_000)})).unwrap();
         let id = Uuid::from_u128(1);
-        let event = change_event(
-            Kind::Created,
-            "contoso",
-            &table(),
-            id,
-            Some(3),
-            None,
-            Some(&record),
-        )
+        let table = table();
+        let event = event_for(&Change {
+            version: Some(3),
+            record: Some(&record),
+            ..change(Kind::Created, &table, id)
+        })
         .unwrap();
         let detail: Value = serde_json::from_str(&event.detail).unwrap();
         assert_eq!(detail["truncated"], true);
         assert_eq!(detail["record"], json!({"accountid": id}));
         assert!(event.size("dynamics.crm") < 256 * 1024);
-        let small = change_event(Kind::Deleted, "contoso", &table(), id, None, None, None).unwrap();
+        let small = event_for(&change(Kind::Deleted, &table, id)).unwrap();
         let detail: Value = serde_json::from_str(&small.detail).unwrap();
         assert!(detail.get("record").is_none());
         assert!(detail.get("truncated").is_none());

@@ -31,9 +31,11 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 use uuid::Uuid;
 
+#[cfg(feature = "webhook")]
+pub(crate) use event::change_id;
 pub(crate) use event::hex;
 #[cfg(feature = "webhook")]
-pub(crate) use event::{Change, change_id, event_for};
+pub(crate) use event::{Change, event_for};
 pub use input::{Kind, TriggerInput};
 pub use order::OrderBy;
 pub use state::{Changes, Deletions, Phase, Position, Seen, SeenEntry, TriggerState};
