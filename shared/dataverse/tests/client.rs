@@ -233,21 +233,26 @@ async fn a_small_top_asks_for_a_small_page_and_stops() {
     assert_eq!(org.take_log().await.len(), 1);
 }
 
-/// The names on each page of `accounts` ordered by name, two rows a page, read through a pager
-/// that fetches ahead after every page; and the requests that made them.
-async fn pages_fetched_ahead(org: &Org) -> (Result<Vec<Vec<String>>, Error>, Vec<LogEntry>) {
+/// A pager over the names of `accounts` ordered by name, two rows a page.
+async fn pager_of_two(org: &Org) -> dataverse::Pager {
     let (client, accounts) = org.accounts().await;
-    org.take_log().await;
     let query = Query::new().select("name").orderby("name asc");
     let prefer = dataverse::Prefer {
         max_page_size: Some(2),
         track_changes: false,
     };
-    let mut fetched = client.pager(
+    client.pager(
         client.collection_url(&accounts, &query).unwrap(),
         prefer,
         deadline(),
-    );
+    )
+}
+
+/// The names on each page of [`pager_of_two`], read fetching ahead after every page; and the
+/// requests that made them.
+async fn pages_fetched_ahead(org: &Org) -> (Result<Vec<Vec<String>>, Error>, Vec<LogEntry>) {
+    let mut fetched = pager_of_two(org).await;
+    org.take_log().await;
     let mut pages = Vec::new();
     let outcome = loop {
         match fetched.next().await {
@@ -307,15 +312,7 @@ async fn a_page_fetched_ahead_that_fails_fails_the_read() {
     assert_eq!(pages.unwrap_err().status(), Some(403));
 
     // A failed page is asked for again, never taken for the end of the pages.
-    let (client, accounts) = org.accounts().await;
-    let prefer = dataverse::Prefer {
-        max_page_size: Some(2),
-        track_changes: false,
-    };
-    let url = client
-        .collection_url(&accounts, &Query::new().select("name"))
-        .unwrap();
-    let mut fetched = client.pager(url, prefer, deadline());
+    let mut fetched = pager_of_two(&org).await;
     let first = fetched.next().await.unwrap().unwrap();
     org.fault(Fault::status(403).method("GET").path_contains("skiptoken"))
         .await;
