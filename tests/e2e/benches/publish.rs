@@ -58,12 +58,8 @@ async fn drain(concurrency: Option<&str>) -> Run {
         .unwrap();
     let fake = FakeEventBridge::start(LATENCY).await.unwrap();
     let files = LocalFiles::new("bench-publish", &emulator).unwrap();
-    let mut environment = fake.env();
-    environment.extend(files.env().into_iter().filter(|(k, _)| k != "CRM_EVENTS"));
-    environment.extend(env(&[
-        ("CRM_EVENTS", "eventbridge:bench"),
-        ("RUST_LOG", "warn"),
-    ]));
+    let mut environment = files.env_on_eventbridge(fake.env(), "bench");
+    environment.push(("RUST_LOG".into(), "warn".into()));
     if let Some(n) = concurrency {
         environment.extend(env(&[("CRM_EVENTS_CONCURRENCY", n)]));
     }

@@ -312,6 +312,30 @@ impl LocalFiles {
         self.dir.path().join("events.jsonl")
     }
 
+    /// The events published to the file sink so far, one per line; a line that is not JSON reads
+    /// as `null`, for the assertion that meets it to show.
+    pub fn published(&self) -> Vec<Value> {
+        std::fs::read_to_string(self.events())
+            .unwrap_or_default()
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap_or(Value::Null))
+            .collect()
+    }
+
+    /// [`LocalFiles::env`] publishing to EventBridge bus `bus` instead of the file, with source
+    /// `contoso.crm`; `aws` reaches the endpoint (a fake's or moto's environment).
+    pub fn env_on_eventbridge(
+        &self,
+        aws: Vec<(String, String)>,
+        bus: &str,
+    ) -> Vec<(String, String)> {
+        let mut environment = aws;
+        environment.extend(self.env().into_iter().filter(|(k, _)| k != "CRM_EVENTS"));
+        environment.push(("CRM_EVENTS".to_owned(), format!("eventbridge:{bus}")));
+        environment.push(("CRM_EVENT_SOURCE".to_owned(), "contoso.crm".to_owned()));
+        environment
+    }
+
     /// `CRM_SECRETS` alone: all an action needs.
     pub fn secrets_env(&self) -> (String, String) {
         (

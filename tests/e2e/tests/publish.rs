@@ -43,17 +43,7 @@ impl Rig {
     /// Cursors in a directory, credentials in a file, events on EventBridge at `aws` (the fake's or
     /// moto's environment).
     async fn created(&self, aws: Vec<(String, String)>, extra: &[(&str, &str)]) -> Function {
-        let mut environment = aws;
-        environment.extend(
-            self.files
-                .env()
-                .into_iter()
-                .filter(|(k, _)| k != "CRM_EVENTS"),
-        );
-        environment.extend(env(&[
-            ("CRM_EVENTS", &format!("eventbridge:{BUS}")),
-            ("CRM_EVENT_SOURCE", "contoso.crm"),
-        ]));
+        let mut environment = self.files.env_on_eventbridge(aws, BUS);
         environment.extend(env(extra));
         Function::start("when-record-created", &environment)
             .await

@@ -40,11 +40,7 @@ impl Rig {
     }
 
     fn events(&self) -> Vec<Value> {
-        std::fs::read_to_string(self.files.events())
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
+        self.files.published()
     }
 
     async fn create(&self, name: &str) -> String {

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use e2e_tests::fake_eventbridge::{FakeEventBridge, Refuse};
 use e2e_tests::function_url::FunctionUrl;
-use e2e_tests::{Emulator, Function, LocalFiles, env, settle, webhooks_command};
+use e2e_tests::{Emulator, Function, LocalFiles, settle, webhooks_command};
 use reqwest::Method;
 use serde_json::{Map, Value, json};
 use time::OffsetDateTime;
@@ -47,28 +47,14 @@ impl Rig {
 
     /// The function publishing to `fake` as EventBridge.
     async fn webhook_on(&self, fake: &FakeEventBridge) -> Function {
-        let mut environment = fake.env();
-        environment.extend(
-            self.files
-                .env()
-                .into_iter()
-                .filter(|(k, _)| k != "CRM_EVENTS"),
-        );
-        environment.extend(env(&[
-            ("CRM_EVENTS", "eventbridge:crm-events"),
-            ("CRM_EVENT_SOURCE", "contoso.crm"),
-        ]));
+        let environment = self.files.env_on_eventbridge(fake.env(), "crm-events");
         Function::start("dataverse-webhook", &environment)
             .await
             .unwrap()
     }
 
     fn events(&self) -> Vec<Value> {
-        std::fs::read_to_string(self.files.events())
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
+        self.files.published()
     }
 
     /// The account as the Web API returns it now.

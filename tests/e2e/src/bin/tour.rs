@@ -381,10 +381,7 @@ async fn push(tour: &mut Tour, emulator: &Emulator, files: &LocalFiles) -> Resul
     .await
     .map_err(|e| format!("webhooks register failed: {e}"))?;
     tour.say(&indent("output", &registered, 12));
-    let before = std::fs::read_to_string(files.events())
-        .unwrap_or_default()
-        .lines()
-        .count();
+    let before = files.published().len();
 
     tour.step += 1;
     tour.say(&format!(
@@ -431,13 +428,11 @@ async fn push(tour: &mut Tour, emulator: &Emulator, files: &LocalFiles) -> Resul
                 .map_or_else(|| "no answer".to_owned(), |s| s.to_string())
         ));
     }
-    let events = std::fs::read_to_string(files.events()).unwrap_or_default();
     tour.say(
         "\nThe events dataverse-webhook published (the same shape and event ids as the triggers'):",
     );
     let mut pushed = 0;
-    for line in events.lines().skip(before) {
-        let event: Value = serde_json::from_str(line).unwrap_or(Value::Null);
+    for event in files.published().iter().skip(before) {
         let detail = &event["detail"];
         if detail["via"] == "webhook" {
             pushed += 1;
