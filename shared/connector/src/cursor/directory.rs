@@ -10,7 +10,7 @@
 //! asked about: a dead writer's pid may belong to another live process, and says nothing across hosts
 //! or containers sharing the directory.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -27,6 +27,10 @@ use super::{CursorError, Lease, Record, epoch_millis};
 /// (`.` included, and every non-ASCII byte) becomes `%XX`, so no key can end in another key's file
 /// suffix (`.json`, `.fingerprints.json`), and `%` itself is escaped, so two keys never share a name.
 /// Changing this set renames every stored cursor, and a renamed cursor starts again from now.
+/// The file beside a cursor holding the deleted trigger's membership set (the rows matching its
+/// `$filter`), rewritten whole on each change: the directory store is for local runs.
+const MEMBERS: &str = ".members.json";
+
 const FILE_NAME: &AsciiSet = &NON_ALPHANUMERIC.remove(b'_').remove(b'-');
 
 #[derive(Debug, Clone)]
@@ -186,6 +190,37 @@ impl DirectoryStore {
             let path = with_suffix(base, ".fingerprints.json");
             let mut all: HashMap<Uuid, String> = read(&path, &key)?.unwrap_or_default();
             all.extend(entries);
+            write(&path, &all)
+        })
+        .await
+    }
+    pub(crate) async fn members(
+        &self,
+        key: &str,
+        ids: &[Uuid],
+    ) -> Result<HashSet<Uuid>, CursorError> {
+        let (key, ids) = (key.to_owned(), ids.to_vec());
+        self.locked(&key.clone(), move |base| {
+            let all: HashSet<Uuid> = read(&with_suffix(base, MEMBERS), &key)?.unwrap_or_default();
+            Ok(ids.into_iter().filter(|id| all.contains(id)).collect())
+        })
+        .await
+    }
+
+    pub(crate) async fn change_members(
+        &self,
+        key: &str,
+        add: &[Uuid],
+        remove: &[Uuid],
+    ) -> Result<(), CursorError> {
+        let (key, add, remove) = (key.to_owned(), add.to_vec(), remove.to_vec());
+        self.locked(&key.clone(), move |base| {
+            let path = with_suffix(base, MEMBERS);
+            let mut all: HashSet<Uuid> = read(&path, &key)?.unwrap_or_default();
+            all.extend(add);
+            for id in &remove {
+                all.remove(id);
+            }
             write(&path, &all)
         })
         .await

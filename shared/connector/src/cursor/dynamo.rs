@@ -6,8 +6,12 @@
 //! |---|---|---|
 //! | the cursor key | `cursor` | `state`, `position`, `revision`, `lease_owner`, `lease_until` (epoch ms), `updated_at` |
 //! | the cursor key | `fp#<row id>` | `fp` (a fingerprint of the watched columns), `expires_at` (TTL) |
+//! | the cursor key | `in#<row id>` | none: the row matched the deleted trigger's `$filter` when last seen |
+//!
+//! Membership items have no TTL: a row that matches and then goes unchanged for years must still fire
+//! when it is deleted.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, SystemTime};
 
 use aws_sdk_dynamodb::Client;
@@ -16,7 +20,7 @@ use aws_sdk_dynamodb::config::timeout::TimeoutConfig;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{
-    AttributeValue, KeysAndAttributes, PutRequest, ReturnValue,
+    AttributeValue, DeleteRequest, KeysAndAttributes, PutRequest, ReturnValue,
     ReturnValuesOnConditionCheckFailure, WriteRequest,
 };
 use dataverse::Deadline;
@@ -27,6 +31,10 @@ use super::{CursorError, Damage, Lease, Record, damaged, epoch_millis};
 /// Fingerprints of rows not updated for this long expire (a deleted row's would otherwise stay forever);
 /// the next change to such a row fires, as for a row never seen.
 const FINGERPRINT_TTL: Duration = Duration::from_secs(400 * 24 * 3600);
+
+/// Sort-key prefixes of the per-row items kept beside a cursor.
+const FINGERPRINT: &str = "fp#";
+const MEMBER: &str = "in#";
 
 /// The longest one DynamoDB attempt may take. DynamoDB answers in milliseconds: an attempt this slow
 /// is a dead connection, and the idempotent calls are better retried (by the SDK) than waited on.
@@ -447,19 +455,24 @@ impl DynamoStore {
         }
     }
 
-    pub(crate) async fn fingerprints(
+    /// The items under `key` whose sort keys are `prefix` + each id, read consistently, by id.
+    async fn items_of(
         &self,
         key: &str,
+        prefix: &str,
         ids: &[Uuid],
-    ) -> Result<HashMap<Uuid, String>, CursorError> {
+        action: &'static str,
+    ) -> Result<HashMap<Uuid, HashMap<String, AttributeValue>>, CursorError> {
         let mut found = HashMap::new();
         for chunk in ids.chunks(100) {
-            let mut keys: Vec<HashMap<String, AttributeValue>> = chunk
-                .iter()
+            // BatchGetItem refuses a key asked twice in one request.
+            let unique: std::collections::HashSet<&Uuid> = chunk.iter().collect();
+            let mut keys: Vec<HashMap<String, AttributeValue>> = unique
+                .into_iter()
                 .map(|id| {
                     HashMap::from([
                         ("pk".to_owned(), s(key)),
-                        ("sk".to_owned(), s(&format!("fp#{id}"))),
+                        ("sk".to_owned(), s(&format!("{prefix}{id}"))),
                     ])
                 })
                 .collect();
@@ -479,7 +492,7 @@ impl DynamoStore {
                     .request_items(&self.table, request)
                     .send()
                     .await
-                    .map_err(|e| error(&self.table, "reading fingerprints", e))?;
+                    .map_err(|e| error(&self.table, action, e))?;
                 for item in output
                     .responses()
                     .and_then(|r| r.get(&self.table))
@@ -487,10 +500,11 @@ impl DynamoStore {
                     .flatten()
                 {
                     let id = text(item, "sk").and_then(|sk| {
-                        sk.strip_prefix("fp#").and_then(|i| Uuid::parse_str(i).ok())
+                        sk.strip_prefix(prefix)
+                            .and_then(|i| Uuid::parse_str(i).ok())
                     });
-                    if let (Some(id), Some(fp)) = (id, text(item, "fp")) {
-                        found.insert(id, fp);
+                    if let Some(id) = id {
+                        found.insert(id, item.clone());
                     }
                 }
                 keys = output
@@ -502,12 +516,63 @@ impl DynamoStore {
                     tokio::time::sleep(Duration::from_millis(25 << attempt)).await;
                 }
             }
-            // Treating an unread fingerprint as absent would fire unchanged rows.
+            // Treating an unread item as absent would fire unchanged rows, or skip deletions.
             if !keys.is_empty() {
                 return Err(unprocessed(&self.table, keys.len()));
             }
         }
         Ok(found)
+    }
+
+    /// Sends `writes` (at most one per item) in batches of 25, asking again for what DynamoDB
+    /// leaves unprocessed under load.
+    async fn write_all(
+        &self,
+        writes: Vec<WriteRequest>,
+        action: &'static str,
+    ) -> Result<(), CursorError> {
+        let mut writes = writes.into_iter().peekable();
+        while writes.peek().is_some() {
+            let mut batch: Vec<WriteRequest> = writes.by_ref().take(25).collect();
+            for attempt in 0..8 {
+                if batch.is_empty() {
+                    break;
+                }
+                let output = self
+                    .client
+                    .batch_write_item()
+                    .request_items(&self.table, std::mem::take(&mut batch))
+                    .send()
+                    .await
+                    .map_err(|e| error(&self.table, action, e))?;
+                batch = output
+                    .unprocessed_items()
+                    .and_then(|u| u.get(&self.table))
+                    .cloned()
+                    .unwrap_or_default();
+                if !batch.is_empty() {
+                    tokio::time::sleep(Duration::from_millis(25 << attempt)).await;
+                }
+            }
+            if !batch.is_empty() {
+                return Err(unprocessed(&self.table, batch.len()));
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn fingerprints(
+        &self,
+        key: &str,
+        ids: &[Uuid],
+    ) -> Result<HashMap<Uuid, String>, CursorError> {
+        let items = self
+            .items_of(key, FINGERPRINT, ids, "reading fingerprints")
+            .await?;
+        Ok(items
+            .into_iter()
+            .filter_map(|(id, item)| text(&item, "fp").map(|fp| (id, fp)))
+            .collect())
     }
 
     pub(crate) async fn put_fingerprints(
@@ -523,47 +588,65 @@ impl DynamoStore {
         for (id, fp) in entries {
             latest.insert(*id, fp);
         }
-        let items: Vec<(Uuid, &str)> = latest.into_iter().collect();
-        for chunk in items.chunks(25) {
-            let mut writes = Vec::with_capacity(chunk.len());
-            for (id, fp) in chunk {
-                let item = HashMap::from([
-                    ("pk".to_owned(), s(key)),
-                    ("sk".to_owned(), s(&format!("fp#{id}"))),
-                    ("fp".to_owned(), s(fp)),
-                    ("expires_at".to_owned(), n(expires)),
-                ]);
-                let put = PutRequest::builder()
-                    .set_item(Some(item))
-                    .build()
-                    .map_err(CursorError::Request)?;
-                writes.push(WriteRequest::builder().put_request(put).build());
-            }
-            for attempt in 0..8 {
-                if writes.is_empty() {
-                    break;
-                }
-                let output = self
-                    .client
-                    .batch_write_item()
-                    .request_items(&self.table, std::mem::take(&mut writes))
-                    .send()
-                    .await
-                    .map_err(|e| error(&self.table, "writing fingerprints", e))?;
-                writes = output
-                    .unprocessed_items()
-                    .and_then(|u| u.get(&self.table))
-                    .cloned()
-                    .unwrap_or_default();
-                if !writes.is_empty() {
-                    tokio::time::sleep(Duration::from_millis(25 << attempt)).await;
-                }
-            }
-            if !writes.is_empty() {
-                return Err(unprocessed(&self.table, writes.len()));
-            }
+        let mut writes = Vec::with_capacity(latest.len());
+        for (id, fp) in latest {
+            let item = HashMap::from([
+                ("pk".to_owned(), s(key)),
+                ("sk".to_owned(), s(&format!("{FINGERPRINT}{id}"))),
+                ("fp".to_owned(), s(fp)),
+                ("expires_at".to_owned(), n(expires)),
+            ]);
+            let put = PutRequest::builder()
+                .set_item(Some(item))
+                .build()
+                .map_err(CursorError::Request)?;
+            writes.push(WriteRequest::builder().put_request(put).build());
         }
-        Ok(())
+        self.write_all(writes, "writing fingerprints").await
+    }
+
+    pub(crate) async fn members(
+        &self,
+        key: &str,
+        ids: &[Uuid],
+    ) -> Result<HashSet<Uuid>, CursorError> {
+        let items = self
+            .items_of(key, MEMBER, ids, "reading the membership set")
+            .await?;
+        Ok(items.into_keys().collect())
+    }
+
+    pub(crate) async fn change_members(
+        &self,
+        key: &str,
+        add: &[Uuid],
+        remove: &[Uuid],
+    ) -> Result<(), CursorError> {
+        // One write per row: a row both added and removed in one call ends removed.
+        let removed: HashSet<&Uuid> = remove.iter().collect();
+        let added: HashSet<&Uuid> = add.iter().filter(|id| !removed.contains(id)).collect();
+        let mut writes = Vec::with_capacity(added.len() + removed.len());
+        let item_key = |id: &Uuid| {
+            HashMap::from([
+                ("pk".to_owned(), s(key)),
+                ("sk".to_owned(), s(&format!("{MEMBER}{id}"))),
+            ])
+        };
+        for id in added {
+            let put = PutRequest::builder()
+                .set_item(Some(item_key(id)))
+                .build()
+                .map_err(CursorError::Request)?;
+            writes.push(WriteRequest::builder().put_request(put).build());
+        }
+        for id in removed {
+            let delete = DeleteRequest::builder()
+                .set_key(Some(item_key(id)))
+                .build()
+                .map_err(CursorError::Request)?;
+            writes.push(WriteRequest::builder().delete_request(delete).build());
+        }
+        self.write_all(writes, "writing the membership set").await
     }
 }
 

@@ -9,7 +9,8 @@
 //!   revision is the one it read, and the new `position` is not behind the stored one. A cursor can
 //!   never be advanced twice from the same read, and never moves backwards.
 //!
-//! Triggers that fire on chosen columns also keep a fingerprint per row ([`CursorStore::fingerprints`]).
+//! Triggers that fire on chosen columns also keep a fingerprint per row ([`Within::fingerprints`]), and
+//! `when-record-deleted` with a `$filter` keeps the set of rows that match it ([`Within::members`]).
 //!
 //! Every call is bounded by the invocation's deadline through [`CursorStore::within`]: a store that
 //! hangs makes the poll fail with `Crm.ServerError` in time to answer, and a lease taken meanwhile
@@ -19,7 +20,7 @@
 mod directory;
 mod dynamo;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, SystemTime};
 
 use dataverse::Deadline;
@@ -87,7 +88,7 @@ pub enum CursorError {
     },
 
     /// DynamoDB kept handing back part of a batch (throttled partitions) past every retry.
-    #[error("the cursor table '{table}': {count} fingerprints stayed unprocessed after retries")]
+    #[error("the cursor table '{table}': {count} per-row items stayed unprocessed after retries")]
     Unprocessed { table: String, count: usize },
 
     /// A DynamoDB request could not be built (a required field was missing).
@@ -359,6 +360,48 @@ impl Within<'_> {
             .run(work)
             .await
             .unwrap_or_else(|| Err(timed_out(key, "writing fingerprints of")))
+    }
+    /// Which of `ids` are in the cursor's membership set.
+    pub(crate) async fn members(
+        self,
+        key: &str,
+        ids: &[Uuid],
+    ) -> Result<HashSet<Uuid>, CursorError> {
+        if ids.is_empty() {
+            return Ok(HashSet::new());
+        }
+        let work = async {
+            match self.store {
+                CursorStore::Dynamo(s) => s.members(key, ids).await,
+                CursorStore::Directory(s) => s.members(key, ids).await,
+            }
+        };
+        self.deadline
+            .run(work)
+            .await
+            .unwrap_or_else(|| Err(timed_out(key, "reading the membership set of")))
+    }
+
+    /// Adds `add` to the membership set and takes `remove` out of it (a row in both ends out).
+    pub(crate) async fn change_members(
+        self,
+        key: &str,
+        add: &[Uuid],
+        remove: &[Uuid],
+    ) -> Result<(), CursorError> {
+        if add.is_empty() && remove.is_empty() {
+            return Ok(());
+        }
+        let work = async {
+            match self.store {
+                CursorStore::Dynamo(s) => s.change_members(key, add, remove).await,
+                CursorStore::Directory(s) => s.change_members(key, add, remove).await,
+            }
+        };
+        self.deadline
+            .run(work)
+            .await
+            .unwrap_or_else(|| Err(timed_out(key, "writing the membership set of")))
     }
 }
 

@@ -15,11 +15,15 @@
 //!   Dataverse then answers a 4xx; the trigger logs a warning and takes a new baseline instead of
 //!   failing forever. Deletions during the gap are unknowable, and the warning says so.
 //!
+//! - **Filter.** With a `$filter`, a tombstone fires only for a row known to match it; the set of
+//!   those rows is kept beside the cursor and taken before the baseline (see `members.rs`).
+//!
 //! A tombstone carries only the id, so a deletion's event has no record and no version.
 
 use dataverse::{Change, Prefer, Query, classify};
 
 use super::event::{self, Fired};
+use super::members::{Members, row_id};
 use super::{Deletions, Kind, Phase, Scan, ScanError, Step, TriggerState};
 use crate::{ConfigError, CrmError};
 
@@ -35,22 +39,57 @@ pub(super) async fn scan(
 ) -> Result<(TriggerState, Scan, bool), CrmError> {
     let super::Poll {
         client,
+        deps,
+        key,
         input,
         table,
         deadline,
         ..
     } = *poll;
+    let members = input.filter.as_deref().map(|filter| Members {
+        filter,
+        store: deps.store.within(deadline),
+        key,
+        client,
+        table,
+        deadline,
+    });
+    // With a filter, every baseline starts with the membership snapshot.
+    let first = || match members {
+        Some(_) => Phase::Members { next: None },
+        None => Phase::Baseline { next: None },
+    };
     let fresh = stored.is_none();
-    let initial = stored.unwrap_or(Deletions {
+    let initial = stored.unwrap_or_else(|| Deletions {
         generation: 0,
         fired: 0,
-        phase: Phase::Baseline { next: None },
+        phase: first(),
     });
     let mut current = initial.clone();
     let mut scan = Scan::default();
     let dataset = input.dataset.as_str();
     'polls: while scan.fired() < input.top && deadline.allows(std::time::Duration::ZERO) {
         match current.phase.clone() {
+            Phase::Members { next } => {
+                let Some(members) = &members else {
+                    // Only a filtered cursor is ever saved in this phase, and the filter is part
+                    // of the cursor's key; should one turn up without it, the baseline is next.
+                    current.phase = Phase::Baseline { next: None };
+                    continue;
+                };
+                current.phase = match members.snapshot(next.as_deref()).await {
+                    Ok(Some(next)) => Phase::Members { next: Some(next) },
+                    Ok(None) => Phase::Baseline { next: None },
+                    Err(e) => {
+                        scan.error = Some(e);
+                        break;
+                    }
+                };
+                scan.steps.push(Step::Deletion {
+                    fired: None,
+                    state: current.clone(),
+                });
+            }
             Phase::Baseline { next } => {
                 let url = match next {
                     Some(next) => client.link(&next)?,
@@ -113,7 +152,7 @@ pub(super) async fn scan(
                         current = Deletions {
                             generation: current.generation + 1,
                             fired: 0,
-                            phase: Phase::Baseline { next: None },
+                            phase: first(),
                         };
                         scan.steps.push(Step::Deletion {
                             fired: None,
@@ -126,14 +165,40 @@ pub(super) async fn scan(
                         break;
                     }
                 };
-                let tombstones: Vec<uuid::Uuid> = page
-                    .rows
-                    .into_iter()
-                    .filter_map(|entry| match classify(entry) {
-                        Change::Deleted(id) => Some(id),
-                        Change::Upserted(_) => None,
-                    })
-                    .collect();
+                let mut tombstones = Vec::new();
+                let mut changed = Vec::new();
+                for entry in page.rows {
+                    match classify(entry) {
+                        Change::Deleted(id) => tombstones.push(id),
+                        // Only a filter needs to know which rows changed.
+                        Change::Upserted(row) if members.is_some() => {
+                            match row_id(&row, &table.primary_id_attribute) {
+                                Ok(id) => changed.push(id),
+                                Err(e) => {
+                                    scan.error = Some(e.into());
+                                    break 'polls;
+                                }
+                            }
+                        }
+                        Change::Upserted(_) => {}
+                    }
+                }
+                if let Some(members) = &members {
+                    let kept = match members.refresh(&changed).await {
+                        Ok(()) => members.store.members(key, &tombstones).await,
+                        Err(e) => {
+                            scan.error = Some(e);
+                            break;
+                        }
+                    };
+                    match kept {
+                        Ok(kept) => tombstones.retain(|id| kept.contains(id)),
+                        Err(e) => {
+                            scan.error = Some(e.into());
+                            break;
+                        }
+                    }
+                }
                 // Resume after the last tombstone fired from this page, if it is still there.
                 let start = after
                     .and_then(|a| tombstones.iter().position(|id| *id == a))

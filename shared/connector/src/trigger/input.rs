@@ -117,11 +117,6 @@ impl TriggerInput {
         if kind == Kind::Deleted {
             let refused = [
                 (
-                    "$filter",
-                    p.filter.is_some(),
-                    "a deletion carries only the row's id, so there is nothing to filter on",
-                ),
-                (
                     "$orderby",
                     p.orderby.is_some(),
                     "deletions are delivered in the order Dataverse reports them",
@@ -274,12 +269,9 @@ mod tests {
             field(TriggerInput::parse(Kind::Created, with("$skip", json!(5)))),
             "$skip"
         );
-        assert_eq!(
-            field(TriggerInput::parse(
-                Kind::Deleted,
-                with("$filter", json!("statecode eq 0"))
-            )),
-            "$filter"
+        // A deletion's filter is decided from the membership set (see `members.rs`).
+        assert!(
+            TriggerInput::parse(Kind::Deleted, with("$filter", json!("statecode eq 0"))).is_ok()
         );
         assert_eq!(
             field(TriggerInput::parse(

@@ -62,16 +62,27 @@ impl Scan {
     }
 }
 
+/// What the published prefix of a scan changes.
+#[derive(Debug)]
+pub(super) struct Settled {
+    pub(super) state: TriggerState,
+    /// Fingerprints to save, for `when-record-updated` with watched columns.
+    pub(super) fingerprints: Vec<(Uuid, String)>,
+    /// Rows whose deletion was published: they leave a filtered trigger's membership set.
+    pub(super) deleted: Vec<Uuid>,
+}
+
 /// Applies the steps of the published prefix (the first `accepted` changes) to the state, and
-/// collects the fingerprints to save.
+/// collects the fingerprints to save and the deletions published.
 pub(super) fn settle(
     initial: TriggerState,
     scan: &Scan,
     accepted: usize,
     overlap: Duration,
-) -> (TriggerState, Vec<(Uuid, String)>) {
+) -> Settled {
     let mut state = initial;
     let mut fingerprints = Vec::new();
+    let mut deleted = Vec::new();
     let mut remembered = match &state {
         TriggerState::Created(c) | TriggerState::Updated(c) => c.seen.index(),
         TriggerState::Deleted(_) => std::collections::HashSet::new(),
@@ -98,7 +109,10 @@ pub(super) fn settle(
                 }
                 fingerprints.extend(fingerprint.clone());
             }
-            (Step::Deletion { state: next, .. }, TriggerState::Deleted(d)) => *d = next.clone(),
+            (Step::Deletion { state: next, fired }, TriggerState::Deleted(d)) => {
+                *d = next.clone();
+                deleted.extend(fired.and_then(|i| scan.fired.get(i)).map(|f| f.id));
+            }
             _ => {}
         }
     }
@@ -117,7 +131,11 @@ pub(super) fn settle(
             c.seen_floor = kept_from;
         }
     }
-    (state, fingerprints)
+    Settled {
+        state,
+        fingerprints,
+        deleted,
+    }
 }
 
 #[cfg(test)]
@@ -155,8 +173,8 @@ mod tests {
             ],
             ..Scan::default()
         };
-        let (state, _) = settle(initial.clone(), &scan, 1, Duration::from_secs(60));
-        let TriggerState::Updated(c) = state else {
+        let settled = settle(initial.clone(), &scan, 1, Duration::from_secs(60));
+        let TriggerState::Updated(c) = settled.state else {
             panic!()
         };
         assert_eq!(
@@ -166,8 +184,8 @@ mod tests {
         );
         assert_eq!(c.seen.0.len(), 2);
         assert_eq!(c.scanned_at, Some(now));
-        let (all, _) = settle(initial, &scan, 3, Duration::from_secs(60));
-        let TriggerState::Updated(c) = all else {
+        let all = settle(initial, &scan, 3, Duration::from_secs(60));
+        let TriggerState::Updated(c) = all.state else {
             panic!()
         };
         assert_eq!(c.position, Position::Updated { version: 14 });

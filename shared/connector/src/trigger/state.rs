@@ -121,6 +121,9 @@ pub struct Deletions {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "phase", rename_all = "snake_case")]
 pub enum Phase {
+    /// With a `$filter`: paging through the rows that match it, to fill the membership set before
+    /// the baseline; `next` is where to resume.
+    Members { next: Option<String> },
     /// Paging through the initial change-tracking result to reach its delta link; `next` is where
     /// to resume if the poll ran out of time.
     Baseline { next: Option<String> },
