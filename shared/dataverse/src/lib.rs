@@ -28,6 +28,7 @@ mod auth;
 mod change;
 mod client;
 mod error;
+pub mod filter;
 mod name;
 mod query;
 mod retry;
