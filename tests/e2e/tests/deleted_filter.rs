@@ -1,6 +1,7 @@
-//! `when-record-deleted` with a `$filter`, polled: a deletion fires only for a row that matched the
-//! filter when the trigger last saw it. Run as the binary, through the Runtime API, against the
-//! emulator, with the membership set in a directory and in DynamoDB (moto).
+//! Deletions with a `$filter`, in both modes. Polled, `when-record-deleted` fires only for a row that
+//! matched the filter when the trigger last saw it, with the membership set in a directory and in
+//! DynamoDB (moto). Pushed, `dataverse-webhook` judges a deletion by the Delete step's pre-image.
+//! Each function runs as its binary, through the Runtime API, against the emulator.
 
 // Integration tests: a panic is a failed assertion.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -8,8 +9,9 @@
 use std::collections::HashSet;
 
 use e2e_tests::aws::cursor_table;
+use e2e_tests::function_url::FunctionUrl;
 use e2e_tests::proxy::{Fault, Operation, Proxy, Rule};
-use e2e_tests::{Emulator, Failure, Function, LocalFiles, Moto, env};
+use e2e_tests::{Emulator, Failure, Function, LocalFiles, Moto, env, webhooks_command};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -260,4 +262,119 @@ async fn a_membership_set_that_cannot_be_written_loses_nothing() {
     assert_eq!(poll(&mut deleted).await, HashSet::from([stays_in]));
     delete(&emulator, &moves_in).await;
     assert_eq!(poll(&mut deleted).await, HashSet::from([moves_in]));
+}
+
+/// Waits for the emulator's pushes to be answered, and returns how many were.
+async fn pushed(emulator: &Emulator) -> usize {
+    let log = emulator.client().webhook_deliveries(true).await.unwrap();
+    assert!(!log.timed_out && log.pending == 0, "{log:?}");
+    assert!(
+        log.deliveries
+            .iter()
+            .all(|d| d.attempts.last().and_then(|a| a.status) == Some(200)),
+        "{log:?}"
+    );
+    log.deliveries.len()
+}
+
+#[tokio::test]
+async fn pushed_and_polled_deletions_honour_the_same_filter_with_one_event_id() {
+    let emulator = Emulator::start(&["--seed", "none"]).await.unwrap();
+    let files = LocalFiles::new("deleted-filter-push", &emulator).unwrap();
+    files
+        .set_webhook_key(&emulator, "a-webhook-key-for-filters")
+        .unwrap();
+    let receiver = FunctionUrl::start(
+        Function::start("dataverse-webhook", &files.env())
+            .await
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    let registered = webhooks_command(
+        &files.env(),
+        &[
+            "register",
+            "--dataset",
+            "contoso",
+            "--table",
+            "account",
+            "--url",
+            receiver.url(),
+            "--filter",
+            FILTER,
+        ],
+    )
+    .await
+    .unwrap();
+    let endpoint = registered["endpoint"].as_str().unwrap();
+    assert!(endpoint.contains("/contoso/where/"), "{endpoint}");
+    // The Delete step's pre-image holds only what the filter reads.
+    let (_, images) = emulator
+        .api_get("sdkmessageprocessingstepimages?$select=attributes,imagetype")
+        .await
+        .unwrap();
+    let pre: Vec<&Value> = images["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["imagetype"] == 0)
+        .collect();
+    assert_eq!(pre.len(), 1, "{images}");
+    assert_eq!(pre[0]["attributes"], "address1_city");
+
+    let mut deleted = Function::start("when-record-deleted", &files.env())
+        .await
+        .unwrap();
+    let stays_in = create(&emulator, "stays in", "Oslo").await;
+    let never_in = create(&emulator, "never in", "Bergen").await;
+    let moves_out = create(&emulator, "moves out", "Oslo").await;
+    assert!(poll(&mut deleted).await.is_empty());
+    move_to(&emulator, &moves_out, "Bergen").await;
+    assert!(poll(&mut deleted).await.is_empty());
+    // Created and deleted between two polls: only push can see that it matched.
+    let fleeting = create(&emulator, "fleeting", "Oslo").await;
+    for id in [&stays_in, &never_in, &moves_out, &fleeting] {
+        delete(&emulator, id).await;
+    }
+    // 4 creations, 1 update, 4 deletions: every one answered, whether published or not.
+    assert_eq!(pushed(&emulator).await, 9);
+    assert_eq!(
+        poll(&mut deleted).await,
+        HashSet::from([stays_in.clone()]),
+        "polling cannot know about the fleeting row"
+    );
+
+    let events = files.published();
+    let of = |kind: &str, via: Option<&str>| -> Vec<(String, String)> {
+        events
+            .iter()
+            .filter(|e| e["detail-type"] == kind && e["detail"]["via"].as_str() == via)
+            .map(|e| {
+                (
+                    e["detail"]["id"].as_str().unwrap().to_owned(),
+                    e["detail"]["event_id"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    };
+    let pushed_deletions = of("Record Deleted", Some("webhook"));
+    let ids: HashSet<&str> = pushed_deletions.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(ids, HashSet::from([stays_in.as_str(), fleeting.as_str()]));
+    let polled = of("Record Deleted", None);
+    assert_eq!(polled.len(), 1);
+    assert!(
+        pushed_deletions.contains(&polled[0]),
+        "one change, one event id, pushed or polled"
+    );
+    // The filter applies to creations and updates too: only rows in Oslo were published.
+    let created: HashSet<String> = of("Record Created", Some("webhook"))
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(created, HashSet::from([stays_in, moves_out, fleeting]));
+    assert!(
+        of("Record Updated", Some("webhook")).is_empty(),
+        "it moved out"
+    );
 }

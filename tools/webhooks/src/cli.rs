@@ -15,12 +15,15 @@ webhooks: push a Dataverse table's changes to dataverse-webhook
 
 USAGE:
     webhooks register --dataset D --table T --url U [--messages create,update,delete]
-                      [--columns a,b] [--auth webhook-key|http-header|http-query-string] [--update-key]
+                      [--columns a,b] [--filter F]
+                      [--auth webhook-key|http-header|http-query-string] [--update-key]
     webhooks list     --dataset D
-    webhooks remove   --dataset D --url U [--table T]
+    webhooks remove   --dataset D --url U [--filter F] [--table T]
 
     --url is the receiver's Function URL (the stack's WebhookUrl output); each dataset is sent to
-    <url>/<dataset>. --columns limits updates to requests that set one of those columns. The key is
+    <url>/<dataset>. --columns limits updates to requests that set one of those columns. --filter
+    is an OData $filter the receiver applies before publishing (to a deletion, through the row's
+    pre-image); each filter is an endpoint of its own, so remove names it too. The key is
     the dataset's `webhook_key`, read with its credentials through CRM_SECRETS (as the functions read
     them); it is never printed. --update-key writes it to an endpoint that already exists.
 
@@ -36,6 +39,8 @@ pub enum Command {
         url: Url,
         messages: BTreeSet<Message>,
         columns: Vec<String>,
+        /// The `$filter`, checked to be one the receiver can evaluate.
+        filter: Option<String>,
         auth: Auth,
         update_key: bool,
     },
@@ -45,6 +50,7 @@ pub enum Command {
     Remove {
         dataset: Dataset,
         url: Url,
+        filter: Option<String>,
         table: Option<TableName>,
     },
     Help,
@@ -102,6 +108,7 @@ impl Command {
                 "--url" => &mut options.url,
                 "--messages" => &mut options.messages,
                 "--columns" => &mut options.columns,
+                "--filter" => &mut options.filter,
                 "--auth" => &mut options.auth,
                 _ => return Err(CliError::Usage(format!("unknown option {flag}"))),
             };
@@ -120,6 +127,7 @@ struct Options {
     url: Option<String>,
     messages: Option<String>,
     columns: Option<String>,
+    filter: Option<String>,
     auth: Option<String>,
     update_key: bool,
 }
@@ -151,6 +159,17 @@ impl Options {
                 ));
             }
             Ok(url)
+        };
+        // Refused here, rather than by every delivery afterwards.
+        let filter = || {
+            self.filter
+                .as_deref()
+                .map(|text| {
+                    dataverse::filter::Filter::parse(text)
+                        .map(|_| text.to_owned())
+                        .map_err(|e| usage(format!("--filter: {e}")))
+                })
+                .transpose()
         };
         // Options that shape a registration mean nothing to list or remove: refused, not ignored.
         let registration_only = || {
@@ -209,13 +228,14 @@ impl Options {
                     url: url()?,
                     messages,
                     columns,
+                    filter: filter()?,
                     auth,
                     update_key: self.update_key,
                 })
             }
             "list" => {
                 registration_only()?;
-                if self.table.is_some() || self.url.is_some() {
+                if self.table.is_some() || self.url.is_some() || self.filter.is_some() {
                     return Err(usage("list takes only --dataset".into()));
                 }
                 Ok(Command::List {
@@ -227,6 +247,7 @@ impl Options {
                 Ok(Command::Remove {
                     dataset: dataset()?,
                     url: url()?,
+                    filter: filter()?,
                     table: self.table.as_ref().map(table).transpose()?,
                 })
             }
@@ -254,6 +275,7 @@ pub async fn run(crm: &Crm, command: Command, deadline: Deadline) -> Result<Valu
             url,
             messages,
             columns,
+            filter,
             auth,
             update_key,
         } => {
@@ -261,13 +283,30 @@ pub async fn run(crm: &Crm, command: Command, deadline: Deadline) -> Result<Valu
                 .webhook_key(&dataset)
                 .await?
                 .ok_or_else(|| CliError::NoKey(dataset.to_string()))?;
+            let delete_image_columns = match filter.as_deref() {
+                Some(text) => registration::image_columns(
+                    &dataverse::filter::Filter::parse(text)
+                        .map_err(|e| CliError::Usage(format!("--filter: {e}")))?,
+                ),
+                None => Vec::new(),
+            };
+            let endpoint_url =
+                registration::endpoint_url(&url, dataset.as_str(), filter.as_deref());
+            if endpoint_url.as_str().len() > registration::MAX_URL_CHARS {
+                return Err(CliError::Usage(format!(
+                    "--filter: the endpoint's address would be {} characters, and Dataverse keeps at most {}; shorten the filter",
+                    endpoint_url.as_str().len(),
+                    registration::MAX_URL_CHARS
+                )));
+            }
             let plan = Plan {
-                endpoint_url: registration::endpoint_url(&url, dataset.as_str()),
+                endpoint_url,
                 table,
                 messages,
                 columns,
                 auth,
                 update_key,
+                delete_image_columns,
             };
             let client = crm.client(&dataset).await?;
             let outcome = registration::register(&client, &key, &plan, deadline).await?;
@@ -283,9 +322,10 @@ pub async fn run(crm: &Crm, command: Command, deadline: Deadline) -> Result<Valu
         Command::Remove {
             dataset,
             url,
+            filter,
             table,
         } => {
-            let endpoint = registration::endpoint_url(&url, dataset.as_str());
+            let endpoint = registration::endpoint_url(&url, dataset.as_str(), filter.as_deref());
             let client = crm.client(&dataset).await?;
             let outcome =
                 registration::remove(&client, &endpoint, table.as_ref(), deadline).await?;
@@ -332,6 +372,22 @@ mod tests {
         assert_eq!(messages, [Message::Update].into_iter().collect());
         assert_eq!(columns, ["name", "telephone1"]);
         assert_eq!(auth, Auth::HttpHeader);
+        let line = [
+            "register",
+            "--dataset",
+            "contoso",
+            "--table",
+            "account",
+            "--url",
+            "https://x/",
+            "--filter",
+            "statecode eq 0",
+        ];
+        let Command::Register { filter, .. } = Command::parse(line.map(str::to_owned)).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(filter.as_deref(), Some("statecode eq 0"));
     }
 
     #[test]
@@ -357,6 +413,14 @@ mod tests {
             usage("remove --dataset contoso --url https://x/ --columns a")
                 .contains("only for register")
         );
+        // A filter the receiver could not evaluate is refused here, naming the construct.
+        assert!(
+            usage(&format!(
+                "{base} --url https://x/ --filter parentcustomerid_account/name"
+            ))
+            .contains("--filter")
+        );
+        assert!(usage("list --dataset contoso --filter a").contains("only --dataset"));
         assert!(usage("frobnicate --dataset contoso").contains("unknown command"));
         assert!(usage("list --dataset contoso --dataset fabrikam").contains("twice"));
         assert_eq!(parse("").unwrap(), Command::Help);

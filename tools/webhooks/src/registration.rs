@@ -16,6 +16,7 @@ use dataverse::{Client, Deadline, Query, Table, TableName};
 use futures_util::TryStreamExt as _;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Map, Value, json};
+use sha2::{Digest as _, Sha256};
 use url::Url;
 use uuid::Uuid;
 
@@ -190,6 +191,9 @@ pub struct Plan {
     /// Write the key to an endpoint that already exists (after a rotation); otherwise an existing
     /// endpoint is left as it is.
     pub update_key: bool,
+    /// With a `$filter`: the columns the Delete step's pre-image must hold for the receiver to judge
+    /// a deletion by it (their attribute names). Empty for an image of every column.
+    pub delete_image_columns: Vec<String>,
 }
 
 impl Plan {
@@ -199,16 +203,55 @@ impl Plan {
 }
 
 fn endpoint_name(url: &Url) -> String {
-    format!("{NAME_PREFIX}: {url}")
+    fit_name(format!("{NAME_PREFIX}: {url}"))
 }
 
-/// The receiver's address for `dataset`: the Function URL with the dataset as its path.
-pub fn endpoint_url(receiver: &Url, dataset: &str) -> Url {
+/// The longest address Dataverse keeps for an endpoint (`serviceendpoint.url`).
+pub const MAX_URL_CHARS: usize = 2000;
+/// The longest name Dataverse keeps for an endpoint, a step or an image.
+const MAX_NAME_CHARS: usize = 256;
+
+/// `name`, or when it is too long for Dataverse (a long filter in the URL), its start and a digest of
+/// the whole: still one name per endpoint and step, found again on the next run.
+fn fit_name(name: String) -> String {
+    if name.chars().count() <= MAX_NAME_CHARS {
+        return name;
+    }
+    let digest = Sha256::digest(name.as_bytes());
+    let mut first = [0_u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    let tag = format!("{:016x}", u64::from_be_bytes(first));
+    let kept: String = name.chars().take(MAX_NAME_CHARS - tag.len() - 3).collect();
+    format!("{kept}… #{tag}")
+}
+
+/// The receiver's address for `dataset`: the Function URL with the dataset, and the filter when
+/// there is one, as its path. Each distinct filter is an endpoint of its own.
+pub fn endpoint_url(receiver: &Url, dataset: &str, filter: Option<&str>) -> Url {
     let mut url = receiver.clone();
     url.set_query(None);
     let base = url.path().trim_end_matches('/').to_owned();
-    url.set_path(&format!("{base}/{dataset}"));
+    url.set_path(&format!(
+        "{base}/{}",
+        connector::webhook::endpoint_path(dataset, filter)
+    ));
     url
+}
+
+/// The image attributes a filter reads: a lookup filtered as `_x_value` is the attribute `x`.
+pub fn image_columns(filter: &dataverse::filter::Filter) -> Vec<String> {
+    let mut columns: Vec<String> = filter
+        .columns()
+        .into_iter()
+        .map(|c| {
+            c.strip_prefix('_')
+                .and_then(|c| c.strip_suffix("_value"))
+                .unwrap_or(c)
+                .to_owned()
+        })
+        .collect();
+    columns.dedup();
+    columns
 }
 
 /// What a call did: the rows it made, changed and removed, by table.
@@ -345,16 +388,30 @@ pub async fn register(
             deadline,
         )
         .await?;
-        ensure_image(client, &tables, step, message, &mut outcome, deadline).await?;
+        let attributes = if message == Message::Delete {
+            plan.delete_image_columns.join(",")
+        } else {
+            String::new()
+        };
+        ensure_image(
+            client,
+            &tables,
+            step,
+            message,
+            &attributes,
+            &mut outcome,
+            deadline,
+        )
+        .await?;
     }
     Ok(outcome)
 }
 
 fn step_name(message: Message, logical_name: &str, endpoint_url: &Url) -> String {
-    format!(
+    fit_name(format!(
         "{NAME_PREFIX}: {} of {logical_name} to {endpoint_url}",
         message.name()
-    )
+    ))
 }
 
 async fn ensure_endpoint(
@@ -533,11 +590,15 @@ async fn ensure_step(
     Ok(id)
 }
 
+/// Makes the step's image unless it has one. `attributes` empty means every column. A step's image
+/// never needs changing: the attributes follow from the endpoint's filter, and each filter has an
+/// endpoint, and so steps, of its own.
 async fn ensure_image(
     client: &Client,
     tables: &Tables,
     step: Uuid,
     message: Message,
+    attributes: &str,
     outcome: &mut Outcome,
     deadline: Deadline,
 ) -> Result<(), RegistrationError> {
@@ -558,6 +619,9 @@ async fn ensure_image(
     fields.insert("entityalias".into(), json!(alias));
     fields.insert("imagetype".into(), json!(kind));
     fields.insert("messagepropertyname".into(), json!(property));
+    if !attributes.is_empty() {
+        fields.insert("attributes".into(), json!(attributes));
+    }
     fields.insert(
         "sdkmessageprocessingstepid@odata.bind".into(),
         json!(format!("/sdkmessageprocessingsteps({step})")),
@@ -715,15 +779,37 @@ mod tests {
     fn the_endpoint_is_the_receiver_with_the_dataset_as_path() {
         let receiver = Url::parse("https://abc.lambda-url.eu-west-1.on.aws/").unwrap();
         assert_eq!(
-            endpoint_url(&receiver, "contoso").as_str(),
+            endpoint_url(&receiver, "contoso", None).as_str(),
             "https://abc.lambda-url.eu-west-1.on.aws/contoso"
         );
         let with_path =
             Url::parse("http://127.0.0.1:9000/lambda-url/dataverse-webhook?x=1").unwrap();
         assert_eq!(
-            endpoint_url(&with_path, "contoso").as_str(),
+            endpoint_url(&with_path, "contoso", None).as_str(),
             "http://127.0.0.1:9000/lambda-url/dataverse-webhook/contoso"
         );
+    }
+
+    #[test]
+    fn a_filter_travels_in_the_path_and_long_names_stay_within_dataverse_limits() {
+        let receiver = Url::parse("https://abc.lambda-url.eu-west-1.on.aws/").unwrap();
+        let url = endpoint_url(&receiver, "contoso", Some("statecode eq 0"));
+        assert_eq!(
+            url.as_str(),
+            "https://abc.lambda-url.eu-west-1.on.aws/contoso/where/c3RhdGVjb2RlIGVxIDA"
+        );
+        let long = format!("name eq '{}'", "x".repeat(400));
+        let long_url = endpoint_url(&receiver, "contoso", Some(&long));
+        let name = endpoint_name(&long_url);
+        assert_eq!(name.chars().count(), MAX_NAME_CHARS);
+        assert_eq!(name, endpoint_name(&long_url), "found again by name");
+        let other = endpoint_url(&receiver, "contoso", Some(&format!("{long} ")));
+        assert_ne!(
+            name,
+            endpoint_name(&other),
+            "a different filter, a different name"
+        );
+        assert_eq!(endpoint_name(&url), format!("aws-crm: {url}"));
     }
 
     #[test]

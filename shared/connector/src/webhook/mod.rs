@@ -2,14 +2,17 @@
 //!
 //! Dataverse posts a `RemoteExecutionContext` to a registered webhook after each Create, Update or
 //! Delete step it runs (`docs/push.md`). The function sits behind a Lambda Function URL, at
-//! `/<dataset>`, and for each delivery:
+//! `/<dataset>`, or `/<dataset>/where/<filter>` for an endpoint registered with a `$filter`, and for
+//! each delivery:
 //!
 //! 1. checks the key the delivery presents (`?code=` or the `x-crm-webhook-key` header) against the
 //!    dataset's `webhook_key`, in constant time; a missing or wrong key is 401;
 //! 2. reads the context (400 if it is not one, or names another message);
 //! 3. takes the row from the context's image, or reads it from Dataverse when the context was cut for
 //!    size or carries none;
-//! 4. publishes the event the matching trigger would, with the same `event_id`, plus
+//! 4. with a filter, publishes only a change whose row matches it: the row as the change left it, or
+//!    for a deletion the row before it (the Delete step's pre-image);
+//! 5. publishes the event the matching trigger would, with the same `event_id`, plus
 //!    `"via": "webhook"`, and answers 200 only once it was accepted. Anything that may pass answers
 //!    503, so that Dataverse's asynchronous service sends it again.
 
@@ -19,6 +22,9 @@ mod request;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use dataverse::filter::Filter;
 use dataverse::{Deadline, Query, Table};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Map, Value, json};
@@ -52,6 +58,39 @@ const UNKNOWN_LOOKUPS_PER_MINUTE: usize = 20;
 pub const KEY_HEADER: &str = "x-crm-webhook-key";
 /// The query parameter of the `WebhookKey` auth type (and of `HttpQueryString`, named so).
 pub const KEY_PARAMETER: &str = "code";
+/// The path segment before an endpoint's filter: `/<dataset>/where/<filter>`.
+const FILTER_SEGMENT: &str = "where";
+
+/// The path, after the Function URL, of `dataset`'s endpoint, with `filter` when given.
+///
+/// Dataverse sends a delivery to the URL registered and nothing else it could carry per endpoint, so
+/// the filter travels in the path. It is base64url-encoded there: the auth types add query
+/// parameters, and an encoded path cannot be read two ways by the proxies in between.
+pub fn endpoint_path(dataset: &str, filter: Option<&str>) -> String {
+    match filter {
+        None => dataset.to_owned(),
+        Some(filter) => format!(
+            "{dataset}/{FILTER_SEGMENT}/{}",
+            URL_SAFE_NO_PAD.encode(filter)
+        ),
+    }
+}
+
+/// Reads a delivery's path: the dataset, and the filter's text if the endpoint has one. `None` for
+/// a path no endpoint has.
+fn read_path(raw_path: &str) -> Option<(Dataset, Option<String>)> {
+    let mut parts = raw_path.trim_matches('/').split('/');
+    let dataset = Dataset::try_from(parts.next()?.to_owned()).ok()?;
+    let filter = match (parts.next(), parts.next(), parts.next()) {
+        (None, _, _) => None,
+        (Some(FILTER_SEGMENT), Some(encoded), None) => {
+            let bytes = URL_SAFE_NO_PAD.decode(encoded).ok()?;
+            Some(String::from_utf8(bytes).ok()?)
+        }
+        _ => return None,
+    };
+    Some((dataset, filter))
+}
 
 /// What the webhook function needs.
 #[derive(Debug)]
@@ -220,9 +259,9 @@ pub async fn receive(deps: &WebhookDeps, request: Value, deadline: Deadline) -> 
         path = %crate::excerpt(&request.raw_path)
     );
     match deliver(deps, &request, deadline).instrument(span).await {
-        Ok(published) => {
-            tracing::info!(request_id = %request_id, status = 200, event_id = %published.event_id, published = published.published, "delivery handled");
-            Response::json(200, &published.answer())
+        Ok(handled) => {
+            tracing::info!(request_id = %request_id, status = 200, event_id = %handled.event_id, published = handled.published, "delivery handled");
+            Response::json(200, &handled.answer())
         }
         Err(refused) => {
             if refused.status >= 500 {
@@ -236,15 +275,43 @@ pub async fn receive(deps: &WebhookDeps, request: Value, deadline: Deadline) -> 
 }
 
 /// What a handled delivery answers.
-struct Published {
+struct Handled {
     event_id: String,
-    /// False when there was nothing to publish (the row was deleted before it could be read).
+    /// False when there was nothing to publish (the row was deleted before it could be read, or
+    /// does not match the endpoint's filter).
     published: bool,
+    /// Whether the row matched the endpoint's filter; `None` without one.
+    matched: Option<bool>,
 }
 
-impl Published {
+impl Handled {
     fn answer(&self) -> Value {
-        json!({"event_id": self.event_id, "published": self.published})
+        let mut answer = json!({"event_id": self.event_id, "published": self.published});
+        if let Some(matched) = self.matched {
+            answer["matched"] = json!(matched);
+        }
+        answer
+    }
+}
+
+/// Whether a change passes the endpoint's filter, judged on `row` (for a deletion, the row before
+/// it). When that cannot be known (no image, or a value the filter cannot compare) the change
+/// passes, with a warning: published in doubt, a change is at worst one event too many for a
+/// consumer to ignore; dropped in doubt, it is lost.
+fn passes(filter: &Filter, row: Result<Option<&Map<String, Value>>, String>) -> bool {
+    let unknown = |problem: &str| {
+        tracing::warn!(%problem, "whether the row matches the endpoint's filter cannot be known; publishing it");
+        true
+    };
+    match row {
+        Ok(Some(row)) => match filter.matches(row) {
+            Ok(matched) => matched,
+            Err(e) => unknown(&e.to_string()),
+        },
+        Ok(None) => {
+            unknown("the delivery carries no image of the row (cut for size, or none registered)")
+        }
+        Err(problem) => unknown(&problem),
     }
 }
 
@@ -252,13 +319,16 @@ async fn deliver(
     deps: &WebhookDeps,
     request: &Request,
     deadline: Deadline,
-) -> Result<Published, Refused> {
+) -> Result<Handled, Refused> {
     if request.method != "POST" {
         return Err(Refused::new(405, "deliveries are POSTed"));
     }
-    let name = request.raw_path.trim_matches('/');
-    let dataset = Dataset::try_from(name.to_owned())
-        .map_err(|_| Refused::new(404, "the path must be /<dataset>"))?;
+    let (dataset, filter) = read_path(&request.raw_path).ok_or_else(|| {
+        Refused::new(
+            404,
+            "the path must be /<dataset> or /<dataset>/where/<filter>",
+        )
+    })?;
     // The key is checked before the body is looked at: nothing unauthenticated is parsed.
     let presented = request
         .header(KEY_HEADER)
@@ -280,6 +350,12 @@ async fn deliver(
         }
         Err(e) => return Err(Refused::unchecked(&e)),
     }
+    // Only the registration writes the path, so a filter that does not parse is this side's
+    // misconfiguration: Dataverse records the failed job, and the log says why.
+    let filter = filter
+        .map(|text| Filter::parse(&text))
+        .transpose()
+        .map_err(|e| Refused::new(500, format!("the endpoint's filter cannot be used: {e}")))?;
     let body = request
         .body()
         .map_err(|problem| Refused::new(400, problem.to_string()))?;
@@ -338,11 +414,20 @@ async fn deliver(
     } else {
         let change = change(kind, &dataset, &table, &context, None, None);
         tracing::info!(id = %context.primary_entity_id, "the row no longer exists; nothing to publish");
-        return Ok(Published {
+        return Ok(Handled {
             event_id: change_id(&change),
             published: false,
+            matched: None,
         });
     };
+    // A creation or update is judged on the row it left, a deletion on the row before it.
+    let matched = filter.as_ref().map(|filter| match &row {
+        Some(row) => passes(filter, Ok(Some(row))),
+        None => match context.before(&table.primary_id_attribute) {
+            Ok(before) => passes(filter, Ok(before.as_ref())),
+            Err(e) => passes(filter, Err(e.to_string())),
+        },
+    });
     let record = row
         .as_ref()
         .map(serde_json::value::to_raw_value)
@@ -358,15 +443,24 @@ async fn deliver(
         ..change(kind, &dataset, &table, &context, version, changed_on)
     };
     let event_id = change_id(&change);
+    if matched == Some(false) {
+        tracing::info!(id = %context.primary_entity_id, "the row does not match the endpoint's filter; nothing to publish");
+        return Ok(Handled {
+            event_id,
+            published: false,
+            matched,
+        });
+    }
     let event = event_for(&change).map_err(|e| Refused::new(500, e.to_string()))?;
     let published = deps
         .sink
         .publish(std::slice::from_ref(&event), deadline)
         .await;
     if published.accepted == 1 {
-        return Ok(Published {
+        return Ok(Handled {
             event_id,
             published: true,
+            matched,
         });
     }
     let reason = published.error.map_or_else(
