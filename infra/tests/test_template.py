@@ -184,7 +184,7 @@ class TranslatedTemplate(unittest.TestCase):
                          {"dataset": "Dataset", "table": "CreatedTable", "$filter": "CreatedFilter"})
         self.assertEqual(inputs["when-record-updated"],
                          {"dataset": "Dataset", "table": "UpdatedTable", "$filter": "UpdatedFilter"})
-        self.assertEqual(inputs["when-record-deleted"], {"dataset": "Dataset", "table": "DeletedTable"})
+        self.assertEqual(inputs["when-record-deleted"], {"dataset": "Dataset", "table": "DeletedTable", "$filter": "DeletedFilter"})
 
     def test_filter_parameters_cannot_break_the_schedule_json(self) -> None:
         for name in ("CreatedFilter", "UpdatedFilter"):
@@ -578,10 +578,10 @@ class Mutations(unittest.TestCase):
         target["Input"] = {"Fn::Sub": '{"dataset": "${Dataset}"}'}
         self.assertReported("WhenRecordCreatedFunctionPoll: Input needs a string table")
 
-    def test_filter_on_the_deleted_trigger_is_reported(self) -> None:
+    def test_select_on_the_deleted_trigger_is_reported(self) -> None:
         target = self.r["WhenRecordDeletedFunctionPoll"]["Properties"]["Target"]
-        target["Input"] = {"Fn::Sub": '{"dataset": "${Dataset}", "table": "${DeletedTable}", "$filter": ""}'}
-        self.assertReported("when-record-deleted does not accept ['$filter']")
+        target["Input"] = {"Fn::Sub": '{"dataset": "${Dataset}", "table": "${DeletedTable}", "$select": ""}'}
+        self.assertReported("when-record-deleted does not accept ['$select']")
 
     def test_unescaped_parameter_in_input_is_reported(self) -> None:
         del self.t["Parameters"]["CreatedFilter"]["AllowedPattern"]
