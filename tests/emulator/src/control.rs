@@ -3,7 +3,8 @@
 //! | Request | Effect |
 //! |---|---|
 //! | `POST /_emulator/reset` `{"seed": "demo"\|"none"}` | empty the organisation, reload tables and seed data, clear faults and the request log |
-//! | `POST /_emulator/tables` `{"logical_name","entity_set_name","primary_id","primary_name","change_tracking","columns"?}` | add a custom table |
+//! | `POST /_emulator/tables` `{"logical_name","entity_set_name","primary_id","primary_name","change_tracking","columns"?,"keys"?: [{"name","columns"}]}` | add a custom table, with alternate keys |
+//! | `POST /_emulator/tables/{name}/keys` `{"name": "aws_accountnumber", "columns": ["accountnumber"]}` | define an alternate key (see below) |
 //! | `POST /_emulator/faults` `{"status"?,"retry_after"?,"times"?,"method"?,"path_contains"?,"delay_ms"?,"drop_connection"?,"drop_answer"?,"code"?,"message"?}` | inject a fault into the next `times` matching requests (see below) |
 //! | `DELETE /_emulator/faults` | remove all faults |
 //! | `GET /_emulator/requests` / `DELETE` | the request log (method, path and query, status, a few headers, `fault`, `answer_dropped`) / clear it |
@@ -29,9 +30,16 @@
 //!
 //! Rows inserted or generated here are data already in place, not operations: they fire no webhook
 //! steps, and the plug-in registration tables take no rows this way (register through the Web API).
+//! They still keep to the table's alternate keys, as the key's unique index would make them.
 //!
-//! Requests the HTTP front end refuses (a URL over 32,768 characters, a Web API path segment over
-//! 260) are logged but never reach the faults.
+//! An alternate key (`crate::keys`) names 1 to 16 columns by logical name (a lookup as `x`, not
+//! `_x_value`): single lines of text, whole numbers, decimals, dates and times, lookups or choices. A
+//! table has at most 10. A key is refused (400) when its name or its set of columns is taken, or when
+//! rows already there share its values, where Dataverse's index job would fail. It is `Active` at once
+//! and lasts until the next reset; no table has one after a reset, as on a fresh organisation.
+//!
+//! Requests the front end refuses (a URL over 32,768 characters, a Web API path segment over 260, a
+//! Web API path holding a character ASP.NET finds dangerous) are logged but never reach the faults.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
@@ -42,7 +50,7 @@ use std::time::Duration;
 use crate::reply::{Fail, Reply};
 use crate::schema::{self, Column, ColumnType, TableDef, TableKind};
 use crate::server::{Shared, lock};
-use crate::{Emulator, Request, Seed, clock, webhooks};
+use crate::{Emulator, Request, Seed, clock, keys, webhooks};
 
 /// How long `GET /_emulator/webhooks/deliveries?wait=true` waits by default: longer than two
 /// attempts that each run into Dataverse's 60 s timeout.
@@ -173,6 +181,15 @@ struct TableBody {
     change_tracking: bool,
     #[serde(default)]
     columns: Map<String, Value>,
+    #[serde(default)]
+    keys: Vec<KeyBody>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeyBody {
+    name: String,
+    columns: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -283,6 +300,7 @@ fn handle_inner(em: &mut Emulator, req: &Request, rest: &str) -> Result<Reply, R
             Ok(Reply::empty(204))
         }
         ("POST", ["tables", name, "rows"]) => insert_row(em, req, name),
+        ("POST", ["tables", name, "keys"]) => add_key(em, name, &body(req)?),
         ("POST", ["tables", name, "generate"]) => generate(em, name, &body(req)?),
         _ => Err(Reply::json(
             404,
@@ -352,6 +370,15 @@ fn add_table(em: &mut Emulator, b: &TableBody) -> Result<Reply, Reply> {
     );
     def.is_custom = true;
     def.object_type_code = 10_000 + i64::try_from(em.store.tables.len()).unwrap_or(0);
+    // All keys are checked (each against those before it) before the table is added, so a refusal
+    // leaves nothing behind. Then they are taken out again, to be added with their indexes below,
+    // which cannot fail: the table has no rows yet.
+    for key in &b.keys {
+        let defined = keys::define(&def, &key.name, &key.columns)
+            .map_err(|e| bad(format!("key '{}': {e}", key.name)))?;
+        def.keys.push(defined);
+    }
+    let key_defs = std::mem::take(&mut def.keys);
     let summary = json!({
         "LogicalName": def.logical_name,
         "EntitySetName": def.entity_set_name,
@@ -360,11 +387,33 @@ fn add_table(em: &mut Emulator, b: &TableBody) -> Result<Reply, Reply> {
         "ChangeTrackingEnabled": def.change_tracking,
         "MetadataId": def.metadata_id,
         "Columns": def.columns.iter().map(|c| c.name.clone()).collect::<Vec<_>>(),
+        "Keys": key_defs.iter().map(|k| k.schema_name.clone()).collect::<Vec<_>>(),
     });
     em.store.add_table(def);
     let t = em.store.tables.len() - 1;
+    for key in key_defs {
+        em.store.add_key(t, key).map_err(|e| bad(e.to_string()))?;
+    }
     webhooks::registration::add_filters(&mut em.store, t);
     Ok(Reply::json(201, &summary))
+}
+
+/// Defines an alternate key on a business table, as `CreateEntityKey` would, with its index built
+/// at once. Answers the key as `EntityDefinitions(...)/Keys` lists it.
+fn add_key(em: &mut Emulator, name: &str, b: &KeyBody) -> Result<Reply, Reply> {
+    let t = table_index(em, name)?;
+    let def = &em.store.tables[t].def;
+    let key = keys::define(def, &b.name, &b.columns).map_err(|e| bad(e.to_string()))?;
+    let answer = json!({
+        "MetadataId": key.metadata_id,
+        "LogicalName": key.logical_name,
+        "SchemaName": key.schema_name,
+        "EntityLogicalName": def.logical_name,
+        "KeyAttributes": keys::attributes(def, &key),
+        "EntityKeyIndexStatus": "Active",
+    });
+    em.store.add_key(t, key).map_err(|e| bad(e.to_string()))?;
+    Ok(Reply::json(201, &answer))
 }
 
 /// A business table named either way: the registration tables are written through the Web API,
@@ -445,6 +494,9 @@ fn insert_row(em: &mut Emulator, req: &Request, name: &str) -> Result<Reply, Rep
     if em.store.tables[t].rows.contains_key(&id) {
         return Err(bad("a row with that id exists"));
     }
+    em.store
+        .check_keys(t, id, None, &changes.values)
+        .map_err(Fail::into_reply)?;
     let version = em
         .store
         .insert(t, id, changes.values, Some((created, modified)));
@@ -469,6 +521,6 @@ fn generate(em: &mut Emulator, name: &str, b: &GenerateBody) -> Result<Reply, Re
             Some((t, t))
         }
     };
-    crate::seed::synthetic(&mut em.store, t, b.count, at);
+    crate::seed::synthetic(&mut em.store, t, b.count, at).map_err(Fail::into_reply)?;
     Ok(Reply::json(201, &json!({"count": b.count})))
 }

@@ -19,6 +19,7 @@ pub mod client;
 pub mod clock;
 pub mod control;
 pub mod guid;
+pub mod keys;
 pub mod odata;
 pub mod reply;
 pub mod schema;

@@ -6,6 +6,8 @@
 
 use uuid::Uuid;
 
+use crate::keys::EntityKey;
+
 /// The `OData` primitive type of a column, as named in error messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Edm {
@@ -172,6 +174,9 @@ pub struct TableDef {
     pub columns: Vec<Column>,
     /// Column positions the store needs on every write.
     pub idx: SystemIdx,
+    /// Alternate keys, in the order they were defined; none on a fresh organisation. Each one's
+    /// unique index is the table's (`crate::store::Table::key_index`).
+    pub keys: Vec<EntityKey>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -248,6 +253,7 @@ impl TableDef {
             kind: TableKind::Ordinary,
             columns,
             idx,
+            keys: Vec::new(),
         }
     }
 

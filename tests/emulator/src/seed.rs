@@ -1,9 +1,13 @@
 //! Seed data: a few hundred realistic, linked rows (`--seed demo`), and synthetic bulk rows for
 //! benchmarks. Both are deterministic apart from the clock, so demos and tests see the same names.
 
+use std::collections::HashSet;
+
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use crate::keys;
+use crate::reply::Fail;
 use crate::store::Store;
 
 /// A small deterministic generator (`SplitMix64`); the emulator needs repeatability, not quality.
@@ -375,7 +379,15 @@ pub fn demo(store: &mut Store) {
 
 /// Inserts `count` plain rows into table `t`, with a name and, where the table has them, a few typed
 /// columns. Bypasses payload validation: this is for filling a table fast.
-pub fn synthetic(store: &mut Store, t: usize, count: usize, at: Option<(i64, i64)>) {
+///
+/// The rows keep to the table's alternate keys, checked against the rows already there and each
+/// other before any is inserted: a batch that would break one inserts nothing (`0x80060892`).
+pub fn synthetic(
+    store: &mut Store,
+    t: usize,
+    count: usize,
+    at: Option<(i64, i64)>,
+) -> Result<(), Fail> {
     let mut rng = Rng(store.version);
     let def = &store.tables[t].def;
     let name = def.column(&def.primary_name);
@@ -383,6 +395,7 @@ pub fn synthetic(store: &mut Store, t: usize, count: usize, at: Option<(i64, i64
         .iter()
         .filter_map(|n| def.column(n).map(|c| (c, *n)))
         .collect();
+    let mut rows = Vec::with_capacity(count);
     for i in 0..count {
         let id = rng.uuid();
         let mut values = Vec::with_capacity(4);
@@ -397,6 +410,28 @@ pub fn synthetic(store: &mut Store, t: usize, count: usize, at: Option<(i64, i64
             };
             values.push((*c, v));
         }
+        rows.push((id, values));
+    }
+    let table = &store.tables[t];
+    let mut batch: Vec<HashSet<keys::Tuple>> = vec![HashSet::new(); table.def.keys.len()];
+    for (id, values) in &rows {
+        store.check_keys(t, *id, None, values)?;
+        for (k, key) in table.def.keys.iter().enumerate() {
+            let value = |c: usize| {
+                values
+                    .iter()
+                    .find(|(column, _)| *column == c)
+                    .map_or(&Value::Null, |(_, v)| v)
+            };
+            if let Some(tuple) = keys::tuple(&table.def, key, value)
+                && !batch[k].insert(tuple)
+            {
+                return Err(keys::duplicate(&table.def, key));
+            }
+        }
+    }
+    for (id, values) in rows {
         store.insert(t, id, values, at);
     }
+    Ok(())
 }

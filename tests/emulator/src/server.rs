@@ -25,6 +25,13 @@ const MAX_URL_CHARS: usize = 32_768;
 /// HTTP.sys's default `UrlSegmentMaxLength`, so the front end refuses it, not the `OData` layer.
 const MAX_SEGMENT_CHARS: usize = 260;
 const MAX_BODY: usize = 64 * 1024 * 1024;
+/// What ASP.NET, in front of the Web API, refuses in a request path (its default
+/// `requestPathInvalidCharacters`), checked after percent-decoding, so `%3A` is refused as `:` is.
+/// A row whose alternate key value holds one of these cannot be addressed by that key in a URL
+/// (Microsoft Learn, "Work with alternate keys", which lists `/` too, see `crate::api`, and lately
+/// `+`, whose refusal is not documented and not emulated); a client finds such a row with `$filter`
+/// on the key's columns instead.
+const DANGEROUS_PATH_CHARS: [char; 8] = ['<', '>', '*', '%', '&', ':', '\\', '?'];
 
 pub type Shared = Arc<Mutex<Emulator>>;
 
@@ -175,10 +182,12 @@ fn log_entry(
     }
 }
 
-/// What the service's HTTP front end answers for a URL it will not pass on: too long as a whole
-/// (414), or with a Web API path segment too long (400). The URL is measured as the client sent it,
-/// `http://` and the host included, percent-escapes counted as the characters they are on the wire
-/// (the stricter reading: neither Dataverse nor HTTP.sys says whether escapes count).
+/// What the service's front end answers for a URL it will not pass on: too long as a whole (414), or
+/// with a Web API path segment too long (400), from HTTP.sys; or with a Web API path that ASP.NET
+/// finds dangerous (400, with a plain-text body: see [`DANGEROUS_PATH_CHARS`]). The URL is measured
+/// as the client sent it, `http://` and the host included, percent-escapes counted as the characters
+/// they are on the wire (the stricter reading: neither Dataverse nor HTTP.sys says whether escapes
+/// count).
 fn front_end_refusal(authority: &str, path: &str, path_and_query: &str) -> Option<Reply> {
     let url_chars = "http://".len() + authority.chars().count() + path_and_query.chars().count();
     if url_chars > MAX_URL_CHARS {
@@ -198,6 +207,17 @@ fn front_end_refusal(authority: &str, path: &str, path_and_query: &str) -> Optio
             "Bad Request - Invalid URL",
             "The request URL is invalid.",
         ));
+    }
+    if path.starts_with("/api/data/") {
+        let decoded = percent_decode_str(path).decode_utf8_lossy();
+        if let Some(c) = decoded.chars().find(|c| DANGEROUS_PATH_CHARS.contains(c)) {
+            return Some(Reply::text(
+                400,
+                format!(
+                    "A potentially dangerous Request.Path value was detected from the client ({c})."
+                ),
+            ));
+        }
     }
     None
 }

@@ -14,6 +14,7 @@ use uuid::Uuid;
 
 use crate::clock::{self, Clock};
 use crate::guid::SqlGuid;
+use crate::keys::{self, DefineError, EntityKey, KeyIndex};
 use crate::reply::Fail;
 use crate::schema::{ColumnType, Edm, System, TableDef};
 
@@ -85,6 +86,8 @@ pub struct Table {
     /// Bumped by every write, so cached orders know when they are stale.
     pub generation: u64,
     sorted: Mutex<Option<Sorted>>,
+    /// The unique index of each of `def.keys`, in the same order; kept by every write below.
+    pub key_index: Vec<KeyIndex>,
 }
 
 /// The table's rows in one `$orderby` order. Paging a large table in a custom order would otherwise
@@ -106,6 +109,7 @@ impl Table {
             deleted_at: HashMap::new(),
             generation: 0,
             sorted: Mutex::new(None),
+            key_index: Vec::new(),
         }
     }
 
@@ -210,6 +214,63 @@ impl Store {
 
     pub fn add_table(&mut self, def: TableDef) {
         self.tables.push(Table::new(def));
+    }
+
+    /// Adds an alternate key to table `t` (checked by [`keys::define`]) once its unique index is
+    /// built over the rows already there, which it is not when two of them share the key's values.
+    pub fn add_key(&mut self, t: usize, key: EntityKey) -> Result<(), DefineError> {
+        let table = &mut self.tables[t];
+        let rows = table
+            .rows
+            .iter()
+            .map(|(id, row)| (id, row.cells.as_slice()));
+        let index = KeyIndex::build(&table.def, &key, rows)?;
+        table.def.keys.push(key);
+        table.key_index.push(index);
+        Ok(())
+    }
+
+    /// The row of table `t` whose values of key `k` are `values` (as [`keys::parse_address`] gives
+    /// them), matched as the key's index matches them.
+    pub fn find_by_key(&self, t: usize, k: usize, values: &[(usize, Value)]) -> Option<Uuid> {
+        let table = &self.tables[t];
+        let tuple = keys::tuple(&table.def, &table.def.keys[k], |c| {
+            values
+                .iter()
+                .find(|(column, _)| *column == c)
+                .map_or(&Value::Null, |(_, v)| v)
+        })?;
+        table.key_index[k].get(&tuple)
+    }
+
+    /// Checks that writing `values` to row `id` of table `t` (over the cells of the row `stored`, or to
+    /// a new row) leaves no two rows with the same values of one key: `0x80060892` if it would.
+    pub fn check_keys(
+        &self,
+        t: usize,
+        id: Uuid,
+        stored: Option<&[Value]>,
+        values: &[(usize, Value)],
+    ) -> Result<(), Fail> {
+        let table = &self.tables[t];
+        // A column set twice takes its last value, as `insert` and `update` apply them in order.
+        let value = |c: usize| {
+            values
+                .iter()
+                .rev()
+                .find(|(column, _)| *column == c)
+                .map(|(_, v)| v)
+                .or_else(|| stored.and_then(|cells| cells.get(c)))
+                .unwrap_or(&Value::Null)
+        };
+        for (key, index) in table.def.keys.iter().zip(&table.key_index) {
+            if let Some(tuple) = keys::tuple(&table.def, key, value)
+                && index.get(&tuple).is_some_and(|other| other != id)
+            {
+                return Err(keys::duplicate(&table.def, key));
+            }
+        }
+        Ok(())
     }
 
     fn next_version(&mut self) -> u64 {
@@ -342,6 +403,7 @@ impl Store {
             cells[column] = value;
         }
         finish_row(def, &mut cells, org);
+        index_keys(def, &mut table.key_index, id, &cells, true);
         table.by_version.insert(version, id);
         table.rows.insert(id, Row { cells, version });
         table.generation += 1;
@@ -358,6 +420,7 @@ impl Store {
             return version;
         };
         table.by_version.remove(&row.version);
+        index_keys(&table.def, &mut table.key_index, id, &row.cells, false);
         for (column, value) in values {
             row.cells[column] = value;
         }
@@ -365,6 +428,7 @@ impl Store {
         row.cells[idx.version] = Value::from(version);
         row.version = version;
         finish_row(&table.def, &mut row.cells, org);
+        index_keys(&table.def, &mut table.key_index, id, &row.cells, true);
         table.by_version.insert(version, id);
         table.generation += 1;
         version
@@ -376,6 +440,7 @@ impl Store {
         match table.rows.remove(&id) {
             Some(row) => {
                 table.by_version.remove(&row.version);
+                index_keys(&table.def, &mut table.key_index, id, &row.cells, false);
                 table.tombstones.insert(version, id);
                 if let Some(earlier) = table.deleted_at.insert(id, version) {
                     table.tombstones.remove(&earlier);
@@ -394,6 +459,20 @@ impl Store {
             let t = self.by_logical(&nav.target)?;
             self.tables[t].rows.contains_key(&id).then_some((t, id))
         })
+    }
+}
+
+/// Adds row `id` to (or, with `add` false, removes it from) the index of each of the table's keys.
+/// Callers check [`Store::check_keys`] first, so an addition never displaces another row.
+fn index_keys(def: &TableDef, index: &mut [KeyIndex], id: Uuid, cells: &[Value], add: bool) {
+    for (key, index) in def.keys.iter().zip(index) {
+        if let Some(tuple) = keys::tuple(def, key, |c| &cells[c]) {
+            if add {
+                index.insert(tuple, id);
+            } else {
+                index.remove(&tuple, id);
+            }
+        }
     }
 }
 

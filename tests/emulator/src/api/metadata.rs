@@ -1,17 +1,33 @@
 //! `EntityDefinitions`: the table metadata clients use to turn a logical name into an entity set name
 //! and a primary key. Like the real service it has no paging, `$top`, `$orderby` or string functions.
+//!
+//! Of the navigation properties, only `Keys` (the table's alternate keys, as `EntityKeyMetadata`) is
+//! served: `EntityDefinitions(LogicalName='account')/Keys` and `$expand=Keys`, with or without a nested
+//! `$select`.
 
 use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::Ctx;
 use super::render::write_json;
+use crate::keys;
 use crate::odata::filter::{self, Properties};
 use crate::reply::{Fail, Reply};
 use crate::schema::{Edm, TableDef, TableKind};
 use crate::store::Store;
 
 const TYPE_NAME: &str = "Microsoft.Dynamics.CRM.EntityMetadata";
+const KEY_TYPE_NAME: &str = "Microsoft.Dynamics.CRM.EntityKeyMetadata";
+
+/// `EntityKeyMetadata` properties, `MetadataId` first (always returned).
+const KEY_PROPERTIES: &[&str] = &[
+    "MetadataId",
+    "LogicalName",
+    "SchemaName",
+    "EntityLogicalName",
+    "KeyAttributes",
+    "EntityKeyIndexStatus",
+];
 
 /// Metadata properties: name, type, and whether a bare request returns it.
 const PROPERTIES: &[(&str, Edm)] = &[
@@ -73,17 +89,23 @@ fn values(def: &TableDef) -> Vec<Value> {
     ]
 }
 
-fn projection(select: Option<&str>) -> Result<(Vec<usize>, String), Fail> {
+/// The properties a `$select` of `properties` (whose first is `MetadataId`) picks, and the list the
+/// context URL names; every property and no list without one.
+fn projection_of(
+    properties: &[&str],
+    type_name: &str,
+    select: Option<&str>,
+) -> Result<(Vec<usize>, Option<String>), Fail> {
     let Some(select) = select.filter(|s| !s.trim().is_empty()) else {
-        return Ok(((0..PROPERTIES.len()).collect(), String::new()));
+        return Ok(((0..properties.len()).collect(), None));
     };
     let mut columns = Vec::new();
     let mut names = Vec::new();
     for name in select.split(',').map(str::trim) {
-        let i = PROPERTIES
+        let i = properties
             .iter()
-            .position(|(p, _)| *p == name)
-            .ok_or_else(|| Fail::no_such_property(name, TYPE_NAME))?;
+            .position(|p| *p == name)
+            .ok_or_else(|| Fail::no_such_property(name, type_name))?;
         if !columns.contains(&i) {
             columns.push(i);
             names.push(name);
@@ -93,20 +115,101 @@ fn projection(select: Option<&str>) -> Result<(Vec<usize>, String), Fail> {
     if !columns.contains(&0) {
         columns.push(0);
     }
-    Ok((columns, format!("({})", names.join(","))))
+    Ok((columns, Some(names.join(","))))
 }
 
-fn write(out: &mut Vec<u8>, row: &[Value], columns: &[usize]) {
-    out.push(b'{');
+fn projection(select: Option<&str>) -> Result<(Vec<usize>, Option<String>), Fail> {
+    let names: Vec<&str> = PROPERTIES.iter().map(|(p, _)| *p).collect();
+    projection_of(&names, TYPE_NAME, select)
+}
+
+/// `$expand=Keys` or `$expand=Keys($select=...)`: the key properties to write, and the context URL's
+/// part for them. Other expansions are not implemented.
+fn expand_keys(expand: Option<&str>) -> Result<Option<(Vec<usize>, String)>, Fail> {
+    let Some(expand) = expand.map(str::trim).filter(|e| !e.is_empty()) else {
+        return Ok(None);
+    };
+    let nested = match expand.strip_prefix("Keys") {
+        Some("") => None,
+        Some(rest) => match rest
+            .strip_prefix('(')
+            .and_then(|r| r.strip_suffix(')'))
+            .map(|r| r.strip_prefix("$select="))
+        {
+            Some(Some(select)) => Some(select),
+            _ => {
+                return Err(Fail::not_implemented(format!(
+                    "the $expand '{expand}' (Keys and Keys($select=...) are served)"
+                )));
+            }
+        },
+        None => {
+            return Err(Fail::not_implemented(
+                "attribute and relationship metadata (EntityDefinitions/Attributes, $expand other than Keys)",
+            ));
+        }
+    };
+    let (columns, names) = projection_of(KEY_PROPERTIES, KEY_TYPE_NAME, nested)?;
+    Ok(Some((
+        columns,
+        format!("Keys({})", names.unwrap_or_default()),
+    )))
+}
+
+/// The context URL's select list: `(A,B)`, `(A,Keys(C))`, or nothing.
+fn context_list(selected: Option<String>, expanded: Option<&str>) -> String {
+    match (selected, expanded) {
+        (None, None) => String::new(),
+        (Some(s), None) => format!("({s})"),
+        (None, Some(e)) => format!("({e})"),
+        (Some(s), Some(e)) => format!("({s},{e})"),
+    }
+}
+
+fn write_props(out: &mut Vec<u8>, names: &[&str], row: &[Value], columns: &[usize]) {
     for (n, i) in columns.iter().enumerate() {
         if n > 0 {
             out.push(b',');
         }
-        write_json(out, PROPERTIES[*i].0);
+        write_json(out, names[*i]);
         out.push(b':');
         write_json(out, &row[*i]);
     }
+}
+
+/// One `EntityMetadata`, with its `Keys` when they are expanded.
+fn write(out: &mut Vec<u8>, def: &TableDef, columns: &[usize], keys: Option<&[usize]>) {
+    let names: Vec<&str> = PROPERTIES.iter().map(|(p, _)| *p).collect();
+    out.push(b'{');
+    write_props(out, &names, &values(def), columns);
+    if let Some(key_columns) = keys {
+        out.extend_from_slice(b",\"Keys\":");
+        write_keys(out, def, key_columns);
+    }
     out.push(b'}');
+}
+
+/// A table's keys as a JSON array of `EntityKeyMetadata`.
+fn write_keys(out: &mut Vec<u8>, def: &TableDef, columns: &[usize]) {
+    out.push(b'[');
+    for (n, key) in def.keys.iter().enumerate() {
+        if n > 0 {
+            out.push(b',');
+        }
+        let row = [
+            json!(key.metadata_id.to_string()),
+            json!(key.logical_name),
+            json!(key.schema_name),
+            json!(def.logical_name),
+            json!(keys::attributes(def, key)),
+            // The index is built at once (see `crate::keys`), so no key is ever Pending here.
+            json!("Active"),
+        ];
+        out.push(b'{');
+        write_props(out, KEY_PROPERTIES, &row, columns);
+        out.push(b'}');
+    }
+    out.push(b']');
 }
 
 /// `EntityDefinitions`, `EntityDefinitions(LogicalName='x')`, `EntityDefinitions(<MetadataId>)`.
@@ -127,12 +230,12 @@ pub fn entity_definitions(
             return Err(Fail::unsupported_option(name));
         }
     }
-    if opts.expand.is_some() || !rest.is_empty() {
+    let keys_path = rest == "Keys" && key.is_some();
+    if !rest.is_empty() && !keys_path {
         return Err(Fail::not_implemented(
-            "attribute and relationship metadata (EntityDefinitions/Attributes, $expand)",
+            "attribute and relationship metadata (EntityDefinitions/Attributes, $expand other than Keys)",
         ));
     }
-    let (columns, context) = projection(opts.select.as_deref())?;
     if let Some(key) = key {
         let def = if let Some(quoted) = key.strip_prefix("LogicalName=") {
             let name = quoted
@@ -168,6 +271,12 @@ pub fn entity_definitions(
                     )
                 })?
         };
+        if keys_path {
+            return keys_of(ctx, &def.def);
+        }
+        let (columns, selected) = projection(opts.select.as_deref())?;
+        let expanded = expand_keys(opts.expand.as_deref())?;
+        let context = context_list(selected, expanded.as_ref().map(|(_, e)| e.as_str()));
         let mut out = Vec::new();
         out.extend_from_slice(b"{\"@odata.context\":");
         write_json(
@@ -176,10 +285,18 @@ pub fn entity_definitions(
         );
         out.push(b',');
         let mut body = Vec::new();
-        write(&mut body, &values(&def.def), &columns);
+        write(
+            &mut body,
+            &def.def,
+            &columns,
+            expanded.as_ref().map(|(k, _)| k.as_slice()),
+        );
         out.extend_from_slice(&body[1..]);
         return Ok(Reply::raw_json(200, out));
     }
+    let (columns, selected) = projection(opts.select.as_deref())?;
+    let expanded = expand_keys(opts.expand.as_deref())?;
+    let context = context_list(selected, expanded.as_ref().map(|(_, e)| e.as_str()));
     let filter = opts
         .filter
         .as_deref()
@@ -202,9 +319,38 @@ pub fn entity_definitions(
             out.push(b',');
         }
         first = false;
-        write(&mut out, &row, &columns);
+        write(
+            &mut out,
+            &table.def,
+            &columns,
+            expanded.as_ref().map(|(k, _)| k.as_slice()),
+        );
     }
     out.extend_from_slice(b"]}");
+    Ok(Reply::raw_json(200, out))
+}
+
+/// `EntityDefinitions(LogicalName='account')/Keys`: the table's alternate keys, with `$select`.
+fn keys_of(ctx: &Ctx, def: &TableDef) -> Result<Reply, Fail> {
+    let opts = &ctx.options;
+    if opts.filter.is_some() || opts.expand.is_some() {
+        return Err(Fail::not_implemented("$filter and $expand on Keys"));
+    }
+    let (columns, selected) = projection_of(KEY_PROPERTIES, KEY_TYPE_NAME, opts.select.as_deref())?;
+    let mut out = Vec::new();
+    out.extend_from_slice(b"{\"@odata.context\":");
+    write_json(
+        &mut out,
+        &format!(
+            "{}$metadata#EntityDefinitions('{}')/Keys{}",
+            ctx.base,
+            def.logical_name,
+            context_list(selected, None)
+        ),
+    );
+    out.extend_from_slice(b",\"value\":");
+    write_keys(&mut out, def, &columns);
+    out.push(b'}');
     Ok(Reply::raw_json(200, out))
 }
 

@@ -29,17 +29,63 @@ pub struct Ctx {
     pub prefer: Prefer,
 }
 
-/// Splits `name(key)` into its name and key.
-fn segment(s: &str) -> Result<(&str, Option<&str>), Fail> {
-    match s.find('(') {
-        None => Ok((s, None)),
-        Some(open) => {
-            let key = s[open + 1..].strip_suffix(')').ok_or_else(|| {
-                Fail::bad_query(format!("Bad Request - Error in query syntax: '{s}'."))
-            })?;
-            Ok((&s[..open], Some(key)))
+/// The first segment of a Web API path, `name` or `name(key)`, and the rest of the path after it.
+#[derive(Debug, PartialEq, Eq)]
+struct Segment<'a> {
+    /// The segment as written, for error messages.
+    text: &'a str,
+    name: &'a str,
+    key: Option<&'a str>,
+    tail: &'a str,
+}
+
+/// Splits `name(key)/tail`. The path arrives percent-decoded, as the service's router sees it, so a
+/// `/` that a key value held (even sent as `%2F`) splits the path inside the parentheses: the service
+/// answers "Bad Request - Error in query syntax." and the row cannot be addressed by that key. A `)`
+/// inside a quoted key value does not close the key.
+fn segment(path: &str) -> Result<Segment<'_>, Fail> {
+    let slash = path.find('/').unwrap_or(path.len());
+    let Some(open) = path[..slash].find('(') else {
+        return Ok(Segment {
+            text: &path[..slash],
+            name: &path[..slash],
+            key: None,
+            tail: path.get(slash + 1..).unwrap_or_default(),
+        });
+    };
+    let mut quoted = false;
+    let mut close = None;
+    for (i, c) in path[open + 1..].char_indices() {
+        match c {
+            '/' => return Err(Fail::bad_query("Bad Request - Error in query syntax.")),
+            // `''` inside a literal toggles twice, so it stays inside.
+            '\'' => quoted = !quoted,
+            ')' if !quoted => {
+                close = Some(open + 1 + i);
+                break;
+            }
+            _ => {}
         }
     }
+    let Some(close) = close else {
+        return Err(Fail::bad_query("Bad Request - Error in query syntax."));
+    };
+    let end = match path[close + 1..].find('/') {
+        Some(i) => close + 1 + i,
+        None => path.len(),
+    };
+    let text = &path[..end];
+    if end != close + 1 {
+        return Err(Fail::bad_query(format!(
+            "Bad Request - Error in query syntax: '{text}'."
+        )));
+    }
+    Ok(Segment {
+        text,
+        name: &path[..open],
+        key: Some(&path[open + 1..close]),
+        tail: path.get(end + 1..).unwrap_or_default(),
+    })
 }
 
 pub fn handle(store: &mut Store, req: &Request, version: &str, rest: &str) -> Result<Reply, Fail> {
@@ -48,8 +94,12 @@ pub fn handle(store: &mut Store, req: &Request, version: &str, rest: &str) -> Re
         options: parse_options(&req.query)?,
         prefer: Prefer::parse(&req.headers_all("prefer"))?,
     };
-    let (first, tail) = rest.split_once('/').unwrap_or((rest, ""));
-    let (name, key) = segment(first)?;
+    let Segment {
+        text: first,
+        name,
+        key,
+        tail,
+    } = segment(rest)?;
     let method = req.method.as_str();
     match (name, key) {
         ("", None) if method == "GET" => Ok(metadata::service_document(store, &ctx)),
@@ -89,11 +139,17 @@ pub fn handle(store: &mut Store, req: &Request, version: &str, rest: &str) -> Re
                 (None, "$count", "GET") => rows::count(store, &ctx, t),
                 (None, "", m) => Err(Fail::method_not_allowed(m)),
                 (Some(key), "", m) => {
-                    let id = rows::parse_key(store, t, key)?;
+                    let target = rows::parse_key(store, t, key)?;
                     match m {
-                        "GET" => rows::retrieve(store, req, &ctx, t, id),
-                        "PATCH" => rows::patch(store, req, &ctx, t, id),
-                        "DELETE" => rows::delete(store, req, t, id),
+                        "GET" => {
+                            let id = target.existing(store, t)?;
+                            rows::retrieve(store, req, &ctx, t, id)
+                        }
+                        "PATCH" => rows::patch(store, req, &ctx, t, target),
+                        "DELETE" => {
+                            let id = target.existing(store, t)?;
+                            rows::delete(store, req, t, id)
+                        }
                         other => Err(Fail::method_not_allowed(other)),
                     }
                 }
@@ -103,5 +159,50 @@ pub fn handle(store: &mut Store, req: &Request, version: &str, rest: &str) -> Re
                 (None, other, _) => Err(Fail::segment_not_found(other)),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Segment, segment};
+
+    #[test]
+    fn splits_the_first_segment_with_quotes_in_mind() {
+        let split = |path| segment(path).map_err(|f| f.message);
+        assert_eq!(
+            split("accounts"),
+            Ok(Segment {
+                text: "accounts",
+                name: "accounts",
+                key: None,
+                tail: ""
+            })
+        );
+        assert_eq!(
+            split("accounts/$count"),
+            Ok(Segment {
+                text: "accounts",
+                name: "accounts",
+                key: None,
+                tail: "$count"
+            })
+        );
+        assert_eq!(
+            split("accounts(name='a)(''b')/name"),
+            Ok(Segment {
+                text: "accounts(name='a)(''b')",
+                name: "accounts",
+                key: Some("name='a)(''b'"),
+                tail: "name"
+            })
+        );
+        let syntax = Err("Bad Request - Error in query syntax.".to_owned());
+        assert_eq!(split("accounts(name='a/b')"), syntax);
+        assert_eq!(split("accounts(n=4/2)"), syntax);
+        assert_eq!(split("accounts(name='open"), syntax);
+        assert_eq!(
+            split("accounts(x)y/z"),
+            Err("Bad Request - Error in query syntax: 'accounts(x)y'.".to_owned())
+        );
     }
 }

@@ -11,10 +11,11 @@ use super::render::{
 };
 use super::{Ctx, URL};
 use crate::Request;
+use crate::keys::{self, Address};
 use crate::odata::cookie::Cursor;
 use crate::odata::filter;
 use crate::reply::{Fail, Reply};
-use crate::schema::Edm;
+use crate::schema::{ColumnType, Edm};
 use crate::store::{Changes, Row, Store};
 use crate::webhooks::{self, Message, registration};
 
@@ -259,27 +260,39 @@ pub fn count(store: &Store, ctx: &Ctx, t: usize) -> Result<Reply, Fail> {
     Ok(Reply::text(200, format!("\u{feff}{total}")))
 }
 
-/// Parses the key in `accounts(<key>)`.
-pub fn parse_key(store: &Store, t: usize, key: &str) -> Result<Uuid, Fail> {
-    if let Ok(id) = Uuid::parse_str(key)
-        && key.len() == 36
-    {
-        return Ok(id);
+/// What `accounts(...)` addresses.
+#[derive(Debug)]
+pub enum Target {
+    /// A primary key, whether or not a row has it.
+    Id(Uuid),
+    /// The values of alternate key `key` (see [`keys::Address::Key`]), and the row that has them.
+    Key {
+        key: usize,
+        values: Vec<(usize, Value)>,
+        row: Option<Uuid>,
+    },
+}
+
+impl Target {
+    /// The id of the row to read or delete. A key that matched no row is `0x80060891` here; an id
+    /// is passed on, for the handler's own "Does Not Exist".
+    pub fn existing(&self, store: &Store, t: usize) -> Result<Uuid, Fail> {
+        match self {
+            Target::Id(id) | Target::Key { row: Some(id), .. } => Ok(*id),
+            Target::Key { row: None, .. } => Err(keys::not_found(&store.tables[t].def)),
+        }
     }
-    if key.contains('=') {
-        // No alternate keys are defined on any table, exactly as on a fresh organisation.
-        return Err(Fail::new(
-            400,
-            "0x80060890",
-            format!(
-                "The specified key attributes are not a defined key for the {} entity",
-                store.tables[t].def.logical_name
-            ),
-        ));
-    }
-    Err(Fail::bad_query(format!(
-        "Bad Request - Error in query syntax. The key value '{key}' is not a valid Edm.Guid literal."
-    )))
+}
+
+/// Parses the key in `accounts(<key>)` (a GUID, or an alternate key's values) and finds its row.
+pub fn parse_key(store: &Store, t: usize, key: &str) -> Result<Target, Fail> {
+    Ok(match keys::parse_address(&store.tables[t].def, key)? {
+        Address::Id(id) => Target::Id(id),
+        Address::Key { key, values } => {
+            let row = store.find_by_key(t, key, &values);
+            Target::Key { key, values, row }
+        }
+    })
 }
 
 fn row_reply(
@@ -368,13 +381,14 @@ pub fn create(store: &mut Store, req: &Request, ctx: &Ctx, t: usize) -> Result<R
         return Err(duplicate());
     }
     insert(store, t, id, &mut changes)?;
-    Ok(written(store, ctx, t, id, 201, &projection))
+    Ok(written(store, ctx, t, id, 201, &projection, None))
 }
 
 /// Creates row `id` through the Web API: the registration rules first, then the write, then what
 /// the registered webhook steps need to hear of it.
 fn insert(store: &mut Store, t: usize, id: Uuid, changes: &mut Changes) -> Result<(), Fail> {
     let accepted = registration::check_write(store, t, None, changes)?;
+    store.check_keys(t, id, None, &changes.values)?;
     let values = std::mem::take(&mut changes.values);
     let set = webhooks::watching(store, t).then(|| values.clone());
     store.insert(t, id, values, None);
@@ -394,7 +408,8 @@ fn duplicate() -> Fail {
 }
 
 /// The answer to a successful create or update: the row with `return=representation`, else 204 and
-/// the row's address in `OData-EntityId`.
+/// the row's address in `OData-EntityId`: by id, or in the key form the request used (`by_key`, as
+/// [`keys::render`] writes it).
 fn written(
     store: &Store,
     ctx: &Ctx,
@@ -402,6 +417,7 @@ fn written(
     id: Uuid,
     status_with_body: u16,
     projection: &Projection,
+    by_key: Option<String>,
 ) -> Reply {
     let set = &store.tables[t].def.entity_set_name;
     // The row was written under the same lock, so it is there.
@@ -411,7 +427,8 @@ fn written(
         return row_reply(store, ctx, t, row, status_with_body, projection, &[])
             .with_header("preference-applied", "return=representation");
     }
-    Reply::empty(204).with_header("odata-entityid", format!("{}{set}({id})", ctx.base))
+    let address = by_key.unwrap_or_else(|| id.to_string());
+    Reply::empty(204).with_header("odata-entityid", format!("{}{set}({address})", ctx.base))
 }
 
 pub fn parse_etag(tag: &str) -> Option<u64> {
@@ -443,17 +460,29 @@ fn version_mismatch() -> Fail {
 }
 
 /// PATCH: an upsert unless `If-Match` demands an existing row or `If-None-Match: *` a new one.
+///
+/// Addressed by alternate key, it follows the documented Upsert: an existing row is updated with the
+/// body's values of the key's columns left out (a key cannot change the values that found the row);
+/// a new row gets the URL's key values wherever the body has none of its own.
 pub fn patch(
     store: &mut Store,
     req: &Request,
     ctx: &Ctx,
     t: usize,
-    id: Uuid,
+    target: Target,
 ) -> Result<Reply, Fail> {
     let set = store.tables[t].def.entity_set_name.clone();
     let logical = store.tables[t].def.logical_name.clone();
     let body = body_object(req, &set)?;
     let mut changes = store.read_payload(t, &body)?;
+    let version_of = |store: &Store, id: &Uuid| store.tables[t].rows.get(id).map(|r| r.version);
+    let (id, by_key) = match target {
+        Target::Id(id) => (id, None),
+        Target::Key { key, values, row } => (
+            row.or(changes.id).unwrap_or_else(Uuid::new_v4),
+            Some((key, values, row.is_some())),
+        ),
+    };
     if changes.id.is_some_and(|body_id| body_id != id) {
         return Err(Fail::new(
             400,
@@ -461,23 +490,43 @@ pub fn patch(
             "Entity Id must be the same as the value set in property bag.",
         ));
     }
-    let current = store.tables[t].rows.get(&id).map(|r| r.version);
+    // For a key that found no row, `id` is the new row's; a row already holding an id the body gave
+    // is not the one the key addresses.
+    let current = match &by_key {
+        Some((_, _, false)) => None,
+        _ => version_of(store, &id),
+    };
     if req.header("if-none-match").map(str::trim) == Some("*") && current.is_some() {
         return Err(duplicate());
     }
     match (if_match(req), current) {
         (Precondition::Any | Precondition::Version(_), None) => {
-            return Err(Fail::row_not_found(&logical, &id));
+            return Err(match by_key {
+                Some(_) => keys::not_found(&store.tables[t].def),
+                None => Fail::row_not_found(&logical, &id),
+            });
         }
         (Precondition::Version(expected), Some(version)) if expected != Some(version) => {
             return Err(version_mismatch());
         }
         _ => {}
     }
+    if current.is_none() && version_of(store, &id).is_some() {
+        return Err(duplicate());
+    }
     let projection = parse_select(&store.tables[t].def, ctx.options.select.as_deref())?;
+    let address = by_key
+        .as_ref()
+        .map(|(_, values, _)| keys::render(&store.tables[t].def, values));
     let status = if current.is_some() {
+        if let Some((_, values, _)) = &by_key {
+            changes
+                .values
+                .retain(|(c, _)| !values.iter().any(|(k, _)| k == c));
+        }
         let stored = store.tables[t].rows.get(&id);
         let accepted = registration::check_write(store, t, stored, &mut changes)?;
+        store.check_keys(t, id, stored.map(|r| r.cells.as_slice()), &changes.values)?;
         let before = webhooks::watching(store, t)
             .then(|| store.tables[t].rows.get(&id).map(|r| r.cells.clone()))
             .flatten();
@@ -489,11 +538,28 @@ pub fn patch(
         }
         200
     } else {
+        if let Some((_, values, _)) = by_key {
+            for (c, value) in values {
+                if changes.values.iter().any(|(set, _)| *set == c) {
+                    continue;
+                }
+                // A lookup's key value becomes a reference, which must name a row, as a bind must.
+                if let ColumnType::Lookup { navs } = &store.tables[t].def.columns[c].ty
+                    && let Some(target) = value.as_str()
+                    && store.lookup_target(navs, target).is_none()
+                {
+                    let table = navs.first().map_or("", |n| n.target.as_str());
+                    let id = Uuid::parse_str(target).unwrap_or_default();
+                    return Err(Fail::row_not_found(table, &id));
+                }
+                changes.values.push((c, value));
+            }
+        }
         // An upsert that creates is a Create, for the steps as for everything else.
         insert(store, t, id, &mut changes)?;
         201
     };
-    Ok(written(store, ctx, t, id, status, &projection))
+    Ok(written(store, ctx, t, id, status, &projection, address))
 }
 
 pub fn delete(store: &mut Store, req: &Request, t: usize, id: Uuid) -> Result<Reply, Fail> {

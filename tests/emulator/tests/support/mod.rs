@@ -135,6 +135,14 @@ impl Emulator {
         self.client.add_table(table).await.expect("add a table");
     }
 
+    /// Defines an alternate key through the typed control client.
+    pub async fn add_key(&self, table: &str, name: &str, columns: &[&str]) {
+        self.client
+            .add_key(table, name, columns)
+            .await
+            .expect("add a key");
+    }
+
     /// The webhook delivery log, once no delivery is pending: how tests wait for deliveries.
     pub async fn settled_deliveries(&self) -> DeliveryLog {
         let log = self
