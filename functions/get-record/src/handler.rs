@@ -1,4 +1,4 @@
-use connector::input::{self, Dataset, RecordId, TableName};
+use connector::input::{self, Dataset, Key, RecordId, TableName};
 use connector::{Crm, CrmError, lambda};
 use dataverse::Query;
 use lambda_runtime::LambdaEvent;
@@ -10,7 +10,11 @@ use serde_json::{Map, Value};
 pub(crate) struct Input {
     dataset: Dataset,
     table: TableName,
-    id: RecordId,
+    #[serde(default)]
+    id: Option<RecordId>,
+    /// An alternate key's values, instead of `id`.
+    #[serde(default)]
+    key: Option<Key>,
     #[serde(rename = "$select", default, deserialize_with = "input::expression")]
     select: Option<String>,
     #[serde(rename = "$expand", default, deserialize_with = "input::expression")]
@@ -24,20 +28,21 @@ pub(crate) async fn handle(
     let (payload, context) = event.into_parts();
     let mut input: Input = input::parse(payload)?;
     let deadline = lambda::deadline(&context);
+    let row = input::row(input.id.take(), input.key.take())?;
     let query = Query {
         select: input.select.take(),
         expand: input.expand.take(),
         ..Query::default()
     };
-    let row = crm
+    let found = crm
         .call(&input.dataset, async |client| {
             client.fits(&query, 0)?;
             let table = client.table(&input.table, deadline).await?;
-            client.get(&table, input.id.0, &query, deadline).await
+            client.get(&table, row.clone(), &query, deadline).await
         })
         .await?;
-    tracing::info!(dataset = %input.dataset, table = %input.table, id = %input.id, "retrieved a record");
-    Ok(row)
+    tracing::info!(dataset = %input.dataset, table = %input.table, row = %row, "retrieved a record");
+    Ok(found)
 }
 
 #[cfg(test)]

@@ -1,4 +1,4 @@
-use connector::input::{self, Dataset, Etag, RecordId, TableName};
+use connector::input::{self, Dataset, Etag, Key, RecordId, TableName};
 use connector::{Crm, CrmError, lambda};
 use dataverse::Query;
 use lambda_runtime::LambdaEvent;
@@ -10,7 +10,11 @@ use serde_json::{Map, Value};
 pub(crate) struct Input {
     dataset: Dataset,
     table: TableName,
-    id: RecordId,
+    #[serde(default)]
+    id: Option<RecordId>,
+    /// An alternate key's values, instead of `id`.
+    #[serde(default)]
+    key: Option<Key>,
     #[serde(deserialize_with = "input::columns")]
     item: Map<String, Value>,
     #[serde(default)]
@@ -19,7 +23,7 @@ pub(crate) struct Input {
     select: Option<String>,
 }
 
-/// Sends `If-Match` (the etag, or `*`), so a missing id is `Crm.NotFound` and never a new row.
+/// Sends `If-Match` (the etag, or `*`), so a missing row is `Crm.NotFound` and never a new one.
 pub(crate) async fn handle(
     crm: &Crm,
     event: LambdaEvent<Value>,
@@ -27,6 +31,7 @@ pub(crate) async fn handle(
     let (payload, context) = event.into_parts();
     let mut input: Input = input::parse(payload)?;
     let deadline = lambda::deadline(&context);
+    let target = input::row(input.id.take(), input.key.take())?;
     let etag = input.etag.as_ref().map(Etag::as_str);
     let query = Query {
         select: input.select.take(),
@@ -37,14 +42,14 @@ pub(crate) async fn handle(
             client.fits(&query, 0)?;
             let table = client.table(&input.table, deadline).await?;
             client
-                .update(&table, input.id.0, &input.item)
+                .update(&table, target.clone(), &input.item)
                 .etag(etag)
                 .query(&query)
                 .send(deadline)
                 .await
         })
         .await?;
-    tracing::info!(dataset = %input.dataset, table = %input.table, id = %input.id, columns = input.item.len(), "updated a record");
+    tracing::info!(dataset = %input.dataset, table = %input.table, row = %target, columns = input.item.len(), "updated a record");
     Ok(row)
 }
 

@@ -227,6 +227,41 @@ impl fmt::Display for RecordId {
     }
 }
 
+/// `key`: the values of one of the table's alternate keys, `{"accountnumber": "A-1"}`, naming a row
+/// where `id` would.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Key(pub dataverse::AlternateKey);
+
+impl<'de> Deserialize<'de> for Key {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        match Value::deserialize(deserializer)? {
+            Value::Object(columns) => dataverse::AlternateKey::from_json(&columns)
+                .map(Self)
+                .map_err(de::Error::custom),
+            other => Err(de::Error::custom(format!(
+                "must be a JSON object of the key's columns and values, not {}",
+                kind(&other)
+            ))),
+        }
+    }
+}
+
+/// The row an action is about: `id` or `key`, exactly one of them.
+pub fn row(id: Option<RecordId>, key: Option<Key>) -> Result<dataverse::RowRef, CrmError> {
+    match (id, key) {
+        (Some(id), None) => Ok(dataverse::RowRef::Id(id.0)),
+        (None, Some(key)) => Ok(dataverse::RowRef::Key(key.0)),
+        (Some(_), Some(_)) => Err(CrmError::invalid(
+            "key",
+            "names the row as well as id: give one of them",
+        )),
+        (None, None) => Err(CrmError::invalid(
+            "id",
+            "is required, or key (an alternate key's values) instead",
+        )),
+    }
+}
+
 /// An etag as Dataverse returns it in `@odata.etag` (`W/"12345"`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Etag(String);

@@ -58,6 +58,13 @@ pub enum Error {
     #[error("the request body could not be written as JSON: {0}")]
     Encode(#[source] serde_json::Error),
 
+    /// A key looked up with `$filter` (its text cannot go in a URL) matches more than one row, so
+    /// its columns are not one of the table's alternate keys.
+    #[error(
+        "the {key} of {table} matches more than one row: those columns are not one of its alternate keys"
+    )]
+    AmbiguousKey { table: String, key: String },
+
     /// A create answered 204 without saying where the new row is (`OData-EntityId`).
     #[error("a create answered 204 without an OData-EntityId header")]
     NoEntityId,

@@ -8,7 +8,9 @@
 //!   entity set names are not "logical name + s";
 //! - paging by `Prefer: odata.maxpagesize` and verbatim `@odata.nextLink`s, with `$skip` and `$top`
 //!   provided here because Dataverse refuses the one and ignores the other beside a page size;
-//! - updates that never create (`If-Match`), and a create that is never repeated blindly;
+//! - rows by id or by alternate key, with a key Dataverse cannot take in a URL found by `$filter`;
+//! - updates that never create (`If-Match`), upserts that say whether they created, and a create that
+//!   is never repeated blindly;
 //! - `Retry-After` on 429, backoff on gateway errors, and nothing past the caller's deadline.
 //!
 //! ```no_run
@@ -29,6 +31,7 @@ mod change;
 mod client;
 mod error;
 pub mod filter;
+mod key;
 mod name;
 mod query;
 mod retry;
@@ -38,8 +41,10 @@ pub use auth::{Credentials, http_client_builder};
 pub use change::{Change, classify};
 pub use client::{
     Client, ClientBuilder, MAX_PAGE_SIZE, MAX_URL_LENGTH, Page, Pager, Prefer, Table, Update,
+    Upsert, Upserted,
 };
 pub use error::{EXCERPT_CHARS, Error, excerpt};
+pub use key::{AlternateKey, KeyError, KeyValue, RowRef, UNADDRESSABLE};
 pub use name::{TableName, is_schema_name};
 pub use query::Query;
 pub use retry::{Deadline, MIN_ATTEMPT, Repeat, RetryPolicy, parse_retry_after};

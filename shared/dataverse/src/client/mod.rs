@@ -21,6 +21,7 @@ use uuid::Uuid;
 pub use self::pager::Pager;
 use self::send::{Answer, Call};
 use crate::auth::{Credentials, TokenSource, secure_url};
+use crate::key::RowRef;
 use crate::name::{MAX_TABLE_NAME, TableName};
 use crate::query::{Query, encode};
 use crate::retry::{Deadline, Repeat, RetryPolicy};
@@ -252,8 +253,56 @@ impl Client {
         self.resource_url(&table.entity_set_name, query)
     }
 
-    fn row_url(&self, table: &Table, id: Uuid, query: &Query) -> Result<Url, Error> {
-        self.resource_url(&format!("{}({id})", table.entity_set_name), query)
+    fn row_url(&self, table: &Table, row: &RowRef, query: &Query) -> Result<Url, Error> {
+        let key = match row {
+            RowRef::Id(id) => id.to_string(),
+            RowRef::Key(key) => key.url_segment(),
+        };
+        self.resource_url(&format!("{}({key})", table.entity_set_name), query)
+    }
+
+    /// How `row` can be addressed: as it is, or, for a key whose text Dataverse refuses in a URL
+    /// path, by the id a `$filter` on the key's values finds. `None` when that finds no row.
+    ///
+    /// The lookup cannot check that the columns are one of the table's alternate keys (the URL form
+    /// would): it insists on exactly one matching row instead.
+    async fn locate(
+        &self,
+        table: &Table,
+        row: RowRef,
+        deadline: Deadline,
+    ) -> Result<Option<RowRef>, Error> {
+        let key = match row {
+            RowRef::Key(key) if !key.addressable() => key,
+            addressable => return Ok(Some(addressable)),
+        };
+        let query = Query::new()
+            .select(table.primary_id_attribute.clone())
+            .filter(key.filter());
+        let url = self.collection_url(table, &query)?;
+        let prefer = Prefer {
+            max_page_size: Some(2),
+            track_changes: false,
+        };
+        let page = self.page(&url, prefer, deadline).await?;
+        let found: Vec<Uuid> = page
+            .rows
+            .iter()
+            .filter_map(|raw| {
+                let row: Map<String, Value> = serde_json::from_str(raw.get()).ok()?;
+                row.get(&table.primary_id_attribute)?
+                    .as_str()
+                    .and_then(|s| Uuid::parse_str(s).ok())
+            })
+            .collect();
+        match found.as_slice() {
+            [] => Ok(None),
+            [id] => Ok(Some(RowRef::Id(*id))),
+            _ => Err(Error::AmbiguousKey {
+                table: table.logical_name.clone(),
+                key: RowRef::Key(key).to_string(),
+            }),
+        }
     }
 
     fn resource_url(&self, resource: &str, query: &Query) -> Result<Url, Error> {
@@ -357,16 +406,20 @@ impl Client {
             .take(top.unwrap_or(usize::MAX))
     }
 
-    /// Retrieves one row, with the query's `$select` and `$expand`; `Error::Api` with status 404
-    /// when it does not exist.
+    /// Retrieves one row, by id or alternate key, with the query's `$select` and `$expand`;
+    /// `Error::Api` with status 404 when it does not exist.
     pub async fn get(
         &self,
         table: &Table,
-        id: Uuid,
+        row: impl Into<RowRef>,
         query: &Query,
         deadline: Deadline,
     ) -> Result<Map<String, Value>, Error> {
-        let url = self.row_url(table, id, query)?;
+        let row = self
+            .locate(table, row.into(), deadline)
+            .await?
+            .ok_or_else(|| no_such_key(table))?;
+        let url = self.row_url(table, &row, query)?;
         let answer = self.get_json(&url, None, deadline).await?;
         row_body(&url, &answer.body)
     }
@@ -413,34 +466,56 @@ impl Client {
         row_body(&url, &answer.body)
     }
 
-    /// An update of row `id` to `item`'s values, sent by [`Update::send`]. It never creates a row:
+    /// An update of `row` (by id or alternate key) to `item`'s values, sent by [`Update::send`]. It never creates a row:
     /// `If-Match` is the [`Update::etag`], or `*` (any version of a row that exists), so a missing
     /// row is a 404 and a stale etag a 412.
     pub fn update<'a>(
         &'a self,
         table: &'a Table,
-        id: Uuid,
+        row: impl Into<RowRef>,
         item: &'a Map<String, Value>,
     ) -> Update<'a> {
         Update {
             client: self,
             table,
-            id,
+            row: row.into(),
             item,
             etag: None,
             query: Cow::Owned(Query::default()),
         }
     }
 
-    /// Deletes a row, with optimistic concurrency when `etag` is given.
+    /// An upsert of `row` (by id or alternate key) to `item`'s values, sent by [`Upsert::send`]: it
+    /// updates the row if it exists and creates it if not, and says which it did.
+    pub fn upsert<'a>(
+        &'a self,
+        table: &'a Table,
+        row: impl Into<RowRef>,
+        item: &'a Map<String, Value>,
+    ) -> Upsert<'a> {
+        Upsert {
+            client: self,
+            table,
+            row: row.into(),
+            item,
+            etag: None,
+            query: Cow::Owned(Query::default()),
+        }
+    }
+
+    /// Deletes a row, by id or alternate key, with optimistic concurrency when `etag` is given.
     pub async fn delete(
         &self,
         table: &Table,
-        id: Uuid,
+        row: impl Into<RowRef>,
         etag: Option<&str>,
         deadline: Deadline,
     ) -> Result<(), Error> {
-        let url = self.row_url(table, id, &Query::default())?;
+        let row = self
+            .locate(table, row.into(), deadline)
+            .await?
+            .ok_or_else(|| no_such_key(table))?;
+        let url = self.row_url(table, &row, &Query::default())?;
         let mut headers = Vec::new();
         if let Some(etag) = etag {
             headers.push(("if-match", etag.to_owned()));
@@ -495,7 +570,7 @@ impl Client {
 pub struct Update<'a> {
     client: &'a Client,
     table: &'a Table,
-    id: Uuid,
+    row: RowRef,
     item: &'a Map<String, Value>,
     etag: Option<&'a str>,
     query: Cow<'a, Query>,
@@ -519,12 +594,16 @@ impl<'a> Update<'a> {
         let Update {
             client,
             table,
-            id,
+            row,
             item,
             etag,
             query,
         } = self;
-        let url = client.row_url(table, id, &query)?;
+        let row = client
+            .locate(table, row, deadline)
+            .await?
+            .ok_or_else(|| no_such_key(table))?;
+        let url = client.row_url(table, &row, &query)?;
         let answer = client
             .execute(
                 Call {
@@ -549,9 +628,127 @@ impl<'a> Update<'a> {
             )
             .await?;
         if answer.status == 204 {
-            return client.get(table, id, &reread(&query), deadline).await;
+            return client.get(table, row, &reread(&query), deadline).await;
         }
         row_body(&url, &answer.body)
+    }
+}
+
+/// An upsert being put together: see [`Client::upsert`].
+#[derive(Debug)]
+#[must_use = "an upsert does nothing until it is sent"]
+pub struct Upsert<'a> {
+    client: &'a Client,
+    table: &'a Table,
+    row: RowRef,
+    item: &'a Map<String, Value>,
+    etag: Option<&'a str>,
+    query: Cow<'a, Query>,
+}
+
+/// What an upsert did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Upserted {
+    /// The row as stored.
+    pub row: Map<String, Value>,
+    /// Whether it was created (`201`) rather than updated (`200`). `None` when Dataverse did not
+    /// return the row (`204`, the preference ignored), which leaves no way to tell.
+    pub created: Option<bool>,
+}
+
+impl<'a> Upsert<'a> {
+    /// Makes it a guarded update: only if the row exists at this version (`@odata.etag`).
+    pub fn etag(mut self, etag: Option<&'a str>) -> Self {
+        self.etag = etag;
+        self
+    }
+
+    /// What to return of the row: `query`'s `$select`.
+    pub fn query(mut self, query: &'a Query) -> Self {
+        self.query = Cow::Borrowed(query);
+        self
+    }
+
+    /// Sends the upsert: a `PATCH` without `If-Match`, which Dataverse applies as an update when the
+    /// row exists and a create when it does not.
+    pub async fn send(self, deadline: Deadline) -> Result<Upserted, Error> {
+        let Upsert {
+            client,
+            table,
+            row,
+            item,
+            etag,
+            query,
+        } = self;
+        let Some(row) = client.locate(table, row.clone(), deadline).await? else {
+            // A key Dataverse cannot take in a URL, and no row has it: a create with the key's
+            // values stands in for the upsert's create. It is not atomic as a PATCH is: a row made
+            // with the same key meanwhile makes it fail on the key's uniqueness, never duplicate.
+            if etag.is_some() {
+                return Err(no_such_key(table));
+            }
+            let RowRef::Key(key) = &row else {
+                return Err(no_such_key(table));
+            };
+            let mut values = item.clone();
+            for (column, value) in key.settable() {
+                values.entry(column.to_owned()).or_insert(value);
+            }
+            let created = client.create(table, &values, &query, deadline).await?;
+            return Ok(Upserted {
+                row: created,
+                created: Some(true),
+            });
+        };
+        let url = client.row_url(table, &row, &query)?;
+        let mut headers = vec![
+            ("prefer", "return=representation".to_owned()),
+            ("content-type", "application/json; charset=utf-8".to_owned()),
+        ];
+        if let Some(etag) = etag {
+            headers.push(("if-match", etag.to_owned()));
+        }
+        let answer = client
+            .execute(
+                Call {
+                    method: Method::PATCH,
+                    url: &url,
+                    headers,
+                    body: Some(json_body(item)?),
+                    // Sent again after a lost answer, an upsert finds the row it made and updates it
+                    // to the same values: no duplicate, though it then reports an update. A guarded
+                    // one would answer 412, so it is not repeated blindly.
+                    repeat: if etag.is_some() {
+                        Repeat::OnlyIfUnsent
+                    } else {
+                        Repeat::Safe
+                    },
+                    done_if_retried: None,
+                },
+                deadline,
+            )
+            .await?;
+        if answer.status == 204 {
+            let row = client.get(table, row, &reread(&query), deadline).await?;
+            return Ok(Upserted { row, created: None });
+        }
+        Ok(Upserted {
+            row: row_body(&url, &answer.body)?,
+            created: Some(answer.status == 201),
+        })
+    }
+}
+
+/// What Dataverse answers for a key that matches no row, for the same condition found by `$filter`.
+fn no_such_key(table: &Table) -> Error {
+    Error::Api {
+        status: 404,
+        code: Some("0x80060891".into()),
+        message: format!(
+            "A record with the specified key values does not exist in {} entity",
+            table.logical_name
+        ),
+        retry_after: None,
     }
 }
 
