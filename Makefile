@@ -9,7 +9,7 @@ VENV := .venv
 # The tests start moto from the project's own virtualenv.
 export MOTO_SERVER := $(CURDIR)/$(VENV)/bin/moto_server
 
-FUNCTIONS := list-records get-record create-record update-record delete-record \
+FUNCTIONS := list-records get-record create-record update-record upsert-record delete-record \
 	when-record-created when-record-updated when-record-deleted dataverse-webhook
 ASL_VALIDATOR := infra/node_modules/.bin/asl-validator
 

@@ -30,6 +30,7 @@ ACTIONS = {
     "get-record": "GetRecordFunction",
     "create-record": "CreateRecordFunction",
     "update-record": "UpdateRecordFunction",
+    "upsert-record": "UpsertRecordFunction",
     "delete-record": "DeleteRecordFunction",
 }
 TRIGGERS = {
@@ -46,7 +47,7 @@ FUNCTIONS = {**ACTIONS, **TRIGGERS, **WEBHOOKS}
 # Functions that publish record events (CRM_EVENTS, events:PutEvents on the bus).
 PUBLISHERS = {**TRIGGERS, **WEBHOOKS}
 # Functions that act on one row; a workflow task calling them must catch Crm.NotFound.
-ROW_FUNCTIONS = {"get-record", "update-record", "delete-record"}
+ROW_FUNCTIONS = {"get-record", "update-record", "upsert-record", "delete-record"}
 
 LOG_ACTIONS = {"logs:CreateLogStream", "logs:PutLogEvents"}
 SECRET_ACTION = "secretsmanager:GetSecretValue"

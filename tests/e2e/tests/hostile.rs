@@ -12,11 +12,12 @@ use bytes::Bytes;
 use e2e_tests::{Emulator, Function, LocalFiles, expect_error};
 use serde_json::{Value, json};
 
-const ACTIONS: [&str; 5] = [
+const ACTIONS: [&str; 6] = [
     "list-records",
     "get-record",
     "create-record",
     "update-record",
+    "upsert-record",
     "delete-record",
 ];
 const TRIGGERS: [&str; 3] = [
@@ -62,7 +63,7 @@ fn base(function: &str) -> Value {
     match function {
         "get-record" | "delete-record" => payload["id"] = json!(SOME_ID),
         "create-record" => payload["item"] = json!({"name": "x"}),
-        "update-record" => {
+        "update-record" | "upsert-record" => {
             payload["id"] = json!(SOME_ID);
             payload["item"] = json!({"name": "x"});
         }
@@ -85,6 +86,7 @@ async fn an_option_too_long_for_a_url_is_invalid_input_naming_it_and_nothing_is_
         ("get-record", "$expand", json!(megabyte)),
         ("create-record", "$select", json!(megabyte)),
         ("update-record", "$select", json!(megabyte)),
+        ("upsert-record", "$select", json!(megabyte)),
         ("when-record-created", "$filter", json!(long_filter)),
         ("when-record-created", "$select", json!(megabyte)),
         ("when-record-updated", "$orderby", json!(megabyte)),

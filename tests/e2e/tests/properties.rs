@@ -1,10 +1,11 @@
-//! Properties of all eight functions under generated payloads, run as the binaries they ship as,
+//! Properties of the actions and triggers under generated payloads, run as the binaries they ship as,
 //! through the Runtime API, against one emulator:
 //!
 //! - no payload crashes or hangs a function: each invocation answers, and the process lives on;
 //! - a failure is always a `Crm.*` error type with a message under 1 KB;
 //! - every request that reaches the emulator is a token request, a table lookup, or a request for
-//!   `/api/data/v9.2/<entity set>[(<guid>)]` whose query options are encoded, whatever the payload held.
+//!   `/api/data/v9.2/<entity set>[(<guid> or <key>)]` whose key values and query options are encoded,
+//!   whatever the payload held.
 //!
 //! The number of cases is `PROPTEST_CASES` (`make test` runs a few hundred; `make fuzz` runs many
 //! more and prints the count). `hostile_payloads_that_once_broke_something_stay_fixed` replays the
@@ -24,11 +25,12 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed, TestCaseError, TestRunner};
 use serde_json::{Map, Value, json};
 
-const FUNCTIONS: [&str; 8] = [
+const FUNCTIONS: [&str; 9] = [
     "list-records",
     "get-record",
     "create-record",
     "update-record",
+    "upsert-record",
     "delete-record",
     "when-record-created",
     "when-record-updated",
@@ -171,6 +173,16 @@ fn input_value(key: &'static str) -> BoxedStrategy<Value> {
         ]
         .boxed(),
         "id" => guid().prop_map(Value::from).boxed(),
+        // An alternate key: column names and values, hostile ones included.
+        "key" => prop::collection::vec(
+            (
+                prop_oneof![4 => column(), 1 => text()],
+                prop_oneof![3 => text().prop_map(Value::from), 1 => any_json()],
+            ),
+            0..3,
+        )
+        .prop_map(|pairs| Value::Object(pairs.into_iter().collect::<Map<_, _>>()))
+        .boxed(),
         "item" => prop::collection::vec(
             (
                 prop_oneof![4 => column(), 1 => text()],
@@ -229,10 +241,13 @@ fn inputs(function: &str) -> (&'static [&'static str], &'static [&'static str]) 
             &["dataset", "table"],
             &["$filter", "$orderby", "$top", "$skip", "$select", "$expand"],
         ),
-        "get-record" => (&["dataset", "table", "id"], &["$select", "$expand"]),
+        "get-record" => (&["dataset", "table", "id"], &["key", "$select", "$expand"]),
         "create-record" => (&["dataset", "table", "item"], &["$select"]),
-        "update-record" => (&["dataset", "table", "id", "item"], &["etag", "$select"]),
-        "delete-record" => (&["dataset", "table", "id"], &["etag"]),
+        "update-record" | "upsert-record" => (
+            &["dataset", "table", "id", "item"],
+            &["key", "etag", "$select"],
+        ),
+        "delete-record" => (&["dataset", "table", "id"], &["key", "etag"]),
         "when-record-deleted" => (&["dataset", "table"], &["$top", "trigger"]),
         "when-record-updated" => (
             &["dataset", "table"],
@@ -309,7 +324,9 @@ fn malformed(method: &str, path: &str) -> Option<String> {
             || key
                 .strip_prefix('(')
                 .and_then(|k| k.strip_suffix(')'))
-                .is_some_and(|k| uuid::Uuid::try_parse(k).is_ok() && k.len() == 36);
+                .is_some_and(|k| {
+                    (uuid::Uuid::try_parse(k).is_ok() && k.len() == 36) || alternate_key(k)
+                });
         if !valid_key {
             return Some(format!("'{key}' is not a row key"));
         }
@@ -332,6 +349,32 @@ fn malformed(method: &str, path: &str) -> Option<String> {
         }
     }
     None
+}
+
+/// `column='text',other=42`: names plain, text quoted and fully percent-encoded (no raw quote,
+/// parenthesis or separator inside), numbers and GUIDs bare.
+fn alternate_key(key: &str) -> bool {
+    key.split(',').all(|part| {
+        let Some((name, value)) = part.split_once('=') else {
+            return false;
+        };
+        let plain_name = !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        let value_ok = match value.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')) {
+            Some(text) => text
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-._~%".contains(c)),
+            None => {
+                !value.is_empty()
+                    && value
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "-.+".contains(c))
+            }
+        };
+        plain_name && value_ok
+    })
 }
 
 struct Fleet {

@@ -452,6 +452,50 @@ async fn push(tour: &mut Tour, emulator: &Emulator, files: &LocalFiles) -> Resul
     Ok(())
 }
 
+/// Alternate keys: rows named by their account number instead of their id, and upserts.
+async fn keys(
+    tour: &mut Tour,
+    emulator: &Emulator,
+    environment: &[(String, String)],
+) -> Result<(), String> {
+    // In Dataverse a key is a customization of the table; the emulator defines it on request.
+    emulator
+        .client()
+        .add_key("account", "aws_accountnumber", &["accountnumber"])
+        .await
+        .map_err(|e| format!("cannot define the alternate key: {e}"))?;
+    tour.say("\n(the emulator now has an alternate key on account.accountnumber)");
+    tour.step(
+        "upsert-record",
+        environment,
+        "an account by its account number: it exists, so it is updated",
+        &sample(include_str!(
+            "../../../../functions/upsert-record/events/upsert.json"
+        )),
+        Expect::Ok,
+    )
+    .await?;
+    tour.step(
+        "upsert-record",
+        environment,
+        "an account number nobody has yet: the row is created, key included",
+        &json!({"dataset": "contoso", "table": "accounts", "key": {"accountnumber": "ACC-09001"},
+                "item": {"name": "Northwind Traders"}, "$select": "name,accountnumber"}),
+        Expect::Ok,
+    )
+    .await?;
+    tour.step(
+        "get-record",
+        environment,
+        "that account, by its key",
+        &json!({"dataset": "contoso", "table": "accounts", "key": {"accountnumber": "ACC-09001"},
+                "$select": "name,accountnumber"}),
+        Expect::Ok,
+    )
+    .await?;
+    Ok(())
+}
+
 async fn run(tour: &mut Tour) -> Result<(), String> {
     let emulator = Emulator::start(&["--seed", "demo"])
         .await
@@ -466,6 +510,7 @@ async fn run(tour: &mut Tour) -> Result<(), String> {
     let mut environment = files.env();
     environment.push(("RUST_LOG".into(), "warn".into()));
     actions(tour, &environment).await?;
+    keys(tour, &emulator, &environment).await?;
     triggers(tour, &emulator, &environment, &files.events()).await?;
     push(tour, &emulator, &files).await
 }
