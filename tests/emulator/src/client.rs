@@ -427,7 +427,7 @@ pub struct NewTable {
     pub primary_name: String,
     pub change_tracking: bool,
     /// `(name, type)`, in the order the table lists them: `("new_budget", "money")`,
-    /// `("new_account", "lookup:account")`.
+    /// `("new_account", "lookup:account")`, `("new_colour", "choice:1=Red,2=Blue")`.
     #[serde(serialize_with = "in_order")]
     pub columns: Vec<(String, String)>,
     /// Alternate keys, defined with the table (see [`EmulatorClient::add_key`]).

@@ -38,6 +38,12 @@
 //! rows already there share its values, where Dataverse's index job would fail. It is `Active` at once
 //! and lasts until the next reset; no table has one after a reset, as on a fresh organisation.
 //!
+//! A custom table's `columns` map each name to a type: `string`, `memo`, `integer`, `bigint`, `money`,
+//! `decimal`, `double`, `boolean`, `datetime`, `date`, `lookup:<table>`, or a choice: `choice` (any
+//! whole number, no options listed), `choice:1=Red,2=Blue` (those options, with those labels), or
+//! `choice:1,2,3` (each labelled with its number). Each lookup is a relationship named
+//! `<target>_<table>_<column>` (see `crate::relationships`).
+//!
 //! Requests the front end refuses (a URL over 32,768 characters, a Web API path segment over 260, a
 //! Web API path holding a character ASP.NET finds dangerous) are logged but never reach the faults.
 
@@ -349,15 +355,18 @@ fn add_table(em: &mut Emulator, b: &TableBody) -> Result<Reply, Reply> {
         } else {
             name.clone()
         };
-        columns.push(Column { name, ty });
+        columns.push(Column::new(&name, ty));
     }
     if !columns.iter().any(|c| c.name == b.primary_name) {
         columns.insert(
             0,
-            Column {
-                name: b.primary_name.clone(),
-                ty: ColumnType::Text { max_len: 850 },
-            },
+            Column::new(
+                &b.primary_name,
+                ColumnType::Text {
+                    max_len: 850,
+                    memo: false,
+                },
+            ),
         );
     }
     let mut def = TableDef::new(

@@ -156,7 +156,9 @@ fn unsupported(def: &TableDef, c: usize) -> Option<&'static str> {
         return Some("a status column");
     }
     match &column.ty {
-        ColumnType::Text { max_len } if *max_len > 4000 => Some("a multiple lines of text column"),
+        ColumnType::Text { max_len, memo } if *memo || *max_len > 4000 => {
+            Some("a multiple lines of text column")
+        }
         ColumnType::Text { .. }
         | ColumnType::Whole { .. }
         | ColumnType::Decimal
@@ -652,7 +654,10 @@ mod tests {
 
     #[test]
     fn normalises_text_case_insensitively_and_numbers_by_value() {
-        let text = ColumnType::Text { max_len: 10 };
+        let text = ColumnType::Text {
+            max_len: 10,
+            memo: false,
+        };
         assert_eq!(
             normalise(&text, &Value::from("ZÜRICH")),
             normalise(&text, &Value::from("zürich"))

@@ -21,6 +21,7 @@ pub mod control;
 pub mod guid;
 pub mod keys;
 pub mod odata;
+pub mod relationships;
 pub mod reply;
 pub mod schema;
 pub mod seed;

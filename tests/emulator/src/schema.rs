@@ -42,20 +42,57 @@ impl Edm {
     }
 }
 
-/// One navigation property of a lookup: the name used in `@odata.bind` and `$expand`, and the table it
-/// points at.
+/// One navigation property of a lookup: the name used in `@odata.bind` and `$expand`, the table it
+/// points at, and the 1:N relationship it is the many side of.
 #[derive(Debug, Clone)]
 pub struct Nav {
     pub name: String,
     pub target: String,
+    /// The relationship's `SchemaName`, which is also the name of the collection-valued navigation
+    /// property on `target` that lists the rows pointing at a row (`contact_customer_accounts`).
+    /// Empty until [`TableDef::new`] derives one (see [`relationship_name`]).
+    pub relationship: String,
+}
+
+/// One value of a choice column, with the label Dataverse shows for it (in 1033, the only language
+/// here).
+#[derive(Debug, Clone)]
+pub struct ChoiceOption {
+    pub value: i64,
+    pub label: String,
+    /// For a status reason (`statuscode`), the `statecode` value it belongs to.
+    pub state: Option<i64>,
+}
+
+/// `AttributeMetadata.RequiredLevel`: what the form designer demands. The emulator enforces none of
+/// it (neither does the Web API, beyond `SystemRequired`); it is reported for clients that read it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequiredLevel {
+    None,
+    SystemRequired,
+    ApplicationRequired,
+    Recommended,
+}
+
+impl RequiredLevel {
+    pub fn name(self) -> &'static str {
+        match self {
+            RequiredLevel::None => "None",
+            RequiredLevel::SystemRequired => "SystemRequired",
+            RequiredLevel::ApplicationRequired => "ApplicationRequired",
+            RequiredLevel::Recommended => "Recommended",
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
 pub enum ColumnType {
     /// The primary key.
     Id,
+    /// A single line of text, or with `memo` a multiple lines of text column (`MemoAttributeMetadata`).
     Text {
         max_len: usize,
+        memo: bool,
     },
     Whole {
         min: i64,
@@ -68,8 +105,9 @@ pub enum ColumnType {
     YesNo,
     DateTime,
     DateOnly,
+    /// A choice; with no options (a custom column declared without them), any `Edm.Int32` is taken.
     Choice {
-        options: Vec<i64>,
+        options: Vec<ChoiceOption>,
     },
     /// A lookup, read as `_<attribute>_value` and written as `<nav>@odata.bind`.
     Lookup {
@@ -98,6 +136,12 @@ pub enum System {
 pub struct Column {
     pub name: String,
     pub ty: ColumnType,
+    /// The attribute's `SchemaName`, where Dataverse's is known; otherwise derived from the logical
+    /// name (see [`Column::schema_name`]).
+    pub schema_name: Option<String>,
+    /// The attribute's display name (in 1033), where Dataverse's is known; otherwise the schema name.
+    pub display_name: Option<String>,
+    pub required: RequiredLevel,
 }
 
 impl Column {
@@ -105,7 +149,36 @@ impl Column {
         Self {
             name: name.to_owned(),
             ty,
+            schema_name: None,
+            display_name: None,
+            required: RequiredLevel::None,
         }
+    }
+
+    /// The real table's `SchemaName` and display name for this column.
+    pub(crate) fn named(mut self, schema_name: &str, display_name: &str) -> Self {
+        self.schema_name = Some(schema_name.to_owned());
+        self.display_name = Some(display_name.to_owned());
+        self
+    }
+
+    pub(crate) fn required(mut self, level: RequiredLevel) -> Self {
+        self.required = level;
+        self
+    }
+
+    /// `SchemaName`: the real one where known, else the logical name with each `_`-separated part
+    /// capitalised (`new_budget` is `New_Budget`), as [`TableDef::new`] derives a table's.
+    pub fn schema_name(&self) -> String {
+        self.schema_name
+            .clone()
+            .unwrap_or_else(|| capitalised(self.attribute()))
+    }
+
+    pub fn display_name(&self) -> String {
+        self.display_name
+            .clone()
+            .unwrap_or_else(|| self.schema_name())
     }
 
     /// The attribute's logical name, as the SDK, entity images and `filteringattributes` name it: a
@@ -198,48 +271,57 @@ impl TableDef {
         change_tracking: bool,
         own: Vec<Column>,
     ) -> Self {
-        let mut columns = vec![Column::new(primary_id, ColumnType::Id)];
+        let schema_name = capitalised(logical_name);
+        let mut columns = vec![
+            Column::new(primary_id, ColumnType::Id)
+                .named(&format!("{schema_name}Id"), &schema_name)
+                .required(RequiredLevel::SystemRequired),
+        ];
         columns.extend(own);
-        for (name, ty) in [
-            (
-                "statecode",
-                ColumnType::Choice {
-                    options: vec![0, 1],
-                },
-            ),
-            (
-                "statuscode",
-                ColumnType::Choice {
-                    options: vec![1, 2],
-                },
-            ),
-            ("createdon", ColumnType::System(System::CreatedOn)),
-            ("modifiedon", ColumnType::System(System::ModifiedOn)),
-            ("versionnumber", ColumnType::System(System::VersionNumber)),
-            ("_ownerid_value", ColumnType::System(System::Reference)),
-            ("_createdby_value", ColumnType::System(System::Reference)),
-            ("_modifiedby_value", ColumnType::System(System::Reference)),
-            (
+        for column in [
+            labeled("statecode", &[(0, "Active"), (1, "Inactive")]).named("StateCode", "Status"),
+            status("statuscode", &[(1, "Active", 0), (2, "Inactive", 1)])
+                .named("StatusCode", "Status Reason"),
+            Column::new("createdon", ColumnType::System(System::CreatedOn))
+                .named("CreatedOn", "Created On"),
+            Column::new("modifiedon", ColumnType::System(System::ModifiedOn))
+                .named("ModifiedOn", "Modified On"),
+            Column::new("versionnumber", ColumnType::System(System::VersionNumber))
+                .named("VersionNumber", "Version Number"),
+            Column::new("_ownerid_value", ColumnType::System(System::Reference))
+                .named("OwnerId", "Owner")
+                .required(RequiredLevel::SystemRequired),
+            Column::new("_createdby_value", ColumnType::System(System::Reference))
+                .named("CreatedBy", "Created By"),
+            Column::new("_modifiedby_value", ColumnType::System(System::Reference))
+                .named("ModifiedBy", "Modified By"),
+            Column::new(
                 "_owningbusinessunit_value",
                 ColumnType::System(System::Reference),
-            ),
+            )
+            .named("OwningBusinessUnit", "Owning Business Unit"),
         ] {
-            if !columns.iter().any(|c| c.name == name) {
-                columns.push(Column::new(name, ty));
+            if !columns.iter().any(|c| c.name == column.name) {
+                columns.push(column);
+            }
+        }
+        for column in &mut columns {
+            // The primary name is what a form cannot be saved without, unless the platform computes
+            // it (`fullname`), which Dataverse leaves at None.
+            if column.name == primary_name
+                && column.required == RequiredLevel::None
+                && !matches!(column.ty, ColumnType::System(System::FullName))
+            {
+                column.required = RequiredLevel::ApplicationRequired;
+            }
+            let attribute = column.attribute().to_owned();
+            if let ColumnType::Lookup { navs } = &mut column.ty {
+                for nav in navs.iter_mut().filter(|n| n.relationship.is_empty()) {
+                    nav.relationship = relationship_name(&nav.target, logical_name, &attribute);
+                }
             }
         }
         let idx = index(&columns);
-        let mut schema_name = String::new();
-        for (i, part) in logical_name.split('_').enumerate() {
-            if i > 0 {
-                schema_name.push('_');
-            }
-            let mut chars = part.chars();
-            if let Some(first) = chars.next() {
-                schema_name.extend(first.to_uppercase());
-                schema_name.push_str(chars.as_str());
-            }
-        }
         Self {
             logical_name: logical_name.to_owned(),
             entity_set_name: entity_set_name.to_owned(),
@@ -266,10 +348,13 @@ impl TableDef {
                 "_ownerid_value" | "_owningbusinessunit_value"
             )
         });
-        self.columns.push(Column::new(
-            "_organizationid_value",
-            ColumnType::System(System::Reference),
-        ));
+        self.columns.push(
+            Column::new(
+                "_organizationid_value",
+                ColumnType::System(System::Reference),
+            )
+            .named("OrganizationId", "Organization"),
+        );
         self.idx = index(&self.columns);
         self
     }
@@ -339,28 +424,115 @@ pub(crate) fn stable_id(name: &str) -> Uuid {
     uuid::Builder::from_random_bytes(bits.to_be_bytes()).into_uuid()
 }
 
-pub(crate) fn text(name: &str, max_len: usize) -> Column {
-    Column::new(name, ColumnType::Text { max_len })
+/// `new_thing` as `New_Thing`: each `_`-separated part capitalised, how the emulator derives a schema
+/// name it does not know.
+fn capitalised(logical_name: &str) -> String {
+    let mut out = String::with_capacity(logical_name.len());
+    for (i, part) in logical_name.split('_').enumerate() {
+        if i > 0 {
+            out.push('_');
+        }
+        let mut chars = part.chars();
+        if let Some(first) = chars.next() {
+            out.extend(first.to_uppercase());
+            out.push_str(chars.as_str());
+        }
+    }
+    out
 }
 
-pub(crate) fn choice(name: &str, options: impl IntoIterator<Item = i64>) -> Column {
+/// The relationship `SchemaName` for a lookup the emulator has no real name for (every custom
+/// table's): `<referenced>_<referencing>_<lookup>`, the shape of the names the classic solution
+/// designer gives (`new_account_new_project_new_accountid`). Including the lookup keeps two lookups
+/// from one table to another apart.
+pub fn relationship_name(referenced: &str, referencing: &str, attribute: &str) -> String {
+    format!("{referenced}_{referencing}_{attribute}")
+}
+
+pub(crate) fn text(name: &str, max_len: usize) -> Column {
     Column::new(
         name,
-        ColumnType::Choice {
-            options: options.into_iter().collect(),
+        ColumnType::Text {
+            max_len,
+            memo: false,
         },
     )
 }
 
-pub(crate) fn lookup(attribute: &str, navs: &[(&str, &str)]) -> Column {
+/// A multiple lines of text column.
+pub(crate) fn memo(name: &str, max_len: usize) -> Column {
+    Column::new(
+        name,
+        ColumnType::Text {
+            max_len,
+            memo: true,
+        },
+    )
+}
+
+/// A choice whose labels are its values, for the columns whose real labels the emulator does not
+/// carry.
+pub(crate) fn choice(name: &str, options: impl IntoIterator<Item = i64>) -> Column {
+    Column::new(
+        name,
+        ColumnType::Choice {
+            options: options
+                .into_iter()
+                .map(|value| ChoiceOption {
+                    value,
+                    label: value.to_string(),
+                    state: None,
+                })
+                .collect(),
+        },
+    )
+}
+
+/// A choice with Dataverse's labels.
+pub(crate) fn labeled(name: &str, options: &[(i64, &str)]) -> Column {
+    Column::new(
+        name,
+        ColumnType::Choice {
+            options: options
+                .iter()
+                .map(|(value, label)| ChoiceOption {
+                    value: *value,
+                    label: (*label).to_owned(),
+                    state: None,
+                })
+                .collect(),
+        },
+    )
+}
+
+/// A status reason column: each value's label and the `statecode` it belongs to.
+pub(crate) fn status(name: &str, options: &[(i64, &str, i64)]) -> Column {
+    Column::new(
+        name,
+        ColumnType::Choice {
+            options: options
+                .iter()
+                .map(|(value, label, state)| ChoiceOption {
+                    value: *value,
+                    label: (*label).to_owned(),
+                    state: Some(*state),
+                })
+                .collect(),
+        },
+    )
+}
+
+/// A lookup and its navigation properties: `(navigation property, target table, relationship)`.
+pub(crate) fn lookup(attribute: &str, navs: &[(&str, &str, &str)]) -> Column {
     Column::new(
         &format!("_{attribute}_value"),
         ColumnType::Lookup {
             navs: navs
                 .iter()
-                .map(|(name, target)| Nav {
+                .map(|(name, target, relationship)| Nav {
                     name: (*name).to_owned(),
                     target: (*target).to_owned(),
+                    relationship: (*relationship).to_owned(),
                 })
                 .collect(),
         },
@@ -371,14 +543,56 @@ pub(crate) fn col(name: &str, ty: ColumnType) -> Column {
     Column::new(name, ty)
 }
 
-/// The tables every organisation starts with, with the columns the demo data fills.
+/// `account.industrycode`'s options, as Dataverse ships them.
+const INDUSTRIES: [&str; 33] = [
+    "Accounting",
+    "Agriculture and Non-petrol Natural Resource Extraction",
+    "Broadcasting Printing and Publishing",
+    "Brokers",
+    "Building Supply Retail",
+    "Business Services",
+    "Consulting",
+    "Consumer Services",
+    "Design, Direction and Creative Management",
+    "Distributors, Dispatchers and Processors",
+    "Doctor's Offices and Clinics",
+    "Durable Manufacturing",
+    "Eating and Drinking Places",
+    "Entertainment Retail",
+    "Equipment Rental and Leasing",
+    "Financial",
+    "Food and Tobacco Processing",
+    "Inbound Capital Intensive Processing",
+    "Inbound Repair and Services",
+    "Insurance",
+    "Legal Services",
+    "Non-Durable Merchandise Retail",
+    "Outbound Consumer Service",
+    "Petrochemical Extraction and Distribution",
+    "Service Retail",
+    "SIG Affiliations",
+    "Social Services",
+    "Special Outbound Trade Contractors",
+    "Specialty Realty",
+    "Transportation",
+    "Utility Creation and Distribution",
+    "Vehicle Retail",
+    "Wholesale",
+];
+
+/// The tables every organisation starts with, with the columns the demo data fills. Schema names,
+/// display names, required levels, choice labels and relationship names are the real tables'.
 pub fn builtin_tables() -> Vec<TableDef> {
+    use RequiredLevel::{ApplicationRequired, Recommended};
     let currency = || {
         col(
             "_transactioncurrencyid_value",
             ColumnType::System(System::Reference),
         )
+        .named("TransactionCurrencyId", "Currency")
     };
+    let hot_warm_cold = [(1, "Hot"), (2, "Warm"), (3, "Cold")];
+    let industries: Vec<(i64, &str)> = (1..).zip(INDUSTRIES).collect();
     let mut account = TableDef::new(
         "account",
         "accounts",
@@ -386,29 +600,43 @@ pub fn builtin_tables() -> Vec<TableDef> {
         "name",
         true,
         vec![
-            text("name", 160),
-            text("accountnumber", 20),
-            text("telephone1", 50),
-            text("emailaddress1", 100),
-            text("websiteurl", 200),
-            text("address1_line1", 250),
-            text("address1_city", 80),
-            text("address1_postalcode", 20),
-            text("address1_country", 80),
-            text("description", 2000),
-            col("revenue", ColumnType::Money),
+            text("name", 160).named("Name", "Account Name"),
+            text("accountnumber", 20).named("AccountNumber", "Account Number"),
+            text("telephone1", 50).named("Telephone1", "Main Phone"),
+            text("emailaddress1", 100).named("EMailAddress1", "Email"),
+            text("websiteurl", 200).named("WebSiteURL", "Website"),
+            text("address1_line1", 250).named("Address1_Line1", "Address 1: Street 1"),
+            text("address1_city", 80).named("Address1_City", "Address 1: City"),
+            text("address1_postalcode", 20)
+                .named("Address1_PostalCode", "Address 1: ZIP/Postal Code"),
+            text("address1_country", 80).named("Address1_Country", "Address 1: Country/Region"),
+            memo("description", 2000).named("Description", "Description"),
+            col("revenue", ColumnType::Money).named("Revenue", "Annual Revenue"),
             col(
                 "numberofemployees",
                 ColumnType::Whole {
                     min: 0,
                     max: 1_000_000_000,
                 },
-            ),
-            choice("industrycode", 1..=33),
-            choice("accountcategorycode", [1, 2]),
-            col("creditonhold", ColumnType::YesNo),
-            lookup("primarycontactid", &[("primarycontactid", "contact")]),
-            lookup("parentaccountid", &[("parentaccountid", "account")]),
+            )
+            .named("NumberOfEmployees", "Number of Employees"),
+            labeled("industrycode", &industries).named("IndustryCode", "Industry"),
+            labeled(
+                "accountcategorycode",
+                &[(1, "Preferred Customer"), (2, "Standard")],
+            )
+            .named("AccountCategoryCode", "Category"),
+            col("creditonhold", ColumnType::YesNo).named("CreditOnHold", "Credit Hold"),
+            lookup(
+                "primarycontactid",
+                &[("primarycontactid", "contact", "account_primary_contact")],
+            )
+            .named("PrimaryContactId", "Primary Contact"),
+            lookup(
+                "parentaccountid",
+                &[("parentaccountid", "account", "account_parent_account")],
+            )
+            .named("ParentAccountId", "Parent Account"),
             currency(),
         ],
     );
@@ -421,26 +649,39 @@ pub fn builtin_tables() -> Vec<TableDef> {
         "fullname",
         true,
         vec![
-            col("fullname", ColumnType::System(System::FullName)),
-            text("firstname", 50),
-            text("lastname", 50),
-            text("jobtitle", 100),
-            text("emailaddress1", 100),
-            text("telephone1", 50),
-            text("mobilephone", 50),
-            col("birthdate", ColumnType::DateOnly),
-            choice("gendercode", [1, 2]),
-            text("address1_city", 80),
-            text("address1_country", 80),
-            text("description", 2000),
-            col("donotemail", ColumnType::YesNo),
+            col("fullname", ColumnType::System(System::FullName)).named("FullName", "Full Name"),
+            text("firstname", 50)
+                .named("FirstName", "First Name")
+                .required(Recommended),
+            text("lastname", 50)
+                .named("LastName", "Last Name")
+                .required(ApplicationRequired),
+            text("jobtitle", 100).named("JobTitle", "Job Title"),
+            text("emailaddress1", 100).named("EMailAddress1", "Email"),
+            text("telephone1", 50).named("Telephone1", "Business Phone"),
+            text("mobilephone", 50).named("MobilePhone", "Mobile Phone"),
+            col("birthdate", ColumnType::DateOnly).named("BirthDate", "Birthday"),
+            labeled("gendercode", &[(1, "Male"), (2, "Female")]).named("GenderCode", "Gender"),
+            text("address1_city", 80).named("Address1_City", "Address 1: City"),
+            text("address1_country", 80).named("Address1_Country", "Address 1: Country/Region"),
+            memo("description", 2000).named("Description", "Description"),
+            col("donotemail", ColumnType::YesNo).named("DoNotEMail", "Do not allow Emails"),
             lookup(
                 "parentcustomerid",
                 &[
-                    ("parentcustomerid_account", "account"),
-                    ("parentcustomerid_contact", "contact"),
+                    (
+                        "parentcustomerid_account",
+                        "account",
+                        "contact_customer_accounts",
+                    ),
+                    (
+                        "parentcustomerid_contact",
+                        "contact",
+                        "contact_customer_contacts",
+                    ),
                 ],
-            ),
+            )
+            .named("ParentCustomerId", "Company Name"),
         ],
     );
     contact.object_type_code = 2;
@@ -452,22 +693,68 @@ pub fn builtin_tables() -> Vec<TableDef> {
         "fullname",
         true,
         vec![
-            col("fullname", ColumnType::System(System::FullName)),
-            text("subject", 300),
-            text("firstname", 50),
-            text("lastname", 50),
-            text("companyname", 100),
-            text("emailaddress1", 100),
-            text("telephone1", 50),
-            choice("leadsourcecode", 1..=10),
-            choice("leadqualitycode", 1..=3),
-            col("estimatedvalue", ColumnType::Money),
-            col("estimatedclosedate", ColumnType::DateOnly),
-            text("description", 2000),
-            lookup("parentaccountid", &[("parentaccountid", "account")]),
-            lookup("parentcontactid", &[("parentcontactid", "contact")]),
-            choice("statecode", 0..=2),
-            choice("statuscode", 1..=7),
+            col("fullname", ColumnType::System(System::FullName)).named("FullName", "Name"),
+            text("subject", 300)
+                .named("Subject", "Topic")
+                .required(ApplicationRequired),
+            text("firstname", 50)
+                .named("FirstName", "First Name")
+                .required(Recommended),
+            text("lastname", 50)
+                .named("LastName", "Last Name")
+                .required(ApplicationRequired),
+            text("companyname", 100).named("CompanyName", "Company Name"),
+            text("emailaddress1", 100).named("EMailAddress1", "Email"),
+            text("telephone1", 50).named("Telephone1", "Business Phone"),
+            labeled(
+                "leadsourcecode",
+                &[
+                    (1, "Advertisement"),
+                    (2, "Employee Referral"),
+                    (3, "External Referral"),
+                    (4, "Partner"),
+                    (5, "Public Relations"),
+                    (6, "Seminar"),
+                    (7, "Trade Show"),
+                    (8, "Web"),
+                    (9, "Word of Mouth"),
+                    (10, "Other"),
+                ],
+            )
+            .named("LeadSourceCode", "Lead Source"),
+            labeled("leadqualitycode", &hot_warm_cold).named("LeadQualityCode", "Rating"),
+            col("estimatedvalue", ColumnType::Money).named("EstimatedValue", "Est. Value"),
+            col("estimatedclosedate", ColumnType::DateOnly)
+                .named("EstimatedCloseDate", "Est. Close Date"),
+            memo("description", 2000).named("Description", "Description"),
+            lookup(
+                "parentaccountid",
+                &[("parentaccountid", "account", "lead_parent_account")],
+            )
+            .named("ParentAccountId", "Parent Account for lead"),
+            lookup(
+                "parentcontactid",
+                &[("parentcontactid", "contact", "lead_parent_contact")],
+            )
+            .named("ParentContactId", "Parent Contact for lead"),
+            labeled(
+                "statecode",
+                &[(0, "Open"), (1, "Qualified"), (2, "Disqualified")],
+            )
+            .named("StateCode", "Status"),
+            status(
+                "statuscode",
+                &[
+                    (1, "New", 0),
+                    (2, "Contacted", 0),
+                    (3, "Qualified", 1),
+                    (4, "Lost", 2),
+                    (5, "Cannot Contact", 2),
+                    (6, "No Longer Interested", 2),
+                    (7, "Canceled", 2),
+                ],
+            )
+            .named("StatusCode", "Status Reason"),
             currency(),
         ],
     );
@@ -480,25 +767,56 @@ pub fn builtin_tables() -> Vec<TableDef> {
         "name",
         true,
         vec![
-            text("name", 300),
-            col("estimatedvalue", ColumnType::Money),
-            col("actualvalue", ColumnType::Money),
-            col("estimatedclosedate", ColumnType::DateOnly),
-            col("closeprobability", ColumnType::Whole { min: 0, max: 100 }),
-            choice("opportunityratingcode", 1..=3),
-            text("stepname", 200),
-            text("description", 2000),
+            text("name", 300).named("Name", "Topic"),
+            col("estimatedvalue", ColumnType::Money).named("EstimatedValue", "Est. Revenue"),
+            col("actualvalue", ColumnType::Money).named("ActualValue", "Actual Revenue"),
+            col("estimatedclosedate", ColumnType::DateOnly)
+                .named("EstimatedCloseDate", "Est. Close Date"),
+            col("closeprobability", ColumnType::Whole { min: 0, max: 100 })
+                .named("CloseProbability", "Probability"),
+            labeled("opportunityratingcode", &hot_warm_cold)
+                .named("OpportunityRatingCode", "Rating"),
+            text("stepname", 200).named("StepName", "Pipeline Phase"),
+            memo("description", 2000).named("Description", "Description"),
             lookup(
                 "customerid",
                 &[
-                    ("customerid_account", "account"),
-                    ("customerid_contact", "contact"),
+                    (
+                        "customerid_account",
+                        "account",
+                        "opportunity_customer_accounts",
+                    ),
+                    (
+                        "customerid_contact",
+                        "contact",
+                        "opportunity_customer_contacts",
+                    ),
                 ],
-            ),
-            lookup("parentaccountid", &[("parentaccountid", "account")]),
-            lookup("parentcontactid", &[("parentcontactid", "contact")]),
-            choice("statecode", 0..=2),
-            choice("statuscode", 1..=5),
+            )
+            .named("CustomerId", "Potential Customer"),
+            lookup(
+                "parentaccountid",
+                &[("parentaccountid", "account", "opportunity_parent_account")],
+            )
+            .named("ParentAccountId", "Account"),
+            lookup(
+                "parentcontactid",
+                &[("parentcontactid", "contact", "opportunity_parent_contact")],
+            )
+            .named("ParentContactId", "Contact"),
+            labeled("statecode", &[(0, "Open"), (1, "Won"), (2, "Lost")])
+                .named("StateCode", "Status"),
+            status(
+                "statuscode",
+                &[
+                    (1, "In Progress", 0),
+                    (2, "On Hold", 0),
+                    (3, "Won", 1),
+                    (4, "Canceled", 2),
+                    (5, "Out-Sold", 2),
+                ],
+            )
+            .named("StatusCode", "Status Reason"),
             currency(),
         ],
     );
@@ -507,11 +825,21 @@ pub fn builtin_tables() -> Vec<TableDef> {
     vec![account, contact, lead, opportunity]
 }
 
-/// Parses a column type as the control API spells it (`"string"`, `"money"`, `"lookup:account"`, ...).
+/// Parses a column type as the control API spells it (`"string"`, `"money"`, `"lookup:account"`,
+/// `"choice:1=Red,2=Blue"`, ...).
 pub fn parse_column_type(spec: &str, column: &str) -> Result<ColumnType, String> {
+    if let Some(list) = spec.strip_prefix("choice:") {
+        return parse_choices(list, column).map(|options| ColumnType::Choice { options });
+    }
     let ty = match spec {
-        "string" | "text" => ColumnType::Text { max_len: 4000 },
-        "memo" => ColumnType::Text { max_len: 1_048_576 },
+        "string" | "text" => ColumnType::Text {
+            max_len: 4000,
+            memo: false,
+        },
+        "memo" => ColumnType::Text {
+            max_len: 1_048_576,
+            memo: true,
+        },
         "integer" | "int" => ColumnType::Whole {
             min: i64::from(i32::MIN),
             max: i64::from(i32::MAX),
@@ -532,21 +860,53 @@ pub fn parse_column_type(spec: &str, column: &str) -> Result<ColumnType, String>
                     .strip_prefix('_')
                     .and_then(|c| c.strip_suffix("_value"))
                     .unwrap_or(column);
+                // The relationship is named once the table's name is known (`TableDef::new`).
                 return Ok(ColumnType::Lookup {
                     navs: vec![Nav {
                         name: attribute.to_owned(),
                         target: target.to_owned(),
+                        relationship: String::new(),
                     }],
                 });
             }
             _ => {
                 return Err(format!(
-                    "unknown column type '{spec}' for '{column}' (expected string, memo, integer, bigint, money, decimal, double, boolean, datetime, date, choice or lookup:<table>)"
+                    "unknown column type '{spec}' for '{column}' (expected string, memo, integer, bigint, money, decimal, double, boolean, datetime, date, choice, choice:<value>=<label>,... or lookup:<table>)"
                 ));
             }
         },
     };
     Ok(ty)
+}
+
+/// `1=Red,2=Blue` (or `1,2,3`, each labelled with its number): a choice column's options.
+fn parse_choices(list: &str, column: &str) -> Result<Vec<ChoiceOption>, String> {
+    let mut options: Vec<ChoiceOption> = Vec::new();
+    for item in list.split(',') {
+        let (value, label) = match item.split_once('=') {
+            Some((value, label)) => (value.trim(), label.trim()),
+            None => (item.trim(), item.trim()),
+        };
+        let value = value
+            .parse::<i32>()
+            .map_err(|_| format!("choice column '{column}': '{value}' is not a whole number"))?;
+        if label.is_empty() {
+            return Err(format!(
+                "choice column '{column}': the option {value} has no label"
+            ));
+        }
+        if options.iter().any(|o| o.value == i64::from(value)) {
+            return Err(format!(
+                "choice column '{column}': the option {value} is listed twice"
+            ));
+        }
+        options.push(ChoiceOption {
+            value: i64::from(value),
+            label: label.to_owned(),
+            state: None,
+        });
+    }
+    Ok(options)
 }
 
 /// Lookup columns are named `_x_value`; a custom column given as `x` with a lookup type is renamed.

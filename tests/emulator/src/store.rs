@@ -553,7 +553,7 @@ fn convert(
         )
     };
     Ok(match ty {
-        ColumnType::Text { max_len } => {
+        ColumnType::Text { max_len, .. } => {
             let s = value.as_str().ok_or_else(bad)?;
             if s.chars().count() > *max_len {
                 return Err(validation(format!(
@@ -592,7 +592,7 @@ fn convert(
                 .as_i64()
                 .filter(|n| i32::try_from(*n).is_ok())
                 .ok_or_else(bad)?;
-            if !options.is_empty() && !options.contains(&n) {
+            if !options.is_empty() && !options.iter().any(|o| o.value == n) {
                 return Err(validation(format!(
                     "The value {n} of '{key}' on record of type '{}' is outside the valid range.",
                     def.logical_name

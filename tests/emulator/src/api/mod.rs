@@ -1,8 +1,10 @@
 //! The Web API under `/api/data/v9.x/`: routing to the service document, `WhoAmI`,
-//! `EntityDefinitions`, and entity sets.
+//! `EntityDefinitions`, entity sets, rows, and what follows a row (navigation properties and `$ref`,
+//! see [`related`]).
 
 pub mod delta;
 pub mod metadata;
+pub mod related;
 pub mod render;
 pub mod rows;
 
@@ -101,6 +103,10 @@ pub fn handle(store: &mut Store, req: &Request, version: &str, rest: &str) -> Re
         tail,
     } = segment(rest)?;
     let method = req.method.as_str();
+    // `$id` names the reference a `DELETE .../{collection}/$ref` removes, and nothing else.
+    if ctx.options.id.is_some() && !(method == "DELETE" && rest.ends_with("/$ref")) {
+        return Err(Fail::unsupported_option("$id"));
+    }
     match (name, key) {
         ("", None) if method == "GET" => Ok(metadata::service_document(store, &ctx)),
         ("$metadata", _) => Err(Fail::not_implemented("the CSDL $metadata document")),
@@ -153,9 +159,7 @@ pub fn handle(store: &mut Store, req: &Request, version: &str, rest: &str) -> Re
                         other => Err(Fail::method_not_allowed(other)),
                     }
                 }
-                (Some(_), _, _) => Err(Fail::not_implemented(
-                    "single-property, navigation and $ref requests on a row",
-                )),
+                (Some(key), tail, _) => related::handle(store, req, &ctx, t, key, tail),
                 (None, other, _) => Err(Fail::segment_not_found(other)),
             }
         }

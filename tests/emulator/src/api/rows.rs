@@ -23,16 +23,39 @@ use crate::webhooks::{self, Message, registration};
 pub const MAX_PAGE: usize = 5000;
 
 pub fn list(store: &Store, ctx: &Ctx, t: usize) -> Result<Reply, Fail> {
+    list_in(store, ctx, t, None)
+}
+
+/// The rows of a collection-valued navigation property, `accounts(<id>)/contact_customer_accounts`:
+/// the rows of the referencing table whose lookup `column` holds `parent`.
+#[derive(Debug)]
+pub struct Scope {
+    pub column: usize,
+    pub parent: Uuid,
+    /// The path paging links repeat: `accounts(<id>)/contact_customer_accounts`, the parent by id
+    /// however the request addressed it.
+    pub path: String,
+}
+
+/// A page of table `t`, or of the part of it `scope` names.
+pub fn list_in(store: &Store, ctx: &Ctx, t: usize, scope: Option<&Scope>) -> Result<Reply, Fail> {
     let opts = &ctx.options;
     let prefer = &ctx.prefer;
     if opts.apply.is_some() {
         return Err(Fail::not_implemented("$apply aggregation"));
+    }
+    if scope.is_some() && (opts.deltatoken.is_some() || prefer.track_changes) {
+        return Err(Fail::not_implemented(
+            "change tracking on a collection-valued navigation property",
+        ));
     }
     if opts.deltatoken.is_some() {
         return super::delta::read(store, ctx, t);
     }
     let table = &store.tables[t];
     let def = &table.def;
+    let path = scope.map_or(def.entity_set_name.as_str(), |s| s.path.as_str());
+    let parent = scope.map(|s| (s.column, s.parent.to_string()));
     let tracking = prefer.track_changes && def.change_tracking;
     if tracking {
         super::delta::refuse_options(opts)?;
@@ -85,9 +108,12 @@ pub fn list(store: &Store, ctx: &Ctx, t: usize) -> Result<Reply, Fail> {
     };
 
     let matches = |row: &Row| {
-        filter
+        parent
             .as_ref()
-            .is_none_or(|f| filter::matches(f, &row.cells))
+            .is_none_or(|(column, id)| row.cells[*column].as_str() == Some(id.as_str()))
+            && filter
+                .as_ref()
+                .is_none_or(|f| filter::matches(f, &row.cells))
     };
     let mut rows: Vec<&Row> = if order.is_empty() {
         // The primary key order is the map's own order: a range scan from the cookie's key.
@@ -194,13 +220,7 @@ pub fn list(store: &Store, ctx: &Ctx, t: usize) -> Result<Reply, Fail> {
         out.extend_from_slice(b",\"@odata.nextLink\":");
         write_json(
             &mut out,
-            &link(
-                ctx,
-                &def.entity_set_name,
-                "$skiptoken",
-                &cursor.encode(),
-                |_| true,
-            ),
+            &link(ctx, path, "$skiptoken", &cursor.encode(), |_| true),
         );
     } else if let Some(version) = tracking_version {
         let token = super::delta::token(version, store.clock.now());
@@ -228,12 +248,12 @@ pub fn list(store: &Store, ctx: &Ctx, t: usize) -> Result<Reply, Fail> {
     Ok(reply)
 }
 
-/// `{base}{set}?{the request's options}&{name}={value}`, with the value URL-encoded.
-pub fn link(ctx: &Ctx, set: &str, name: &str, value: &str, keep: impl Fn(&str) -> bool) -> String {
+/// `{base}{path}?{the request's options}&{name}={value}`, with the value URL-encoded.
+pub fn link(ctx: &Ctx, path: &str, name: &str, value: &str, keep: impl Fn(&str) -> bool) -> String {
     let carried = ctx.options.carried(keep);
     let separator = if carried.is_empty() { "" } else { "&" };
     format!(
-        "{}{set}?{carried}{separator}{name}={}",
+        "{}{path}?{carried}{separator}{name}={}",
         ctx.base,
         utf8_percent_encode(value, URL)
     )
@@ -399,6 +419,26 @@ fn insert(store: &mut Store, t: usize, id: Uuid, changes: &mut Changes) -> Resul
     Ok(())
 }
 
+/// Updates row `id` of table `t` through the Web API: the registration rules first, then the keys,
+/// then the write, then what the registered webhook steps need to hear of it. A PATCH and every
+/// associate or disassociate end here, so all of them are an Update to change tracking and steps.
+pub fn update(store: &mut Store, t: usize, id: Uuid, changes: &mut Changes) -> Result<(), Fail> {
+    let stored = store.tables[t].rows.get(&id);
+    let accepted = registration::check_write(store, t, stored, changes)?;
+    store.check_keys(t, id, stored.map(|r| r.cells.as_slice()), &changes.values)?;
+    let before = webhooks::watching(store, t)
+        .then(|| store.tables[t].rows.get(&id).map(|r| r.cells.clone()))
+        .flatten();
+    let values = std::mem::take(&mut changes.values);
+    let set = before.as_ref().map(|_| values.clone());
+    store.update(t, id, values);
+    registration::commit(store, t, id, accepted);
+    if let Some(set) = set {
+        webhooks::record(store, Message::Update, t, id, set, before);
+    }
+    Ok(())
+}
+
 fn duplicate() -> Fail {
     Fail::new(
         412,
@@ -524,18 +564,7 @@ pub fn patch(
                 .values
                 .retain(|(c, _)| !values.iter().any(|(k, _)| k == c));
         }
-        let stored = store.tables[t].rows.get(&id);
-        let accepted = registration::check_write(store, t, stored, &mut changes)?;
-        store.check_keys(t, id, stored.map(|r| r.cells.as_slice()), &changes.values)?;
-        let before = webhooks::watching(store, t)
-            .then(|| store.tables[t].rows.get(&id).map(|r| r.cells.clone()))
-            .flatten();
-        let set = before.as_ref().map(|_| changes.values.clone());
-        store.update(t, id, changes.values);
-        registration::commit(store, t, id, accepted);
-        if let Some(set) = set {
-            webhooks::record(store, Message::Update, t, id, set, before);
-        }
+        update(store, t, id, &mut changes)?;
         200
     } else {
         if let Some((_, values, _)) = by_key {

@@ -34,6 +34,11 @@ pub trait Properties {
     fn allows_string_functions(&self) -> bool {
         true
     }
+    /// Metadata properties may be enums, compared with literals such as
+    /// `Microsoft.Dynamics.CRM.AttributeRequiredLevel'ApplicationRequired'`; rows have none.
+    fn allows_enum_literals(&self) -> bool {
+        false
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -27,6 +27,8 @@ pub struct Options {
     pub skiptoken: Option<String>,
     pub deltatoken: Option<String>,
     pub apply: Option<String>,
+    /// `$id`: the row a `DELETE .../{collection}/$ref` removes; refused everywhere else.
+    pub id: Option<String>,
 }
 
 fn decode(s: &str) -> Result<String, Fail> {
@@ -53,6 +55,7 @@ pub fn parse_options(query: &str) -> Result<Options, Fail> {
             "$skiptoken" => &mut options.skiptoken,
             "$deltatoken" => &mut options.deltatoken,
             "$apply" => &mut options.apply,
+            "$id" => &mut options.id,
             n if n.starts_with('$') => return Err(Fail::unsupported_option(n)),
             // Custom query options and parameter aliases are ignored unless used.
             _ => {

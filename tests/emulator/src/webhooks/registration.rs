@@ -21,7 +21,8 @@ use super::Message;
 use super::delivery::{Auth, parse_url};
 use crate::reply::Fail;
 use crate::schema::{
-    ColumnType, Registration, System, TableDef, TableKind, choice, col, lookup, stable_id, text,
+    ColumnType, Registration, System, TableDef, TableKind, choice, col, labeled, lookup, stable_id,
+    text,
 };
 use crate::store::{Changes, Row, Store};
 
@@ -88,7 +89,10 @@ pub fn tables() -> Vec<TableDef> {
         false,
         vec![
             text("name", 256),
-            lookup("sdkmessageid", &[("sdkmessageid", MESSAGE)]),
+            lookup(
+                "sdkmessageid",
+                &[("sdkmessageid", MESSAGE, "sdkmessageid_sdkmessagefilter")],
+            ),
             text("primaryobjecttypecode", 128),
             text("secondaryobjecttypecode", 128),
             col("iscustomprocessingstepallowed", ColumnType::YesNo),
@@ -114,8 +118,18 @@ pub fn tables() -> Vec<TableDef> {
         vec![
             text("name", 256),
             text("description", 256),
-            choice("stage", [10, 20, 40]),
-            choice("mode", [0, 1]),
+            labeled(
+                "stage",
+                &[
+                    (10, "Pre-validation"),
+                    (20, "Pre-operation"),
+                    (POST_OPERATION, "Post-operation"),
+                ],
+            ),
+            labeled(
+                "mode",
+                &[(0, "Synchronous"), (ASYNCHRONOUS, "Asynchronous")],
+            ),
             col(
                 "rank",
                 ColumnType::Whole {
@@ -127,15 +141,37 @@ pub fn tables() -> Vec<TableDef> {
             choice("supporteddeployment", [0, 1, 2]),
             col("asyncautodelete", ColumnType::YesNo),
             text("configuration", 1_073_741_823),
-            lookup("sdkmessageid", &[("sdkmessageid", MESSAGE)]),
-            lookup("sdkmessagefilterid", &[("sdkmessagefilterid", FILTER)]),
+            lookup(
+                "sdkmessageid",
+                &[(
+                    "sdkmessageid",
+                    MESSAGE,
+                    "sdkmessageid_sdkmessageprocessingstep",
+                )],
+            ),
+            lookup(
+                "sdkmessagefilterid",
+                &[(
+                    "sdkmessagefilterid",
+                    FILTER,
+                    "sdkmessagefilterid_sdkmessageprocessingstep",
+                )],
+            ),
             // A plug-in type handler would bind `eventhandler_plugintype`; no `plugintype` table
             // exists here, so such a bind answers 501.
             lookup(
                 "eventhandler",
                 &[
-                    ("eventhandler_serviceendpoint", ENDPOINT),
-                    ("eventhandler_plugintype", "plugintype"),
+                    (
+                        "eventhandler_serviceendpoint",
+                        ENDPOINT,
+                        "serviceendpoint_sdkmessageprocessingstep",
+                    ),
+                    (
+                        "eventhandler_plugintype",
+                        "plugintype",
+                        "plugintype_sdkmessageprocessingstep",
+                    ),
                 ],
             ),
         ],
@@ -155,7 +191,11 @@ pub fn tables() -> Vec<TableDef> {
             text("attributes", 100_000),
             lookup(
                 "sdkmessageprocessingstepid",
-                &[("sdkmessageprocessingstepid", STEP)],
+                &[(
+                    "sdkmessageprocessingstepid",
+                    STEP,
+                    "sdkmessageprocessingstepid_sdkmessageprocessingstepimage",
+                )],
             ),
         ],
     )

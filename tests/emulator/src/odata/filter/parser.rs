@@ -269,6 +269,16 @@ impl Parser<'_> {
                 "parameter aliases such as '{word}' in $filter"
             )));
         }
+        if word.starts_with("Microsoft.Dynamics.CRM.")
+            && self.props.allows_enum_literals()
+            && let Kind::Str(member) = &self.peek().kind
+        {
+            // An enum literal, `Microsoft.Dynamics.CRM.AttributeTypeCode'Picklist'`: metadata keeps
+            // enum values as their member names, so it compares as the name does.
+            let member = member.clone();
+            self.next();
+            return Ok((Expr::Lit(Lit::Str(member)), Some(Edm::String)));
+        }
         if word.starts_with("Microsoft.Dynamics.CRM.") {
             return Err(Fail::not_implemented(format!(
                 "the query function '{word}'"
