@@ -114,6 +114,9 @@ impl From<dataverse::Error> for CrmError {
                 )
             }
             dataverse::Error::InvalidTable { problem } => CrmError::invalid("table", problem),
+            e @ dataverse::Error::UnknownNavigation { .. } => {
+                CrmError::invalid("relationship", e.to_string())
+            }
             // Only a key's own columns can match several rows: they are not one of its keys.
             e @ dataverse::Error::AmbiguousKey { .. } => CrmError::invalid("key", e.to_string()),
             other => CrmError::Dataverse(other),

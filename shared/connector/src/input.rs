@@ -262,6 +262,58 @@ pub fn row(id: Option<RecordId>, key: Option<Key>) -> Result<dataverse::RowRef, 
     }
 }
 
+/// `related`: one row, or a list of rows, each named `{"id": ...}` or `{"key": {...}}`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Related(pub Vec<dataverse::RowRef>);
+
+/// The most rows one call relates: each is a request, and all must fit in one invocation.
+pub const MAX_RELATED: usize = 100;
+
+impl<'de> Deserialize<'de> for Related {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct One {
+            #[serde(default)]
+            id: Option<RecordId>,
+            #[serde(default)]
+            key: Option<Key>,
+        }
+        let items = match Value::deserialize(deserializer)? {
+            Value::Array(items) => items,
+            one @ Value::Object(_) => vec![one],
+            other => {
+                return Err(de::Error::custom(format!(
+                    "must be a row ({{\"id\": ...}} or {{\"key\": {{...}}}}) or a list of them, not {}",
+                    kind(&other)
+                )));
+            }
+        };
+        if items.is_empty() || items.len() > MAX_RELATED {
+            return Err(de::Error::custom(format!(
+                "must name 1 to {MAX_RELATED} rows, not {}",
+                items.len()
+            )));
+        }
+        items
+            .into_iter()
+            .enumerate()
+            .map(|(i, item)| {
+                let one = One::deserialize(item)
+                    .map_err(|e| de::Error::custom(format!("row {i}: {e}")))?;
+                match (one.id, one.key) {
+                    (Some(id), None) => Ok(dataverse::RowRef::Id(id.0)),
+                    (None, Some(key)) => Ok(dataverse::RowRef::Key(key.0)),
+                    _ => Err(de::Error::custom(format!(
+                        "row {i}: give exactly one of id and key"
+                    ))),
+                }
+            })
+            .collect::<Result<_, _>>()
+            .map(Self)
+    }
+}
+
 /// An etag as Dataverse returns it in `@odata.etag` (`W/"12345"`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Etag(String);

@@ -58,6 +58,14 @@ pub enum Error {
     #[error("the request body could not be written as JSON: {0}")]
     Encode(#[source] serde_json::Error),
 
+    /// A table has no navigation property of this name.
+    #[error("{table} has no navigation property '{name}'; it has: {}", known.join(", "))]
+    UnknownNavigation {
+        table: String,
+        name: String,
+        known: Vec<String>,
+    },
+
     /// A key looked up with `$filter` (its text cannot go in a URL) matches more than one row, so
     /// its columns are not one of the table's alternate keys.
     #[error(

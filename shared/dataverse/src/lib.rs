@@ -40,8 +40,9 @@ mod transport;
 pub use auth::{Credentials, http_client_builder};
 pub use change::{Change, classify};
 pub use client::{
-    Client, ClientBuilder, MAX_PAGE_SIZE, MAX_URL_LENGTH, Page, Pager, Prefer, Table, Update,
-    Upsert, Upserted,
+    Choice, Client, ClientBuilder, ColumnDescription, KeyDescription, MAX_PAGE_SIZE,
+    MAX_URL_LENGTH, Navigation, Page, Pager, Prefer, Table, TableDescription, Update, Upsert,
+    Upserted,
 };
 pub use error::{EXCERPT_CHARS, Error, excerpt};
 pub use key::{AlternateKey, KeyError, KeyValue, RowRef, UNADDRESSABLE};

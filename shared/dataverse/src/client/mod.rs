@@ -1,7 +1,9 @@
 //! The client: table resolution, paging and CRUD. Every request goes through the send loop in
 //! [`send`].
 
+mod describe;
 mod pager;
+mod relate;
 mod send;
 
 use std::borrow::Cow;
@@ -18,7 +20,9 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
+pub use self::describe::{Choice, ColumnDescription, KeyDescription, TableDescription};
 pub use self::pager::Pager;
+pub use self::relate::Navigation;
 use self::send::{Answer, Call};
 use crate::auth::{Credentials, TokenSource, secure_url};
 use crate::key::RowRef;
@@ -150,6 +154,7 @@ impl ClientBuilder {
                 tokens,
                 policy: self.policy,
                 tables: self.tables.unwrap_or_default(),
+                navigations: Mutex::default(),
             }),
         })
     }
@@ -172,6 +177,8 @@ struct Inner {
     tokens: TokenSource,
     policy: RetryPolicy,
     tables: TableCache,
+    /// Each table's navigation properties, by logical name, as its relationship definitions say.
+    navigations: Mutex<HashMap<String, Arc<Vec<Navigation>>>>,
 }
 
 impl Client {
