@@ -31,6 +31,9 @@ ACTIONS = {
     "create-record": "CreateRecordFunction",
     "update-record": "UpdateRecordFunction",
     "upsert-record": "UpsertRecordFunction",
+    "relate-records": "RelateRecordsFunction",
+    "unrelate-records": "UnrelateRecordsFunction",
+    "describe-table": "DescribeTableFunction",
     "delete-record": "DeleteRecordFunction",
 }
 TRIGGERS = {
@@ -47,7 +50,8 @@ FUNCTIONS = {**ACTIONS, **TRIGGERS, **WEBHOOKS}
 # Functions that publish record events (CRM_EVENTS, events:PutEvents on the bus).
 PUBLISHERS = {**TRIGGERS, **WEBHOOKS}
 # Functions that act on one row; a workflow task calling them must catch Crm.NotFound.
-ROW_FUNCTIONS = {"get-record", "update-record", "upsert-record", "delete-record"}
+ROW_FUNCTIONS = {"get-record", "update-record", "upsert-record", "delete-record", "relate-records",
+                 "unrelate-records"}
 
 LOG_ACTIONS = {"logs:CreateLogStream", "logs:PutLogEvents"}
 SECRET_ACTION = "secretsmanager:GetSecretValue"

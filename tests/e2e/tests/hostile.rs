@@ -12,13 +12,16 @@ use bytes::Bytes;
 use e2e_tests::{Emulator, Function, LocalFiles, expect_error};
 use serde_json::{Value, json};
 
-const ACTIONS: [&str; 6] = [
+const ACTIONS: [&str; 9] = [
     "list-records",
     "get-record",
     "create-record",
     "update-record",
     "upsert-record",
     "delete-record",
+    "relate-records",
+    "unrelate-records",
+    "describe-table",
 ];
 const TRIGGERS: [&str; 3] = [
     "when-record-created",
@@ -66,6 +69,11 @@ fn base(function: &str) -> Value {
         "update-record" | "upsert-record" => {
             payload["id"] = json!(SOME_ID);
             payload["item"] = json!({"name": "x"});
+        }
+        "relate-records" | "unrelate-records" => {
+            payload["id"] = json!(SOME_ID);
+            payload["relationship"] = json!("contact_customer_accounts");
+            payload["related"] = json!({"id": SOME_ID});
         }
         _ => {}
     }

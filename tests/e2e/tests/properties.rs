@@ -25,13 +25,16 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed, TestCaseError, TestRunner};
 use serde_json::{Map, Value, json};
 
-const FUNCTIONS: [&str; 9] = [
+const FUNCTIONS: [&str; 12] = [
     "list-records",
     "get-record",
     "create-record",
     "update-record",
     "upsert-record",
     "delete-record",
+    "relate-records",
+    "unrelate-records",
+    "describe-table",
     "when-record-created",
     "when-record-updated",
     "when-record-deleted",
@@ -192,6 +195,20 @@ fn input_value(key: &'static str) -> BoxedStrategy<Value> {
         )
         .prop_map(|pairs| Value::Object(pairs.into_iter().collect::<Map<_, _>>()))
         .boxed(),
+        "relationship" => prop_oneof![
+            3 => prop::sample::select(
+                &["contact_customer_accounts", "parentcustomerid_account", "account_primary_contact"][..]
+            )
+            .prop_map(Value::from),
+            1 => text().prop_map(Value::from)
+        ]
+        .boxed(),
+        "related" => prop_oneof![
+            guid().prop_map(|id| json!({"id": id})),
+            prop::collection::vec(guid().prop_map(|id| json!({"id": id})), 0..3).prop_map(Value::from),
+            text().prop_map(|t| json!({"key": {"accountnumber": t}})),
+        ]
+        .boxed(),
         "$filter" => filter().prop_map(Value::from).boxed(),
         "$select" | "columns" => {
             prop::collection::vec(prop_oneof![4 => column(), 1 => text()], 1..4)
@@ -248,6 +265,15 @@ fn inputs(function: &str) -> (&'static [&'static str], &'static [&'static str]) 
             &["key", "etag", "$select"],
         ),
         "delete-record" => (&["dataset", "table", "id"], &["key", "etag"]),
+        "relate-records" => (
+            &["dataset", "table", "id", "relationship", "related"],
+            &["key"],
+        ),
+        "unrelate-records" => (
+            &["dataset", "table", "id", "relationship"],
+            &["key", "related"],
+        ),
+        "describe-table" => (&["dataset", "table"], &[]),
         "when-record-deleted" => (&["dataset", "table"], &["$top", "trigger"]),
         "when-record-updated" => (
             &["dataset", "table"],
@@ -313,12 +339,33 @@ fn malformed(method: &str, path: &str) -> Option<String> {
         return Some("not under /api/data/v9.2/".into());
     };
     let set = resource.split('(').next().unwrap_or_default();
-    if resource == "EntityDefinitions" {
+    // A row's navigation property, for relating rows: `{set}({key})/{property}/$ref`, the property
+    // taken from the table's own definitions (so a plain name).
+    let (resource, reference) = match resource.strip_suffix("/$ref") {
+        Some(row) => match row.rsplit_once('/') {
+            Some((row, property))
+                if !property.is_empty()
+                    && property
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'_') =>
+            {
+                (row, true)
+            }
+            _ => return Some(format!("'{resource}' is not a navigation property's $ref")),
+        },
+        None => (resource, false),
+    };
+    if set == "EntityDefinitions" {
         if method != "GET" {
             return Some("metadata is only read".into());
         }
+        if !metadata_path(resource) {
+            return Some(format!("'{resource}' is not a table definition path"));
+        }
     } else if !ENTITY_SETS.contains(&set) {
         return Some(format!("'{set}' is not an entity set"));
+    } else if reference && !resource.ends_with(')') {
+        return Some(format!("'{resource}' relates no row"));
     } else if let Some(key) = resource.strip_prefix(set) {
         let valid_key = key.is_empty()
             || key
@@ -345,10 +392,45 @@ fn malformed(method: &str, path: &str) -> Option<String> {
                 }
             }
             "$count" | "$skiptoken" | "$deltatoken" => {}
+            // The related row's address, percent-encoded as a whole.
+            "$id" => {
+                let encoded = value
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-._~%".contains(c));
+                if !encoded {
+                    return Some(format!("$id is not encoded: {value:.80}"));
+                }
+            }
             other => return Some(format!("unexpected option {other:.40}")),
         }
     }
     None
+}
+
+/// `EntityDefinitions`, one table's (`(LogicalName='name')`), or its attributes cast to a derived
+/// type (`/Attributes/Microsoft.Dynamics.CRM.StringAttributeMetadata`).
+fn metadata_path(resource: &str) -> bool {
+    let Some(rest) = resource.strip_prefix("EntityDefinitions") else {
+        return false;
+    };
+    if rest.is_empty() {
+        return true;
+    }
+    let Some(rest) = rest.strip_prefix("(LogicalName='") else {
+        return false;
+    };
+    let Some((name, tail)) = rest.split_once("')") else {
+        return false;
+    };
+    let plain = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+    };
+    let cast = tail
+        .strip_prefix("/Attributes/Microsoft.Dynamics.CRM.")
+        .is_some_and(|t| !t.is_empty() && t.bytes().all(|b| b.is_ascii_alphabetic()));
+    plain(name) && (tail.is_empty() || cast)
 }
 
 /// `column='text',other=42`: names plain, text quoted and fully percent-encoded (no raw quote,

@@ -1,0 +1,14 @@
+//! `unrelate-records`: takes rows out of a collection-valued navigation property, or clears a lookup.
+//!
+//! Wiring only: logging, configuration, the Dataverse clients, and the handler in `handler.rs`.
+
+mod handler;
+
+use connector::{Crm, lambda};
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    lambda::init_logging();
+    let crm = Crm::from_env().await;
+    lambda::serve(&crm, handler::handle).await
+}
