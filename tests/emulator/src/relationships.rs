@@ -108,7 +108,11 @@ mod tests {
         };
         assert_eq!(
             names(many_to_one(&store, contact)),
-            ["contact_customer_accounts", "contact_customer_contacts"]
+            [
+                "contact_customer_accounts",
+                "contact_customer_contacts",
+                "contact_originating_lead"
+            ]
         );
         assert_eq!(
             names(one_to_many(&store, account)),

@@ -637,6 +637,12 @@ pub fn builtin_tables() -> Vec<TableDef> {
                 &[("parentaccountid", "account", "account_parent_account")],
             )
             .named("ParentAccountId", "Parent Account"),
+            // Set by `QualifyLead` on the account it makes (`crate::api::operations`).
+            lookup(
+                "originatingleadid",
+                &[("originatingleadid", "lead", "account_originating_lead")],
+            )
+            .named("OriginatingLeadId", "Originating Lead"),
             currency(),
         ],
     );
@@ -682,6 +688,11 @@ pub fn builtin_tables() -> Vec<TableDef> {
                 ],
             )
             .named("ParentCustomerId", "Company Name"),
+            lookup(
+                "originatingleadid",
+                &[("originatingleadid", "lead", "contact_originating_lead")],
+            )
+            .named("OriginatingLeadId", "Originating Lead"),
         ],
     );
     contact.object_type_code = 2;
@@ -737,6 +748,16 @@ pub fn builtin_tables() -> Vec<TableDef> {
                 &[("parentcontactid", "contact", "lead_parent_contact")],
             )
             .named("ParentContactId", "Parent Contact for lead"),
+            // The opportunity `QualifyLead` made from the lead.
+            lookup(
+                "qualifyingopportunityid",
+                &[(
+                    "qualifyingopportunityid",
+                    "opportunity",
+                    "lead_qualifying_opportunity",
+                )],
+            )
+            .named("QualifyingOpportunityId", "Qualifying Opportunity"),
             labeled(
                 "statecode",
                 &[(0, "Open"), (1, "Qualified"), (2, "Disqualified")],
@@ -804,6 +825,11 @@ pub fn builtin_tables() -> Vec<TableDef> {
                 &[("parentcontactid", "contact", "opportunity_parent_contact")],
             )
             .named("ParentContactId", "Contact"),
+            lookup(
+                "originatingleadid",
+                &[("originatingleadid", "lead", "opportunity_originating_lead")],
+            )
+            .named("OriginatingLeadId", "Originating Lead"),
             labeled("statecode", &[(0, "Open"), (1, "Won"), (2, "Lost")])
                 .named("StateCode", "Status"),
             status(

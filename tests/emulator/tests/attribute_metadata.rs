@@ -293,6 +293,7 @@ async fn select_and_filter_on_the_collection_name_only_base_properties() {
         [
             "primarycontactid",
             "parentaccountid",
+            "originatingleadid",
             "transactioncurrencyid",
             "createdby",
             "modifiedby",

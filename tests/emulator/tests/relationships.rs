@@ -147,15 +147,27 @@ async fn every_lookup_is_a_relationship_with_dataverse_s_names() {
     );
     assert_eq!(
         schema_names(&list("account", "ManyToOneRelationships").await),
-        ["account_primary_contact", "account_parent_account"]
+        [
+            "account_primary_contact",
+            "account_parent_account",
+            "account_originating_lead"
+        ]
     );
     assert_eq!(
         schema_names(&list("contact", "ManyToOneRelationships").await),
-        ["contact_customer_accounts", "contact_customer_contacts"]
+        [
+            "contact_customer_accounts",
+            "contact_customer_contacts",
+            "contact_originating_lead"
+        ]
     );
     assert_eq!(
         schema_names(&list("lead", "ManyToOneRelationships").await),
-        ["lead_parent_account", "lead_parent_contact"]
+        [
+            "lead_parent_account",
+            "lead_parent_contact",
+            "lead_qualifying_opportunity"
+        ]
     );
     assert_eq!(
         schema_names(&list("opportunity", "ManyToOneRelationships").await),
@@ -163,12 +175,22 @@ async fn every_lookup_is_a_relationship_with_dataverse_s_names() {
             "opportunity_customer_accounts",
             "opportunity_customer_contacts",
             "opportunity_parent_account",
-            "opportunity_parent_contact"
+            "opportunity_parent_contact",
+            "opportunity_originating_lead"
+        ]
+    );
+    // The rows `QualifyLead` makes point back at their lead, and the lead at its opportunity.
+    assert_eq!(
+        schema_names(&list("lead", "OneToManyRelationships").await),
+        [
+            "account_originating_lead",
+            "contact_originating_lead",
+            "opportunity_originating_lead"
         ]
     );
     assert_eq!(
-        schema_names(&list("lead", "OneToManyRelationships").await),
-        Vec::<&str>::new()
+        schema_names(&list("opportunity", "OneToManyRelationships").await),
+        ["lead_qualifying_opportunity"]
     );
     // The registration tables' lookups are relationships too; the plug-in type the emulator does
     // not have is not.
@@ -247,7 +269,11 @@ async fn relationship_metadata_has_the_one_to_many_shape() {
     );
     assert_eq!(
         schema_names(&table["ManyToOneRelationships"]),
-        ["contact_customer_accounts", "contact_customer_contacts"]
+        [
+            "contact_customer_accounts",
+            "contact_customer_contacts",
+            "contact_originating_lead"
+        ]
     );
     assert_eq!(
         table["ManyToOneRelationships"][1]["ReferencedEntity"],

@@ -1,9 +1,10 @@
-//! The Web API under `/api/data/v9.x/`: routing to the service document, `WhoAmI`,
-//! `EntityDefinitions`, entity sets, rows, and what follows a row (navigation properties and `$ref`,
-//! see [`related`]).
+//! The Web API under `/api/data/v9.x/`: routing to the service document, functions and actions (see
+//! [`operations`]), `EntityDefinitions`, entity sets, rows, and what follows a row (navigation
+//! properties and `$ref`, see [`related`]).
 
 pub mod delta;
 pub mod metadata;
+pub mod operations;
 pub mod related;
 pub mod render;
 pub mod rows;
@@ -111,19 +112,8 @@ pub fn handle(store: &mut Store, req: &Request, version: &str, rest: &str) -> Re
         ("", None) if method == "GET" => Ok(metadata::service_document(store, &ctx)),
         ("$metadata", _) => Err(Fail::not_implemented("the CSDL $metadata document")),
         ("$batch", _) => Err(Fail::not_implemented("$batch")),
-        ("WhoAmI", None | Some("")) => {
-            if method == "GET" {
-                Ok(metadata::who_am_i(store, &ctx))
-            } else {
-                Err(Fail::new(
-                    404,
-                    "",
-                    format!(
-                        "No HTTP resource was found that matches the request URI '{}WhoAmI'.",
-                        ctx.base
-                    ),
-                ))
-            }
+        (name, key) if operations::unbound(name).is_some() => {
+            operations::call_unbound(store, req, &ctx, name, key, tail)
         }
         ("EntityDefinitions", key) => {
             if method != "GET" {
@@ -144,6 +134,9 @@ pub fn handle(store: &mut Store, req: &Request, version: &str, rest: &str) -> Re
                 (None, "", "POST") => rows::create(store, req, &ctx, t),
                 (None, "$count", "GET") => rows::count(store, &ctx, t),
                 (None, "", m) => Err(Fail::method_not_allowed(m)),
+                (key, tail, _) if operations::names_operation(store, t, key.is_some(), tail) => {
+                    operations::call_bound(store, req, &ctx, t, key, tail)
+                }
                 (Some(key), "", m) => {
                     let target = rows::parse_key(store, t, key)?;
                     match m {

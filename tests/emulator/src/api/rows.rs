@@ -407,15 +407,8 @@ pub fn create(store: &mut Store, req: &Request, ctx: &Ctx, t: usize) -> Result<R
 /// Creates row `id` through the Web API: the registration rules first, then the write, then what
 /// the registered webhook steps need to hear of it.
 fn insert(store: &mut Store, t: usize, id: Uuid, changes: &mut Changes) -> Result<(), Fail> {
-    let accepted = registration::check_write(store, t, None, changes)?;
-    store.check_keys(t, id, None, &changes.values)?;
-    let values = std::mem::take(&mut changes.values);
-    let set = webhooks::watching(store, t).then(|| values.clone());
-    store.insert(t, id, values, None);
-    registration::commit(store, t, id, accepted);
-    if let Some(set) = set {
-        webhooks::record(store, Message::Create, t, id, set, None);
-    }
+    let checked = check_create(store, t, id, changes)?;
+    apply(store, checked);
     Ok(())
 }
 
@@ -423,20 +416,90 @@ fn insert(store: &mut Store, t: usize, id: Uuid, changes: &mut Changes) -> Resul
 /// then the write, then what the registered webhook steps need to hear of it. A PATCH and every
 /// associate or disassociate end here, so all of them are an Update to change tracking and steps.
 pub fn update(store: &mut Store, t: usize, id: Uuid, changes: &mut Changes) -> Result<(), Fail> {
+    let checked = check_update(store, t, id, changes)?;
+    apply(store, checked);
+    Ok(())
+}
+
+/// A write that passed every check ([`check_create`], [`check_update`]): applying it cannot fail. An
+/// operation that writes several rows (`QualifyLead`) checks them all before it applies any, so a
+/// refusal leaves nothing behind, as the service's transaction does.
+#[derive(Debug)]
+#[must_use]
+pub struct Checked {
+    t: usize,
+    id: Uuid,
+    values: Vec<(usize, Value)>,
+    accepted: registration::Accepted,
+    create: bool,
+}
+
+/// Checks the creation of row `id` of table `t` with `changes`: the registration rules, which may
+/// add defaults to `changes`, then the alternate keys.
+pub fn check_create(
+    store: &Store,
+    t: usize,
+    id: Uuid,
+    changes: &mut Changes,
+) -> Result<Checked, Fail> {
+    let accepted = registration::check_write(store, t, None, changes)?;
+    store.check_keys(t, id, None, &changes.values)?;
+    Ok(Checked {
+        t,
+        id,
+        values: std::mem::take(&mut changes.values),
+        accepted,
+        create: true,
+    })
+}
+
+/// Checks an update of row `id` of table `t` with `changes`, over the row as stored.
+pub fn check_update(
+    store: &Store,
+    t: usize,
+    id: Uuid,
+    changes: &mut Changes,
+) -> Result<Checked, Fail> {
     let stored = store.tables[t].rows.get(&id);
     let accepted = registration::check_write(store, t, stored, changes)?;
     store.check_keys(t, id, stored.map(|r| r.cells.as_slice()), &changes.values)?;
-    let before = webhooks::watching(store, t)
-        .then(|| store.tables[t].rows.get(&id).map(|r| r.cells.clone()))
-        .flatten();
-    let values = std::mem::take(&mut changes.values);
-    let set = before.as_ref().map(|_| values.clone());
-    store.update(t, id, values);
-    registration::commit(store, t, id, accepted);
-    if let Some(set) = set {
-        webhooks::record(store, Message::Update, t, id, set, before);
+    Ok(Checked {
+        t,
+        id,
+        values: std::mem::take(&mut changes.values),
+        accepted,
+        create: false,
+    })
+}
+
+/// Writes a checked row, and records it for the registered webhook steps.
+pub fn apply(store: &mut Store, checked: Checked) {
+    let Checked {
+        t,
+        id,
+        values,
+        accepted,
+        create,
+    } = checked;
+    let watching = webhooks::watching(store, t);
+    let set = watching.then(|| values.clone());
+    if create {
+        store.insert(t, id, values, None);
+        registration::commit(store, t, id, accepted);
+        if let Some(set) = set {
+            webhooks::record(store, Message::Create, t, id, set, None);
+        }
+    } else {
+        let before = watching
+            .then(|| store.tables[t].rows.get(&id).map(|r| r.cells.clone()))
+            .flatten();
+        store.update(t, id, values);
+        registration::commit(store, t, id, accepted);
+        // An update of a row that is not there writes nothing, so there is nothing to tell.
+        if let (Some(set), Some(before)) = (set, before) {
+            webhooks::record(store, Message::Update, t, id, set, Some(before));
+        }
     }
-    Ok(())
 }
 
 fn duplicate() -> Fail {
