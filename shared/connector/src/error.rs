@@ -114,6 +114,10 @@ impl From<dataverse::Error> for CrmError {
                 )
             }
             dataverse::Error::InvalidTable { problem } => CrmError::invalid("table", problem),
+            dataverse::Error::InvalidOperation(e) => CrmError::invalid(
+                if e.parameter { "parameters" } else { "name" },
+                e.to_string(),
+            ),
             e @ dataverse::Error::UnknownNavigation { .. } => {
                 CrmError::invalid("relationship", e.to_string())
             }

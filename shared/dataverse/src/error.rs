@@ -58,6 +58,21 @@ pub enum Error {
     #[error("the request body could not be written as JSON: {0}")]
     Encode(#[source] serde_json::Error),
 
+    /// A request inside a `$batch` failed, and with it the batch. `content_id` names the part.
+    #[error("{}{source}", content_id.map(|id| format!("operation {id} of the changeset: ")).unwrap_or_default())]
+    BatchPart {
+        content_id: Option<u32>,
+        source: Box<Error>,
+    },
+
+    /// A `$batch` answer that could not be read as one.
+    #[error("the $batch answer: {0}")]
+    BatchAnswer(String),
+
+    /// An operation or parameter name that cannot go in a URL: refused before anything is sent.
+    #[error(transparent)]
+    InvalidOperation(#[from] crate::client::OperationNameError),
+
     /// A table has no navigation property of this name.
     #[error("{table} has no navigation property '{name}'; it has: {}", known.join(", "))]
     UnknownNavigation {
@@ -147,6 +162,7 @@ impl Error {
     pub fn status(&self) -> Option<u16> {
         match self {
             Error::Api { status, .. } | Error::Token { status, .. } => Some(*status),
+            Error::BatchPart { source, .. } => source.status(),
             _ => None,
         }
     }
@@ -155,6 +171,7 @@ impl Error {
     pub fn code(&self) -> Option<&str> {
         match self {
             Error::Api { code, .. } => code.as_deref(),
+            Error::BatchPart { source, .. } => source.code(),
             _ => None,
         }
     }

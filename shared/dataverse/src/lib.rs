@@ -32,6 +32,7 @@ mod client;
 mod error;
 pub mod filter;
 mod key;
+mod multipart;
 mod name;
 mod query;
 mod retry;
@@ -40,9 +41,9 @@ mod transport;
 pub use auth::{Credentials, http_client_builder};
 pub use change::{Change, classify};
 pub use client::{
-    Choice, Client, ClientBuilder, ColumnDescription, KeyDescription, MAX_PAGE_SIZE,
-    MAX_URL_LENGTH, Navigation, Page, Pager, Prefer, Table, TableDescription, Update, Upsert,
-    Upserted,
+    Choice, Client, ClientBuilder, ColumnDescription, KeyDescription, MAX_CHANGESET, MAX_PAGE_SIZE,
+    MAX_URL_LENGTH, Navigation, Operation, OperationKind, OperationNameError, Page, Pager, Prefer,
+    Table, TableDescription, Update, Upsert, Upserted, Write, WriteKind, WriteTarget, Written,
 };
 pub use error::{EXCERPT_CHARS, Error, excerpt};
 pub use key::{AlternateKey, KeyError, KeyValue, RowRef, UNADDRESSABLE};

@@ -67,7 +67,53 @@ pub(crate) fn reason(status: u16) -> &'static str {
 
 /// Reads Dataverse's `{"error": {"code", "message"}}` envelope; a body that is not one (a gateway's
 /// HTML page, an empty 401) gives the status's reason instead, never the raw body.
+///
+/// A `$batch` that failed answers with the failing request's response inside a `multipart/mixed`
+/// body: that response is the error, as [`Error::BatchPart`] naming the part.
 pub(crate) fn api_error(status: u16, headers: &HeaderMap, body: &[u8]) -> Error {
+    let retry_after = headers
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_retry_after);
+    let multipart = headers
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(crate::multipart::boundary);
+    if let Some(boundary) = multipart
+        && let Some(failed) = crate::multipart::responses(body, boundary)
+            .iter()
+            .find(|r| r.status >= 400)
+    {
+        return part_error(failed, retry_after);
+    }
+    let (code, message) = envelope(status, body);
+    Error::Api {
+        status,
+        code,
+        message,
+        retry_after,
+    }
+}
+
+/// The error a failed part of a `$batch` stands for.
+pub(crate) fn part_error(
+    failed: &crate::multipart::PartResponse,
+    retry_after: Option<Duration>,
+) -> Error {
+    let (code, message) = envelope(failed.status, &failed.body);
+    Error::BatchPart {
+        content_id: failed.content_id,
+        source: Box::new(Error::Api {
+            status: failed.status,
+            code,
+            message,
+            retry_after,
+        }),
+    }
+}
+
+/// The code and message of an error envelope; the status's reason when the body is not one.
+fn envelope(status: u16, body: &[u8]) -> (Option<String>, String) {
     let (code, message) = match serde_json::from_slice::<Envelope>(body) {
         Ok(Envelope { error }) => (Some(error.code).filter(|c| !c.is_empty()), error.message),
         Err(_) => (None, String::new()),
@@ -77,13 +123,5 @@ pub(crate) fn api_error(status: u16, headers: &HeaderMap, body: &[u8]) -> Error 
     } else {
         message
     };
-    Error::Api {
-        status,
-        code,
-        message,
-        retry_after: headers
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(parse_retry_after),
-    }
+    (code, message)
 }

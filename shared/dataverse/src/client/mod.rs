@@ -1,7 +1,9 @@
 //! The client: table resolution, paging and CRUD. Every request goes through the send loop in
 //! [`send`].
 
+mod changeset;
 mod describe;
+mod operation;
 mod pager;
 mod relate;
 mod send;
@@ -20,7 +22,9 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
+pub use self::changeset::{MAX_CHANGESET, Write, WriteKind, WriteTarget, Written};
 pub use self::describe::{Choice, ColumnDescription, KeyDescription, TableDescription};
+pub use self::operation::{Operation, OperationKind, OperationNameError};
 pub use self::pager::Pager;
 pub use self::relate::Navigation;
 use self::send::{Answer, Call};
@@ -795,7 +799,11 @@ fn reread(query: &Query) -> Query {
 
 /// The id in `OData-EntityId: https://org/api/data/v9.2/accounts(<id>)`.
 fn entity_id(headers: &HeaderMap) -> Option<Uuid> {
-    let value = headers.get("odata-entityid")?.to_str().ok()?;
+    entity_id_of(headers.get("odata-entityid")?.to_str().ok()?)
+}
+
+/// The id in an `OData-EntityId` value, `.../accounts(<id>)`; `None` for a key form.
+fn entity_id_of(value: &str) -> Option<Uuid> {
     let start = value.rfind('(')? + 1;
     Uuid::parse_str(value.get(start..value.len().checked_sub(1)?)?).ok()
 }
