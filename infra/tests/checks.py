@@ -34,6 +34,8 @@ ACTIONS = {
     "relate-records": "RelateRecordsFunction",
     "unrelate-records": "UnrelateRecordsFunction",
     "describe-table": "DescribeTableFunction",
+    "perform-action": "PerformActionFunction",
+    "execute-changeset": "ExecuteChangesetFunction",
     "delete-record": "DeleteRecordFunction",
 }
 TRIGGERS = {

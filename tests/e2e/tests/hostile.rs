@@ -12,7 +12,7 @@ use bytes::Bytes;
 use e2e_tests::{Emulator, Function, LocalFiles, expect_error};
 use serde_json::{Value, json};
 
-const ACTIONS: [&str; 9] = [
+const ACTIONS: [&str; 11] = [
     "list-records",
     "get-record",
     "create-record",
@@ -22,6 +22,8 @@ const ACTIONS: [&str; 9] = [
     "relate-records",
     "unrelate-records",
     "describe-table",
+    "perform-action",
+    "execute-changeset",
 ];
 const TRIGGERS: [&str; 3] = [
     "when-record-created",
@@ -69,6 +71,13 @@ fn base(function: &str) -> Value {
         "update-record" | "upsert-record" => {
             payload["id"] = json!(SOME_ID);
             payload["item"] = json!({"name": "x"});
+        }
+        "perform-action" => {
+            payload = json!({"dataset": "contoso", "function": "WhoAmI"});
+        }
+        "execute-changeset" => {
+            payload = json!({"dataset": "contoso", "operations": [
+                {"op": "create", "table": "accounts", "item": {"name": "x"}}]});
         }
         "relate-records" | "unrelate-records" => {
             payload["id"] = json!(SOME_ID);
@@ -167,6 +176,9 @@ async fn huge_input_is_echoed_only_as_a_short_excerpt_in_errors_and_logs() {
         let takes_top = name == "list-records" || TRIGGERS.contains(&name);
         let fields = if takes_top {
             &["table", "dataset", "$top"][..]
+        } else if name == "execute-changeset" {
+            // Its tables are inside each operation.
+            &["dataset"][..]
         } else {
             &["table", "dataset"][..]
         };

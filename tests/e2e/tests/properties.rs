@@ -25,7 +25,7 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed, TestCaseError, TestRunner};
 use serde_json::{Map, Value, json};
 
-const FUNCTIONS: [&str; 12] = [
+const FUNCTIONS: [&str; 14] = [
     "list-records",
     "get-record",
     "create-record",
@@ -35,6 +35,8 @@ const FUNCTIONS: [&str; 12] = [
     "relate-records",
     "unrelate-records",
     "describe-table",
+    "perform-action",
+    "execute-changeset",
     "when-record-created",
     "when-record-updated",
     "when-record-deleted",
@@ -195,6 +197,45 @@ fn input_value(key: &'static str) -> BoxedStrategy<Value> {
         )
         .prop_map(|pairs| Value::Object(pairs.into_iter().collect::<Map<_, _>>()))
         .boxed(),
+        "operations" => prop::collection::vec(
+            (
+                prop::sample::select(&["create", "update", "upsert", "delete", "merge"][..]),
+                prop::sample::select(&["accounts", "contacts", "nosuch"][..]),
+                prop::option::of(guid()),
+                prop::option::of(text()),
+            )
+                .prop_map(|(op, table, id, name)| {
+                    let mut operation = json!({"op": op, "table": table});
+                    if let Some(id) = id {
+                        operation["id"] = json!(id);
+                    }
+                    if let Some(name) = name {
+                        operation["item"] = json!({"name": name});
+                    }
+                    operation
+                }),
+            0..4,
+        )
+        .prop_map(Value::from)
+        .boxed(),
+        "function" => prop_oneof![
+            3 => prop::sample::select(&["WhoAmI", "RetrieveTotalRecordCount", "Microsoft.Dynamics.CRM.WhoAmI"][..])
+                .prop_map(Value::from),
+            1 => text().prop_map(Value::from)
+        ]
+        .boxed(),
+        "parameters" => prop::collection::vec(
+            (
+                prop_oneof![3 => Just("EntityNames".to_owned()), 1 => text()],
+                prop_oneof![
+                    2 => prop::collection::vec(text().prop_map(Value::from), 0..3).prop_map(Value::from),
+                    1 => any_json()
+                ],
+            ),
+            0..3,
+        )
+        .prop_map(|pairs| Value::Object(pairs.into_iter().collect::<Map<_, _>>()))
+        .boxed(),
         "relationship" => prop_oneof![
             3 => prop::sample::select(
                 &["contact_customer_accounts", "parentcustomerid_account", "account_primary_contact"][..]
@@ -274,6 +315,8 @@ fn inputs(function: &str) -> (&'static [&'static str], &'static [&'static str]) 
             &["key", "related"],
         ),
         "describe-table" => (&["dataset", "table"], &[]),
+        "perform-action" => (&["dataset", "function"], &["parameters", "table", "id"]),
+        "execute-changeset" => (&["dataset", "operations"], &[]),
         "when-record-deleted" => (&["dataset", "table"], &["$top", "trigger"]),
         "when-record-updated" => (
             &["dataset", "table"],
@@ -355,7 +398,15 @@ fn malformed(method: &str, path: &str) -> Option<String> {
         },
         None => (resource, false),
     };
-    if set == "EntityDefinitions" {
+    if resource == "$batch" {
+        if method != "POST" {
+            return Some("a batch is POSTed".into());
+        }
+    } else if operation_path(resource) {
+        if method != "GET" && method != "POST" {
+            return Some(format!("{method} is not how an operation is performed"));
+        }
+    } else if set == "EntityDefinitions" {
         if method != "GET" {
             return Some("metadata is only read".into());
         }
@@ -392,6 +443,15 @@ fn malformed(method: &str, path: &str) -> Option<String> {
                 }
             }
             "$count" | "$skiptoken" | "$deltatoken" => {}
+            // A function's parameter alias: an OData literal, encoded whole.
+            alias if alias.starts_with("@p") && alias[2..].bytes().all(|b| b.is_ascii_digit()) => {
+                let encoded = value
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-._~%".contains(c));
+                if !encoded {
+                    return Some(format!("{alias} is not encoded: {value:.80}"));
+                }
+            }
             // The related row's address, percent-encoded as a whole.
             "$id" => {
                 let encoded = value
@@ -405,6 +465,37 @@ fn malformed(method: &str, path: &str) -> Option<String> {
         }
     }
     None
+}
+
+/// An unbound function or action (`WhoAmI()`, `Name(P=@p1,...)`, `Name`), or one bound to a row
+/// (`{set}({key})/Microsoft.Dynamics.CRM.Name`): names plain, parameters only through aliases.
+fn operation_path(resource: &str) -> bool {
+    let plain = |s: &str| {
+        !s.is_empty()
+            && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            && !s.as_bytes()[0].is_ascii_digit()
+    };
+    let call = |s: &str| match s.split_once('(') {
+        None => plain(s),
+        Some((name, args)) => {
+            plain(name)
+                && args.strip_suffix(')').is_some_and(|args| {
+                    args.is_empty()
+                        || args.split(',').all(|a| {
+                            a.split_once("=@p").is_some_and(|(p, n)| {
+                                plain(p) && !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())
+                            })
+                        })
+                })
+        }
+    };
+    if let Some((row, operation)) = resource.split_once("/Microsoft.Dynamics.CRM.") {
+        let set = row.split('(').next().unwrap_or_default();
+        ENTITY_SETS.contains(&set) && row.ends_with(')') && call(operation)
+    } else {
+        let name = resource.split('(').next().unwrap_or_default();
+        !ENTITY_SETS.contains(&name) && name != "EntityDefinitions" && call(resource)
+    }
 }
 
 /// `EntityDefinitions`, one table's (`(LogicalName='name')`), or its attributes cast to a derived
