@@ -29,15 +29,21 @@ pub(crate) struct Input {
     select: Option<String>,
     #[serde(rename = "$expand", default, deserialize_with = "input::expression")]
     expand: Option<String>,
+    /// Also count the rows `$filter` matches (all of them, not only those returned).
+    #[serde(rename = "$count", default)]
+    count: bool,
 }
 
 #[derive(Debug, Serialize)]
 pub(crate) struct Output {
     value: Vec<Box<RawValue>>,
+    /// With `$count`: how many rows match, at most 5,000 (Dataverse's cap).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    count: Option<u64>,
 }
 
 enum Listing {
-    Rows(Vec<Box<RawValue>>),
+    Rows(Vec<Box<RawValue>>, Option<u64>),
     TooLarge { rows: usize },
 }
 
@@ -52,6 +58,7 @@ pub(crate) async fn handle(crm: &Crm, event: LambdaEvent<Value>) -> Result<Outpu
         skip,
         select,
         expand,
+        count,
     } = input::parse(payload)?;
     let deadline = lambda::deadline(&context);
     let top = top.unwrap_or(input::DEFAULT_TOP);
@@ -66,6 +73,15 @@ pub(crate) async fn handle(crm: &Crm, event: LambdaEvent<Value>) -> Result<Outpu
         .call(&dataset, async |client| {
             client.fits(&query, 0)?;
             let table = client.table(&table, deadline).await?;
+            let total = if count {
+                Some(
+                    client
+                        .count(&table, query.filter.as_deref(), deadline)
+                        .await?,
+                )
+            } else {
+                None
+            };
             // Rows stream in page by page; skipped ones are dropped as they pass.
             let mut rows = pin!(client.rows(&table, &query, skip, Some(top), deadline));
             let mut kept = Vec::new();
@@ -77,13 +93,13 @@ pub(crate) async fn handle(crm: &Crm, event: LambdaEvent<Value>) -> Result<Outpu
                 }
                 kept.push(row);
             }
-            Ok(Listing::Rows(kept))
+            Ok(Listing::Rows(kept, total))
         })
         .await?;
     match listing {
-        Listing::Rows(value) => {
-            tracing::info!(%dataset, %table, rows = value.len(), skip, "listed records");
-            Ok(Output { value })
+        Listing::Rows(value, count) => {
+            tracing::info!(%dataset, %table, rows = value.len(), skip, count, "listed records");
+            Ok(Output { value, count })
         }
         Listing::TooLarge { rows } => Err(CrmError::invalid(
             "$top",

@@ -694,3 +694,39 @@ async fn accepts_its_payload_inside_an_eventbridge_event() {
     let row = get.invoke(&event).await.unwrap();
     assert_eq!(row["accountid"], "dd80f824-ab1a-4647-a924-c7dc65094c4d");
 }
+
+#[tokio::test]
+async fn list_records_counts_every_match_not_only_the_rows_returned() {
+    let org = Org::start("none").await;
+    for name in ["Alpha", "Beta", "Gamma"] {
+        org.emulator.create_account(name).await.unwrap();
+    }
+    let mut list = org.function("list-records").await;
+    let listed = list
+        .invoke(
+            &json!({"dataset": "contoso", "table": "accounts", "$top": 1, "$count": true,
+            "$filter": "name ne 'Gamma'"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(listed["value"].as_array().unwrap().len(), 1);
+    assert_eq!(listed["count"], 2, "the filter's matches, past $top");
+    let plain = list
+        .invoke(&json!({"dataset": "contoso", "table": "accounts"}))
+        .await
+        .unwrap();
+    assert!(plain.get("count").is_none(), "only when asked");
+    org.take_log().await;
+    let (error_type, _) = match list
+        .invoke(&json!({"dataset": "contoso", "table": "accounts", "$count": "yes"}))
+        .await
+    {
+        Err(Failure::Error {
+            error_type,
+            message,
+        }) => (error_type, message),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(error_type, "Crm.InvalidInput");
+    assert!(org.take_log().await.is_empty(), "nothing sent");
+}

@@ -271,6 +271,7 @@ fn input_value(key: &'static str) -> BoxedStrategy<Value> {
         )
         .prop_map(Value::from)
         .boxed(),
+        "$count" => prop_oneof![4 => any::<bool>().prop_map(Value::from), 1 => any_json()].boxed(),
         "$top" | "$skip" => prop_oneof![
             4 => (0u64..600).prop_map(Value::from),
             1 => any::<i64>().prop_map(Value::from),
@@ -297,7 +298,9 @@ fn inputs(function: &str) -> (&'static [&'static str], &'static [&'static str]) 
     match function {
         "list-records" => (
             &["dataset", "table"],
-            &["$filter", "$orderby", "$top", "$skip", "$select", "$expand"],
+            &[
+                "$filter", "$orderby", "$top", "$skip", "$select", "$expand", "$count",
+            ],
         ),
         "get-record" => (&["dataset", "table", "id"], &["key", "$select", "$expand"]),
         "create-record" => (&["dataset", "table", "item"], &["$select"]),
@@ -381,6 +384,8 @@ fn malformed(method: &str, path: &str) -> Option<String> {
     let Some(resource) = path_only.strip_prefix("/api/data/v9.2/") else {
         return Some("not under /api/data/v9.2/".into());
     };
+    // A count of a collection: `{set}/$count`.
+    let resource = resource.strip_suffix("/$count").unwrap_or(resource);
     let set = resource.split('(').next().unwrap_or_default();
     // A row's navigation property, for relating rows: `{set}({key})/{property}/$ref`, the property
     // taken from the table's own definitions (so a plain name).

@@ -417,6 +417,26 @@ impl Client {
             .take(top.unwrap_or(usize::MAX))
     }
 
+    /// How many rows match `filter`, as `{set}/$count` answers: at most 5,000, Dataverse's cap
+    /// (Microsoft Learn, "Count rows"), so 5,000 means "5,000 or more".
+    pub async fn count(
+        &self,
+        table: &Table,
+        filter: Option<&str>,
+        deadline: Deadline,
+    ) -> Result<u64, Error> {
+        let query = Query {
+            filter: filter.map(str::to_owned),
+            ..Query::default()
+        };
+        let url = self.resource_url(&format!("{}/$count", table.entity_set_name), &query)?;
+        let answer = self.get_json(&url, None, deadline).await?;
+        // A plain-text number, which Dataverse may prefix with a byte order mark.
+        let text = String::from_utf8_lossy(&answer.body);
+        let text = text.trim_start_matches('\u{feff}').trim();
+        transport::decode(url.path(), text.as_bytes())
+    }
+
     /// Retrieves one row, by id or alternate key, with the query's `$select` and `$expand`;
     /// `Error::Api` with status 404 when it does not exist.
     pub async fn get(
