@@ -21,7 +21,7 @@ use tokio::net::TcpListener;
 use tokio::process::{Child, Command};
 use uuid::Uuid;
 
-pub use crate::control::{Fault, LogEntry};
+pub use crate::control::{Fault, LogEntry, PartEntry};
 pub use crate::webhooks::{Attempt, AuthType, Delivery, DeliveryLog, DeliveryState, Message};
 use crate::{Emulator, Seed, cli, server};
 
@@ -588,6 +588,8 @@ struct LogEntryDef {
     if_none_match: Option<String>,
     fault: bool,
     answer_dropped: bool,
+    #[serde(default)]
+    parts: Vec<PartEntry>,
 }
 
 impl<'de> Deserialize<'de> for LogEntry {

@@ -7,7 +7,7 @@
 //! | `POST /_emulator/tables/{name}/keys` `{"name": "aws_accountnumber", "columns": ["accountnumber"]}` | define an alternate key (see below) |
 //! | `POST /_emulator/faults` `{"status"?,"retry_after"?,"times"?,"method"?,"path_contains"?,"delay_ms"?,"drop_connection"?,"drop_answer"?,"code"?,"message"?}` | inject a fault into the next `times` matching requests (see below) |
 //! | `DELETE /_emulator/faults` | remove all faults |
-//! | `GET /_emulator/requests` / `DELETE` | the request log (method, path and query, status, a few headers, `fault`, `answer_dropped`) / clear it |
+//! | `GET /_emulator/requests` / `DELETE` | the request log (method, path and query, status, a few headers, `fault`, `answer_dropped`, and a `$batch`'s inner requests as `parts`) / clear it |
 //! | `POST /_emulator/tokens/expire` | every issued access token is now expired |
 //! | `POST /_emulator/credentials` `{"client_id"?, "client_secret"?}` | rotate the app registration's credentials |
 //! | `POST /_emulator/deltatokens/expire` | every delta token issued so far is now expired |
@@ -155,6 +155,36 @@ pub struct LogEntry {
     /// The request was carried out (`status` says how) but a `drop_answer` fault closed the
     /// connection instead of sending the answer.
     pub answer_dropped: bool,
+    /// For a `$batch`, the requests inside it, in order. They are not requests of their own on the
+    /// wire (faults never match them), so they are listed here rather than logged beside it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub parts: Vec<PartEntry>,
+}
+
+/// One request inside a `$batch`, as its batch's [`LogEntry`] lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartEntry {
+    pub method: String,
+    /// The URL as the part wrote it: absolute, a path, or a `$n` reference.
+    pub url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_id: Option<String>,
+    /// The position (from 1) among the batch's top-level parts of the changeset holding the
+    /// request; none for a request outside changesets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changeset: Option<usize>,
+    /// The status the request got; 0 when it never ran, because the batch stopped at an earlier
+    /// failure or its changeset failed before reaching it.
+    pub status: u16,
+    /// It ran, but its changeset failed, so what it did was undone.
+    #[serde(default)]
+    pub rolled_back: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefer: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub if_match: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub if_none_match: Option<String>,
 }
 
 fn bad(message: impl Into<String>) -> Reply {

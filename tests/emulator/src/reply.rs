@@ -8,6 +8,10 @@ pub struct Reply {
     pub status: u16,
     pub headers: Vec<(&'static str, String)>,
     pub body: Vec<u8>,
+    /// The URL of the row a create, update or upsert wrote, by id. Never sent: it is what a later
+    /// part of a `$batch` changeset names as `$n` (`crate::api::batch`), and a write answered with
+    /// `return=representation` carries no `OData-EntityId` to read it from.
+    pub location: Option<String>,
 }
 
 impl Reply {
@@ -27,6 +31,7 @@ impl Reply {
                 ("odata-version", "4.0".to_owned()),
             ],
             body,
+            location: None,
         }
     }
 
@@ -35,6 +40,7 @@ impl Reply {
             status,
             headers: vec![("odata-version", "4.0".to_owned())],
             body: Vec::new(),
+            location: None,
         }
     }
 
@@ -43,11 +49,17 @@ impl Reply {
             status,
             headers: vec![("content-type", "text/plain".to_owned())],
             body: body.into_bytes(),
+            location: None,
         }
     }
 
     pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Self {
         self.headers.push((name, value.into()));
+        self
+    }
+
+    pub fn with_location(mut self, url: String) -> Self {
+        self.location = Some(url);
         self
     }
 
@@ -68,6 +80,7 @@ impl Reply {
                 ("server", "Microsoft-HTTPAPI/2.0".to_owned()),
             ],
             body: body.into_bytes(),
+            location: None,
         }
     }
 }

@@ -14,7 +14,7 @@ use hyper_util::rt::TokioIo;
 use percent_encoding::percent_decode_str;
 use tokio::net::TcpListener;
 
-use crate::control::{self, LogEntry};
+use crate::control::{self, LogEntry, PartEntry};
 use crate::reply::{Fail, Reply};
 use crate::{Emulator, Request, api, auth, clock, webhooks};
 
@@ -143,10 +143,11 @@ async fn handle(
     // Dataverse's `Date` and its `createdon`/`modifiedon` come from one clock, and pollers rely on
     // that (they bound a scan by the answer's `Date`), so the emulator's moved clock shows here too.
     let date = clock::format_http_date(emulator.store.clock.now());
-    let reply = route(&mut emulator, &request).with_header("date", date);
-    emulator
-        .log
-        .push(log(reply.status, drop_answer, drop_answer));
+    let (reply, parts) = route(&mut emulator, &request);
+    let reply = reply.with_header("date", date);
+    let mut entry = log(reply.status, drop_answer, drop_answer);
+    entry.parts = parts;
+    emulator.log.push(entry);
     // Queued under the same lock as the write, so a test that reads the delivery log after this
     // answer sees them; sent on tasks of their own, so the answer does not wait for them.
     let jobs = webhooks::plan(&mut emulator, request.host());
@@ -179,6 +180,7 @@ fn log_entry(
         if_none_match: request.header("if-none-match").map(str::to_owned),
         fault,
         answer_dropped,
+        parts: Vec::new(),
     }
 }
 
@@ -222,9 +224,13 @@ fn front_end_refusal(authority: &str, path: &str, path_and_query: &str) -> Optio
     None
 }
 
-fn route(em: &mut Emulator, req: &Request) -> Reply {
+/// The answer to a request the front end passed on, and, for a `$batch`, the requests inside it.
+fn route(em: &mut Emulator, req: &Request) -> (Reply, Vec<PartEntry>) {
     let Ok(path) = percent_decode_str(&req.path).decode_utf8() else {
-        return Fail::bad_query("The request path is not valid UTF-8.").into_reply();
+        return (
+            Fail::bad_query("The request path is not valid UTF-8.").into_reply(),
+            Vec::new(),
+        );
     };
     // Exactly one leading slash: `//tenant/oauth2/...` is not the token endpoint, on Entra ID or here.
     let segments: Vec<&str> = path
@@ -232,26 +238,34 @@ fn route(em: &mut Emulator, req: &Request) -> Reply {
         .unwrap_or(&path)
         .splitn(4, '/')
         .collect();
-    match segments.as_slice() {
+    let reply = match segments.as_slice() {
         [tenant, "oauth2", "v2.0", "token"] if !tenant.is_empty() => token(em, req, tenant),
         ["api", "data", version, rest] if matches!(*version, "v9.0" | "v9.1" | "v9.2") => {
-            web_api(em, req, version, rest)
+            return web_api(em, req, version, rest);
         }
         ["api", "data", version] if matches!(*version, "v9.0" | "v9.1" | "v9.2") => {
-            web_api(em, req, version, "")
+            return web_api(em, req, version, "");
         }
         ["api", "data", other, ..] => Fail::segment_not_found(other).into_reply(),
         _ => Fail::segment_not_found(segments.first().copied().unwrap_or_default()).into_reply(),
-    }
+    };
+    (reply, Vec::new())
 }
 
-fn web_api(em: &mut Emulator, req: &Request, version: &str, rest: &str) -> Reply {
+fn web_api(em: &mut Emulator, req: &Request, version: &str, rest: &str) -> (Reply, Vec<PartEntry>) {
     let now = em.store.clock.now();
     let check = em.auth.check(req.header("authorization"), now);
     if !matches!(check, auth::Check::Valid) {
-        return auth::unauthorized(&check, &format!("http://{}", req.host())).into_reply();
+        let reply = auth::unauthorized(&check, &format!("http://{}", req.host())).into_reply();
+        return (reply, Vec::new());
     }
-    api::handle(&mut em.store, req, version, rest).unwrap_or_else(Fail::into_reply)
+    // A batch is answered here rather than by `api::handle`, because its inner requests are logged
+    // with it. They run through `api::handle` under this request's token.
+    if rest == "$batch" {
+        return api::batch::handle(&mut em.store, req, version);
+    }
+    let reply = api::handle(&mut em.store, req, version, rest).unwrap_or_else(Fail::into_reply);
+    (reply, Vec::new())
 }
 
 fn token(em: &mut Emulator, req: &Request, tenant: &str) -> Reply {

@@ -165,6 +165,46 @@ pub struct Store {
     /// Each service endpoint's `authvalue`. Dataverse never returns it (the column is not valid for
     /// read), so it is kept out of the row, where `$select`, `$filter` or `$expand` could reach it.
     pub secrets: HashMap<Uuid, String>,
+    /// While a `$batch` changeset runs: how to undo what it has written so far (see
+    /// [`Store::begin`]).
+    journal: Option<Journal>,
+}
+
+/// What a changeset has done to the store, kept so that all of it can be undone when one of its
+/// parts fails: the service runs a changeset in one database transaction.
+#[derive(Debug)]
+struct Journal {
+    /// The org-wide version when the changeset began: a rolled-back changeset takes none of them,
+    /// so no `versionnumber`, delta token or tombstone shows it ran.
+    version: u64,
+    /// How many webhook changes were recorded when it began; the ones after are dropped.
+    committed: usize,
+    /// The endpoints' secrets when it began (a handful, so copied whole).
+    secrets: HashMap<Uuid, String>,
+    /// Each row write, in order; undone in reverse.
+    undo: Vec<Undo>,
+}
+
+/// One row write, and what undoes it.
+#[derive(Debug)]
+enum Undo {
+    Inserted {
+        t: usize,
+        id: Uuid,
+    },
+    Updated {
+        t: usize,
+        id: Uuid,
+        before: Row,
+    },
+    /// `tombstone` is the version of the tombstone the delete left; `earlier` the one it replaced.
+    Deleted {
+        t: usize,
+        id: Uuid,
+        before: Row,
+        tombstone: u64,
+        earlier: Option<u64>,
+    },
 }
 
 /// What a POST or PATCH body sets, after validation.
@@ -192,6 +232,88 @@ impl Store {
             delta_ttl_secs,
             committed: Vec::new(),
             secrets: HashMap::new(),
+            journal: None,
+        }
+    }
+
+    /// Starts recording every row write, so that [`Store::rollback`] can undo them all. A changeset
+    /// begins this way and ends in [`Store::commit`] or [`Store::rollback`]; changesets cannot be
+    /// nested, so neither can these.
+    pub fn begin(&mut self) {
+        self.journal = Some(Journal {
+            version: self.version,
+            committed: self.committed.len(),
+            secrets: self.secrets.clone(),
+            undo: Vec::new(),
+        });
+    }
+
+    /// Keeps everything written since [`Store::begin`].
+    pub fn commit(&mut self) {
+        self.journal = None;
+    }
+
+    /// Undoes everything written since [`Store::begin`]: the rows, their key indexes, the version
+    /// counter, tombstones, secrets, and the writes recorded for webhook steps. Afterwards the store
+    /// reads as if the changeset had never run; only the tables' cache generations move on.
+    pub fn rollback(&mut self) {
+        let Some(journal) = self.journal.take() else {
+            return;
+        };
+        for undo in journal.undo.into_iter().rev() {
+            match undo {
+                Undo::Inserted { t, id } => {
+                    let table = &mut self.tables[t];
+                    if let Some(row) = table.rows.remove(&id) {
+                        table.by_version.remove(&row.version);
+                        index_keys(&table.def, &mut table.key_index, id, &row.cells, false);
+                    }
+                    table.generation += 1;
+                }
+                Undo::Updated { t, id, before } => {
+                    let table = &mut self.tables[t];
+                    if let Some(row) = table.rows.remove(&id) {
+                        table.by_version.remove(&row.version);
+                        index_keys(&table.def, &mut table.key_index, id, &row.cells, false);
+                    }
+                    index_keys(&table.def, &mut table.key_index, id, &before.cells, true);
+                    table.by_version.insert(before.version, id);
+                    table.rows.insert(id, before);
+                    table.generation += 1;
+                }
+                Undo::Deleted {
+                    t,
+                    id,
+                    before,
+                    tombstone,
+                    earlier,
+                } => {
+                    let table = &mut self.tables[t];
+                    table.tombstones.remove(&tombstone);
+                    match earlier {
+                        Some(version) => {
+                            table.tombstones.insert(version, id);
+                            table.deleted_at.insert(id, version);
+                        }
+                        None => {
+                            table.deleted_at.remove(&id);
+                        }
+                    }
+                    index_keys(&table.def, &mut table.key_index, id, &before.cells, true);
+                    table.by_version.insert(before.version, id);
+                    table.rows.insert(id, before);
+                    table.generation += 1;
+                }
+            }
+        }
+        self.version = journal.version;
+        self.committed.truncate(journal.committed);
+        self.secrets = journal.secrets;
+    }
+
+    fn journal(&mut self, undo: Undo) {
+        if let Some(journal) = &mut self.journal {
+            journal.undo.push(undo);
         }
     }
 
@@ -407,6 +529,7 @@ impl Store {
         table.by_version.insert(version, id);
         table.rows.insert(id, Row { cells, version });
         table.generation += 1;
+        self.journal(Undo::Inserted { t, id });
         version
     }
 
@@ -419,6 +542,8 @@ impl Store {
         let Some(row) = table.rows.get_mut(&id) else {
             return version;
         };
+        // A copy only while a changeset runs, which may have to put it back.
+        let before = self.journal.is_some().then(|| row.clone());
         table.by_version.remove(&row.version);
         index_keys(&table.def, &mut table.key_index, id, &row.cells, false);
         for (column, value) in values {
@@ -431,6 +556,9 @@ impl Store {
         index_keys(&table.def, &mut table.key_index, id, &row.cells, true);
         table.by_version.insert(version, id);
         table.generation += 1;
+        if let Some(before) = before {
+            self.journal(Undo::Updated { t, id, before });
+        }
         version
     }
 
@@ -442,10 +570,18 @@ impl Store {
                 table.by_version.remove(&row.version);
                 index_keys(&table.def, &mut table.key_index, id, &row.cells, false);
                 table.tombstones.insert(version, id);
-                if let Some(earlier) = table.deleted_at.insert(id, version) {
+                let earlier = table.deleted_at.insert(id, version);
+                if let Some(earlier) = earlier {
                     table.tombstones.remove(&earlier);
                 }
                 table.generation += 1;
+                self.journal(Undo::Deleted {
+                    t,
+                    id,
+                    before: row,
+                    tombstone: version,
+                    earlier,
+                });
                 true
             }
             None => false,

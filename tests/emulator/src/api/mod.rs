@@ -1,7 +1,8 @@
 //! The Web API under `/api/data/v9.x/`: routing to the service document, functions and actions (see
 //! [`operations`]), `EntityDefinitions`, entity sets, rows, and what follows a row (navigation
-//! properties and `$ref`, see [`related`]).
+//! properties and `$ref`, see [`related`]). Several requests in one go are a `$batch` ([`batch`]).
 
+pub mod batch;
 pub mod delta;
 pub mod metadata;
 pub mod operations;
@@ -111,7 +112,9 @@ pub fn handle(store: &mut Store, req: &Request, version: &str, rest: &str) -> Re
     match (name, key) {
         ("", None) if method == "GET" => Ok(metadata::service_document(store, &ctx)),
         ("$metadata", _) => Err(Fail::not_implemented("the CSDL $metadata document")),
-        ("$batch", _) => Err(Fail::not_implemented("$batch")),
+        // `POST $batch` itself is answered before this (`batch::handle`, through `crate::server`),
+        // and a batch refuses a part addressed to `$batch`; what is left has more after it.
+        ("$batch", _) => Err(operations::must_be_leaf("$batch")),
         (name, key) if operations::unbound(name).is_some() => {
             operations::call_unbound(store, req, &ctx, name, key, tail)
         }

@@ -523,15 +523,19 @@ fn written(
     by_key: Option<String>,
 ) -> Reply {
     let set = &store.tables[t].def.entity_set_name;
+    let location = format!("{}{set}({id})", ctx.base);
     // The row was written under the same lock, so it is there.
     if ctx.prefer.return_representation
         && let Some(row) = store.tables[t].rows.get(&id)
     {
         return row_reply(store, ctx, t, row, status_with_body, projection, &[])
-            .with_header("preference-applied", "return=representation");
+            .with_header("preference-applied", "return=representation")
+            .with_location(location);
     }
     let address = by_key.unwrap_or_else(|| id.to_string());
-    Reply::empty(204).with_header("odata-entityid", format!("{}{set}({address})", ctx.base))
+    Reply::empty(204)
+        .with_header("odata-entityid", format!("{}{set}({address})", ctx.base))
+        .with_location(location)
 }
 
 pub fn parse_etag(tag: &str) -> Option<u64> {

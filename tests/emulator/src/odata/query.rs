@@ -142,6 +142,8 @@ pub struct Prefer {
     pub track_changes: bool,
     pub return_representation: bool,
     pub annotations: Option<String>,
+    /// `odata.continue-on-error` on a `$batch`: every part runs, whatever the ones before it did.
+    pub continue_on_error: bool,
 }
 
 impl Prefer {
@@ -166,6 +168,10 @@ impl Prefer {
                         prefer.max_page_size = Some(size);
                     }
                     "odata.track-changes" => prefer.track_changes = true,
+                    // OData 4.01 drops the prefix and allows an explicit value.
+                    "odata.continue-on-error" | "continue-on-error" => {
+                        prefer.continue_on_error = !value.trim().eq_ignore_ascii_case("false");
+                    }
                     "return" => prefer.return_representation = value.trim() == "representation",
                     "odata.include-annotations" => {
                         prefer.annotations = Some(value.trim().trim_matches('"').to_owned());

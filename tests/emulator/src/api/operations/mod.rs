@@ -288,8 +288,8 @@ fn bad_path(message: String) -> Fail {
     Fail::new(400, "0x8006088a", message)
 }
 
-/// Anything after an operation: actions and non-composable functions end the path.
-fn must_be_leaf(name: &str) -> Fail {
+/// Anything after an operation (or `$batch`): actions and non-composable functions end the path.
+pub(super) fn must_be_leaf(name: &str) -> Fail {
     bad_path(format!(
         "The request URI is not valid. The segment '{name}' must be the last segment in the URI because it is one of the following: $ref, $batch, $count, $value, $metadata, a named media resource, an action, a noncomposable function, an action import, a noncomposable function import, an operation with void return type, or an operation import with void return type."
     ))
