@@ -13,6 +13,8 @@ FUNCTIONS := list-records get-record create-record update-record upsert-record d
 	relate-records unrelate-records describe-table perform-action execute-changeset \
 	when-record-created when-record-updated when-record-deleted dataverse-webhook
 ASL_VALIDATOR := infra/node_modules/.bin/asl-validator
+# A Dataverse client written by others, pinned, run against the emulator by tests/e2e/tests/interop.rs.
+INTEROP := tests/interop/node_modules/dynamics-web-api/package.json
 
 .PHONY: help run dev dev-check test fmt fmt-check clippy bins cargo-test infra-check tools build-tools \
 	deploy-tools build sizes deploy bench fuzz clean
@@ -45,8 +47,12 @@ clippy:
 bins:
 	$(CARGO) build --workspace --bins --locked
 
-cargo-test:
+cargo-test: $(INTEROP)
 	$(CARGO) test --workspace --locked
+
+$(INTEROP): tests/interop/package.json tests/interop/package-lock.json
+	npm ci --prefix tests/interop --no-audit --no-fund --loglevel=error
+	@touch $@
 
 # cfn-lint on the SAM template and on its offline translation, asl-validator on the state machines,
 # and the least-privilege tests on the translated template.

@@ -493,6 +493,16 @@ async fn keys(
         Expect::Ok,
     )
     .await?;
+    tour.step(
+        "execute-changeset",
+        environment,
+        "an account, a contact bound to it by $1, and an update of $1, all or nothing",
+        &sample(include_str!(
+            "../../../../functions/execute-changeset/events/changeset.json"
+        )),
+        Expect::Ok,
+    )
+    .await?;
     Ok(())
 }
 
