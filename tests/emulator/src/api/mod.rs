@@ -4,6 +4,7 @@
 
 pub mod batch;
 pub mod delta;
+pub mod fetch;
 pub mod metadata;
 pub mod operations;
 pub mod related;

@@ -41,6 +41,14 @@ pub struct Scope {
 pub fn list_in(store: &Store, ctx: &Ctx, t: usize, scope: Option<&Scope>) -> Result<Reply, Fail> {
     let opts = &ctx.options;
     let prefer = &ctx.prefer;
+    if let Some(fetch) = opts.pairs.iter().find(|p| p.name == super::fetch::PARAM) {
+        if scope.is_some() {
+            return Err(Fail::not_implemented(
+                "fetchXml on a collection-valued navigation property",
+            ));
+        }
+        return super::fetch::run(store, ctx, t, &fetch.value);
+    }
     if opts.apply.is_some() {
         return Err(Fail::not_implemented("$apply aggregation"));
     }

@@ -142,6 +142,18 @@ pub fn parse(text: &str, props: &dyn Properties) -> Result<Expr, Fail> {
     parser::parse_counting(text, props, &Work::default())
 }
 
+/// `FetchXML`'s `like` family as an expression: column `column` matched against `pattern` as SQL
+/// `LIKE` matches it, with `func` adding the `%` as `$filter`'s functions do, or with none added
+/// (`None`) for a `like` pattern written whole.
+pub fn like(column: usize, edm: Edm, pattern: &str, func: Option<StrFn>) -> Expr {
+    let work = Work::default();
+    let pattern = match func {
+        Some(func) => Pattern::new(pattern, func, &work),
+        None => Pattern::whole(pattern, &work),
+    };
+    Expr::Like(Box::new(Expr::Prop(column, edm)), pattern)
+}
+
 #[cfg(test)]
 mod props;
 

@@ -33,6 +33,14 @@ impl Pattern {
         Pattern { pieces, chars }
     }
 
+    /// A pattern used as written, with no `%` added: `FetchXML`'s `like` operator.
+    pub(super) fn whole(value: &str, work: &Work) -> Self {
+        let chars: Vec<char> = value.chars().flat_map(char::to_lowercase).collect();
+        work.add(chars.len());
+        let pieces = pieces(&chars, work);
+        Pattern { pieces, chars }
+    }
+
     /// Whether `subject` matches. The subject is lowercased as it is read, without a copy: this
     /// runs once per row.
     pub(super) fn matches(&self, subject: &str, work: &Work) -> bool {
