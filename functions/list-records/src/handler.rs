@@ -3,7 +3,7 @@ use std::pin::pin;
 use connector::input::{self, Dataset, TableName};
 use connector::{Crm, CrmError, lambda};
 use dataverse::Query;
-use futures_util::TryStreamExt;
+use futures_util::{StreamExt, TryStreamExt};
 use lambda_runtime::LambdaEvent;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -32,6 +32,9 @@ pub(crate) struct Input {
     /// Also count the rows `$filter` matches (all of them, not only those returned).
     #[serde(rename = "$count", default)]
     count: bool,
+    /// The query as `FetchXML` instead of the `OData` options; `$top` and `$skip` keep their meaning.
+    #[serde(rename = "fetchXml", default, deserialize_with = "input::expression")]
+    fetch_xml: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -59,7 +62,25 @@ pub(crate) async fn handle(crm: &Crm, event: LambdaEvent<Value>) -> Result<Outpu
         select,
         expand,
         count,
+        fetch_xml,
     } = input::parse(payload)?;
+    if fetch_xml.is_some() {
+        // FetchXML says all of these itself; both at once would leave one of them ignored.
+        for (option, given) in [
+            ("$filter", filter.is_some()),
+            ("$orderby", orderby.is_some()),
+            ("$select", select.is_some()),
+            ("$expand", expand.is_some()),
+            ("$count", count),
+        ] {
+            if given {
+                return Err(CrmError::invalid(
+                    option,
+                    "cannot be given with fetchXml, which says it in its own elements",
+                ));
+            }
+        }
+    }
     let deadline = lambda::deadline(&context);
     let top = top.unwrap_or(input::DEFAULT_TOP);
     let query = Query {
@@ -83,7 +104,15 @@ pub(crate) async fn handle(crm: &Crm, event: LambdaEvent<Value>) -> Result<Outpu
                 None
             };
             // Rows stream in page by page; skipped ones are dropped as they pass.
-            let mut rows = pin!(client.rows(&table, &query, skip, Some(top), deadline));
+            let rows = match &fetch_xml {
+                Some(fetch_xml) => client
+                    .fetch_rows(&table, fetch_xml, skip, Some(top), deadline)
+                    .left_stream(),
+                None => client
+                    .rows(&table, &query, skip, Some(top), deadline)
+                    .right_stream(),
+            };
+            let mut rows = pin!(rows);
             let mut kept = Vec::new();
             let mut bytes = 0;
             while let Some(row) = rows.try_next().await? {

@@ -114,6 +114,7 @@ impl From<dataverse::Error> for CrmError {
                 )
             }
             dataverse::Error::InvalidTable { problem } => CrmError::invalid("table", problem),
+            dataverse::Error::FetchXml(e) => CrmError::invalid("fetchXml", e.to_string()),
             dataverse::Error::InvalidOperation(e) => CrmError::invalid(
                 if e.parameter { "parameters" } else { "name" },
                 e.to_string(),

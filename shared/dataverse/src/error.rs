@@ -65,6 +65,10 @@ pub enum Error {
         source: Box<Error>,
     },
 
+    /// A `FetchXML` query this client cannot page: refused before anything is sent.
+    #[error("fetchXml {0}")]
+    FetchXml(#[from] crate::client::FetchXmlError),
+
     /// A `$batch` answer that could not be read as one.
     #[error("the $batch answer: {0}")]
     BatchAnswer(String),

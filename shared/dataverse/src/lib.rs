@@ -41,9 +41,10 @@ mod transport;
 pub use auth::{Credentials, http_client_builder};
 pub use change::{Change, classify};
 pub use client::{
-    Choice, Client, ClientBuilder, ColumnDescription, KeyDescription, MAX_CHANGESET, MAX_PAGE_SIZE,
-    MAX_URL_LENGTH, Navigation, Operation, OperationKind, OperationNameError, Page, Pager, Prefer,
-    Table, TableDescription, Update, Upsert, Upserted, Write, WriteKind, WriteTarget, Written,
+    Choice, Client, ClientBuilder, ColumnDescription, FetchXmlError, KeyDescription, MAX_CHANGESET,
+    MAX_PAGE_SIZE, MAX_URL_LENGTH, Navigation, Operation, OperationKind, OperationNameError, Page,
+    Pager, Prefer, Table, TableDescription, Update, Upsert, Upserted, Write, WriteKind,
+    WriteTarget, Written,
 };
 pub use error::{EXCERPT_CHARS, Error, excerpt};
 pub use key::{AlternateKey, KeyError, KeyValue, RowRef, UNADDRESSABLE};

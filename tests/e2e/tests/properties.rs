@@ -271,6 +271,13 @@ fn input_value(key: &'static str) -> BoxedStrategy<Value> {
         )
         .prop_map(Value::from)
         .boxed(),
+        "fetchXml" => prop_oneof![
+            2 => text().prop_map(|name| Value::from(format!(
+                "<fetch><entity name=\"account\"><attribute name=\"{name}\"/></entity></fetch>"
+            ))),
+            1 => text().prop_map(Value::from)
+        ]
+        .boxed(),
         "$count" => prop_oneof![4 => any::<bool>().prop_map(Value::from), 1 => any_json()].boxed(),
         "$top" | "$skip" => prop_oneof![
             4 => (0u64..600).prop_map(Value::from),
@@ -299,7 +306,7 @@ fn inputs(function: &str) -> (&'static [&'static str], &'static [&'static str]) 
         "list-records" => (
             &["dataset", "table"],
             &[
-                "$filter", "$orderby", "$top", "$skip", "$select", "$expand", "$count",
+                "$filter", "$orderby", "$top", "$skip", "$select", "$expand", "$count", "fetchXml",
             ],
         ),
         "get-record" => (&["dataset", "table", "id"], &["key", "$select", "$expand"]),
@@ -439,7 +446,8 @@ fn malformed(method: &str, path: &str) -> Option<String> {
             return Some(format!("option '{option}' has no value"));
         };
         match name {
-            "$select" | "$filter" | "$orderby" | "$expand" => {
+            // `$id`: the related row's address, for a `$ref`.
+            "$select" | "$filter" | "$orderby" | "$expand" | "fetchXml" | "$id" => {
                 let encoded = value
                     .chars()
                     .all(|c| c.is_ascii_alphanumeric() || "-._~,()'/*%".contains(c));
@@ -455,15 +463,6 @@ fn malformed(method: &str, path: &str) -> Option<String> {
                     .all(|c| c.is_ascii_alphanumeric() || "-._~%".contains(c));
                 if !encoded {
                     return Some(format!("{alias} is not encoded: {value:.80}"));
-                }
-            }
-            // The related row's address, percent-encoded as a whole.
-            "$id" => {
-                let encoded = value
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-._~%".contains(c));
-                if !encoded {
-                    return Some(format!("$id is not encoded: {value:.80}"));
                 }
             }
             other => return Some(format!("unexpected option {other:.40}")),

@@ -3,6 +3,7 @@
 
 mod changeset;
 mod describe;
+mod fetch;
 mod operation;
 mod pager;
 mod relate;
@@ -24,6 +25,7 @@ use uuid::Uuid;
 
 pub use self::changeset::{MAX_CHANGESET, Write, WriteKind, WriteTarget, Written};
 pub use self::describe::{Choice, ColumnDescription, KeyDescription, TableDescription};
+pub use self::fetch::FetchXmlError;
 pub use self::operation::{Operation, OperationKind, OperationNameError};
 pub use self::pager::Pager;
 pub use self::relate::Navigation;

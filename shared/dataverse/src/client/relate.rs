@@ -270,7 +270,8 @@ impl Client {
                 )
                 .await?;
             let target = self.row_address(&other, related, deadline).await?;
-            url.query_pairs_mut().append_pair("$id", target.as_str());
+            // Written as Dataverse's samples write it: the option's `$` bare, the address encoded.
+            url.set_query(Some(&format!("$id={}", encode(target.as_str()))));
         }
         self.execute(
             Call {
