@@ -1,6 +1,6 @@
 // Runs dynamics-web-api's own request builders against the Dataverse emulator, so that the emulator is
 // checked against a client written by someone else: upsert by alternate key, associate, a changeset
-// in executeBatch, and retrieveAll following next links.
+// in executeBatch, retrieveAll following next links, and fetchAll following FetchXML paging cookies.
 //
 // Reads EMULATOR_URL and TOKEN; prints one JSON object of what each call returned, for the Rust
 // suite (tests/e2e/tests/interop.rs) to check against the emulator's state. Any failure exits 1.
@@ -49,5 +49,12 @@ results.batch = await api.executeBatch();
 
 const all = await api.retrieveAll({ collection: "accounts", select: ["name"], maxPageSize: 1 });
 results.all = all.value.map((row) => row.name);
+
+const fetched = await api.fetchAll({
+  collection: "accounts",
+  fetchXml:
+    '<fetch count="1"><entity name="account"><attribute name="name"/><order attribute="name"/></entity></fetch>',
+});
+results.fetched = fetched.value.map((row) => row.name);
 
 process.stdout.write(JSON.stringify(results));

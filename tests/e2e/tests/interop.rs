@@ -1,6 +1,7 @@
 //! The emulator checked against a Dataverse client written by others: dynamics-web-api (pinned in
 //! `tests/interop/package.json`, installed by `make test`) runs its own request builders for an upsert by
-//! alternate key, an associate, a changeset through `executeBatch`, and `retrieveAll` over next links.
+//! alternate key, an associate, a changeset through `executeBatch`, `retrieveAll` over next links, and
+//! `fetchAll` over `FetchXML` paging cookies.
 //! What it did is then read back through the Web API.
 
 // Integration tests: a panic is a failed assertion.
@@ -75,4 +76,9 @@ async fn dynamics_web_api_builds_requests_the_emulator_answers_as_dataverse_woul
         .collect();
     names.sort_unstable();
     assert_eq!(names, ["Batched account", "Made by dynamics-web-api"]);
+    // fetchAll paged one row at a time with the cookies, in the query's order.
+    assert_eq!(
+        results["fetched"],
+        serde_json::json!(["Batched account", "Made by dynamics-web-api"])
+    );
 }
