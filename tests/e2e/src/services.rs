@@ -46,6 +46,18 @@ impl Emulator {
         })
     }
 
+    /// An empty organisation whose accounts have an alternate key on `accountnumber`
+    /// (`aws_accountnumber`), for the suites that name rows by key.
+    pub async fn with_account_key() -> std::io::Result<Self> {
+        let emulator = Self::start(&["--seed", "none"]).await?;
+        emulator
+            .client
+            .add_key("account", "aws_accountnumber", &["accountnumber"])
+            .await
+            .map_err(io_error)?;
+        Ok(emulator)
+    }
+
     /// The typed control client, for what the calls below do not cover (faults, the clock, ...).
     pub fn client(&self) -> &EmulatorClient {
         &self.client

@@ -14,12 +14,7 @@ use serde_json::Value;
 
 #[tokio::test]
 async fn dynamics_web_api_builds_requests_the_emulator_answers_as_dataverse_would() {
-    let emulator = Emulator::start(&["--seed", "none"]).await.unwrap();
-    emulator
-        .client()
-        .add_key("account", "aws_accountnumber", &["accountnumber"])
-        .await
-        .unwrap();
+    let emulator = Emulator::with_account_key().await.unwrap();
     let token = emulator
         .client()
         .access_token("local-client", "local-secret")

@@ -16,12 +16,7 @@ struct Org {
 
 impl Org {
     async fn start() -> Self {
-        let emulator = Emulator::start(&["--seed", "none"]).await.unwrap();
-        emulator
-            .client()
-            .add_key("account", "aws_accountnumber", &["accountnumber"])
-            .await
-            .unwrap();
+        let emulator = Emulator::with_account_key().await.unwrap();
         let files = LocalFiles::new("relationships", &emulator).unwrap();
         Self { emulator, files }
     }
