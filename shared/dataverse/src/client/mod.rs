@@ -636,34 +636,18 @@ impl<'a> Update<'a> {
             .locate(table, row, deadline)
             .await?
             .ok_or_else(|| no_such_key(table))?;
-        let url = client.row_url(table, &row, &query)?;
-        let answer = client
-            .execute(
-                Call {
-                    method: Method::PATCH,
-                    url: &url,
-                    headers: vec![
-                        ("if-match", etag.unwrap_or("*").to_owned()),
-                        ("prefer", "return=representation".into()),
-                        ("content-type", "application/json; charset=utf-8".into()),
-                    ],
-                    body: Some(json_body(item)?),
-                    // Writing the same values twice is harmless; but an etag-guarded write that landed
-                    // and is sent again would answer 412, so that one is not repeated blindly.
-                    repeat: if etag.is_some() {
-                        Repeat::OnlyIfUnsent
-                    } else {
-                        Repeat::Safe
-                    },
-                    done_if_retried: None,
-                },
+        // `If-Match: *` when no etag: an update never creates.
+        let (_, row) = client
+            .patch(
+                table,
+                &row,
+                item,
+                Some(etag.unwrap_or("*")),
+                &query,
                 deadline,
             )
             .await?;
-        if answer.status == 204 {
-            return client.get(table, row, &reread(&query), deadline).await;
-        }
-        row_body(&url, &answer.body)
+        Ok(row)
     }
 }
 
@@ -733,25 +717,51 @@ impl<'a> Upsert<'a> {
                 created: Some(true),
             });
         };
-        let url = client.row_url(table, &row, &query)?;
+        // No `If-Match` unless an etag guards it: Dataverse then updates or creates.
+        let (status, row) = client
+            .patch(table, &row, item, etag, &query, deadline)
+            .await?;
+        Ok(Upserted {
+            row,
+            created: (status != 204).then_some(status == 201),
+        })
+    }
+}
+
+impl Client {
+    /// `PATCH`es `row` with `item` and returns the status and the row as stored: the answer's, or read
+    /// back when Dataverse ignored `return=representation` (status 204).
+    ///
+    /// Writing the same values twice is harmless, so an unguarded `PATCH` is repeated like a read;
+    /// one guarded by an etag that landed and is sent again would answer 412, so that one is not
+    /// repeated blindly. (An upsert sent again after a lost answer finds the row it made: no
+    /// duplicate, though it then reports an update.)
+    async fn patch(
+        &self,
+        table: &Table,
+        row: &RowRef,
+        item: &Map<String, Value>,
+        if_match: Option<&str>,
+        query: &Query,
+        deadline: Deadline,
+    ) -> Result<(u16, Map<String, Value>), Error> {
+        let url = self.row_url(table, row, query)?;
         let mut headers = vec![
             ("prefer", "return=representation".to_owned()),
             ("content-type", "application/json; charset=utf-8".to_owned()),
         ];
-        if let Some(etag) = etag {
-            headers.push(("if-match", etag.to_owned()));
+        if let Some(tag) = if_match {
+            headers.push(("if-match", tag.to_owned()));
         }
-        let answer = client
+        let guarded = if_match.is_some_and(|tag| tag != "*");
+        let answer = self
             .execute(
                 Call {
                     method: Method::PATCH,
                     url: &url,
                     headers,
                     body: Some(json_body(item)?),
-                    // Sent again after a lost answer, an upsert finds the row it made and updates it
-                    // to the same values: no duplicate, though it then reports an update. A guarded
-                    // one would answer 412, so it is not repeated blindly.
-                    repeat: if etag.is_some() {
+                    repeat: if guarded {
                         Repeat::OnlyIfUnsent
                     } else {
                         Repeat::Safe
@@ -762,13 +772,12 @@ impl<'a> Upsert<'a> {
             )
             .await?;
         if answer.status == 204 {
-            let row = client.get(table, row, &reread(&query), deadline).await?;
-            return Ok(Upserted { row, created: None });
+            let row = self
+                .get(table, row.clone(), &reread(query), deadline)
+                .await?;
+            return Ok((204, row));
         }
-        Ok(Upserted {
-            row: row_body(&url, &answer.body)?,
-            created: Some(answer.status == 201),
-        })
+        Ok((answer.status, row_body(&url, &answer.body)?))
     }
 }
 
