@@ -145,32 +145,33 @@ impl AlternateKey {
 
     /// `column='text',other=42`, percent-encoded for a URL path.
     pub(crate) fn url_segment(&self) -> String {
-        self.render(
-            |text, out| {
-                let quoted = text.replace('\'', "''");
-                out.extend(utf8_percent_encode(&quoted, KEY_TEXT));
-            },
-            ",",
-        )
+        self.render("=", ",", true)
     }
 
     /// `column eq 'text' and other eq 42`: the same row found with `$filter` (encoded by the query).
     pub(crate) fn filter(&self) -> String {
-        self.render(|text, out| out.push_str(&text.replace('\'', "''")), " and ")
+        self.render(" eq ", " and ", false)
     }
 
-    fn render(&self, text: impl Fn(&str, &mut String), separator: &str) -> String {
+    /// The parts joined by `separator`, each `column{assign}value`, text quoted with `''` for a
+    /// quote and, for a URL path, percent-encoded.
+    fn render(&self, assign: &str, separator: &str, encoded: bool) -> String {
         let mut out = String::new();
         for (i, (column, value)) in self.parts.iter().enumerate() {
             if i > 0 {
                 out.push_str(separator);
             }
             out.push_str(column);
-            out.push_str(if separator == "," { "=" } else { " eq " });
+            out.push_str(assign);
             match value {
                 KeyValue::Text(t) => {
+                    let quoted = t.replace('\'', "''");
                     out.push('\'');
-                    text(t, &mut out);
+                    if encoded {
+                        out.extend(utf8_percent_encode(&quoted, KEY_TEXT));
+                    } else {
+                        out.push_str(&quoted);
+                    }
                     out.push('\'');
                 }
                 KeyValue::Number(n) => {
