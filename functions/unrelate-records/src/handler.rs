@@ -36,60 +36,44 @@ pub(crate) async fn handle(crm: &Crm, event: LambdaEvent<Value>) -> Result<Outpu
     let deadline = lambda::deadline(&context);
     let row = input::row(input.id.take(), input.key.take())?;
     let related = input.related.take().map(|r| r.0);
+    // The navigation's kind decides what `related` must be, so the shape is checked once the
+    // definitions are read, before anything is unrelated.
     let (navigation, count) = crm
         .call(&input.dataset, async |client| {
             let table = client.table(&input.table, deadline).await?;
             let navigation = client
                 .navigation(&table, &input.relationship, deadline)
                 .await?;
-            let count = match (&related, navigation.collection) {
-                (Some(rows), true) => {
-                    for one in rows {
-                        client
-                            .unrelate(
-                                &table,
-                                row.clone(),
-                                &navigation,
-                                Some(one.clone()),
-                                deadline,
-                            )
-                            .await?;
-                    }
-                    rows.len()
+            let targets: Vec<Option<dataverse::RowRef>> = match (&related, navigation.collection) {
+                (Some(rows), true) => rows.iter().cloned().map(Some).collect(),
+                (None, false) => vec![None],
+                (None, true) => {
+                    return Ok(Err(CrmError::invalid(
+                        "related",
+                        format!(
+                            "is required: '{}' is a collection, so say which rows to take out of it",
+                            navigation.name
+                        ),
+                    )));
                 }
-                (None, false) => {
-                    client
-                        .unrelate(&table, row.clone(), &navigation, None, deadline)
-                        .await?;
-                    1
+                (Some(_), false) => {
+                    return Ok(Err(CrmError::invalid(
+                        "related",
+                        format!(
+                            "must be left out: '{}' is a lookup, which is cleared whatever it points at",
+                            navigation.name
+                        ),
+                    )));
                 }
-                // Refused below, once the navigation's kind is known.
-                _ => 0,
             };
-            Ok((navigation, count))
+            for target in &targets {
+                client
+                    .unrelate(&table, row.clone(), &navigation, target.clone(), deadline)
+                    .await?;
+            }
+            Ok(Ok((navigation, targets.len())))
         })
-        .await?;
-    match (related.is_some(), navigation.collection) {
-        (false, true) => {
-            return Err(CrmError::invalid(
-                "related",
-                format!(
-                    "is required: '{}' is a collection, so say which rows to take out of it",
-                    navigation.name
-                ),
-            ));
-        }
-        (true, false) => {
-            return Err(CrmError::invalid(
-                "related",
-                format!(
-                    "must be left out: '{}' is a lookup, which is cleared whatever it points at",
-                    navigation.name
-                ),
-            ));
-        }
-        _ => {}
-    }
+        .await??;
     tracing::info!(dataset = %input.dataset, table = %input.table, row = %row, relationship = %navigation.name, unrelated = count, "unrelated records");
     Ok(Output {
         relationship: navigation.name,
