@@ -44,11 +44,9 @@ pub(crate) async fn handle(crm: &Crm, event: LambdaEvent<Value>) -> Result<Outpu
             if !navigation.collection && input.related.0.len() != 1 {
                 return Ok(Err(navigation));
             }
-            for related in &input.related.0 {
-                client
-                    .relate(&table, row.clone(), &navigation, related.clone(), deadline)
-                    .await?;
-            }
+            client
+                .relate(&table, row.clone(), &navigation, &input.related.0, deadline)
+                .await?;
             Ok(Ok(navigation))
         })
         .await?

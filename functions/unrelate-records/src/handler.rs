@@ -44,9 +44,10 @@ pub(crate) async fn handle(crm: &Crm, event: LambdaEvent<Value>) -> Result<Outpu
             let navigation = client
                 .navigation(&table, &input.relationship, deadline)
                 .await?;
-            let targets: Vec<Option<dataverse::RowRef>> = match (&related, navigation.collection) {
-                (Some(rows), true) => rows.iter().cloned().map(Some).collect(),
-                (None, false) => vec![None],
+            // An empty list clears a lookup.
+            let targets: &[dataverse::RowRef] = match (&related, navigation.collection) {
+                (Some(rows), true) => rows,
+                (None, false) => &[],
                 (None, true) => {
                     return Ok(Err(CrmError::invalid(
                         "related",
@@ -66,12 +67,10 @@ pub(crate) async fn handle(crm: &Crm, event: LambdaEvent<Value>) -> Result<Outpu
                     )));
                 }
             };
-            for target in &targets {
-                client
-                    .unrelate(&table, row.clone(), &navigation, target.clone(), deadline)
-                    .await?;
-            }
-            Ok(Ok((navigation, targets.len())))
+            client
+                .unrelate(&table, row.clone(), &navigation, targets, deadline)
+                .await?;
+            Ok(Ok((navigation, targets.len().max(1))))
         })
         .await??;
     tracing::info!(dataset = %input.dataset, table = %input.table, row = %row, relationship = %navigation.name, unrelated = count, "unrelated records");

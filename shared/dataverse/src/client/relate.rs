@@ -207,85 +207,101 @@ impl Client {
         self.row_url(table, &row, &crate::Query::default())
     }
 
-    /// Relates `related` (a row of the navigation's other table) to `row` through `navigation`: adds
-    /// it to a collection, or binds the lookup to it.
+    /// Relates each of `related` (rows of the navigation's other table) to `row` through
+    /// `navigation`: adds them to a collection, or binds the lookup (then to one row). The rows are
+    /// located once, and related one request at a time; a failure stops there.
     pub async fn relate(
         &self,
         table: &Table,
         row: impl Into<RowRef>,
         navigation: &Navigation,
-        related: impl Into<RowRef>,
+        related: &[RowRef],
         deadline: Deadline,
     ) -> Result<(), Error> {
-        let other = self
-            .table(
-                &TableName::try_from(navigation.related_table.as_str())?,
-                deadline,
-            )
-            .await?;
-        let target = self.row_address(&other, related.into(), deadline).await?;
         let url = self
             .reference_url(table, row.into(), navigation, deadline)
             .await?;
-        let body =
-            serde_json::to_vec(&json!({ "@odata.id": target.as_str() })).map_err(Error::Encode)?;
-        self.execute(
-            Call {
-                method: if navigation.collection {
-                    Method::POST
-                } else {
-                    Method::PUT
+        let other = self.related_table(navigation, deadline).await?;
+        for one in related {
+            let target = self.row_address(&other, one.clone(), deadline).await?;
+            let body = serde_json::to_vec(&json!({ "@odata.id": target.as_str() }))
+                .map_err(Error::Encode)?;
+            self.execute(
+                Call {
+                    method: if navigation.collection {
+                        Method::POST
+                    } else {
+                        Method::PUT
+                    },
+                    url: &url,
+                    headers: vec![("content-type", "application/json; charset=utf-8".into())],
+                    body: Some(body.into()),
+                    // Relating the same rows again changes nothing, so a repeat is harmless.
+                    repeat: Repeat::Safe,
+                    done_if_retried: None,
                 },
-                url: &url,
-                headers: vec![("content-type", "application/json; charset=utf-8".into())],
-                body: Some(body.into()),
-                // Relating the same rows again changes nothing, so a repeat is harmless.
-                repeat: Repeat::Safe,
-                done_if_retried: None,
-            },
-            deadline,
-        )
-        .await?;
+                deadline,
+            )
+            .await?;
+        }
         Ok(())
     }
 
-    /// Takes `related` out of `row`'s collection `navigation`, or, for a lookup (`related` then
-    /// `None`), clears it.
+    /// Takes each of `related` out of `row`'s collection `navigation`; for a lookup (`related`
+    /// then empty), clears it.
     pub async fn unrelate(
         &self,
         table: &Table,
         row: impl Into<RowRef>,
         navigation: &Navigation,
-        related: Option<RowRef>,
+        related: &[RowRef],
         deadline: Deadline,
     ) -> Result<(), Error> {
-        let mut url = self
+        let base = self
             .reference_url(table, row.into(), navigation, deadline)
             .await?;
-        if let Some(related) = related {
-            let other = self
-                .table(
-                    &TableName::try_from(navigation.related_table.as_str())?,
-                    deadline,
-                )
-                .await?;
-            let target = self.row_address(&other, related, deadline).await?;
-            // Written as Dataverse's samples write it: the option's `$` bare, the address encoded.
-            url.set_query(Some(&format!("$id={}", encode(target.as_str()))));
+        let mut urls = Vec::with_capacity(related.len().max(1));
+        if related.is_empty() {
+            urls.push(base);
+        } else {
+            let other = self.related_table(navigation, deadline).await?;
+            for one in related {
+                let target = self.row_address(&other, one.clone(), deadline).await?;
+                let mut url = base.clone();
+                // Written as Dataverse's samples write it: the option's `$` bare, the address
+                // encoded.
+                url.set_query(Some(&format!("$id={}", encode(target.as_str()))));
+                urls.push(url);
+            }
         }
-        self.execute(
-            Call {
-                method: Method::DELETE,
-                url: &url,
-                headers: Vec::new(),
-                body: None,
-                repeat: Repeat::Safe,
-                done_if_retried: None,
-            },
+        for url in &urls {
+            self.execute(
+                Call {
+                    method: Method::DELETE,
+                    url,
+                    headers: Vec::new(),
+                    body: None,
+                    repeat: Repeat::Safe,
+                    done_if_retried: None,
+                },
+                deadline,
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// The table on the navigation's other side.
+    async fn related_table(
+        &self,
+        navigation: &Navigation,
+        deadline: Deadline,
+    ) -> Result<Arc<Table>, Error> {
+        self.table(
+            &TableName::try_from(navigation.related_table.as_str())?,
             deadline,
         )
-        .await?;
-        Ok(())
+        .await
     }
 
     /// `{row}/{navigation}/$ref`.
