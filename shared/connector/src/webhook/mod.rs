@@ -294,25 +294,12 @@ impl Handled {
     }
 }
 
-/// Whether a change passes the endpoint's filter, judged on `row` (for a deletion, the row before
-/// it). When that cannot be known (no image, or a value the filter cannot compare) the change
-/// passes, with a warning: published in doubt, a change is at worst one event too many for a
-/// consumer to ignore; dropped in doubt, it is lost.
-fn passes(filter: &Filter, row: Result<Option<&Map<String, Value>>, String>) -> bool {
-    let unknown = |problem: &str| {
-        tracing::warn!(%problem, "whether the row matches the endpoint's filter cannot be known; publishing it");
-        true
-    };
-    match row {
-        Ok(Some(row)) => match filter.matches(row) {
-            Ok(matched) => matched,
-            Err(e) => unknown(&e.to_string()),
-        },
-        Ok(None) => {
-            unknown("the delivery carries no image of the row (cut for size, or none registered)")
-        }
-        Err(problem) => unknown(&problem),
-    }
+/// Whether `row` matches the endpoint's filter; `Err` says why that cannot be known (no image, or
+/// a value the filter cannot compare).
+fn judge(filter: &Filter, row: Option<&Map<String, Value>>) -> Result<bool, String> {
+    let row =
+        row.ok_or("the delivery carries no image of the row (cut for size, or none registered)")?;
+    filter.matches(row).map_err(|e| e.to_string())
 }
 
 async fn deliver(
@@ -421,12 +408,20 @@ async fn deliver(
         });
     };
     // A creation or update is judged on the row it left, a deletion on the row before it.
-    let matched = filter.as_ref().map(|filter| match &row {
-        Some(row) => passes(filter, Ok(Some(row))),
-        None => match context.before(&table.primary_id_attribute) {
-            Ok(before) => passes(filter, Ok(before.as_ref())),
-            Err(e) => passes(filter, Err(e.to_string())),
-        },
+    // A change whose match cannot be known passes, with a warning: published in doubt, it is at
+    // worst one event too many for a consumer to ignore; dropped in doubt, it is lost.
+    let matched = filter.as_ref().map(|filter| {
+        let judged = match &row {
+            Some(row) => judge(filter, Some(row)),
+            None => context
+                .before(&table.primary_id_attribute)
+                .map_err(|e| e.to_string())
+                .and_then(|before| judge(filter, before.as_ref())),
+        };
+        judged.unwrap_or_else(|problem| {
+            tracing::warn!(%problem, "whether the row matches the endpoint's filter cannot be known; publishing it");
+            true
+        })
     });
     let record = row
         .as_ref()
