@@ -52,6 +52,11 @@ FUNCTIONS = {**ACTIONS, **TRIGGERS, **WEBHOOKS}
 # Functions that publish record events (CRM_EVENTS, events:PutEvents on the bus).
 PUBLISHERS = {**TRIGGERS, **WEBHOOKS}
 # Functions that act on one row; a workflow task calling them must catch Crm.NotFound.
+# Writers that keep idempotency records (CRM_IDEMPOTENCY, the idempotency table and nothing else in
+# DynamoDB).
+IDEMPOTENT_WRITERS = {"create-record", "update-record", "upsert-record", "delete-record", "execute-changeset"}
+# Functions that write results to the results bucket (`output.s3`).
+RESULT_WRITERS = {"list-records"}
 ROW_FUNCTIONS = {"get-record", "update-record", "upsert-record", "delete-record", "relate-records",
                  "unrelate-records"}
 
@@ -71,6 +76,18 @@ TRIGGER_DYNAMODB_ACTIONS = {
     "dynamodb:BatchWriteItem",
 }
 EVENTS_ACTION = "events:PutEvents"
+CURSOR_TABLE = "CursorTable"
+IDEMPOTENCY_TABLE = "IdempotencyTable"
+# Exactly what shared/connector/src/idempotency calls: a conditional PutItem to claim a key, UpdateItem
+# to complete it, DeleteItem to release it, GetItem to read it.
+IDEMPOTENCY_ACTIONS = {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"}
+RESULTS_BUCKET = "ResultsBucket"
+# Result objects: their keys are chosen per invocation, so the grant names the bucket's objects.
+RESULTS_OBJECTS = {"Fn::Sub": "${ResultsBucket.Arn}/*"}
+# s3:PutObject covers CreateMultipartUpload, UploadPart and CompleteMultipartUpload.
+RESULT_WRITE_ACTIONS = {"s3:PutObject", "s3:AbortMultipartUpload"}
+# Wildcards that name a set of resources which cannot be listed at deploy time.
+NAMED_WILDCARDS = [SECRETS_RESOURCE, RESULTS_OBJECTS]
 # Dataverse waits 60 s for a webhook's answer, then counts the delivery as failed. The receiver's
 # Lambda timeout must leave room for the network on both sides.
 WEBHOOK_MAX_TIMEOUT = 50
@@ -271,11 +288,20 @@ def statement_problems(role_id: str, statement: dict[str, Any]) -> list[str]:
     for resource in as_list(statement.get("Resource")):
         # Any "*" in a literal, Fn::Sub or Fn::Join resource is a wildcard. The one exception is the
         # secrets prefix: one secret per dataset, and the datasets are not known at deploy time.
-        if "*" in json.dumps(resource) and resource != SECRETS_RESOURCE:
+        if "*" in json.dumps(resource) and resource not in NAMED_WILDCARDS and not _own_executions(resource):
             problems.append(f"{role_id}: Resource {json.dumps(resource)} is a wildcard; name the resource")
     if not as_list(statement.get("Resource")) and statement.get("Effect") == "Allow":
         problems.append(f"{role_id}: Allow statement without Resource")
     return problems
+
+
+def _own_executions(resource: Any) -> bool:
+    """The executions of a state machine named in this template (`execution:<name>/*`), which a
+    Distributed Map must describe and stop; their ids are made at run time."""
+    if not isinstance(resource, dict) or set(resource) != {"Fn::Sub"} or not isinstance(resource["Fn::Sub"], str):
+        return False
+    return re.fullmatch(r"arn:\$\{AWS::Partition\}:states:\$\{AWS::Region\}:\$\{AWS::AccountId\}:"
+                        r"execution:\$\{AWS::StackName\}-[a-z-]+/\*", resource["Fn::Sub"]) is not None
 
 
 def allowed_grants(role_id: str, statements: list[dict[str, Any]],
@@ -322,9 +348,11 @@ def the_one(t: Template, type_name: str) -> tuple[str | None, list[str]]:
 
 def store_problems(t: Template) -> list[str]:
     problems = []
-    table_id, p = the_one(t, "AWS::DynamoDB::Table")
-    problems += p
-    if table_id:
+    tables = sorted(resources(t, "AWS::DynamoDB::Table"))
+    if tables != sorted([CURSOR_TABLE, IDEMPOTENCY_TABLE]):
+        problems.append(f"expected the tables {CURSOR_TABLE} and {IDEMPOTENCY_TABLE}, found {tables}")
+    if CURSOR_TABLE in tables:
+        table_id = CURSOR_TABLE
         table = props(t, table_id)
         if table.get("BillingMode") != "PAY_PER_REQUEST":
             problems.append(f"{table_id}: BillingMode must be PAY_PER_REQUEST")
@@ -338,6 +366,17 @@ def store_problems(t: Template) -> list[str]:
             problems.append(f"{table_id}: TTL must be enabled on expires_at")
         if (table.get("PointInTimeRecoverySpecification") or {}).get("PointInTimeRecoveryEnabled") is not True:
             problems.append(f"{table_id}: point-in-time recovery must be on")
+    if IDEMPOTENCY_TABLE in tables:
+        table = props(t, IDEMPOTENCY_TABLE)
+        if table.get("BillingMode") != "PAY_PER_REQUEST":
+            problems.append(f"{IDEMPOTENCY_TABLE}: BillingMode must be PAY_PER_REQUEST")
+        key_schema = {k["AttributeName"]: k["KeyType"] for k in as_list(table.get("KeySchema"))}
+        types = {a["AttributeName"]: a["AttributeType"] for a in as_list(table.get("AttributeDefinitions"))}
+        if key_schema != {"pk": "HASH"} or types != {"pk": "S"}:
+            problems.append(f"{IDEMPOTENCY_TABLE}: the key must be pk (HASH, S) alone, got {key_schema} {types}")
+        if table.get("TimeToLiveSpecification") != {"AttributeName": "expires", "Enabled": True}:
+            problems.append(f"{IDEMPOTENCY_TABLE}: TTL must be enabled on expires")
+    problems += bucket_problems(t)
     _, p = the_one(t, "AWS::Events::EventBus")
     problems += p
     for secret_id, secret in resources(t, "AWS::SecretsManager::Secret").items():
@@ -350,6 +389,42 @@ def store_problems(t: Template) -> list[str]:
                 problems.append(f"{policy_id}: queue policy statement without an aws:SourceArn condition")
             if statement.get("Principal") == "*" or statement.get("Principal") == {"AWS": "*"}:
                 problems.append(f"{policy_id}: queue policy open to any principal")
+    return problems
+
+
+def bucket_problems(t: Template) -> list[str]:
+    """The results bucket is private, encrypted, TLS-only, and cleans up after itself."""
+    buckets = sorted(resources(t, "AWS::S3::Bucket"))
+    if buckets != [RESULTS_BUCKET]:
+        return [f"expected exactly the bucket {RESULTS_BUCKET}, found {buckets}"]
+    problems = []
+    bucket = props(t, RESULTS_BUCKET)
+    block = bucket.get("PublicAccessBlockConfiguration") or {}
+    for setting in ("BlockPublicAcls", "BlockPublicPolicy", "IgnorePublicAcls", "RestrictPublicBuckets"):
+        if block.get(setting) is not True:
+            problems.append(f"{RESULTS_BUCKET}: PublicAccessBlockConfiguration.{setting} must be true")
+    ownership = [r.get("ObjectOwnership") for r in as_list((bucket.get("OwnershipControls") or {}).get("Rules"))]
+    if ownership != ["BucketOwnerEnforced"]:
+        problems.append(f"{RESULTS_BUCKET}: ObjectOwnership must be BucketOwnerEnforced (no ACLs)")
+    if not (bucket.get("BucketEncryption") or {}).get("ServerSideEncryptionConfiguration"):
+        problems.append(f"{RESULTS_BUCKET}: default encryption must be set")
+    rules = as_list((bucket.get("LifecycleConfiguration") or {}).get("Rules"))
+    if not any(r.get("Status") == "Enabled" and "AbortIncompleteMultipartUpload" in r for r in rules):
+        problems.append(f"{RESULTS_BUCKET}: a lifecycle rule must abort unfinished multipart uploads")
+    if not any(r.get("Status") == "Enabled" and "ExpirationInDays" in r for r in rules):
+        problems.append(f"{RESULTS_BUCKET}: a lifecycle rule must expire results")
+    tls_only = False
+    for policy in resources(t, "AWS::S3::BucketPolicy").values():
+        if target_of(policy["Properties"].get("Bucket")) != RESULTS_BUCKET:
+            continue
+        for statement in as_list(policy["Properties"].get("PolicyDocument", {}).get("Statement")):
+            if statement.get("Effect") == "Allow":
+                problems.append(f"{RESULTS_BUCKET}: its bucket policy must not grant anything (roles do)")
+            condition = (statement.get("Condition") or {}).get("Bool") or {}
+            if statement.get("Effect") == "Deny" and condition.get("aws:SecureTransport") == "false":
+                tls_only = True
+    if not tls_only:
+        problems.append(f"{RESULTS_BUCKET}: a bucket policy must deny requests without TLS")
     return problems
 
 
@@ -375,7 +450,7 @@ def function_problems(t: Template) -> list[str]:
         problems.append(f"missing function {missing}")
     for extra in sorted(set(functions) - expected):
         problems.append(f"unexpected function {extra}: add it to infra/tests/checks.py so its rights are checked")
-    table_id = next(iter(resources(t, "AWS::DynamoDB::Table")), None)
+    table_id = CURSOR_TABLE if CURSOR_TABLE in resources(t, "AWS::DynamoDB::Table") else None
     bus_id = next(iter(resources(t, "AWS::Events::EventBus")), None)
     log_groups_seen: dict[str, str] = {}
     roles_seen: dict[str, str] = {}
@@ -448,6 +523,10 @@ def function_problems(t: Template) -> list[str]:
             for var in ("CRM_STATE", "CRM_EVENTS"):
                 if var in env:
                     problems.append(f"{fid}: an action must not have {var}")
+        expected_idempotency = {"Fn::Sub": f"dynamodb:${{{IDEMPOTENCY_TABLE}}}"} if name in IDEMPOTENT_WRITERS else None
+        if env.get("CRM_IDEMPOTENCY") != expected_idempotency:
+            problems.append(f"{fid}: CRM_IDEMPOTENCY must be "
+                            + ("dynamodb:<the idempotency table>" if expected_idempotency else "unset"))
         # Role.
         role_id = target_of(f.get("Role"))
         if t["Resources"].get(role_id or "", {}).get("Type") != "AWS::IAM::Role":
@@ -473,8 +552,21 @@ def function_role_problems(t: Template, fid: str, name: str, role_id: str, log_g
         allowed.update({action: [getatt(table_id)] for action in TRIGGER_DYNAMODB_ACTIONS})
     if name in PUBLISHERS:
         allowed[EVENTS_ACTION] = [getatt(bus_id)]
-    # Services a function of this kind must not reach at all, whatever the resource.
-    forbidden = () if is_trigger else ("dynamodb",) if name in WEBHOOKS else ("dynamodb", "events")
+    if name in IDEMPOTENT_WRITERS:
+        allowed.update({action: [getatt(IDEMPOTENCY_TABLE)] for action in IDEMPOTENCY_ACTIONS})
+    if name in RESULT_WRITERS:
+        allowed.update({action: [RESULTS_OBJECTS] for action in RESULT_WRITE_ACTIONS})
+    # Services a function of this kind must not reach at all, whatever the resource (what it may
+    # reach, allowed_grants checks action by action).
+    forbidden: tuple[str, ...]
+    if is_trigger:
+        forbidden = ()
+    elif name in WEBHOOKS:
+        forbidden = ("dynamodb",)
+    elif name in IDEMPOTENT_WRITERS:
+        forbidden = ("events",)
+    else:
+        forbidden = ("dynamodb", "events")
     kind = "webhook function" if name in WEBHOOKS else "action function"
     for statement in statements:
         for action in as_list(statement.get("Action")):
@@ -488,6 +580,10 @@ def function_role_problems(t: Template, fid: str, name: str, role_id: str, log_g
         required |= TRIGGER_DYNAMODB_ACTIONS
     if name in PUBLISHERS:
         required |= {EVENTS_ACTION}
+    if name in IDEMPOTENT_WRITERS:
+        required |= IDEMPOTENCY_ACTIONS
+    if name in RESULT_WRITERS:
+        required |= RESULT_WRITE_ACTIONS
     for action in sorted(required):
         if not any(resource in granted.get(action, []) for resource in allowed.get(action, [])):
             problems.append(f"{role_id}: {name} needs {action} on {json.dumps(allowed.get(action))}")
@@ -806,6 +902,92 @@ def other_role_problems(t: Template) -> list[str]:
     return sorted(set(problems))
 
 
+# ------------------------------------------------------------------------------------------------
+# The operator's view: alarms and the dashboard
+# ------------------------------------------------------------------------------------------------
+
+
+def metrics_namespace(t: Template) -> tuple[Any, list[str]]:
+    """The one CRM_METRICS_NAMESPACE every function writes its metrics to."""
+    namespaces = {}
+    for fid in FUNCTIONS.values():
+        env = ((props(t, fid).get("Environment") or {}).get("Variables") or {}) if fid in t["Resources"] else {}
+        namespaces[fid] = env.get("CRM_METRICS_NAMESPACE")
+    distinct = {json.dumps(n, sort_keys=True) for n in namespaces.values()}
+    if len(distinct) != 1 or None in namespaces.values():
+        return None, [f"every function needs the same CRM_METRICS_NAMESPACE, got {namespaces}"]
+    return next(iter(namespaces.values())), []
+
+
+def _alarms_on(t: Template, namespace: Any, metric: str) -> list[tuple[str, dict[str, Any]]]:
+    """Alarms watching `metric` in `namespace`, directly or as part of a metric math expression."""
+    found = []
+    for alarm_id, alarm in resources(t, "AWS::CloudWatch::Alarm").items():
+        p = alarm.get("Properties") or {}
+        if p.get("Namespace") == namespace and p.get("MetricName") == metric:
+            found.append((alarm_id, {d["Name"]: d["Value"] for d in as_list(p.get("Dimensions"))}))
+        for query in as_list(p.get("Metrics")):
+            m = ((query.get("MetricStat") or {}).get("Metric")) or {}
+            if m.get("Namespace") == namespace and m.get("MetricName") == metric:
+                found.append((alarm_id, {d["Name"]: d["Value"] for d in as_list(m.get("Dimensions"))}))
+    return found
+
+
+def alarm_problems(t: Template) -> list[str]:
+    problems = []
+    namespace, p = metrics_namespace(t)
+    problems += p
+    alarms = resources(t, "AWS::CloudWatch::Alarm")
+    # Every dead-letter queue a schedule or rule delivers to is watched.
+    dead_letter_queues = set()
+    for value in _walk(t["Resources"]):
+        if isinstance(value, dict) and "DeadLetterConfig" in value:
+            queue = target_of((value["DeadLetterConfig"] or {}).get("Arn"))
+            if queue:
+                dead_letter_queues.add(queue)
+    watched = {target_of(dims.get("QueueName")) for _, dims in _alarms_on(t, "AWS/SQS", "ApproximateNumberOfMessagesVisible")}
+    for queue in sorted(dead_letter_queues - watched):
+        problems.append(f"{queue}: a dead-letter queue needs an alarm on ApproximateNumberOfMessagesVisible")
+    # Every trigger's lag, and throttling and errors across the functions.
+    lagging = {target_of(dims.get("FunctionName")) for _, dims in _alarms_on(t, namespace, "Lag")}
+    for fid in sorted(set(TRIGGERS.values()) - lagging):
+        problems.append(f"{fid}: a trigger needs an alarm on its Lag metric in {json.dumps(namespace)}")
+    if not _alarms_on(t, namespace, "Throttles"):
+        problems.append(f"no alarm on Throttles in {json.dumps(namespace)}")
+    error_types = {dims.get("ErrorType") for _, dims in _alarms_on(t, namespace, "Errors")}
+    for error_type in ("Crm.Configuration", "Crm.Unauthorized", "Crm.ServerError", "Crm.Throttled"):
+        if error_type not in error_types:
+            problems.append(f"no alarm on Errors of type {error_type} in {json.dumps(namespace)}")
+    # Notifications go to the optional topic and nowhere else.
+    for alarm_id, alarm in alarms.items():
+        for key in ("AlarmActions", "OKActions", "InsufficientDataActions"):
+            actions = (alarm.get("Properties") or {}).get(key)
+            if actions is not None and actions != {"Fn::If": ["HasAlarmTopic", [{"Ref": "AlarmTopicArn"}],
+                                                              {"Ref": "AWS::NoValue"}]}:
+                problems.append(f"{alarm_id}: {key} must be the AlarmTopicArn parameter when it is set")
+    # One dashboard, which shows every alarm.
+    dashboards = resources(t, "AWS::CloudWatch::Dashboard")
+    if len(dashboards) != 1:
+        problems.append(f"expected one dashboard, found {sorted(dashboards)}")
+    for dashboard_id, dashboard in dashboards.items():
+        body = json.dumps((dashboard.get("Properties") or {}).get("DashboardBody"))
+        for alarm_id in sorted(alarms):
+            if f"${{{alarm_id}.Arn}}" not in body:
+                problems.append(f"{dashboard_id}: does not show {alarm_id}")
+    return problems
+
+
+def _walk(value: Any) -> Iterator[Any]:
+    yield value
+    if isinstance(value, dict):
+        for child in value.values():
+            yield from _walk(child)
+    elif isinstance(value, list):
+        for child in value:
+            yield from _walk(child)
+
+
 def all_problems(t: Template) -> list[str]:
     return sorted(set(store_problems(t) + function_problems(t) + function_url_problems(t)
-                      + schedule_problems(t) + state_machine_problems(t) + other_role_problems(t)))
+                      + schedule_problems(t) + state_machine_problems(t) + other_role_problems(t)
+                      + alarm_problems(t)))

@@ -90,11 +90,28 @@ class TranslatedTemplate(unittest.TestCase):
     def test_no_role_or_policy_has_wildcards(self) -> None:
         self.assertEqual(checks.other_role_problems(self.t), [])
 
-    def test_action_roles_have_no_dynamodb_or_events_rights(self) -> None:
-        for fid in checks.ACTIONS.values():
+    def test_action_roles_have_no_events_rights_and_dynamodb_only_for_idempotency(self) -> None:
+        for name, fid in checks.ACTIONS.items():
             role_id = checks.target_of(self.t["Resources"][fid]["Properties"]["Role"])
-            actions = {a for s in statements_of(self.t, role_id) for a in checks.as_list(s.get("Action"))}
-            self.assertFalse({a for a in actions if a.startswith(("dynamodb:", "events:"))}, fid)
+            granted: dict[str, list[Any]] = {}
+            for statement in statements_of(self.t, role_id):
+                for action in checks.as_list(statement["Action"]):
+                    granted.setdefault(action, []).extend(checks.as_list(statement["Resource"]))
+            self.assertFalse({a for a in granted if a.startswith("events:")}, fid)
+            dynamodb = {a: r for a, r in granted.items() if a.startswith("dynamodb:")}
+            if name in checks.IDEMPOTENT_WRITERS:
+                self.assertEqual(dynamodb, {a: [{"Fn::GetAtt": ["IdempotencyTable", "Arn"]}]
+                                            for a in checks.IDEMPOTENCY_ACTIONS}, fid)
+            else:
+                self.assertEqual(dynamodb, {}, fid)
+            s3 = {a: r for a, r in granted.items() if a.startswith("s3:")}
+            if name in checks.RESULT_WRITERS:
+                self.assertEqual(s3, {a: [checks.RESULTS_OBJECTS] for a in checks.RESULT_WRITE_ACTIONS}, fid)
+            else:
+                self.assertEqual(s3, {}, fid)
+
+    def test_alarms_watch_the_queues_the_lag_the_errors_and_the_throttles(self) -> None:
+        self.assertEqual(checks.alarm_problems(self.t), [])
 
     def test_trigger_roles_reach_only_the_cursor_table_and_the_bus(self) -> None:
         for fid in checks.TRIGGERS.values():
@@ -143,7 +160,8 @@ class TranslatedTemplate(unittest.TestCase):
         trigger_env = self.t["Resources"]["WhenRecordCreatedFunction"]["Properties"]["Environment"]["Variables"]
         for fid in checks.WEBHOOKS.values():
             env = self.t["Resources"][fid]["Properties"]["Environment"]["Variables"]
-            self.assertEqual(env, {key: trigger_env[key] for key in ("CRM_SECRETS", "CRM_EVENTS", "CRM_EVENT_SOURCE")})
+            self.assertEqual(env, {key: trigger_env[key] for key in ("CRM_SECRETS", "CRM_EVENTS", "CRM_EVENT_SOURCE",
+                                                                "CRM_METRICS_NAMESPACE")})
             self.assertNotIn("CRM_STATE", env)
             self.assertLessEqual(self.t["Resources"][fid]["Properties"]["Timeout"], checks.WEBHOOK_MAX_TIMEOUT)
 
@@ -413,6 +431,75 @@ class Mutations(unittest.TestCase):
                                                        "Resource": {"Fn::GetAtt": ["CursorTable", "Arn"]}})
         self.assertReported("DataverseWebhookRole: webhook function dataverse-webhook must not have dynamodb:*")
         self.assertReported('DataverseWebhookRole: wildcard or non-literal action "dynamodb:*"')
+
+    def test_a_writer_reaching_the_cursor_table_is_reported(self) -> None:
+        statement = self.r["IdempotencyPolicy"]["Properties"]["PolicyDocument"]["Statement"][0]
+        statement["Resource"] = {"Fn::GetAtt": ["CursorTable", "Arn"]}
+        self.assertReported("CreateRecordRole: dynamodb:PutItem on")
+        self.assertReported("CreateRecordRole: create-record needs dynamodb:PutItem")
+
+    def test_a_writer_without_its_idempotency_store_is_reported(self) -> None:
+        del self.r["DeleteRecordFunction"]["Properties"]["Environment"]["Variables"]["CRM_IDEMPOTENCY"]
+        self.assertReported("DeleteRecordFunction: CRM_IDEMPOTENCY must be dynamodb:<the idempotency table>")
+
+    def test_idempotency_rights_on_a_reader_are_reported(self) -> None:
+        self.r["GetRecordRole"]["Properties"]["ManagedPolicyArns"].append({"Ref": "IdempotencyPolicy"})
+        self.assertReported("GetRecordRole: action function get-record must not have dynamodb:GetItem")
+
+    def test_reading_results_from_list_records_is_reported(self) -> None:
+        add_statement(self.t, "ListRecordsRole", {"Effect": "Allow", "Action": "s3:GetObject",
+                                                  "Resource": checks.RESULTS_OBJECTS})
+        self.assertReported("ListRecordsRole: action s3:GetObject is not allowed for this role")
+
+    def test_writing_results_to_another_bucket_is_reported(self) -> None:
+        statement = self.r["ListRecordsRole"]["Properties"]["Policies"][1]["PolicyDocument"]["Statement"][0]
+        statement["Resource"] = "arn:aws:s3:::someone-elses-bucket/*"
+        self.assertReported("is a wildcard; name the resource")
+        self.assertReported("ListRecordsRole: list-records needs s3:PutObject")
+
+    def test_an_open_results_bucket_is_reported(self) -> None:
+        self.r["ResultsBucket"]["Properties"]["PublicAccessBlockConfiguration"]["RestrictPublicBuckets"] = False
+        del self.r["ResultsBucket"]["Properties"]["LifecycleConfiguration"]["Rules"][0]
+        self.assertReported("ResultsBucket: PublicAccessBlockConfiguration.RestrictPublicBuckets must be true")
+        self.assertReported("ResultsBucket: a lifecycle rule must abort unfinished multipart uploads")
+
+    def test_a_results_bucket_without_tls_only_is_reported(self) -> None:
+        del self.r["ResultsBucketPolicy"]
+        self.assertReported("ResultsBucket: a bucket policy must deny requests without TLS")
+
+    # Alarms ------------------------------------------------------------------------------------
+
+    def test_an_unwatched_dead_letter_queue_is_reported(self) -> None:
+        del self.r["ScheduleDeadLetterAlarm"]
+        self.assertReported("ScheduleDeadLetterQueue: a dead-letter queue needs an alarm")
+
+    def test_a_lag_alarm_on_the_wrong_function_is_reported(self) -> None:
+        dimension = self.r["WhenRecordDeletedLagAlarm"]["Properties"]["Dimensions"][0]
+        dimension["Value"] = {"Ref": "WhenRecordUpdatedFunction"}
+        self.assertReported("WhenRecordDeletedFunction: a trigger needs an alarm on its Lag metric")
+
+    def test_alarms_in_another_namespace_are_reported(self) -> None:
+        self.r["ThrottlesAlarm"]["Properties"]["Namespace"] = "DynamicsCrm"
+        self.assertReported("no alarm on Throttles")
+
+    def test_a_function_writing_metrics_elsewhere_is_reported(self) -> None:
+        self.r["GetRecordFunction"]["Properties"]["Environment"]["Variables"]["CRM_METRICS_NAMESPACE"] = "Other"
+        self.assertReported("every function needs the same CRM_METRICS_NAMESPACE")
+
+    def test_an_unwatched_error_type_is_reported(self) -> None:
+        metrics = self.r["ServiceErrorsAlarm"]["Properties"]["Metrics"]
+        self.r["ServiceErrorsAlarm"]["Properties"]["Metrics"] = [m for m in metrics if m["Id"] != "throttled"]
+        self.assertReported("no alarm on Errors of type Crm.Throttled")
+
+    def test_an_alarm_missing_from_the_dashboard_is_reported(self) -> None:
+        body = self.r["Dashboard"]["Properties"]["DashboardBody"]
+        self.r["Dashboard"]["Properties"]["DashboardBody"] = json.loads(
+            json.dumps(body).replace("${ThrottlesAlarm.Arn}", "${SetupErrorsAlarm.Arn}"))
+        self.assertReported("Dashboard: does not show ThrottlesAlarm")
+
+    def test_alarm_notifications_elsewhere_are_reported(self) -> None:
+        self.r["SetupErrorsAlarm"]["Properties"]["AlarmActions"] = ["arn:aws:sns:us-east-1:123456789012:other"]
+        self.assertReported("SetupErrorsAlarm: AlarmActions must be the AlarmTopicArn parameter")
 
     def test_cursor_rights_on_the_webhook_role_are_reported(self) -> None:
         self.r["DataverseWebhookRole"]["Properties"]["ManagedPolicyArns"].append({"Ref": "TriggerStatePolicy"})
