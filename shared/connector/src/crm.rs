@@ -229,6 +229,7 @@ impl Crm {
         let client = Client::builder(credentials.clone())
             .retry(self.policy.clone())
             .build()?;
+        crate::metrics::track(client.counters());
         tracing::info!(dataset = %dataset, "credentials loaded");
         clients.insert(dataset.clone(), (client.clone(), credentials));
         Ok(client)
@@ -251,6 +252,7 @@ impl Crm {
             builder = builder.tables_of(client);
         }
         let client = builder.build()?;
+        crate::metrics::track(client.counters());
         tracing::info!(dataset = %dataset, "rotated credentials loaded");
         clients.insert(dataset.clone(), (client.clone(), fresh));
         Ok(Some(client))

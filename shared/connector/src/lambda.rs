@@ -1,5 +1,5 @@
-//! The glue between `lambda_runtime` and a handler: logging, the payload, the deadline, and start-up
-//! errors.
+//! The glue between `lambda_runtime` and a handler: logging, the payload, the deadline, start-up
+//! errors, and each invocation's metrics.
 //!
 //! Every invocation that fails does so with a `Crm.*` error type, whatever bytes it carried: the
 //! runtime is handed the payload as opaque JSON (see [`PayloadLayer`]), and this module parses it.
@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use serde_json::value::RawValue;
 
-use crate::{ConfigError, CrmError};
+use crate::{ConfigError, CrmError, metrics};
 
 /// Time kept back from the invocation's deadline to return the answer.
 pub const ANSWER_MARGIN: Duration = Duration::from_millis(300);
@@ -196,7 +196,13 @@ fn epoch_ms(at: SystemTime) -> u64 {
 }
 
 /// Serves invocations with `handler`. Dependencies that failed to build (bad configuration) fail every
-/// invocation with `Crm.Configuration`, which a workflow can catch, instead of crashing the runtime.
+/// invocation with `Crm.Configuration`, which a workflow can catch, instead of crashing the runtime;
+/// so do metrics settings that cannot work (`crate::metrics::settings`).
+///
+/// Each invocation ends with its metrics line on stdout, success or failure (see [`crate::metrics`]):
+/// the handler records into a recorder of the invocation's own, and the Dataverse requests are the
+/// difference in the process's client counters over the invocation (Lambda runs one invocation at a
+/// time per process).
 pub async fn serve<D, O>(
     deps: &Result<D, ConfigError>,
     handler: impl AsyncFn(&D, LambdaEvent<Value>) -> Result<O, CrmError>,
@@ -207,20 +213,35 @@ where
     let handler = &handler;
     let started_ms = epoch_ms(SystemTime::now());
     let reported = &AtomicBool::new(false);
+    let metrics = &metrics::settings();
     let service = service_fn(move |event: LambdaEvent<Wrapped>| async move {
         let (wrapped, mut context) = event.into_parts();
         sane_deadline(&mut context, started_ms, reported);
-        let result = match (deps, payload(wrapped)) {
-            (Err(e), _) => Err(CrmError::from(e.clone())),
-            (Ok(_), Err(e)) => Err(e),
-            // Boxed: a trigger's future nests the SDK clients' futures deeply enough to exceed the
-            // compiler's layout depth, and is large; on the heap it is neither.
-            (Ok(deps), Ok(payload)) => {
-                Box::pin(handler(deps, LambdaEvent::new(payload, context))).await
+        let request_id = context.request_id.clone();
+        let before = metrics::usage();
+        let (result, recorded) = metrics::recording(async {
+            match (deps, metrics, payload(wrapped)) {
+                (Err(e), _, _) | (Ok(_), Err(e), _) => Err(CrmError::from(e.clone())),
+                (Ok(_), Ok(_), Err(e)) => Err(e),
+                // Boxed: a trigger's future nests the SDK clients' futures deeply enough to exceed
+                // the compiler's layout depth, and is large; on the heap it is neither.
+                (Ok(deps), Ok(_), Ok(payload)) => {
+                    Box::pin(handler(deps, LambdaEvent::new(payload, context))).await
+                }
             }
-        };
+        })
+        .await;
         if let Err(error) = &result {
             tracing::error!(error_type = error.error_type(), error = %error.message(), "invocation failed");
+        }
+        if let Ok(Some(settings)) = metrics {
+            let report = metrics::Report {
+                recorded,
+                usage: metrics::usage().since(before),
+                error_type: result.as_ref().err().map(CrmError::error_type),
+                request_id: &request_id,
+            };
+            metrics::emit(settings, &report);
         }
         result
     });

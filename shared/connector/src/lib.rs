@@ -5,6 +5,7 @@
 //! - [`Config`]: the `CRM_*` environment variables;
 //! - [`Crm`]: credentials per dataset (Secrets Manager or a file) and a client per dataset;
 //! - [`lambda`]: logging, the invocation deadline, serving a handler;
+//! - [`metrics`]: the CloudWatch metrics each invocation writes to its logs;
 //! - with the `triggers` feature, the cursor store, the event sink and the trigger engine;
 //! - with the `webhook` feature, the receiver of the changes Dataverse pushes.
 
@@ -18,6 +19,7 @@ mod error;
 pub mod events;
 pub mod input;
 pub mod lambda;
+pub mod metrics;
 #[cfg(feature = "triggers")]
 pub mod trigger;
 #[cfg(feature = "webhook")]

@@ -11,7 +11,9 @@
 //! - rows by id or by alternate key, with a key Dataverse cannot take in a URL found by `$filter`;
 //! - updates that never create (`If-Match`), upserts that say whether they created, and a create that
 //!   is never repeated blindly;
-//! - `Retry-After` on 429, backoff on gateway errors, and nothing past the caller's deadline.
+//! - `Retry-After` on 429, honoured by every later request of the same client too, backoff on gateway
+//!   errors, and nothing past the caller's deadline;
+//! - counters of what went on the wire ([`Usage`]), for whoever reports on it.
 //!
 //! ```no_run
 //! # async fn demo(credentials: dataverse::Credentials) -> Result<(), dataverse::Error> {
@@ -41,10 +43,10 @@ mod transport;
 pub use auth::{Credentials, http_client_builder};
 pub use change::{Change, classify};
 pub use client::{
-    Choice, Client, ClientBuilder, ColumnDescription, FetchXmlError, KeyDescription, MAX_CHANGESET,
-    MAX_PAGE_SIZE, MAX_URL_LENGTH, Navigation, Operation, OperationKind, OperationNameError, Page,
-    Pager, Prefer, Table, TableDescription, Update, Upsert, Upserted, Write, WriteKind,
-    WriteTarget, Written,
+    Choice, Client, ClientBuilder, ColumnDescription, Counters, FetchXmlError, KeyDescription,
+    MAX_CHANGESET, MAX_PAGE_SIZE, MAX_URL_LENGTH, Navigation, Operation, OperationKind,
+    OperationNameError, Page, Pager, Prefer, Table, TableDescription, Update, Upsert, Upserted,
+    Usage, Write, WriteKind, WriteTarget, Written,
 };
 pub use error::{EXCERPT_CHARS, Error, excerpt};
 pub use key::{AlternateKey, KeyError, KeyValue, RowRef, UNADDRESSABLE};

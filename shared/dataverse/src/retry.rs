@@ -1,7 +1,8 @@
 //! When to retry, and how long to wait: pure functions, so the policy is tested apart from the network.
 //!
 //! - 429: wait exactly `Retry-After` (Dataverse's service protection says when to come back), for any
-//!   request, because a throttled request was not processed.
+//!   request, because a throttled request was not processed. The client's other requests, later ones
+//!   included, wait for it too (the throttle gate in `client/send.rs`).
 //! - 502, 503, 504, timeouts and resets: jittered exponential backoff, for idempotent requests only.
 //!   Not 500: Dataverse answers 500 for a plug-in's unhandled exception and other failures that repeat,
 //!   so waiting only spends the caller's deadline (Microsoft's sample policy does retry it).

@@ -2,6 +2,7 @@
 //! Runtime API, against the Dataverse emulator and moto.
 
 pub mod aws;
+pub mod emf;
 pub mod fake_eventbridge;
 pub mod function_url;
 pub mod proxy;

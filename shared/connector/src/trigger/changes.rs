@@ -39,6 +39,7 @@
 //! when the watched columns' values differ from the fingerprint stored for the row; a row with no
 //! stored fingerprint (changed before the trigger first saw it) fires, since it may have changed.
 
+use std::collections::{HashMap, HashSet};
 use std::pin::pin;
 use std::time::Duration;
 
@@ -261,6 +262,59 @@ fn cursor_query(state: &Changes, input: &TriggerInput, table: &Table, overlap: D
     }
 }
 
+/// What a scan does with a row it read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    /// Created in the second that is not over yet: it waits, and so does everything after it.
+    NotYet,
+    /// Handled already: fired, or there when the cursor started.
+    Remembered,
+    /// Passed over: an updated trigger meeting a creation, or watched columns that did not change.
+    Pass,
+    Fire,
+}
+
+impl Verdict {
+    fn of(
+        kind: Kind,
+        row: &Row,
+        now: i64,
+        remembered: &HashSet<(Uuid, u64)>,
+        stored_fingerprints: &HashMap<Uuid, String>,
+    ) -> Self {
+        if kind == Kind::Created && row.created >= now {
+            return Verdict::NotYet;
+        }
+        let seen = seen_entry(kind, row);
+        if remembered.contains(&(seen.id, seen.version)) {
+            return Verdict::Remembered;
+        }
+        let fires = match kind {
+            Kind::Created => true,
+            _ if row.created == row.modified => false,
+            _ => match &row.fingerprint {
+                None => true,
+                Some(fp) => stored_fingerprints.get(&row.id) != Some(fp),
+            },
+        };
+        if fires { Verdict::Fire } else { Verdict::Pass }
+    }
+}
+
+/// The changes left when `$top` stopped a scan: the rows still in hand that would fire (up to the
+/// second that is not over), plus one for an unread next page, which holds at least one more row.
+fn left_behind(rest: impl Iterator<Item = Verdict>, next_page: bool) -> u64 {
+    let mut left = 0;
+    for verdict in rest {
+        match verdict {
+            Verdict::NotYet => return left,
+            Verdict::Fire => left += 1,
+            Verdict::Remembered | Verdict::Pass => {}
+        }
+    }
+    left + u64::from(next_page)
+}
+
 /// Scans for changes after the stored cursor (or starts one). Returns the state the scan started
 /// from, what it found, and whether that state is new (and must be saved even if nothing fired).
 pub(super) async fn scan(
@@ -314,6 +368,8 @@ pub(super) async fn scan(
     let remembered = state.seen.index();
     let mut pages = client.pager(client.collection_url(table, &query)?, prefer, deadline);
     let mut scan = Scan::default();
+    // Whether the last page read links a next one; `None` before the first.
+    let mut more = None;
     'pages: while scan.fired() < input.top {
         if !deadline.allows(Duration::ZERO) {
             tracing::info!("out of time to fetch; publishing what was found");
@@ -321,12 +377,16 @@ pub(super) async fn scan(
         }
         let page = match pages.next().await {
             Ok(Some(page)) => page,
-            Ok(None) => break,
+            Ok(None) => {
+                scan.backlog = Some(0);
+                break;
+            }
             Err(e) => {
                 scan.error = Some(e.into());
                 break;
             }
         };
+        more = Some(page.next_link.is_some());
         // Only when this page cannot reach `$top` even if every row fires: otherwise the next
         // page may go unread, a request spent on nothing.
         if scan.fired() + page.rows.len() < input.top {
@@ -357,13 +417,21 @@ pub(super) async fn scan(
                 }
             }
         };
-        for row in rows {
-            if scan.fired() >= input.top {
+        let judge = |row: &Row| Verdict::of(kind, row, now, &remembered, &stored_fingerprints);
+        let mut rows = rows.into_iter();
+        while let Some(row) = rows.next() {
+            let verdict = judge(&row);
+            if verdict == Verdict::NotYet {
+                // Its second is not over: a row created later in it could sort before this one.
+                // The rest of the scan is in this second too, so nothing is left behind.
+                scan.backlog = Some(0);
                 break 'pages;
             }
-            if kind == Kind::Created && row.created >= now {
-                // Its second is not over: a row created later in it could sort before this one.
-                // The rest of the scan is in this second too.
+            if scan.fired() >= input.top {
+                scan.backlog = Some(left_behind(
+                    std::iter::once(row).chain(rows).map(|r| judge(&r)),
+                    more == Some(true),
+                ));
                 break 'pages;
             }
             let seen = seen_entry(kind, &row);
@@ -377,7 +445,7 @@ pub(super) async fn scan(
                 },
             };
             let forward = row_position > state.position;
-            if remembered.contains(&(seen.id, seen.version)) {
+            if verdict == Verdict::Remembered {
                 // Handled already (fired, or there when the cursor started): nothing fires, but a
                 // row ahead of the cursor still moves it.
                 if forward {
@@ -390,15 +458,7 @@ pub(super) async fn scan(
                 }
                 continue;
             }
-            let should_fire = match kind {
-                Kind::Created => true,
-                _ if row.created == row.modified => false,
-                _ => match &row.fingerprint {
-                    None => true,
-                    Some(fp) => stored_fingerprints.get(&row.id) != Some(fp),
-                },
-            };
-            let fired = if should_fire {
+            let fired = if verdict == Verdict::Fire {
                 if !forward {
                     tracing::info!(id = %row.id, version = row.version, "a late commit, below the cursor, fires now");
                 }
@@ -418,6 +478,10 @@ pub(super) async fn scan(
                         break 'pages;
                     }
                 };
+                let changed_at = match kind {
+                    Kind::Created => row.created,
+                    _ => row.modified,
+                };
                 Some(scan.fire(
                     event,
                     Fired {
@@ -425,6 +489,7 @@ pub(super) async fn scan(
                         row: row.raw,
                         sort_keys: row.sort_keys,
                     },
+                    Some(changed_at),
                 ))
             } else {
                 None
@@ -437,6 +502,10 @@ pub(super) async fn scan(
             });
         }
     }
+    // Stopped by `$top` at the end of a page, or out of time: only a next page is known to be left.
+    if scan.error.is_none() && scan.backlog.is_none() {
+        scan.backlog = more.map(u64::from);
+    }
     scan.started = started;
     Ok((initial, scan, fresh))
 }
@@ -444,6 +513,22 @@ pub(super) async fn scan(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counts_what_top_left_behind_up_to_the_second_not_over() {
+        use Verdict::{Fire, NotYet, Pass, Remembered};
+        assert_eq!(
+            left_behind([Fire, Pass, Fire, Remembered].into_iter(), false),
+            2
+        );
+        assert_eq!(left_behind([Fire, Fire].into_iter(), true), 3);
+        assert_eq!(
+            left_behind([Fire, NotYet, Fire].into_iter(), true),
+            1,
+            "rows of the current second, and pages after them, are not left behind"
+        );
+        assert_eq!(left_behind(std::iter::empty(), true), 1);
+    }
 
     #[test]
     fn writes_date_time_literals_in_utc() {

@@ -203,9 +203,14 @@ pub(super) async fn scan(
                 let start = after
                     .and_then(|a| tombstones.iter().position(|id| *id == a))
                     .map_or(0, |i| i + 1);
-                for id in &tombstones[start..] {
+                for (i, id) in tombstones[start..].iter().enumerate() {
                     if scan.fired() >= input.top {
                         // More on this page: stay on it.
+                        let left = tombstones.len() - start - i;
+                        scan.backlog = Some(
+                            u64::try_from(left).unwrap_or(u64::MAX)
+                                + u64::from(page.next_link.is_some()),
+                        );
                         break 'polls;
                     }
                     // A tombstone carries only the id.
@@ -227,6 +232,7 @@ pub(super) async fn scan(
                             break 'polls;
                         }
                     };
+                    // A tombstone says when nothing: a deletion has no time to measure lag by.
                     let fired = scan.fire(
                         event,
                         Fired {
@@ -234,6 +240,7 @@ pub(super) async fn scan(
                             row,
                             sort_keys: Vec::new(),
                         },
+                        None,
                     );
                     current.fired += 1;
                     current.phase = Phase::Tracking {
@@ -268,6 +275,7 @@ pub(super) async fn scan(
                             fired: None,
                             state: current.clone(),
                         });
+                        scan.backlog = Some(0);
                         break;
                     }
                     (None, None) => {
@@ -277,6 +285,15 @@ pub(super) async fn scan(
                 }
             }
         }
+    }
+    // Stopped by `$top` at the end of a page of a delta: its next page is known to be left. Out of
+    // time elsewhere (a baseline, the membership snapshot), nothing is known.
+    if scan.error.is_none()
+        && scan.backlog.is_none()
+        && scan.fired() >= input.top
+        && matches!(current.phase, Phase::Tracking { after: None, .. })
+    {
+        scan.backlog = Some(1);
     }
     Ok((TriggerState::Deleted(initial), scan, fresh))
 }

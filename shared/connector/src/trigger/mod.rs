@@ -45,6 +45,7 @@ use self::settle::{Scan, Step, settle};
 use crate::config::Config;
 use crate::cursor::{CursorError, CursorStore, Record};
 use crate::events::EventSink;
+use crate::metrics::{self, Metric};
 use crate::{ConfigError, Crm, CrmError, lambda};
 
 /// Time kept after publishing to save fingerprints and the cursor.
@@ -165,13 +166,31 @@ fn fetch_deadline(deadline: Deadline) -> Deadline {
     }
 }
 
-/// One poll of a trigger: see the module documentation.
+/// One poll of a trigger: see the module documentation. Every poll records `PollDuration`,
+/// `EventsFired` and `EventsFailed` for the invocation's metrics, whatever its outcome; `Lag` and
+/// `Backlog` when it got as far as publishing (`docs/metrics.md`).
 pub async fn poll(
     kind: Kind,
     deps: &TriggerDeps,
     event: LambdaEvent<Value>,
 ) -> Result<Output, CrmError> {
     let started = Instant::now();
+    metrics::set(Metric::EventsFired, 0);
+    metrics::set(Metric::EventsFailed, 0);
+    let result = poll_once(kind, deps, event, started).await;
+    metrics::set(
+        Metric::PollDuration,
+        u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+    );
+    result
+}
+
+async fn poll_once(
+    kind: Kind,
+    deps: &TriggerDeps,
+    event: LambdaEvent<Value>,
+    started: Instant,
+) -> Result<Output, CrmError> {
     let (payload, context) = event.into_parts();
     let input = TriggerInput::parse(kind, payload)?;
     if let Some(left) = lambda::time_left(&context)
@@ -332,6 +351,7 @@ impl Leased<'_> {
             .sink
             .publish(&scan.events, deadline.less(COMMIT_RESERVE))
             .await;
+        record_published(&scan, published.accepted);
         let settled = settle(initial, &scan, published.accepted, deps.overlap);
         let state = settled.state;
         store.put_fingerprints(key, &settled.fingerprints).await?;
@@ -381,6 +401,30 @@ impl Leased<'_> {
         };
         let output = Output { value };
         Ok((output, after_save))
+    }
+}
+
+/// The poll's metrics once its events went out: what was published and what was not, how old the
+/// oldest change published was by Dataverse's clock (when the scan read one), and what is left.
+fn record_published(scan: &Scan, accepted: usize) {
+    let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+    let unpublished = scan.fired().saturating_sub(accepted);
+    metrics::set(Metric::EventsFired, count(accepted));
+    metrics::set(Metric::EventsFailed, count(unpublished));
+    let oldest = scan.changed_at[..accepted.min(scan.changed_at.len())]
+        .iter()
+        .flatten()
+        .min();
+    if let (Some(oldest), Some(now)) = (oldest, scan.started) {
+        // A change time after Dataverse's own "now" can only come from a clock that moved back.
+        metrics::set(
+            Metric::Lag,
+            u64::try_from(now.saturating_sub(*oldest)).unwrap_or(0),
+        );
+    }
+    if let Some(left) = scan.backlog {
+        // Changes found but not published are found again by the next poll: left as well.
+        metrics::set(Metric::Backlog, left.saturating_add(count(unpublished)));
     }
 }
 

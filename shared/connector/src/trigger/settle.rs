@@ -44,16 +44,24 @@ pub(super) struct Scan {
     pub(super) started: Option<i64>,
     /// One event per change found, in order...
     pub(super) events: Vec<Event>,
-    /// ...and, at the same index, what the poll returns for it.
+    /// ...and, at the same index, what the poll returns for it...
     pub(super) fired: Vec<Fired>,
+    /// ...and when the change happened (Unix seconds, Dataverse's clock), if the change says.
+    pub(super) changed_at: Vec<Option<i64>>,
     pub(super) steps: Vec<Step>,
     pub(super) error: Option<CrmError>,
+    /// Changes the scan knows it left for the next poll, when `$top` or the time to fetch stopped
+    /// it: those it had received and would have fired, plus one for a next page it did not read
+    /// (Dataverse links one only when more rows match). `Some(0)` when it reached the end of what
+    /// has changed; `None` when it cannot say (an error stopped it first).
+    pub(super) backlog: Option<u64>,
 }
 
 impl Scan {
-    pub(super) fn fire(&mut self, event: Event, fired: Fired) -> usize {
+    pub(super) fn fire(&mut self, event: Event, fired: Fired, changed_at: Option<i64>) -> usize {
         self.events.push(event);
         self.fired.push(fired);
+        self.changed_at.push(changed_at);
         self.events.len() - 1
     }
 

@@ -38,6 +38,7 @@ pub use self::request::{Request, RequestError, Response};
 use crate::config::Config;
 use crate::events::EventSink;
 use crate::input::{Dataset, TableName};
+use crate::metrics::{self, Metric};
 use crate::trigger::{Change, Kind, change_id, event_for};
 use crate::{ConfigError, Crm, CrmError, lambda};
 
@@ -198,6 +199,8 @@ pub async fn serve() -> Result<(), lambda_runtime::Error> {
         }
         Err(e) => {
             tracing::error!(error = %e, "the webhook receiver is misconfigured");
+            metrics::set(Metric::EventsFailed, 1);
+            metrics::failed(CrmError::from(e.clone()).error_type());
             Ok(Response::json(
                 500,
                 &json!({"error": "the receiver is misconfigured; see its logs"}),
@@ -213,6 +216,8 @@ struct Refused {
     status: u16,
     /// Said to the caller and logged; never the key, never a value from the body.
     message: String,
+    /// For a failure on this side (5xx), the `Crm.*` type it counts under in the metrics.
+    error_type: Option<&'static str>,
 }
 
 impl Refused {
@@ -220,6 +225,7 @@ impl Refused {
         Self {
             status,
             message: message.into(),
+            error_type: (status >= 500).then_some("Crm.ServerError"),
         }
     }
 
@@ -230,7 +236,10 @@ impl Refused {
             "Crm.ServerError" | "Crm.Throttled" => 503,
             _ => 500,
         };
-        Self::new(status, error.message())
+        Self {
+            error_type: Some(error.error_type()),
+            ..Self::new(status, error.message())
+        }
     }
 
     /// A failure while checking the key: the caller is not yet known, so it learns only that the
@@ -238,12 +247,17 @@ impl Refused {
     fn unchecked(error: &CrmError) -> Self {
         let refused = Self::from_error(error);
         tracing::error!(status = refused.status, error = %refused.message, "the webhook key could not be read");
-        Self::new(refused.status, "the key could not be checked")
+        Self {
+            message: "the key could not be checked".into(),
+            ..refused
+        }
     }
 }
 
 /// Answers one delivery: a Function URL request (payload format 2.0).
 pub async fn receive(deps: &WebhookDeps, request: Value, deadline: Deadline) -> Response {
+    metrics::set(Metric::EventsFired, 0);
+    metrics::set(Metric::EventsFailed, 0);
     let request = match Request::parse(request) {
         Ok(request) => request,
         Err(problem) => {
@@ -261,9 +275,15 @@ pub async fn receive(deps: &WebhookDeps, request: Value, deadline: Deadline) -> 
     match deliver(deps, &request, deadline).instrument(span).await {
         Ok(handled) => {
             tracing::info!(request_id = %request_id, status = 200, event_id = %handled.event_id, published = handled.published, "delivery handled");
+            metrics::set(Metric::EventsFired, u64::from(handled.published));
             Response::json(200, &handled.answer())
         }
         Err(refused) => {
+            // A refusal (4xx) is no event; a failure (5xx) is one that Dataverse will send again.
+            if let Some(error_type) = refused.error_type {
+                metrics::set(Metric::EventsFailed, 1);
+                metrics::failed(error_type);
+            }
             if refused.status >= 500 {
                 tracing::error!(request_id = %request_id, status = refused.status, problem = %refused.message, "delivery failed; Dataverse will send it again");
             } else {
@@ -342,7 +362,10 @@ async fn deliver(
     let filter = filter
         .map(|text| Filter::parse(&text))
         .transpose()
-        .map_err(|e| Refused::new(500, format!("the endpoint's filter cannot be used: {e}")))?;
+        .map_err(|e| Refused {
+            error_type: Some("Crm.Configuration"),
+            ..Refused::new(500, format!("the endpoint's filter cannot be used: {e}"))
+        })?;
     let body = request
         .body()
         .map_err(|problem| Refused::new(400, problem.to_string()))?;
@@ -458,11 +481,15 @@ async fn deliver(
             matched,
         });
     }
-    let reason = published.error.map_or_else(
-        || "the event was not accepted".to_owned(),
-        |e| CrmError::from(e).message(),
-    );
-    Err(Refused::new(503, reason))
+    let refused = Refused::new(503, "the event was not accepted");
+    Err(match published.error.map(CrmError::from) {
+        Some(error) => Refused {
+            message: error.message(),
+            error_type: Some(error.error_type()),
+            ..refused
+        },
+        None => refused,
+    })
 }
 
 /// The change a context stands for, without its record.

@@ -29,7 +29,8 @@ pub use self::fetch::FetchXmlError;
 pub use self::operation::{Operation, OperationKind, OperationNameError};
 pub use self::pager::Pager;
 pub use self::relate::Navigation;
-use self::send::{Answer, Call};
+use self::send::{Answer, Call, Gate};
+pub use self::send::{Counters, Usage};
 use crate::auth::{Credentials, TokenSource, secure_url};
 use crate::key::RowRef;
 use crate::name::{MAX_TABLE_NAME, TableName};
@@ -161,6 +162,8 @@ impl ClientBuilder {
                 policy: self.policy,
                 tables: self.tables.unwrap_or_default(),
                 navigations: Mutex::default(),
+                counters: Arc::default(),
+                gate: Gate::default(),
             }),
         })
     }
@@ -185,6 +188,9 @@ struct Inner {
     tables: TableCache,
     /// Each table's navigation properties, by logical name, as its relationship definitions say.
     navigations: Mutex<HashMap<String, Arc<Vec<Navigation>>>>,
+    counters: Arc<Counters>,
+    /// Closed by a 429's `Retry-After`, for every request of this client (see [`send`]).
+    gate: Gate,
 }
 
 impl Client {
@@ -194,6 +200,17 @@ impl Client {
             policy: RetryPolicy::default(),
             tables: None,
         }
+    }
+
+    /// What this client (and its clones) has sent so far.
+    pub fn usage(&self) -> Usage {
+        self.inner.counters.usage()
+    }
+
+    /// This client's counters, to read after the client itself is gone (replaced by one with
+    /// rotated credentials, say).
+    pub fn counters(&self) -> Arc<Counters> {
+        self.inner.counters.clone()
     }
 
     /// Refuses, before anything is sent (the table lookup included), a query whose URL would be too

@@ -2,8 +2,21 @@
 //! and reports what happened, and [`Attempts::after`] decides, from that alone, what to do next. The
 //! decision is pure, so the rules (one token refresh, retries only where repeating is safe, nothing
 //! past the deadline) are tested without a network.
+//!
+//! Two things outlive a single request, shared by a client and its clones:
+//!
+//! - [`Counters`]: what went on the wire, for whoever reports on it (a snapshot is three atomic loads);
+//! - the throttle gate: after a 429 with `Retry-After`, no request from this client is sent before
+//!   the time the server named. Lambda keeps a warm process for the next invocation, and Dataverse
+//!   counts every request it refuses against the same limits, so a second invocation should not knock
+//!   before it was told it may. A request whose deadline cannot wait that long fails at once with the
+//!   429, as the loop does when a `Retry-After` does not fit ([`admit`] decides, purely).
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use bytes::Bytes;
 use reqwest::header::HeaderMap;
@@ -31,6 +44,132 @@ pub(super) struct Answer {
     pub(super) status: u16,
     pub(super) headers: HeaderMap,
     pub(super) body: Bytes,
+}
+
+/// Requests a client has made, counted as they go; shared by the client's clones.
+#[derive(Debug, Default)]
+pub struct Counters {
+    requests: AtomicU64,
+    throttles: AtomicU64,
+    retries: AtomicU64,
+}
+
+/// A snapshot of [`Counters`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Attempts that went on the wire: every retry counts, a connection never made does not.
+    pub requests: u64,
+    /// Answers with status 429.
+    pub throttles: u64,
+    /// Attempts after a request's first that went on the wire (a retry after a 429, a gateway error
+    /// or a lost answer, or the resend after a token refresh).
+    pub retries: u64,
+}
+
+impl Counters {
+    pub fn usage(&self) -> Usage {
+        Usage {
+            requests: self.requests.load(Ordering::Relaxed),
+            throttles: self.throttles.load(Ordering::Relaxed),
+            retries: self.retries.load(Ordering::Relaxed),
+        }
+    }
+
+    fn sent(&self, retry: bool) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        if retry {
+            self.retries.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Usage {
+    /// What was counted after `earlier` was taken (from the same counters).
+    #[must_use]
+    pub fn since(self, earlier: Usage) -> Usage {
+        Usage {
+            requests: self.requests.saturating_sub(earlier.requests),
+            throttles: self.throttles.saturating_sub(earlier.throttles),
+            retries: self.retries.saturating_sub(earlier.retries),
+        }
+    }
+}
+
+impl std::ops::Add for Usage {
+    type Output = Usage;
+
+    fn add(self, other: Usage) -> Usage {
+        Usage {
+            requests: self.requests.saturating_add(other.requests),
+            throttles: self.throttles.saturating_add(other.throttles),
+            retries: self.retries.saturating_add(other.retries),
+        }
+    }
+}
+
+/// The throttle gate: when the last `Retry-After` ends, and the answer that set it, which is what a
+/// request that cannot wait fails with.
+#[derive(Debug, Default)]
+pub(super) struct Gate(Mutex<Option<Throttle>>);
+
+#[derive(Debug, Clone)]
+struct Throttle {
+    until: Instant,
+    code: Option<String>,
+    message: String,
+}
+
+impl Gate {
+    /// Keeps the later of the current end and `now + wait`.
+    fn close(&self, wait: Duration, code: Option<&str>, message: &str) {
+        let until = Instant::now() + wait;
+        let mut gate = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if gate.as_ref().is_none_or(|t| t.until < until) {
+            *gate = Some(Throttle {
+                until,
+                code: code.map(str::to_owned),
+                message: message.to_owned(),
+            });
+        }
+    }
+
+    /// How long is left to wait, and the 429 to fail with if the caller cannot; `None` once open.
+    fn pending(&self) -> Option<(Duration, Error)> {
+        let gate = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let throttle = gate.as_ref()?;
+        let left = throttle.until.saturating_duration_since(Instant::now());
+        (!left.is_zero()).then(|| {
+            (
+                left,
+                Error::Api {
+                    status: 429,
+                    code: throttle.code.clone(),
+                    message: throttle.message.clone(),
+                    retry_after: Some(left),
+                },
+            )
+        })
+    }
+}
+
+/// What a request does about a throttle announced earlier, `left` still to run.
+#[derive(Debug, PartialEq, Eq)]
+enum Admit {
+    Go,
+    Wait(Duration),
+    /// The deadline does not leave an attempt after the wait: fail with the 429.
+    Refuse,
+}
+
+/// The gate's rule, the same as the loop's for its own 429s: wait only if an attempt still fits
+/// after the wait.
+fn admit(left: Option<Duration>, deadline: Deadline) -> Admit {
+    match left {
+        None => Admit::Go,
+        Some(wait) if wait.is_zero() => Admit::Go,
+        Some(wait) if deadline.allows_retry_after(wait) => Admit::Wait(wait),
+        Some(_) => Admit::Refuse,
+    }
 }
 
 /// What the loop does after a failed attempt.
@@ -122,14 +261,27 @@ impl Client {
         let mut attempts = Attempts::default();
         loop {
             attempts.made += 1;
+            self.wait_for_gate(&call, deadline).await?;
             let (token, issued_now) = inner
                 .tokens
                 .token(&inner.http, &inner.policy, deadline)
                 .await?;
-            let error = match self.attempt(&call, &token, deadline).await {
+            let error = match self
+                .attempt(&call, &token, deadline, attempts.made > 1)
+                .await
+            {
                 Ok(answer) => return Ok(answer),
                 Err(error) => error,
             };
+            if let Error::Api {
+                status: 429,
+                retry_after: Some(wait),
+                code,
+                message,
+            } = &error
+            {
+                inner.gate.close(*wait, code.as_deref(), message);
+            }
             let method = call.method.as_str();
             match attempts.after(
                 &error,
@@ -170,12 +322,43 @@ impl Client {
         }
     }
 
-    /// One attempt: a 2xx answer, or the error it amounts to.
+    /// Waits until the throttle gate opens, or fails with the 429 that closed it when `deadline`
+    /// does not allow the wait. Checked again after each wait: another request may have been told
+    /// to wait longer meanwhile.
+    async fn wait_for_gate(&self, call: &Call<'_>, deadline: Deadline) -> Result<(), Error> {
+        loop {
+            let pending = self.inner.gate.pending();
+            let left = pending.as_ref().map(|(left, _)| *left);
+            match (admit(left, deadline), pending) {
+                (Admit::Wait(wait), _) => {
+                    tracing::info!(
+                        method = call.method.as_str(),
+                        delay_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+                        "Dataverse asked this client to wait (Retry-After); waiting before sending"
+                    );
+                    tokio::time::sleep(wait).await;
+                }
+                (Admit::Refuse, Some((wait, throttled))) => {
+                    tracing::warn!(
+                        method = call.method.as_str(),
+                        delay_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+                        "Dataverse asked this client to wait (Retry-After) longer than the deadline allows; not sent"
+                    );
+                    return Err(throttled);
+                }
+                _ => return Ok(()),
+            }
+        }
+    }
+
+    /// One attempt: a 2xx answer, or the error it amounts to. `retry` says whether it is not the
+    /// request's first, for the counters.
     async fn attempt(
         &self,
         call: &Call<'_>,
         token: &SecretString,
         deadline: Deadline,
+        retry: bool,
     ) -> Result<Answer, Error> {
         let inner = &self.inner;
         let method = call.method.as_str();
@@ -204,7 +387,13 @@ impl Client {
         if let Some(body) = &call.body {
             request = request.body(body.clone());
         }
-        let response = match request.send().await {
+        let sent = request.send().await;
+        // A connection that was never made put nothing on the wire; anything else did, even if
+        // no answer came back.
+        if !sent.as_ref().is_err_and(reqwest::Error::is_connect) {
+            inner.counters.sent(retry);
+        }
+        let response = match sent {
             Ok(response) => response,
             // A timeout that the deadline imposed is the deadline's doing, not the network's. A
             // connect timeout is not: nothing was sent, and that is worth knowing.
@@ -219,6 +408,9 @@ impl Client {
             Err(e) => return Err(transport::error(method, path, e)),
         };
         let status = response.status().as_u16();
+        if status == 429 {
+            inner.counters.throttles.fetch_add(1, Ordering::Relaxed);
+        }
         let headers = response.headers().clone();
         let body = response
             .bytes()
@@ -300,6 +492,69 @@ mod tests {
             retried.after(&api(404), &call, false, &policy, Deadline::none(), 0.5),
             Next::AlreadyDone
         );
+    }
+
+    #[test]
+    fn the_gate_waits_only_when_an_attempt_fits_after_the_wait() {
+        let soon = Deadline::after(Duration::from_secs(10));
+        assert_eq!(admit(None, soon), Admit::Go);
+        assert_eq!(admit(Some(Duration::ZERO), soon), Admit::Go);
+        assert_eq!(
+            admit(Some(Duration::from_secs(5)), soon),
+            Admit::Wait(Duration::from_secs(5))
+        );
+        assert_eq!(admit(Some(Duration::from_secs(300)), soon), Admit::Refuse);
+        // Waiting to the last moment would leave no time for the request itself.
+        assert_eq!(
+            admit(Some(Duration::from_millis(9_500)), soon),
+            Admit::Refuse
+        );
+        assert_eq!(
+            admit(Some(Duration::from_secs(300)), Deadline::none()),
+            Admit::Wait(Duration::from_secs(300))
+        );
+    }
+
+    #[test]
+    fn the_gate_keeps_the_latest_end_and_the_answer_that_set_it() {
+        let gate = Gate::default();
+        assert!(gate.pending().is_none());
+        gate.close(Duration::from_secs(60), Some("0x80072322"), "too many");
+        gate.close(Duration::from_secs(5), Some("0x80072321"), "too long");
+        let (left, error) = gate.pending().unwrap();
+        assert!(
+            left > Duration::from_secs(50),
+            "a shorter wait does not shorten it: {left:?}"
+        );
+        assert_eq!(error.status(), Some(429));
+        assert_eq!(error.code(), Some("0x80072322"));
+        assert!(matches!(error, Error::Api { retry_after: Some(after), .. } if after == left));
+        let open = Gate::default();
+        open.close(Duration::ZERO, None, "");
+        assert!(
+            open.pending().is_none(),
+            "a wait that is over leaves the gate open"
+        );
+    }
+
+    #[test]
+    fn usage_is_counted_per_attempt_and_read_as_differences() {
+        let counters = Counters::default();
+        let before = counters.usage();
+        counters.sent(false);
+        counters.sent(true);
+        counters.throttles.fetch_add(1, Ordering::Relaxed);
+        let delta = counters.usage().since(before);
+        assert_eq!(
+            delta,
+            Usage {
+                requests: 2,
+                throttles: 1,
+                retries: 1
+            }
+        );
+        assert_eq!((delta + delta).requests, 4);
+        assert_eq!(before.since(delta), Usage::default(), "never below zero");
     }
 
     #[test]
