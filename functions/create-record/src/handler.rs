@@ -1,8 +1,11 @@
+use connector::idempotency::{Attempt, IdempotencyKey, Writer};
 use connector::input::{self, Dataset, TableName};
-use connector::{Crm, CrmError, lambda};
-use dataverse::Query;
+use connector::{CrmError, excerpt};
+use dataverse::{Client, Query, Table};
+use futures_util::TryStreamExt;
 use lambda_runtime::LambdaEvent;
 use serde::Deserialize;
+use serde::de::{self, Deserializer};
 use serde_json::{Map, Value};
 
 #[derive(Debug, Deserialize)]
@@ -14,33 +17,138 @@ pub(crate) struct Input {
     item: Map<String, Value>,
     #[serde(rename = "$select", default, deserialize_with = "input::expression")]
     select: Option<String>,
+    /// A text column of the table that receives the idempotency key, so that a run taking over
+    /// from one that crashed can find the row that one created.
+    #[serde(default, deserialize_with = "column")]
+    idempotency_column: Option<String>,
 }
 
-pub(crate) async fn handle(
-    crm: &Crm,
-    event: LambdaEvent<Value>,
-) -> Result<Map<String, Value>, CrmError> {
+/// The longest column name taken: Dataverse's logical names are far shorter.
+const MAX_COLUMN_NAME: usize = 128;
+
+fn column<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
+    let name = String::deserialize(deserializer)?;
+    if name.len() <= MAX_COLUMN_NAME && dataverse::is_schema_name(&name) {
+        Ok(Some(name))
+    } else {
+        Err(de::Error::custom(format!(
+            "'{}' is not a column's logical name (letters, digits and '_', such as new_idempotencykey)",
+            excerpt(&name)
+        )))
+    }
+}
+
+/// Where the key goes in the row: the column, and the key.
+type Marker = (String, IdempotencyKey);
+
+/// Checks `idempotency_column` against the key and the item, and writes the key into the item.
+fn mark(input: &mut Input, key: Option<&IdempotencyKey>) -> Result<Option<Marker>, CrmError> {
+    let Some(column) = input.idempotency_column.take() else {
+        return Ok(None);
+    };
+    let Some(key) = key else {
+        return Err(CrmError::invalid(
+            "idempotency_column",
+            "has no key to write: give idempotency_key (or invoke from an EventBridge rule) with CRM_IDEMPOTENCY set",
+        ));
+    };
+    match input.item.get(&column) {
+        None => {}
+        Some(Value::String(value)) if value == key.as_str() => {}
+        Some(_) => {
+            return Err(CrmError::invalid(
+                "idempotency_column",
+                format!(
+                    "'{column}' is set by item too: leave it out of item, the key is written there"
+                ),
+            ));
+        }
+    }
+    input
+        .item
+        .insert(column.clone(), Value::String(key.as_str().to_owned()));
+    Ok(Some((column, key.clone())))
+}
+
+/// The row an earlier run created with this key in the marker column, if there is one.
+async fn created_earlier(
+    client: &Client,
+    table: &Table,
+    (column, key): &Marker,
+    query: &Query,
+    attempt: &Attempt,
+) -> Result<Option<Map<String, Value>>, dataverse::Error> {
+    let lookup = Query {
+        filter: Some(format!(
+            "{column} eq '{}'",
+            key.as_str().replace('\'', "''")
+        )),
+        select: query.select.clone(),
+        ..Query::default()
+    };
+    let rows: Vec<_> = client
+        .rows(table, &lookup, 0, Some(2), attempt.deadline)
+        .try_collect()
+        .await?;
+    let Some(first) = rows.first() else {
+        return Ok(None);
+    };
+    if rows.len() > 1 {
+        tracing::warn!(
+            column,
+            "more than one row carries this idempotency key; answering with the first"
+        );
+    }
+    serde_json::from_str(first.get())
+        .map(Some)
+        .map_err(|source| dataverse::Error::Decode {
+            path: table.entity_set_name.clone(),
+            json_path: "value[0]".into(),
+            source,
+        })
+}
+
+pub(crate) async fn handle(writer: &Writer, event: LambdaEvent<Value>) -> Result<Value, CrmError> {
     let (payload, context) = event.into_parts();
+    let (payload, once) = writer.idempotency.split(payload)?;
     let mut input: Input = input::parse(payload)?;
-    let deadline = lambda::deadline(&context);
+    let marker = mark(&mut input, once.key())?;
     let query = Query {
         select: input.select.take(),
         ..Query::default()
     };
-    let (row, primary_id) = crm
-        .call(&input.dataset, async |client| {
-            client.fits(&query, 0)?;
-            let table = client.table(&input.table, deadline).await?;
-            let row = client.create(&table, &input.item, &query, deadline).await?;
-            Ok((row, table.primary_id_attribute.clone()))
-        })
-        .await?;
-    let id = row
-        .get(&primary_id)
-        .and_then(Value::as_str)
-        .unwrap_or_default();
-    tracing::info!(dataset = %input.dataset, table = %input.table, id, "created a record");
-    Ok(row)
+    once.run(&context, async |attempt: Attempt| {
+        let (row, primary_id, found) = writer
+            .crm
+            .call(&input.dataset, async |client| {
+                client.fits(&query, 0)?;
+                let table = client.table(&input.table, attempt.deadline).await?;
+                let primary_id = table.primary_id_attribute.clone();
+                // Only a takeover looks: a run that crashed after creating left no answer behind.
+                if let (true, Some(marker)) = (attempt.takeover, &marker)
+                    && let Some(row) =
+                        created_earlier(&client, &table, marker, &query, &attempt).await?
+                {
+                    return Ok((row, primary_id, true));
+                }
+                let row = client
+                    .create(&table, &input.item, &query, attempt.deadline)
+                    .await?;
+                Ok((row, primary_id, false))
+            })
+            .await?;
+        let id = row
+            .get(&primary_id)
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        if found {
+            tracing::info!(dataset = %input.dataset, table = %input.table, id, "found the record an earlier run created");
+        } else {
+            tracing::info!(dataset = %input.dataset, table = %input.table, id, "created a record");
+        }
+        Ok(row)
+    })
+    .await
 }
 
 #[cfg(test)]
@@ -48,9 +156,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_sample_event_is_a_valid_input() {
-        let event: Value = serde_json::from_str(include_str!("../events/create.json")).unwrap();
-        input::parse::<Input>(event).unwrap();
+    fn the_sample_events_are_valid_inputs() {
+        for sample in [
+            include_str!("../events/create.json"),
+            include_str!("../events/create-once.json"),
+        ] {
+            let mut event: Value = serde_json::from_str(sample).unwrap();
+            if let Some(fields) = event.as_object_mut() {
+                fields.remove("idempotency_key");
+            }
+            input::parse::<Input>(event).unwrap();
+        }
     }
 
     #[test]
@@ -67,5 +183,54 @@ mod tests {
                 other => panic!("{other:?}"),
             }
         }
+    }
+
+    fn marked(payload: Value, key: Option<&str>) -> Result<(Input, Option<Marker>), CrmError> {
+        let mut input: Input = input::parse(payload)?;
+        let key: Option<IdempotencyKey> = key.map(|k| k.parse().unwrap());
+        let marker = mark(&mut input, key.as_ref())?;
+        Ok((input, marker))
+    }
+
+    fn field(result: Result<(Input, Option<Marker>), CrmError>) -> String {
+        match result {
+            Err(CrmError::InvalidInput { field, .. }) => field,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_idempotency_column_is_a_column_that_receives_the_key() {
+        let base = |item: Value, column: &str| serde_json::json!({"dataset": "contoso", "table": "accounts", "item": item, "idempotency_column": column});
+        for bad in ["", "new key", "new_key)", "1st"] {
+            assert_eq!(
+                field(marked(
+                    base(serde_json::json!({"name": "x"}), bad),
+                    Some("k")
+                )),
+                "idempotency_column",
+                "{bad}"
+            );
+        }
+        let named = base(serde_json::json!({"name": "x"}), "description");
+        assert_eq!(field(marked(named.clone(), None)), "idempotency_column");
+        let (input, marker) = marked(named, Some("k-1")).unwrap();
+        assert_eq!(input.item["description"], "k-1");
+        assert_eq!(marker.unwrap().0, "description");
+        let clash = base(
+            serde_json::json!({"name": "x", "description": "other"}),
+            "description",
+        );
+        assert_eq!(field(marked(clash, Some("k-1"))), "idempotency_column");
+        let same = base(
+            serde_json::json!({"name": "x", "description": "k-1"}),
+            "description",
+        );
+        assert!(marked(same, Some("k-1")).is_ok());
+        let none =
+            serde_json::json!({"dataset": "contoso", "table": "accounts", "item": {"name": "x"}});
+        let (input, marker) = marked(none, Some("k-1")).unwrap();
+        assert!(marker.is_none());
+        assert_eq!(input.item.len(), 1);
     }
 }

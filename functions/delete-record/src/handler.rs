@@ -1,5 +1,6 @@
+use connector::CrmError;
+use connector::idempotency::{Attempt, Writer};
 use connector::input::{self, Dataset, Etag, Key, RecordId, TableName};
-use connector::{Crm, CrmError, lambda};
 use lambda_runtime::LambdaEvent;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -29,27 +30,45 @@ pub(crate) struct Output {
     deleted: bool,
 }
 
-pub(crate) async fn handle(crm: &Crm, event: LambdaEvent<Value>) -> Result<Output, CrmError> {
+/// Without an etag the delete is repeated safely: a row already gone is what was asked for. A
+/// takeover from a run that ended unrecorded treats a missing row the same way, since that run may
+/// have deleted it.
+pub(crate) async fn handle(writer: &Writer, event: LambdaEvent<Value>) -> Result<Value, CrmError> {
     let (payload, context) = event.into_parts();
+    let (payload, once) = writer.idempotency.split(payload)?;
     let mut input: Input = input::parse(payload)?;
-    let deadline = lambda::deadline(&context);
     let row = input::row(input.id.take(), input.key.take())?;
     let etag = input.etag.as_ref().map(Etag::as_str);
-    crm.call(&input.dataset, async |client| {
-        let table = client.table(&input.table, deadline).await?;
-        client.delete(&table, row.clone(), etag, deadline).await
+    once.run(&context, async |attempt: Attempt| {
+        let deleted = writer
+            .crm
+            .call(&input.dataset, async |client| {
+                let table = client.table(&input.table, attempt.deadline).await?;
+                client
+                    .delete(&table, row.clone(), etag, attempt.deadline)
+                    .await
+            })
+            .await;
+        match deleted {
+            Ok(()) => {
+                tracing::info!(dataset = %input.dataset, table = %input.table, row = %row, "deleted a record");
+            }
+            Err(CrmError::Dataverse(e)) if attempt.takeover && e.status() == Some(404) => {
+                tracing::info!(dataset = %input.dataset, table = %input.table, row = %row, "the record is gone; the run this one took over from may have deleted it");
+            }
+            Err(e) => return Err(e),
+        }
+        let (id, key) = match &row {
+            dataverse::RowRef::Id(id) => (Some(id.to_string()), None),
+            dataverse::RowRef::Key(key) => (None, Some(key.to_json())),
+        };
+        Ok(Output {
+            id,
+            key,
+            deleted: true,
+        })
     })
-    .await?;
-    tracing::info!(dataset = %input.dataset, table = %input.table, row = %row, "deleted a record");
-    let (id, key) = match &row {
-        dataverse::RowRef::Id(id) => (Some(id.to_string()), None),
-        dataverse::RowRef::Key(key) => (None, Some(key.to_json())),
-    };
-    Ok(Output {
-        id,
-        key,
-        deleted: true,
-    })
+    .await
 }
 
 #[cfg(test)]

@@ -1,8 +1,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use connector::idempotency::{Attempt, Writer};
 use connector::input::{self, Dataset, Etag, Key, RecordId, TableName};
-use connector::{Crm, CrmError, lambda};
+use connector::{Crm, CrmError};
 use dataverse::{MAX_CHANGESET, Table, Write, WriteKind, WriteTarget};
 use lambda_runtime::LambdaEvent;
 use serde::{Deserialize, Serialize};
@@ -131,11 +132,25 @@ fn targets(operations: &mut [Operation]) -> Result<Vec<Option<WriteTarget>>, Crm
     Ok(targets)
 }
 
-pub(crate) async fn handle(crm: &Crm, event: LambdaEvent<Value>) -> Result<Output, CrmError> {
+pub(crate) async fn handle(writer: &Writer, event: LambdaEvent<Value>) -> Result<Value, CrmError> {
     let (payload, context) = event.into_parts();
+    let (payload, once) = writer.idempotency.split(payload)?;
     let mut input: Input = input::parse(payload)?;
-    let deadline = lambda::deadline(&context);
     let targets = targets(&mut input.operations)?;
+    once.run(&context, async |attempt: Attempt| {
+        changeset(&writer.crm, &input, &targets, attempt).await
+    })
+    .await
+}
+
+/// Sends the operations as one changeset.
+async fn changeset(
+    crm: &Crm,
+    input: &Input,
+    targets: &[Option<WriteTarget>],
+    attempt: Attempt,
+) -> Result<Output, CrmError> {
+    let deadline = attempt.deadline;
     let written = crm
         .call(&input.dataset, async |client| {
             let mut tables: HashMap<&str, Arc<Table>> = HashMap::new();
@@ -148,7 +163,7 @@ pub(crate) async fn handle(crm: &Crm, event: LambdaEvent<Value>) -> Result<Outpu
             let writes: Vec<Write<'_>> = input
                 .operations
                 .iter()
-                .zip(&targets)
+                .zip(targets)
                 .map(|(operation, target)| Write {
                     kind: match operation.op {
                         Op::Create => WriteKind::Create,

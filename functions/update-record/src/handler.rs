@@ -1,5 +1,6 @@
+use connector::CrmError;
+use connector::idempotency::{Attempt, Writer};
 use connector::input::{self, Dataset, Etag, Key, RecordId, TableName};
-use connector::{Crm, CrmError, lambda};
 use dataverse::Query;
 use lambda_runtime::LambdaEvent;
 use serde::Deserialize;
@@ -24,33 +25,34 @@ pub(crate) struct Input {
 }
 
 /// Sends `If-Match` (the etag, or `*`), so a missing row is `Crm.NotFound` and never a new one.
-pub(crate) async fn handle(
-    crm: &Crm,
-    event: LambdaEvent<Value>,
-) -> Result<Map<String, Value>, CrmError> {
+pub(crate) async fn handle(writer: &Writer, event: LambdaEvent<Value>) -> Result<Value, CrmError> {
     let (payload, context) = event.into_parts();
+    let (payload, once) = writer.idempotency.split(payload)?;
     let mut input: Input = input::parse(payload)?;
-    let deadline = lambda::deadline(&context);
     let target = input::row(input.id.take(), input.key.take())?;
     let etag = input.etag.as_ref().map(Etag::as_str);
     let query = Query {
         select: input.select.take(),
         ..Query::default()
     };
-    let row = crm
-        .call(&input.dataset, async |client| {
-            client.fits(&query, 0)?;
-            let table = client.table(&input.table, deadline).await?;
-            client
-                .update(&table, target.clone(), &input.item)
-                .etag(etag)
-                .query(&query)
-                .send(deadline)
-                .await
-        })
-        .await?;
-    tracing::info!(dataset = %input.dataset, table = %input.table, row = %target, columns = input.item.len(), "updated a record");
-    Ok(row)
+    once.run(&context, async |attempt: Attempt| {
+        let row: Map<String, Value> = writer
+            .crm
+            .call(&input.dataset, async |client| {
+                client.fits(&query, 0)?;
+                let table = client.table(&input.table, attempt.deadline).await?;
+                client
+                    .update(&table, target.clone(), &input.item)
+                    .etag(etag)
+                    .query(&query)
+                    .send(attempt.deadline)
+                    .await
+            })
+            .await?;
+        tracing::info!(dataset = %input.dataset, table = %input.table, row = %target, columns = input.item.len(), "updated a record");
+        Ok(row)
+    })
+    .await
 }
 
 #[cfg(test)]

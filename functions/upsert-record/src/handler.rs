@@ -1,5 +1,6 @@
+use connector::CrmError;
+use connector::idempotency::{Attempt, Writer};
 use connector::input::{self, Dataset, Etag, Key, RecordId, TableName};
-use connector::{Crm, CrmError, lambda};
 use dataverse::Query;
 use lambda_runtime::LambdaEvent;
 use serde::{Deserialize, Serialize};
@@ -37,33 +38,37 @@ pub(crate) struct Output {
 
 /// Sends `PATCH` without `If-Match` (with the etag when given), so Dataverse updates the row if it
 /// exists and creates it otherwise, in one atomic request.
-pub(crate) async fn handle(crm: &Crm, event: LambdaEvent<Value>) -> Result<Output, CrmError> {
+pub(crate) async fn handle(writer: &Writer, event: LambdaEvent<Value>) -> Result<Value, CrmError> {
     let (payload, context) = event.into_parts();
+    let (payload, once) = writer.idempotency.split(payload)?;
     let mut input: Input = input::parse(payload)?;
-    let deadline = lambda::deadline(&context);
     let target = input::row(input.id.take(), input.key.take())?;
     let etag = input.etag.as_ref().map(Etag::as_str);
     let query = Query {
         select: input.select.take(),
         ..Query::default()
     };
-    let upserted = crm
-        .call(&input.dataset, async |client| {
-            client.fits(&query, 0)?;
-            let table = client.table(&input.table, deadline).await?;
-            client
-                .upsert(&table, target.clone(), &input.item)
-                .etag(etag)
-                .query(&query)
-                .send(deadline)
-                .await
+    once.run(&context, async |attempt: Attempt| {
+        let upserted = writer
+            .crm
+            .call(&input.dataset, async |client| {
+                client.fits(&query, 0)?;
+                let table = client.table(&input.table, attempt.deadline).await?;
+                client
+                    .upsert(&table, target.clone(), &input.item)
+                    .etag(etag)
+                    .query(&query)
+                    .send(attempt.deadline)
+                    .await
+            })
+            .await?;
+        tracing::info!(dataset = %input.dataset, table = %input.table, row = %target, created = ?upserted.created, columns = input.item.len(), "upserted a record");
+        Ok(Output {
+            created: upserted.created,
+            row: upserted.row,
         })
-        .await?;
-    tracing::info!(dataset = %input.dataset, table = %input.table, row = %target, created = ?upserted.created, columns = input.item.len(), "upserted a record");
-    Ok(Output {
-        created: upserted.created,
-        row: upserted.row,
     })
+    .await
 }
 
 #[cfg(test)]

@@ -1,15 +1,17 @@
 //! `upsert-record`: updates a row, by id or alternate key, or creates it when there is none, and says
 //! which it did.
 //!
-//! Wiring only: logging, configuration, the Dataverse clients, and the handler in `handler.rs`.
+//! Wiring only: logging, configuration, the Dataverse clients, the idempotency store, and the
+//! handler in `handler.rs`.
 
 mod handler;
 
-use connector::{Crm, lambda};
+use connector::idempotency::Writer;
+use connector::lambda;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
     lambda::init_logging();
-    let crm = Crm::from_env().await;
-    lambda::serve(&crm, handler::handle).await
+    let writer = Writer::from_env(env!("CARGO_BIN_NAME")).await;
+    lambda::serve(&writer, handler::handle).await
 }

@@ -8,6 +8,8 @@
 //! | `CRM_EVENT_SOURCE` | EventBridge `Source` | `dynamics.crm` |
 //! | `CRM_TRIGGER_OVERLAP_SECS` | how long after its time a late commit still fires (triggers) | `60` |
 //! | `CRM_EVENTS_CONCURRENCY` | 1 to 64 `PutEvents` calls in flight at once (triggers, `eventbridge:`) | `32` |
+//! | `CRM_IDEMPOTENCY` | `dynamodb:<table>` or `file:<directory>` (the writers' idempotency records) | none: no idempotency |
+//! | `CRM_IDEMPOTENCY_TTL_SECS` | how long a completed write is remembered, 60 to 31,536,000 | `86400` |
 //!
 //! AWS endpoints are not configured here: the SDK reads `AWS_ENDPOINT_URL*` itself.
 
@@ -28,6 +30,22 @@ pub enum StateConfig {
     DynamoDb { table: String },
     Directory(PathBuf),
 }
+
+/// Where the writers keep their idempotency records (`CRM_IDEMPOTENCY`): the same two kinds of store
+/// as the cursors, in a table or directory of their own.
+pub type IdempotencyConfig = StateConfig;
+
+/// How long a completed write is remembered when `CRM_IDEMPOTENCY_TTL_SECS` is unset. A repeat comes
+/// from a retry, and the longest retrier in front of these functions is EventBridge, which by
+/// default delivers a failed event again for up to 24 hours (Lambda's own asynchronous retries stop
+/// at 6). An hour would let a late redelivery write a second time; a record costs about a kilobyte
+/// a day.
+pub const DEFAULT_IDEMPOTENCY_TTL: Duration = Duration::from_secs(24 * 3600);
+/// The shortest `CRM_IDEMPOTENCY_TTL_SECS`: shorter than a retry's backoff, a record would guard
+/// nothing.
+pub const MIN_IDEMPOTENCY_TTL_SECS: u64 = 60;
+/// The longest `CRM_IDEMPOTENCY_TTL_SECS`: a year, beyond any retry policy.
+pub const MAX_IDEMPOTENCY_TTL_SECS: u64 = 365 * 24 * 3600;
 
 /// `PutEvents` calls a poll keeps in flight when `CRM_EVENTS_CONCURRENCY` is unset. One call takes
 /// tens of milliseconds, nearly all of it waiting on the network: one at a time, a poll publishes a
@@ -63,6 +81,10 @@ pub struct Config {
     pub event_source: String,
     /// How far back each trigger poll re-reads, to catch transactions that committed late.
     pub trigger_overlap: Duration,
+    /// The writers' idempotency store; `None` leaves writes unguarded.
+    pub idempotency: Option<IdempotencyConfig>,
+    /// How long a completed write's record is kept.
+    pub idempotency_ttl: Duration,
 }
 
 impl Config {
@@ -95,7 +117,7 @@ impl Config {
                 }
             },
         };
-        let state = match get("CRM_STATE") {
+        let mut store = |name: &str| match get(name) {
             None => None,
             Some(v) => match split(&v) {
                 Some(("dynamodb", table)) if valid_table_name(table) => {
@@ -105,11 +127,13 @@ impl Config {
                 }
                 Some(("file", dir)) if !dir.is_empty() => Some(StateConfig::Directory(dir.into())),
                 _ => {
-                    bad("CRM_STATE", &v, "dynamodb:<table> or file:<directory>");
+                    bad(name, &v, "dynamodb:<table> or file:<directory>");
                     None
                 }
             },
         };
+        let state = store("CRM_STATE");
+        let idempotency = store("CRM_IDEMPOTENCY");
         // Read whatever the sink, so that a bad value is reported before it would matter.
         let concurrency = match get("CRM_EVENTS_CONCURRENCY") {
             None => DEFAULT_EVENTS_CONCURRENCY,
@@ -166,6 +190,26 @@ impl Config {
                 }
             },
         };
+        let idempotency_ttl = match get("CRM_IDEMPOTENCY_TTL_SECS") {
+            None => DEFAULT_IDEMPOTENCY_TTL,
+            Some(v) => match v.trim().parse::<u64>() {
+                Ok(secs)
+                    if (MIN_IDEMPOTENCY_TTL_SECS..=MAX_IDEMPOTENCY_TTL_SECS).contains(&secs) =>
+                {
+                    Duration::from_secs(secs)
+                }
+                _ => {
+                    bad(
+                        "CRM_IDEMPOTENCY_TTL_SECS",
+                        &v,
+                        &format!(
+                            "a number of seconds from {MIN_IDEMPOTENCY_TTL_SECS} to {MAX_IDEMPOTENCY_TTL_SECS}"
+                        ),
+                    );
+                    DEFAULT_IDEMPOTENCY_TTL
+                }
+            },
+        };
         match (secrets, events) {
             (Some(secrets), Some(events)) if problems.is_empty() => Ok(Self {
                 secrets,
@@ -173,6 +217,8 @@ impl Config {
                 events,
                 event_source,
                 trigger_overlap,
+                idempotency,
+                idempotency_ttl,
             }),
             _ => Err(ConfigError::Environment(problems)),
         }
@@ -218,6 +264,45 @@ mod tests {
         assert_eq!(config.events, EventsConfig::None);
         assert_eq!(config.event_source, "dynamics.crm");
         assert_eq!(config.trigger_overlap, Duration::from_secs(60));
+        assert_eq!(config.idempotency, None);
+        assert_eq!(config.idempotency_ttl, DEFAULT_IDEMPOTENCY_TTL);
+    }
+
+    #[test]
+    fn reads_the_idempotency_store_and_its_ttl() {
+        let config = parse(&[
+            ("CRM_IDEMPOTENCY", "dynamodb:crm-idempotency"),
+            ("CRM_IDEMPOTENCY_TTL_SECS", " 3600 "),
+        ])
+        .unwrap();
+        assert_eq!(
+            config.idempotency,
+            Some(StateConfig::DynamoDb {
+                table: "crm-idempotency".into()
+            })
+        );
+        assert_eq!(config.idempotency_ttl, Duration::from_secs(3600));
+        let files = parse(&[("CRM_IDEMPOTENCY", "file:/tmp/once")]).unwrap();
+        assert_eq!(
+            files.idempotency,
+            Some(StateConfig::Directory("/tmp/once".into()))
+        );
+        for (name, value) in [
+            ("CRM_IDEMPOTENCY", "redis:x"),
+            ("CRM_IDEMPOTENCY", "dynamodb:x"),
+            ("CRM_IDEMPOTENCY_TTL_SECS", "59"),
+            ("CRM_IDEMPOTENCY_TTL_SECS", "31536001"),
+            ("CRM_IDEMPOTENCY_TTL_SECS", "1h"),
+        ] {
+            let ConfigError::Environment(problems) = parse(&[(name, value)]).unwrap_err() else {
+                panic!("expected an environment error");
+            };
+            assert_eq!(problems.len(), 1, "{name}={value}: {problems:?}");
+            assert!(
+                problems[0].starts_with(&format!("{name} is '{value}'")),
+                "{problems:?}"
+            );
+        }
     }
 
     #[test]

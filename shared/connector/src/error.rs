@@ -30,6 +30,13 @@ pub enum ConfigError {
     #[error("table '{table}': {problem}")]
     Table { table: String, problem: String },
 
+    /// An `idempotency_key` was given, but nothing is configured to remember it: running unguarded
+    /// would break the promise the caller asked for.
+    #[error(
+        "idempotency_key was given, but this function has no idempotency store: set CRM_IDEMPOTENCY to dynamodb:<table> or file:<directory>"
+    )]
+    NoIdempotencyStore,
+
     /// Credentials exist but cannot be used. `problem` never quotes the secret.
     #[error("the credentials for dataset '{dataset}' in {location} are not usable: {problem}")]
     BadCredentials {
@@ -59,6 +66,19 @@ pub enum CrmError {
 
     #[error(transparent)]
     Dataverse(dataverse::Error),
+
+    /// Another invocation with the same idempotency key and payload is still running; `left_ms` is
+    /// how long it may still hold the key.
+    #[error(
+        "idempotency_key '{key}': an invocation with this key and payload is still running (for up to {} s more); retry after it",
+        .left_ms.div_ceil(1000)
+    )]
+    Conflict { key: String, left_ms: u64 },
+
+    /// The idempotency store failed, or holds a record no run could have written.
+    #[cfg(feature = "idempotency")]
+    #[error(transparent)]
+    Idempotency(#[from] crate::idempotency::IdempotencyError),
 
     #[cfg(feature = "triggers")]
     #[error(transparent)]
@@ -151,6 +171,9 @@ impl CrmError {
             CrmError::Configuration(_) => "Crm.Configuration",
             CrmError::SecretsUnavailable { .. } => "Crm.ServerError",
             CrmError::Dataverse(e) => dataverse_error_type(e),
+            CrmError::Conflict { .. } => "Crm.Conflict",
+            #[cfg(feature = "idempotency")]
+            CrmError::Idempotency(e) => e.error_type(),
             #[cfg(feature = "triggers")]
             CrmError::Cursor(e) => e.error_type(),
             #[cfg(feature = "triggers")]
@@ -253,6 +276,15 @@ mod tests {
         assert_eq!(token(429, "throttled"), "Crm.Throttled");
         let unknown = CrmError::Dataverse(dataverse::Error::UnknownTable { name: "x".into() });
         assert_eq!(unknown.error_type(), "Crm.NotFound");
+        let conflict = CrmError::Conflict {
+            key: "k".into(),
+            left_ms: 1_001,
+        };
+        assert_eq!(conflict.error_type(), "Crm.Conflict");
+        assert!(conflict.message().contains("2 s"), "{}", conflict.message());
+        let no_store = CrmError::from(ConfigError::NoIdempotencyStore);
+        assert_eq!(no_store.error_type(), "Crm.Configuration");
+        assert!(no_store.message().contains("CRM_IDEMPOTENCY"));
         let config = CrmError::from(ConfigError::Environment(vec![
             "CRM_STATE is not set".into(),
         ]));

@@ -7,6 +7,7 @@
 //! - [`lambda`]: logging, the invocation deadline, serving a handler;
 //! - [`metrics`]: the CloudWatch metrics each invocation writes to its logs;
 //! - with the `triggers` feature, the cursor store, the event sink and the trigger engine;
+//! - with the `idempotency` feature, the writers' idempotency records ([`idempotency`]);
 //! - with the `webhook` feature, the receiver of the changes Dataverse pushes.
 
 pub mod aws;
@@ -17,6 +18,8 @@ pub mod cursor;
 mod error;
 #[cfg(feature = "triggers")]
 pub mod events;
+#[cfg(feature = "idempotency")]
+pub mod idempotency;
 pub mod input;
 pub mod lambda;
 pub mod metrics;

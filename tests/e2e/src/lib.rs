@@ -5,6 +5,7 @@ pub mod aws;
 pub mod emf;
 pub mod fake_eventbridge;
 pub mod function_url;
+pub mod idempotency;
 pub mod proxy;
 pub mod runtime;
 pub mod services;

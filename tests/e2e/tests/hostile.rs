@@ -182,7 +182,14 @@ async fn huge_input_is_echoed_only_as_a_short_excerpt_in_errors_and_logs() {
         } else {
             &["table", "dataset"][..]
         };
-        for field in fields {
+        let guarded: &[&str] = match name {
+            "create-record" => &["idempotency_key", "idempotency_column"],
+            "update-record" | "upsert-record" | "delete-record" | "execute-changeset" => {
+                &["idempotency_key"]
+            }
+            _ => &[],
+        };
+        for field in fields.iter().chain(guarded) {
             let mut payload = base(name);
             payload[field] = json!(huge);
             spoiled.push(((*field).to_owned(), payload));

@@ -290,6 +290,18 @@ fn input_value(key: &'static str) -> BoxedStrategy<Value> {
             text().prop_map(Value::from)
         ]
         .boxed(),
+        // A few plausible keys, so that repeats (same payload or not) happen.
+        "idempotency_key" => prop_oneof![
+            4 => "k-[0-9]".prop_map(Value::from),
+            1 => text().prop_map(Value::from)
+        ]
+        .boxed(),
+        "idempotency_column" => prop_oneof![
+            3 => Just(json!("description")),
+            1 => column().prop_map(Value::from),
+            1 => text().prop_map(Value::from)
+        ]
+        .boxed(),
         "since" => prop_oneof![
             Just(json!("2020-01-01T00:00:00Z")),
             text().prop_map(Value::from)
@@ -310,12 +322,18 @@ fn inputs(function: &str) -> (&'static [&'static str], &'static [&'static str]) 
             ],
         ),
         "get-record" => (&["dataset", "table", "id"], &["key", "$select", "$expand"]),
-        "create-record" => (&["dataset", "table", "item"], &["$select"]),
+        "create-record" => (
+            &["dataset", "table", "item"],
+            &["$select", "idempotency_key", "idempotency_column"],
+        ),
         "update-record" | "upsert-record" => (
             &["dataset", "table", "id", "item"],
-            &["key", "etag", "$select"],
+            &["key", "etag", "$select", "idempotency_key"],
         ),
-        "delete-record" => (&["dataset", "table", "id"], &["key", "etag"]),
+        "delete-record" => (
+            &["dataset", "table", "id"],
+            &["key", "etag", "idempotency_key"],
+        ),
         "relate-records" => (
             &["dataset", "table", "id", "relationship", "related"],
             &["key"],
@@ -326,7 +344,7 @@ fn inputs(function: &str) -> (&'static [&'static str], &'static [&'static str]) 
         ),
         "describe-table" => (&["dataset", "table"], &[]),
         "perform-action" => (&["dataset", "function"], &["parameters", "table", "id"]),
-        "execute-changeset" => (&["dataset", "operations"], &[]),
+        "execute-changeset" => (&["dataset", "operations"], &["idempotency_key"]),
         "when-record-deleted" => (&["dataset", "table"], &["$top", "trigger"]),
         "when-record-updated" => (
             &["dataset", "table"],
@@ -568,9 +586,18 @@ impl Fleet {
     async fn start() -> Self {
         let emulator = Emulator::start(&["--seed", "demo"]).await.unwrap();
         let files = LocalFiles::new("properties", &emulator).unwrap();
+        // The writers keep their idempotency records beside the cursors, in the same temporary
+        // directory.
+        let mut environment = files.env();
+        let state = environment
+            .iter()
+            .find(|(k, _)| k == "CRM_STATE")
+            .map(|(_, v)| v.clone())
+            .unwrap();
+        environment.push(("CRM_IDEMPOTENCY".into(), format!("{state}/idempotency")));
         let mut functions = HashMap::new();
         for name in FUNCTIONS {
-            functions.insert(name, Function::start(name, &files.env()).await.unwrap());
+            functions.insert(name, Function::start(name, &environment).await.unwrap());
         }
         Self {
             emulator,
