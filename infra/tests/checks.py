@@ -86,6 +86,10 @@ RESULTS_BUCKET = "ResultsBucket"
 RESULTS_OBJECTS = {"Fn::Sub": "${ResultsBucket.Arn}/*"}
 # s3:PutObject covers CreateMultipartUpload, UploadPart and CompleteMultipartUpload.
 RESULT_WRITE_ACTIONS = {"s3:PutObject", "s3:AbortMultipartUpload"}
+# Dataverse's service protection: concurrent requests per application user and web server.
+CONCURRENT_REQUEST_LIMIT = 52
+# A Distributed Map reads its items (ItemReader) and writes its results (ResultWriter, a multipart upload).
+DISTRIBUTED_MAP_S3_ACTIONS = ["s3:GetObject", "s3:PutObject", "s3:ListMultipartUploadParts", "s3:AbortMultipartUpload"]
 # Wildcards that name a set of resources which cannot be listed at deploy time.
 NAMED_WILDCARDS = [SECRETS_RESOURCE, RESULTS_OBJECTS]
 # Dataverse waits 60 s for a webhook's answer, then counts the delivery as failed. The receiver's
@@ -288,7 +292,8 @@ def statement_problems(role_id: str, statement: dict[str, Any]) -> list[str]:
     for resource in as_list(statement.get("Resource")):
         # Any "*" in a literal, Fn::Sub or Fn::Join resource is a wildcard. The one exception is the
         # secrets prefix: one secret per dataset, and the datasets are not known at deploy time.
-        if "*" in json.dumps(resource) and resource not in NAMED_WILDCARDS and not _own_executions(resource):
+        if ("*" in json.dumps(resource) and resource not in NAMED_WILDCARDS and not _own_executions(resource)
+                and not _workflow_results(resource)):
             problems.append(f"{role_id}: Resource {json.dumps(resource)} is a wildcard; name the resource")
     if not as_list(statement.get("Resource")) and statement.get("Effect") == "Allow":
         problems.append(f"{role_id}: Allow statement without Resource")
@@ -302,6 +307,12 @@ def _own_executions(resource: Any) -> bool:
         return False
     return re.fullmatch(r"arn:\$\{AWS::Partition\}:states:\$\{AWS::Region\}:\$\{AWS::AccountId\}:"
                         r"execution:\$\{AWS::StackName\}-[a-z-]+/\*", resource["Fn::Sub"]) is not None
+
+
+def _workflow_results(resource: Any) -> bool:
+    """Objects under one workflow's own prefix of the results bucket."""
+    return (isinstance(resource, dict) and set(resource) == {"Fn::Sub"} and isinstance(resource["Fn::Sub"], str)
+            and re.fullmatch(r"\$\{ResultsBucket\.Arn\}/[a-z-]+/\*", resource["Fn::Sub"]) is not None)
 
 
 def allowed_grants(role_id: str, statements: list[dict[str, Any]],
@@ -798,6 +809,11 @@ def _retried(state: dict[str, Any], error: str) -> dict[str, Any] | None:
     return None
 
 
+def _distributed(definition: dict[str, Any]) -> bool:
+    return any(((state.get("ItemProcessor") or {}).get("ProcessorConfig") or {}).get("Mode") == "DISTRIBUTED"
+               for _, state in walk_states(definition.get("States", {})))
+
+
 def _caught(state: dict[str, Any], error: str) -> bool:
     return any(error in catcher.get("ErrorEquals", []) for catcher in state.get("Catch", []))
 
@@ -819,6 +835,11 @@ def state_machine_problems(t: Template) -> list[str]:
         catches_not_found = False
         for state_name, state in walk_states(definition.get("States", {})):
             where = f"{sm_id}/{state_name}"
+            mode = ((state.get("ItemProcessor") or {}).get("ProcessorConfig") or {}).get("Mode")
+            if mode == "DISTRIBUTED" and not 1 <= state.get("MaxConcurrency", 0) <= CONCURRENT_REQUEST_LIMIT:
+                # Unset (0) means up to 10,000 children at once, against Dataverse's 52 requests.
+                problems.append(f"{where}: a Distributed Map needs a MaxConcurrency from 1 to "
+                                f"{CONCURRENT_REQUEST_LIMIT} (Dataverse's concurrent request limit)")
             if state.get("Type") != "Task":
                 continue
             resource = state.get("Resource", "")
@@ -864,11 +885,25 @@ def state_machine_problems(t: Template) -> list[str]:
         problems += trust_problems(t, role_id, "states.amazonaws.com")
         statements, p2 = role_statements(t, role_id)
         problems += p2
-        granted, p3 = allowed_grants(role_id, statements, {"lambda:InvokeFunction": invoked})
+        allowed: dict[str, list[Any]] = {"lambda:InvokeFunction": invoked}
+        needed = {"lambda:InvokeFunction": invoked}
+        if _distributed(definition):
+            # Child executions of itself, and its own objects in the results bucket.
+            name = (p.get("StateMachineName") or {}).get("Fn::Sub", "")
+            arn = "arn:${AWS::Partition}:states:${AWS::Region}:${AWS::AccountId}"
+            own = {"Fn::Sub": f"${{ResultsBucket.Arn}}/{name.removeprefix('${AWS::StackName}-')}/*"}
+            allowed["states:StartExecution"] = [{"Fn::Sub": f"{arn}:stateMachine:{name}"}]
+            for action in ("states:DescribeExecution", "states:StopExecution"):
+                allowed[action] = [{"Fn::Sub": f"{arn}:execution:{name}/*"}]
+            for action in DISTRIBUTED_MAP_S3_ACTIONS:
+                allowed[action] = [own]
+            needed = allowed
+        granted, p3 = allowed_grants(role_id, statements, allowed)
         problems += p3
-        for arn in invoked:
-            if arn not in granted.get("lambda:InvokeFunction", []):
-                problems.append(f"{role_id}: may not invoke {json.dumps(arn)}, which {sm_id} calls")
+        for action, resources_needed in needed.items():
+            for arn in resources_needed:
+                if arn not in granted.get(action, []):
+                    problems.append(f"{role_id}: may not {action} on {json.dumps(arn)}, which {sm_id} needs")
     return problems
 
 

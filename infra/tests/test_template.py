@@ -413,7 +413,7 @@ class Mutations(unittest.TestCase):
         statement = self.r["RecordCreatedStateMachineRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"][0]
         statement["Resource"] = "*"
         self.assertReported('RecordCreatedStateMachineRole: Resource "*" is a wildcard')
-        self.assertReported("RecordCreatedStateMachineRole: may not invoke")
+        self.assertReported("RecordCreatedStateMachineRole: may not lambda:InvokeFunction on")
 
     def test_state_machine_invoking_an_uncalled_function_is_reported(self) -> None:
         statement = self.r["ScheduledPollStateMachineRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"][0]
@@ -466,6 +466,24 @@ class Mutations(unittest.TestCase):
     def test_a_results_bucket_without_tls_only_is_reported(self) -> None:
         del self.r["ResultsBucketPolicy"]
         self.assertReported("ResultsBucket: a bucket policy must deny requests without TLS")
+
+    def test_a_distributed_map_without_its_child_executions_is_reported(self) -> None:
+        policies = self.r["ExportAndUpdateStateMachineRole"]["Properties"]["Policies"]
+        self.r["ExportAndUpdateStateMachineRole"]["Properties"]["Policies"] = [
+            p for p in policies if p["PolicyName"] != "child-executions"]
+        self.assertReported("ExportAndUpdateStateMachineRole: may not states:StartExecution on")
+
+    def test_a_distributed_map_reading_another_prefix_is_reported(self) -> None:
+        policy = next(p for p in self.r["ExportAndUpdateStateMachineRole"]["Properties"]["Policies"]
+                      if p["PolicyName"] == "own-results")
+        policy["PolicyDocument"]["Statement"][0]["Resource"] = {"Fn::Sub": "${ResultsBucket.Arn}/sync-by-key/*"}
+        self.assertReported("ExportAndUpdateStateMachineRole: s3:GetObject on")
+
+    def test_an_unbounded_distributed_map_is_reported(self) -> None:
+        definition = checks.definition_of(self.t, "ExportAndUpdateStateMachine")
+        del definition["States"]["UpdateEachRow"]["MaxConcurrency"]
+        set_definition(self.t, "ExportAndUpdateStateMachine", definition)
+        self.assertReported("ExportAndUpdateStateMachine/UpdateEachRow: a Distributed Map needs a MaxConcurrency")
 
     # Alarms ------------------------------------------------------------------------------------
 
@@ -729,7 +747,7 @@ class Mutations(unittest.TestCase):
     def test_state_machine_role_missing_a_called_function_is_reported(self) -> None:
         statement = self.r["ScheduledPollStateMachineRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"][0]
         statement["Resource"] = [{"Fn::GetAtt": ["UpdateRecordFunction", "Arn"]}]
-        self.assertReported("ScheduledPollStateMachineRole: may not invoke")
+        self.assertReported("ScheduledPollStateMachineRole: may not lambda:InvokeFunction on")
 
     # Data stores -------------------------------------------------------------------------------
 

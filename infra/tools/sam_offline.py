@@ -99,6 +99,9 @@ def sample_value(template: dict[str, Any], value: Any) -> str:
         return value
     if isinstance(value, dict) and "Ref" in value:
         name = value["Ref"]
+        if template.get("Resources", {}).get(name, {}).get("Type") == "AWS::S3::Bucket":
+            # A bucket's Ref is its generated name.
+            return f"dynamics-crm-{name.lower()}-sample"
         return pseudo.get(name) or _parameter_sample(template, name)
     if isinstance(value, dict) and "Fn::GetAtt" in value:
         target, attribute = value["Fn::GetAtt"]

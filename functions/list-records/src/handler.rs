@@ -1,9 +1,11 @@
 use std::pin::pin;
+use std::sync::Arc;
 
 use connector::input::{self, Dataset, TableName};
+use connector::output::{self, Object, S3, Upload, WriteError};
 use connector::{Crm, CrmError, lambda};
-use dataverse::Query;
-use futures_util::{StreamExt, TryStreamExt};
+use dataverse::{Client, Deadline, Prefer, Query, Table};
+use futures_util::{Stream, StreamExt, TryStreamExt, stream};
 use lambda_runtime::LambdaEvent;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -11,6 +13,20 @@ use serde_json::value::RawValue;
 
 /// Lambda refuses a response over 6 MB; stop short of it with an error that says what to change.
 const RESPONSE_LIMIT: usize = 6_000_000;
+
+/// The rows of one page when they go to S3. A page is held twice while it is read (its text,
+/// then its rows), beside the two 5 MiB parts of the upload; 5,000 rows of a table's every
+/// column made that the larger share of the function's memory, and at times passed 32 MiB.
+/// Pages of 1,000 cost a request per 1,000 rows instead of 5,000, a small share of the 6,000
+/// requests per 5 minutes an application user has.
+const S3_PAGE_ROWS: usize = 1_000;
+
+/// What the handler needs: the Dataverse clients, and S3 for `output`.
+#[derive(Debug)]
+pub(crate) struct Deps {
+    pub(crate) crm: Crm,
+    pub(crate) s3: S3,
+}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -35,14 +51,31 @@ pub(crate) struct Input {
     /// The query as `FetchXML` instead of the `OData` options; `$top` and `$skip` keep their meaning.
     #[serde(rename = "fetchXml", default, deserialize_with = "input::expression")]
     fetch_xml: Option<String>,
+    /// Where to write the rows instead of the response: `{"s3": {"bucket", "prefix"}}`. Read by
+    /// `output::parse`, which names a problem by its whole path (`output.s3.bucket`).
+    #[serde(default)]
+    output: Option<Value>,
 }
 
 #[derive(Debug, Serialize)]
-pub(crate) struct Output {
-    value: Vec<Box<RawValue>>,
-    /// With `$count`: how many rows match, at most 5,000 (Dataverse's cap).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    count: Option<u64>,
+#[serde(untagged)]
+pub(crate) enum Output {
+    Rows {
+        value: Vec<Box<RawValue>>,
+        /// With `$count`: how many rows match, at most 5,000 (Dataverse's cap).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        count: Option<u64>,
+    },
+    /// The rows went to S3.
+    S3 {
+        s3: Object,
+        /// The rows written, one line each.
+        count: u64,
+        /// With `$count`: how many rows match, as `count` is without `output`. It has a name of
+        /// its own because `count` here is what was written.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        matched: Option<u64>,
+    },
 }
 
 enum Listing {
@@ -50,7 +83,93 @@ enum Listing {
     TooLarge { rows: usize },
 }
 
-pub(crate) async fn handle(crm: &Crm, event: LambdaEvent<Value>) -> Result<Output, CrmError> {
+/// The query, whichever way its rows go.
+struct List {
+    table: TableName,
+    query: Query,
+    fetch_xml: Option<String>,
+    skip: usize,
+    count: bool,
+}
+
+impl List {
+    /// The table, and with `$count` how many rows match.
+    async fn prepare(
+        &self,
+        client: &Client,
+        deadline: Deadline,
+    ) -> Result<(Arc<Table>, Option<u64>), dataverse::Error> {
+        client.fits(&self.query, 0)?;
+        let table = client.table(&self.table, deadline).await?;
+        let total = if self.count {
+            Some(
+                client
+                    .count(&table, self.query.filter.as_deref(), deadline)
+                    .await?,
+            )
+        } else {
+            None
+        };
+        Ok((table, total))
+    }
+
+    /// The rows, as they come in page by page; skipped ones are dropped as they pass.
+    fn rows<'a>(
+        &'a self,
+        client: &'a Client,
+        table: &'a Table,
+        top: Option<usize>,
+        deadline: Deadline,
+    ) -> impl Stream<Item = Result<Box<RawValue>, dataverse::Error>> + 'a {
+        match &self.fetch_xml {
+            Some(fetch_xml) => client
+                .fetch_rows(table, fetch_xml, self.skip, top, deadline)
+                .left_stream(),
+            None => client
+                .rows(table, &self.query, self.skip, top, deadline)
+                .right_stream(),
+        }
+    }
+
+    /// The rows as [`List::rows`] gives them, in pages of at most `page_rows` (`$filter` and the
+    /// other `OData` options only: `FetchXML` pages are the client's, of up to 5,000).
+    fn rows_in_pages_of<'a>(
+        &'a self,
+        client: &'a Client,
+        table: &'a Table,
+        top: Option<usize>,
+        page_rows: usize,
+        deadline: Deadline,
+    ) -> impl Stream<Item = Result<Box<RawValue>, dataverse::Error>> + 'a {
+        if self.fetch_xml.is_some() {
+            return self.rows(client, table, top, deadline).left_stream();
+        }
+        let wanted = top.map_or(usize::MAX, |t| self.skip.saturating_add(t));
+        let prefer = Prefer {
+            max_page_size: Some(wanted.clamp(1, page_rows)),
+            track_changes: false,
+        };
+        // As the client's own `rows`: Dataverse refuses `$skip`, and ignores `$top` beside a
+        // page size, so skipped rows are dropped from the pages and no more than `top` are kept.
+        let mut to_skip = self.skip;
+        let pages = match client.collection_url(table, &self.query) {
+            Ok(url) => client.pages(url, prefer, deadline).left_stream(),
+            Err(e) => stream::once(async { Err(e) }).right_stream(),
+        };
+        pages
+            .map_ok(move |mut page| {
+                let dropped = to_skip.min(page.rows.len());
+                to_skip -= dropped;
+                page.rows.drain(..dropped);
+                stream::iter(page.rows.into_iter().map(Ok))
+            })
+            .try_flatten()
+            .take(top.unwrap_or(usize::MAX))
+            .right_stream()
+    }
+}
+
+pub(crate) async fn handle(deps: &Deps, event: LambdaEvent<Value>) -> Result<Output, CrmError> {
     let (payload, context) = event.into_parts();
     let Input {
         dataset,
@@ -63,7 +182,9 @@ pub(crate) async fn handle(crm: &Crm, event: LambdaEvent<Value>) -> Result<Outpu
         expand,
         count,
         fetch_xml,
+        output,
     } = input::parse(payload)?;
+    let output = output.map(output::parse).transpose()?;
     if fetch_xml.is_some() {
         // FetchXML says all of these itself; both at once would leave one of them ignored.
         for (option, given) in [
@@ -82,37 +203,44 @@ pub(crate) async fn handle(crm: &Crm, event: LambdaEvent<Value>) -> Result<Outpu
         }
     }
     let deadline = lambda::deadline(&context);
-    let top = top.unwrap_or(input::DEFAULT_TOP);
-    let query = Query {
-        select,
-        filter,
-        orderby,
-        expand,
-        count: false,
+    let list = List {
+        table,
+        query: Query {
+            select,
+            filter,
+            orderby,
+            expand,
+            count: false,
+        },
+        fetch_xml,
+        skip,
+        count,
     };
+    match output {
+        None => {
+            let top = top.unwrap_or(input::DEFAULT_TOP);
+            in_response(&deps.crm, &dataset, &list, top, deadline).await
+        }
+        Some(location) => {
+            let s3 = deps.s3.client().await;
+            let upload = Upload::new(s3, &location, &context.request_id, deadline);
+            // Without `$top`, every row: what writing them elsewhere is for.
+            to_s3(&deps.crm, &dataset, &list, top, &upload).await
+        }
+    }
+}
+
+async fn in_response(
+    crm: &Crm,
+    dataset: &Dataset,
+    list: &List,
+    top: usize,
+    deadline: Deadline,
+) -> Result<Output, CrmError> {
     let listing = crm
-        .call(&dataset, async |client| {
-            client.fits(&query, 0)?;
-            let table = client.table(&table, deadline).await?;
-            let total = if count {
-                Some(
-                    client
-                        .count(&table, query.filter.as_deref(), deadline)
-                        .await?,
-                )
-            } else {
-                None
-            };
-            // Rows stream in page by page; skipped ones are dropped as they pass.
-            let rows = match &fetch_xml {
-                Some(fetch_xml) => client
-                    .fetch_rows(&table, fetch_xml, skip, Some(top), deadline)
-                    .left_stream(),
-                None => client
-                    .rows(&table, &query, skip, Some(top), deadline)
-                    .right_stream(),
-            };
-            let mut rows = pin!(rows);
+        .call(dataset, async |client| {
+            let (table, total) = list.prepare(&client, deadline).await?;
+            let mut rows = pin!(list.rows(&client, &table, Some(top), deadline));
             let mut kept = Vec::new();
             let mut bytes = 0;
             while let Some(row) = rows.try_next().await? {
@@ -127,16 +255,46 @@ pub(crate) async fn handle(crm: &Crm, event: LambdaEvent<Value>) -> Result<Outpu
         .await?;
     match listing {
         Listing::Rows(value, count) => {
-            tracing::info!(%dataset, %table, rows = value.len(), skip, count, "listed records");
-            Ok(Output { value, count })
+            tracing::info!(%dataset, table = %list.table, rows = value.len(), skip = list.skip, count, "listed records");
+            Ok(Output::Rows { value, count })
         }
         Listing::TooLarge { rows } => Err(CrmError::invalid(
             "$top",
             format!(
-                "the first {rows} rows already fill Lambda's 6 MB response limit; lower $top, page with $skip, or name fewer columns in $select"
+                "the first {rows} rows already fill Lambda's 6 MB response limit; write them to S3 with output (no limit), or lower $top, page with $skip, or name fewer columns in $select"
             ),
         )),
     }
+}
+
+async fn to_s3(
+    crm: &Crm,
+    dataset: &Dataset,
+    list: &List,
+    top: Option<usize>,
+    upload: &Upload<'_>,
+) -> Result<Output, CrmError> {
+    let deadline = upload.work_deadline();
+    let outcome = crm
+        .call(dataset, async |client| {
+            let (table, total) = list.prepare(&client, deadline).await?;
+            // A Dataverse failure is returned as such, so that refused credentials are read
+            // again and the listing tried once more (the upload was aborted, and starts over).
+            let rows = list.rows_in_pages_of(&client, &table, top, S3_PAGE_ROWS, deadline);
+            match upload.write(rows).await {
+                Ok(written) => Ok(Ok((written, total))),
+                Err(WriteError::Rows(e)) => Err(e),
+                Err(WriteError::Output(e)) => Ok(Err(e)),
+            }
+        })
+        .await?;
+    let (written, matched) = outcome?;
+    tracing::info!(%dataset, table = %list.table, rows = written.rows, bytes = written.bytes, parts = written.parts, skip = list.skip, matched, "listed records to S3");
+    Ok(Output::S3 {
+        s3: written.object,
+        count: written.rows,
+        matched,
+    })
 }
 
 #[cfg(test)]
@@ -144,10 +302,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_sample_event_is_a_valid_input() {
+    fn the_sample_events_are_valid_inputs() {
         let event: Value = serde_json::from_str(include_str!("../events/list.json")).unwrap();
         let input: Input = input::parse(event).unwrap();
         assert_eq!(input.table.as_str(), "accounts");
+        let event: Value = serde_json::from_str(include_str!("../events/list-to-s3.json")).unwrap();
+        let input: Input = input::parse(event).unwrap();
+        let location = output::parse(input.output.unwrap()).unwrap();
+        assert_eq!(location.bucket, "contoso-crm-exports");
     }
 
     #[test]
@@ -162,5 +324,21 @@ mod tests {
                 Err(CrmError::InvalidInput { .. })
             ));
         }
+    }
+
+    #[test]
+    fn an_answer_in_s3_says_where_and_how_many() {
+        let answer = Output::S3 {
+            s3: Object {
+                bucket: "b".into(),
+                key: "k.jsonl".into(),
+            },
+            count: 3,
+            matched: None,
+        };
+        assert_eq!(
+            serde_json::to_value(answer).unwrap(),
+            serde_json::json!({"s3": {"bucket": "b", "key": "k.jsonl"}, "count": 3})
+        );
     }
 }

@@ -92,6 +92,11 @@ pub enum CrmError {
     #[cfg(feature = "triggers")]
     #[error(transparent)]
     Scan(#[from] crate::trigger::ScanError),
+
+    /// Writing a result to S3 failed (`list-records`'s `output`).
+    #[cfg(feature = "s3")]
+    #[error(transparent)]
+    Output(#[from] crate::output::OutputError),
 }
 
 pub(crate) use dataverse::EXCERPT_CHARS as EXCERPT_LIMIT;
@@ -180,6 +185,8 @@ impl CrmError {
             CrmError::Events(e) => e.error_type(),
             #[cfg(feature = "triggers")]
             CrmError::Scan(_) => "Crm.ServerError",
+            #[cfg(feature = "s3")]
+            CrmError::Output(e) => e.error_type(),
         }
     }
 }

@@ -8,7 +8,8 @@
 //! - [`metrics`]: the CloudWatch metrics each invocation writes to its logs;
 //! - with the `triggers` feature, the cursor store, the event sink and the trigger engine;
 //! - with the `idempotency` feature, the writers' idempotency records ([`idempotency`]);
-//! - with the `webhook` feature, the receiver of the changes Dataverse pushes.
+//! - with the `webhook` feature, the receiver of the changes Dataverse pushes;
+//! - with the `s3` feature, results written to S3 as JSON Lines ([`output`]).
 
 pub mod aws;
 pub mod config;
@@ -23,6 +24,8 @@ pub mod idempotency;
 pub mod input;
 pub mod lambda;
 pub mod metrics;
+#[cfg(feature = "s3")]
+pub mod output;
 #[cfg(feature = "triggers")]
 pub mod trigger;
 #[cfg(feature = "webhook")]

@@ -1,0 +1,180 @@
+//! A fault-injecting HTTP proxy between a function and moto's S3.
+//!
+//! [`crate::proxy`] tells AWS calls apart by their `X-Amz-Target` header, which S3's REST protocol
+//! does not send: an S3 call is named by its method and query (`PUT ?partNumber=2&uploadId=...` is
+//! `UploadPart`). This proxy forwards every request to moto, records each call's method and query,
+//! and answers the calls a [`S3Fault`] picks with an S3 error, or never.
+
+use std::sync::{Arc, Mutex, PoisonError};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use tokio::net::TcpListener;
+
+/// An S3 operation, as its method and query name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum S3Call {
+    PutObject,
+    CreateMultipartUpload,
+    UploadPart,
+    CompleteMultipartUpload,
+    AbortMultipartUpload,
+    Other,
+}
+
+impl S3Call {
+    fn of(method: &hyper::Method, query: &str) -> Self {
+        let has = |name: &str| {
+            query
+                .split('&')
+                .any(|pair| pair == name || pair.starts_with(&format!("{name}=")))
+        };
+        match (
+            method.as_str(),
+            has("uploads"),
+            has("uploadId"),
+            has("partNumber"),
+        ) {
+            ("POST", true, _, _) => S3Call::CreateMultipartUpload,
+            ("PUT", _, true, true) => S3Call::UploadPart,
+            ("POST", _, true, _) => S3Call::CompleteMultipartUpload,
+            ("DELETE", _, true, _) => S3Call::AbortMultipartUpload,
+            ("PUT", false, false, false) => S3Call::PutObject,
+            _ => S3Call::Other,
+        }
+    }
+}
+
+/// What happens to the calls a fault picks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum S3Answer {
+    /// An S3 error with this status and code; the call is not forwarded.
+    Error(u16, &'static str),
+    /// Never forwarded, never answered.
+    Hold,
+}
+
+/// The calls to `call` after the first `after` of them get `answer`.
+#[derive(Debug, Clone, Copy)]
+pub struct S3Fault {
+    pub call: S3Call,
+    pub after: usize,
+    pub answer: S3Answer,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    fault: Option<S3Fault>,
+    seen: Vec<S3Call>,
+}
+
+/// The proxy: point a function's `AWS_ENDPOINT_URL_S3` at [`S3Proxy::url`].
+#[derive(Debug)]
+pub struct S3Proxy {
+    pub url: String,
+    state: Arc<Mutex<State>>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for S3Proxy {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+impl S3Proxy {
+    pub async fn start(target: &str, fault: Option<S3Fault>) -> std::io::Result<Self> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let state = Arc::new(Mutex::new(State {
+            fault,
+            seen: Vec::new(),
+        }));
+        let shared = state.clone();
+        let target = target.trim_end_matches('/').to_owned();
+        let http = reqwest::Client::new();
+        let server = crate::serve(listener, move |req| {
+            forward(shared.clone(), http.clone(), target.clone(), req)
+        });
+        Ok(Self { url, state, server })
+    }
+
+    /// Every S3 call the proxy has seen, in order, faulted ones included.
+    pub fn calls(&self) -> Vec<S3Call> {
+        self.state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .seen
+            .clone()
+    }
+}
+
+async fn forward(
+    state: Arc<Mutex<State>>,
+    http: reqwest::Client,
+    target: String,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Box<dyn std::error::Error + Send + Sync>> {
+    let method = req.method().clone();
+    let path_and_query = req
+        .uri()
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_owned();
+    let call = S3Call::of(&method, req.uri().query().unwrap_or(""));
+    let fault = {
+        let mut state = state.lock().unwrap_or_else(PoisonError::into_inner);
+        let earlier = state.seen.iter().filter(|c| **c == call).count();
+        state.seen.push(call);
+        state
+            .fault
+            .filter(|f| f.call == call && earlier >= f.after)
+            .map(|f| f.answer)
+    };
+    match fault {
+        Some(S3Answer::Hold) => std::future::pending().await,
+        Some(S3Answer::Error(status, code)) => {
+            let body = format!(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{code}</Code><Message>injected by the test proxy</Message><RequestId>proxy</RequestId></Error>"
+            );
+            let mut response = Response::new(Full::new(Bytes::from(body)));
+            *response.status_mut() = hyper::StatusCode::from_u16(status)?;
+            response
+                .headers_mut()
+                .insert("content-type", "application/xml".parse()?);
+            Ok(response)
+        }
+        None => {
+            let headers = req.headers().clone();
+            let body = req.into_body().collect().await?.to_bytes();
+            let mut outgoing = http.request(
+                reqwest::Method::from_bytes(method.as_str().as_bytes())?,
+                format!("{target}{path_and_query}"),
+            );
+            for (name, value) in &headers {
+                if name != hyper::header::HOST {
+                    outgoing = outgoing.header(name.as_str(), value.as_bytes());
+                }
+            }
+            let answer = outgoing.body(body).send().await?;
+            let mut response = Response::new(Full::new(Bytes::new()));
+            *response.status_mut() = hyper::StatusCode::from_u16(answer.status().as_u16())?;
+            // Framing is hyper's to write for the body as sent on.
+            let framing = ["content-length", "transfer-encoding", "connection"];
+            for (name, value) in answer.headers() {
+                if framing.contains(&name.as_str()) {
+                    continue;
+                }
+                response.headers_mut().append(
+                    name.as_str().parse::<hyper::header::HeaderName>()?,
+                    value.as_bytes().try_into()?,
+                );
+            }
+            *response.body_mut() = Full::new(answer.bytes().await?);
+            Ok(response)
+        }
+    }
+}
