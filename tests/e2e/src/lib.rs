@@ -6,6 +6,7 @@ pub mod emf;
 pub mod fake_eventbridge;
 pub mod function_url;
 pub mod idempotency;
+pub mod pool;
 pub mod proxy;
 pub mod runtime;
 pub mod s3_proxy;

@@ -18,8 +18,16 @@ pub struct Auth {
     pub client_id: String,
     pub client_secret: String,
     pub token_ttl_secs: i64,
-    /// Issued tokens and when each expires (emulator clock, seconds).
-    issued: HashMap<String, i64>,
+    /// Issued tokens: when each expires (emulator clock, seconds) and the client it was issued to.
+    issued: HashMap<String, Issued>,
+}
+
+#[derive(Debug)]
+struct Issued {
+    expires: i64,
+    /// The app registration's client id: the application user the token acts as, which
+    /// service protection (`crate::protection`) counts requests against.
+    client_id: String,
 }
 
 #[derive(Debug)]
@@ -41,23 +49,27 @@ impl Auth {
     }
 
     pub fn expire_all(&mut self) {
-        for expiry in self.issued.values_mut() {
-            *expiry = i64::MIN;
+        for issued in self.issued.values_mut() {
+            issued.expires = i64::MIN;
         }
     }
 
     pub fn check(&self, authorization: Option<&str>, now: i64) -> Check {
-        let Some(token) = authorization.and_then(|h| {
-            let (scheme, token) = h.split_once(' ')?;
-            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-        }) else {
+        let Some(token) = bearer(authorization) else {
             return Check::Missing;
         };
         match self.issued.get(token) {
             None => Check::Unknown,
-            Some(expiry) if *expiry <= now => Check::Expired,
+            Some(issued) if issued.expires <= now => Check::Expired,
             Some(_) => Check::Valid,
         }
+    }
+
+    /// The client id a valid bearer token was issued to: the user the request acts as. `None`
+    /// for a request the Web API will refuse with 401.
+    pub fn holder(&self, authorization: Option<&str>, now: i64) -> Option<&str> {
+        let issued = self.issued.get(bearer(authorization)?)?;
+        (issued.expires > now).then_some(issued.client_id.as_str())
     }
 
     /// `POST /{tenant}/oauth2/v2.0/token`.
@@ -162,8 +174,13 @@ impl Auth {
         }
         let token = mint(&client_id, tenant);
         // Saturating: a lifetime from the command line that reaches past the end of time never expires.
-        self.issued
-            .insert(token.clone(), now.saturating_add(self.token_ttl_secs));
+        self.issued.insert(
+            token.clone(),
+            Issued {
+                expires: now.saturating_add(self.token_ttl_secs),
+                client_id,
+            },
+        );
         Reply::json(
             200,
             &json!({
@@ -174,6 +191,12 @@ impl Auth {
             }),
         )
     }
+}
+
+/// The token of an `Authorization: Bearer <token>` header.
+fn bearer(authorization: Option<&str>) -> Option<&str> {
+    let (scheme, token) = authorization?.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
 /// A token shaped like an Entra access token (three base64url parts), unique and unguessable.

@@ -11,6 +11,9 @@ USAGE:
     dataverse-emulator [--listen ADDR] [--seed demo|none] [--client-id ID --client-secret SECRET]
                        [--token-ttl SECS] [--delta-token-ttl SECS]
                        [--webhook-attempts N] [--webhook-backoff-ms MS]
+                       [--service-protection] [--limit-requests N] [--limit-execution-ms MS]
+                       [--limit-concurrent N] [--limit-window-secs SECS]
+                       [--simulated-execution-ms MS]
 
 OPTIONS:
     --listen ADDR            address to listen on [default: 127.0.0.1:0]
@@ -23,6 +26,15 @@ OPTIONS:
                              timeout or a lost connection (1 to 10) [default: 2, as Dataverse]
     --webhook-backoff-ms MS  the wait before the first retry; each later one doubles it
                              (0 to 600000) [default: 100]
+    --service-protection     enforce Dataverse's service protection limits per user: 429 with
+                             Retry-After past a limit [default: off]
+    --limit-requests N       requests per user in the window [default: 6000]
+    --limit-execution-ms MS  combined execution time per user in the window [default: 1200000]
+    --limit-concurrent N     requests per user in flight at once [default: 52]
+    --limit-window-secs SECS the sliding window (1 to 86400) [default: 300]
+    --simulated-execution-ms MS
+                             hold each Web API request this long before answering, as server
+                             execution time, limits on or off (0 to 600000) [default: 0]
     -h, --help               print this help
 
 When ready it prints one line to stdout: `listening on http://127.0.0.1:<port>`.";
@@ -39,6 +51,8 @@ pub struct Options {
     pub webhook_attempts: u32,
     /// The wait before a webhook delivery's first retry.
     pub webhook_backoff_ms: u64,
+    /// Service protection: whether it is on, its limits, and the simulated execution time.
+    pub protection: crate::protection::Settings,
 }
 
 impl Default for Options {
@@ -53,6 +67,7 @@ impl Default for Options {
             // Dataverse sends a delivery that met a gateway error or a network failure once more.
             webhook_attempts: 2,
             webhook_backoff_ms: 100,
+            protection: crate::protection::Settings::default(),
         }
     }
 }
@@ -139,6 +154,47 @@ impl Options {
                         .filter(|n: &u64| *n <= 600_000)
                         .ok_or_else(|| invalid("expected milliseconds from 0 to 600000"))?;
                 }
+                "--service-protection" => {
+                    if inline.is_some() {
+                        return Err(invalid("takes no value"));
+                    }
+                    options.protection.enabled = true;
+                }
+                "--limit-requests" => {
+                    options.protection.requests = value()?
+                        .parse()
+                        .ok()
+                        .filter(|n: &u32| *n > 0)
+                        .ok_or_else(|| invalid("expected a positive number of requests"))?;
+                }
+                "--limit-execution-ms" => {
+                    options.protection.execution_ms = value()?
+                        .parse()
+                        .ok()
+                        .filter(|n: &u64| *n > 0)
+                        .ok_or_else(|| invalid("expected a positive number of milliseconds"))?;
+                }
+                "--limit-concurrent" => {
+                    options.protection.concurrent = value()?
+                        .parse()
+                        .ok()
+                        .filter(|n: &u32| *n > 0)
+                        .ok_or_else(|| invalid("expected a positive number of requests"))?;
+                }
+                "--limit-window-secs" => {
+                    options.protection.window_secs = value()?
+                        .parse()
+                        .ok()
+                        .filter(|n: &u64| (1..=crate::protection::MAX_WINDOW_SECS).contains(n))
+                        .ok_or_else(|| invalid("expected seconds from 1 to 86400"))?;
+                }
+                "--simulated-execution-ms" => {
+                    options.protection.simulated_execution_ms = value()?
+                        .parse()
+                        .ok()
+                        .filter(|n: &u64| *n <= crate::protection::MAX_SIMULATED_MS)
+                        .ok_or_else(|| invalid("expected milliseconds from 0 to 600000"))?;
+                }
                 _ => return Err(CliError::Unknown(flag)),
             }
         }
@@ -181,6 +237,47 @@ mod tests {
             (defaults.webhook_attempts, defaults.webhook_backoff_ms),
             (2, 100)
         );
+        assert_eq!(defaults.protection, crate::protection::Settings::default());
+        assert!(!defaults.protection.enabled);
+    }
+
+    #[test]
+    fn reads_the_service_protection_flags() {
+        let (o, _) = parse(&[
+            "--service-protection",
+            "--limit-requests=500",
+            "--limit-execution-ms",
+            "40000",
+            "--limit-concurrent",
+            "8",
+            "--limit-window-secs=10",
+            "--simulated-execution-ms",
+            "25",
+        ])
+        .unwrap();
+        assert_eq!(
+            o.protection,
+            crate::protection::Settings {
+                enabled: true,
+                requests: 500,
+                execution_ms: 40_000,
+                concurrent: 8,
+                window_secs: 10,
+                simulated_execution_ms: 25,
+            }
+        );
+        for bad in [
+            &["--service-protection=yes"][..],
+            &["--limit-requests", "0"],
+            &["--limit-concurrent", "-1"],
+            &["--limit-window-secs", "86401"],
+            &["--simulated-execution-ms", "600001"],
+        ] {
+            assert!(
+                matches!(parse(bad), Err(CliError::Invalid { .. })),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

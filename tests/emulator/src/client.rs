@@ -21,7 +21,8 @@ use tokio::net::TcpListener;
 use tokio::process::{Child, Command};
 use uuid::Uuid;
 
-pub use crate::control::{Fault, LogEntry, PartEntry};
+pub use crate::control::{Fault, LogEntry, PartEntry, Summary};
+pub use crate::protection::{Change as ProtectionChange, Limit, State as ProtectionState, Usage};
 pub use crate::webhooks::{Attempt, AuthType, Delivery, DeliveryLog, DeliveryState, Message};
 use crate::{Emulator, Seed, cli, server};
 
@@ -281,6 +282,31 @@ impl EmulatorClient {
         let log = self.requests().await?;
         self.clear_requests().await?;
         Ok(log)
+    }
+
+    /// The request log counted: Web API requests by status, token requests, and 429s by limit.
+    pub async fn request_summary(&self) -> Result<Summary, ControlError> {
+        let answer = self.call(Method::GET, "requests/summary", NO_BODY).await?;
+        decode(&answer, Method::GET, "requests/summary")
+    }
+
+    /// The service-protection settings and what each user has used of the window.
+    pub async fn service_protection(&self) -> Result<ProtectionState, ControlError> {
+        let answer = self
+            .call(Method::GET, "service-protection", NO_BODY)
+            .await?;
+        decode(&answer, Method::GET, "service-protection")
+    }
+
+    /// Changes the service-protection settings (the fields given); returns them as they now are.
+    pub async fn set_service_protection(
+        &self,
+        change: &ProtectionChange,
+    ) -> Result<ProtectionState, ControlError> {
+        let answer = self
+            .call(Method::POST, "service-protection", Some(change))
+            .await?;
+        decode(&answer, Method::POST, "service-protection")
     }
 
     /// Every access token issued so far is expired.
@@ -590,6 +616,8 @@ struct LogEntryDef {
     answer_dropped: bool,
     #[serde(default)]
     parts: Vec<PartEntry>,
+    #[serde(default)]
+    throttled: Option<crate::protection::Limit>,
 }
 
 impl<'de> Deserialize<'de> for LogEntry {

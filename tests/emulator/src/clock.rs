@@ -36,6 +36,16 @@ impl Clock {
         Self::shifted(self.offset_secs).map_or(LATEST_SECS, |now| now.min(LATEST_SECS))
     }
 
+    /// Now in milliseconds since the Unix epoch, moved by the same offset as [`Clock::now`]: the
+    /// service-protection windows (`crate::protection`) slide on it, so a test passes a window by
+    /// advancing the clock, while requests a few milliseconds apart still keep their order.
+    pub fn now_ms(&self) -> i64 {
+        let real = OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000;
+        let real = i64::try_from(real).unwrap_or(i64::MAX);
+        real.saturating_add(self.offset_secs.saturating_mul(1000))
+            .min(LATEST_SECS.saturating_mul(1000))
+    }
+
     fn shifted(offset_secs: i64) -> Option<i64> {
         OffsetDateTime::now_utc()
             .unix_timestamp()

@@ -16,6 +16,9 @@
 //! | `POST /_emulator/tables/{name}/generate` `{"count": n, "createdon"?}` | insert n synthetic rows quickly (benchmarks) |
 //! | `GET /_emulator/webhooks/deliveries` `?wait=true&timeout_secs=n` | the webhook delivery log; with `wait`, answered once none is pending (at most `timeout_secs`, default 120) |
 //! | `DELETE /_emulator/webhooks/deliveries` | forget settled deliveries (pending ones stay until they settle) |
+//! | `GET /_emulator/requests/summary` | Web API requests in the log counted by status, token requests, and 429s by limit |
+//! | `GET /_emulator/service-protection` | the service-protection settings and each user's use of the window |
+//! | `POST /_emulator/service-protection` `{"enabled"?,"requests"?,"execution_ms"?,"concurrent"?,"window_secs"?,"simulated_execution_ms"?}` | change them (see `crate::protection`) |
 //!
 //! A fault matches on `method` and `path_contains` (both optional) and acts in one of these ways:
 //!
@@ -53,6 +56,7 @@ use uuid::Uuid;
 
 use std::time::Duration;
 
+use crate::protection::{Change, Limit};
 use crate::reply::{Fail, Reply};
 use crate::schema::{self, Column, ColumnType, TableDef, TableKind};
 use crate::server::{Shared, lock};
@@ -159,6 +163,49 @@ pub struct LogEntry {
     /// wire (faults never match them), so they are listed here rather than logged beside it.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub parts: Vec<PartEntry>,
+    /// The service-protection limit that refused the request (status 429), if one did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub throttled: Option<Limit>,
+}
+
+/// `GET /_emulator/requests/summary`: the request log counted, for a benchmark that sends thousands.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Summary {
+    /// Web API requests (`/api/data/...`), every status included.
+    pub web_api: usize,
+    /// Those by status, as strings (`"204"`, `"429"`); 0 for a dropped connection.
+    pub by_status: std::collections::BTreeMap<String, usize>,
+    /// Requests to the token endpoint.
+    pub token: usize,
+    /// Web API requests refused by each service-protection limit.
+    pub throttled: std::collections::BTreeMap<String, usize>,
+}
+
+impl Summary {
+    fn of(log: &[LogEntry]) -> Self {
+        let mut summary = Self::default();
+        for entry in log {
+            let path = entry.path.split('?').next().unwrap_or_default();
+            if path.starts_with("/api/data/") {
+                summary.web_api += 1;
+                *summary
+                    .by_status
+                    .entry(entry.status.to_string())
+                    .or_default() += 1;
+                if let Some(limit) = entry.throttled {
+                    let name = match limit {
+                        Limit::Concurrency => "concurrency",
+                        Limit::Requests => "requests",
+                        Limit::ExecutionTime => "execution_time",
+                    };
+                    *summary.throttled.entry(name.to_owned()).or_default() += 1;
+                }
+            } else if path.ends_with("/oauth2/v2.0/token") {
+                summary.token += 1;
+            }
+        }
+        summary
+    }
 }
 
 /// One request inside a `$batch`, as its batch's [`LogEntry`] lists it.
@@ -294,6 +341,17 @@ fn handle_inner(em: &mut Emulator, req: &Request, rest: &str) -> Result<Reply, R
             Ok(Reply::empty(204))
         }
         ("GET", ["requests"]) => Ok(Reply::json(200, &json!(em.log))),
+        ("GET", ["requests", "summary"]) => Ok(Reply::json(200, &json!(Summary::of(&em.log)))),
+        ("GET", ["service-protection"]) => {
+            let now = em.store.clock.now_ms();
+            Ok(Reply::json(200, &json!(em.protection.state(now))))
+        }
+        ("POST", ["service-protection"]) => {
+            let change: Change = body(req)?;
+            em.protection.change(&change).map_err(bad)?;
+            let now = em.store.clock.now_ms();
+            Ok(Reply::json(200, &json!(em.protection.state(now))))
+        }
         ("DELETE", ["requests"]) => {
             em.log.clear();
             Ok(Reply::empty(204))

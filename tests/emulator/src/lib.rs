@@ -6,7 +6,8 @@
 //! client bugs through to production. Everything it does not implement answers a clear 501.
 //!
 //! Webhooks registered in the plug-in registration tables receive each change as Dataverse posts it
-//! (see [`webhooks`]).
+//! (see [`webhooks`]). Service protection limits answer 429 with `Retry-After` when turned on (see
+//! [`protection`]).
 //!
 //! All state sits in one [`Emulator`] behind one lock: requests are short, and a 5000-row page is
 //! rendered in a few milliseconds (see `benches/page.rs`).
@@ -21,6 +22,7 @@ pub mod control;
 pub mod guid;
 pub mod keys;
 pub mod odata;
+pub mod protection;
 pub mod relationships;
 pub mod reply;
 pub mod schema;
@@ -45,6 +47,8 @@ pub struct Emulator {
     pub log: Vec<control::LogEntry>,
     pub seed: Seed,
     pub webhooks: webhooks::Webhooks,
+    /// Service protection limits, off unless turned on.
+    pub protection: protection::Protection,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -70,6 +74,7 @@ impl Emulator {
                 options.webhook_attempts,
                 std::time::Duration::from_millis(options.webhook_backoff_ms),
             ),
+            protection: protection::Protection::new(options.protection.clone()),
         };
         emulator.reset(options.seed);
         emulator
@@ -96,6 +101,9 @@ impl Emulator {
         self.faults.clear();
         self.log.clear();
         self.webhooks.forget_settled();
+        // The settings stay (they are the server's, like the command line's); what users have
+        // used of the limits does not.
+        self.protection.clear();
     }
 }
 

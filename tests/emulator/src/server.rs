@@ -1,8 +1,8 @@
 //! The HTTP server: one hyper connection task per client, every request logged, the HTTP front end's
-//! URL limits checked first, then faults, then routing.
+//! URL limits checked first, then faults, then service protection (when on), then routing.
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
@@ -16,7 +16,7 @@ use tokio::net::TcpListener;
 
 use crate::control::{self, LogEntry, PartEntry};
 use crate::reply::{Fail, Reply};
-use crate::{Emulator, Request, api, auth, clock, webhooks};
+use crate::{Emulator, Request, api, auth, clock, protection, webhooks};
 
 /// The longest URL Dataverse accepts, in characters, counted whole: scheme, host, path and query
 /// (Microsoft Learn, "Compose HTTP requests and handle errors", Maximum URL length).
@@ -139,21 +139,54 @@ async fn handle(
         drop_answer = fault.drop_answer;
     }
 
-    let mut emulator = lock(&shared);
-    // Dataverse's `Date` and its `createdon`/`modifiedon` come from one clock, and pollers rely on
-    // that (they bound a scan by the answer's `Date`), so the emulator's moved clock shows here too.
-    let date = clock::format_http_date(emulator.store.clock.now());
-    let (reply, parts) = route(&mut emulator, &request);
-    let reply = reply.with_header("date", date);
-    let mut entry = log(reply.status, drop_answer, drop_answer);
-    entry.parts = parts;
-    emulator.log.push(entry);
-    // Queued under the same lock as the write, so a test that reads the delivery log after this
-    // answer sees them; sent on tasks of their own, so the answer does not wait for them.
-    let jobs = webhooks::plan(&mut emulator, request.host());
-    drop(emulator);
+    // Counted in flight until dropped, however this request ends. Dropping it takes the lock, so it
+    // must never be dropped while this task holds the lock (it outlives the block below).
+    let in_flight = match admit(&mut lock(&shared), &request, &path_and_query) {
+        Ok(admitted) => admitted.map(|admitted| InFlight {
+            shared: Arc::clone(&shared),
+            admitted,
+            started: Instant::now(),
+        }),
+        Err(refusal) => return Ok(to_response(refusal)),
+    };
+
+    let (mut reply, hold, jobs) = {
+        let mut emulator = lock(&shared);
+        // Dataverse's `Date` and its `createdon`/`modifiedon` come from one clock, and pollers rely
+        // on that (they bound a scan by the answer's `Date`), so the emulator's moved clock shows
+        // here too.
+        let date = clock::format_http_date(emulator.store.clock.now());
+        let (reply, parts) = route(&mut emulator, &request);
+        let reply = reply.with_header("date", date);
+        // A batch executes each of its requests, so it is held once for each.
+        let executed = u64::try_from(parts.len().max(1)).unwrap_or(u64::MAX);
+        let hold = Duration::from_millis(
+            emulator
+                .protection
+                .settings
+                .simulated_execution_ms
+                .saturating_mul(executed),
+        );
+        let mut entry = log(reply.status, drop_answer, drop_answer);
+        entry.parts = parts;
+        emulator.log.push(entry);
+        // Queued under the same lock as the write, so a test that reads the delivery log after
+        // this answer sees them; sent on tasks of their own, so the answer does not wait for them.
+        let jobs = webhooks::plan(&mut emulator, request.host());
+        (reply, hold, jobs)
+    };
     for job in jobs {
         tokio::spawn(webhooks::delivery::run(Arc::clone(&shared), job));
+    }
+    if let Some(flight) = &in_flight {
+        reply
+            .headers
+            .extend(flight.admitted.headers.iter().cloned());
+        if !hold.is_zero() {
+            // Server execution time: the request stays in flight, counted against concurrency and
+            // then against the execution-time limit, while the answer waits.
+            tokio::time::sleep(hold).await;
+        }
     }
     if drop_answer {
         // The request was carried out and its effects stay: only the answer is lost, as when a
@@ -162,6 +195,56 @@ async fn handle(
         return Err(Dropped);
     }
     Ok(to_response(reply))
+}
+
+/// A Web API request counted in flight against its user's service-protection limits until dropped,
+/// however the request ends (answered, dropped, or abandoned by a client that hung up).
+struct InFlight {
+    shared: Shared,
+    admitted: protection::Admitted,
+    started: Instant,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let ran = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let mut emulator = lock(&self.shared);
+        let now = emulator.store.clock.now_ms();
+        emulator.protection.end(&self.admitted, ran, now);
+    }
+}
+
+/// Service protection's verdict on a request past the faults: `Ok(None)` when it has no user to
+/// count against (not the Web API, or no valid token: it is answered as before); `Ok(Some(_))` when
+/// admitted; the 429 when refused, already logged.
+fn admit(
+    em: &mut Emulator,
+    request: &Request,
+    path_and_query: &str,
+) -> Result<Option<protection::Admitted>, Reply> {
+    if !request.path.starts_with("/api/data/") {
+        return Ok(None);
+    }
+    let now = em.store.clock.now();
+    let Some(user) = em.auth.holder(request.header("authorization"), now) else {
+        return Ok(None);
+    };
+    let user = user.to_owned();
+    let now_ms = em.store.clock.now_ms();
+    match em.protection.admit(&user, now_ms) {
+        Ok(admitted) => Ok(Some(admitted)),
+        Err(refusal) => {
+            let limit = refusal.limit;
+            let reply = refusal
+                .into_fail()
+                .into_reply()
+                .with_header("date", clock::format_http_date(now));
+            let mut entry = log_entry(request, path_and_query, reply.status, false, false);
+            entry.throttled = Some(limit);
+            em.log.push(entry);
+            Err(reply)
+        }
+    }
 }
 
 fn log_entry(
@@ -181,6 +264,7 @@ fn log_entry(
         fault,
         answer_dropped,
         parts: Vec::new(),
+        throttled: None,
     }
 }
 
