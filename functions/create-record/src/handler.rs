@@ -6,6 +6,7 @@ use futures_util::TryStreamExt;
 use lambda_runtime::LambdaEvent;
 use serde::Deserialize;
 use serde::de::{self, Deserializer};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 #[derive(Debug, Deserialize)]
@@ -70,45 +71,100 @@ fn mark(input: &mut Input, key: Option<&IdempotencyKey>) -> Result<Option<Marker
     Ok(Some((column, key.clone())))
 }
 
+/// How many rows a takeover reads that carry the key in the marker column, case aside, to find the
+/// one that carries it exactly. Dataverse compares text case-insensitively, and keys are not: rows
+/// of keys that differ only in case (`A-1`, `a-1`) all match the lookup. Keys used with a column
+/// are to be unique ignoring case too (docs/idempotency.md), so more than one such row is rare.
+const LOOKUP_ROWS: usize = 10;
+
 /// The row an earlier run created with this key in the marker column, if there is one.
 async fn created_earlier(
     client: &Client,
     table: &Table,
-    (column, key): &Marker,
+    marker: &Marker,
     query: &Query,
     attempt: &Attempt,
 ) -> Result<Option<Map<String, Value>>, dataverse::Error> {
+    let (column, key) = marker;
+    let (select, added) = selecting(query.select.as_deref(), column);
     let lookup = Query {
         filter: Some(format!(
             "{column} eq '{}'",
             key.as_str().replace('\'', "''")
         )),
-        select: query.select.clone(),
+        select,
         ..Query::default()
     };
     let rows: Vec<_> = client
-        .rows(table, &lookup, 0, Some(2), attempt.deadline)
+        .rows(table, &lookup, 0, Some(LOOKUP_ROWS), attempt.deadline)
         .try_collect()
         .await?;
-    let Some(first) = rows.first() else {
-        return Ok(None);
-    };
-    if rows.len() > 1 {
+    let mut read = Vec::with_capacity(rows.len());
+    for (index, row) in rows.iter().enumerate() {
+        let row: Map<String, Value> =
+            serde_json::from_str(row.get()).map_err(|source| dataverse::Error::Decode {
+                path: table.entity_set_name.clone(),
+                json_path: format!("value[{index}]"),
+                source,
+            })?;
+        read.push(row);
+    }
+    let matched = read.len();
+    let (found, exact) = carrying(read, column, key);
+    if exact > 1 {
         tracing::warn!(
             column,
+            rows = exact,
             "more than one row carries this idempotency key; answering with the first"
         );
     }
-    serde_json::from_str(first.get())
-        .map(Some)
-        .map_err(|source| dataverse::Error::Decode {
-            path: table.entity_set_name.clone(),
-            json_path: "value[0]".into(),
-            source,
-        })
+    if found.is_none() && matched == LOOKUP_ROWS {
+        tracing::warn!(
+            column,
+            rows = matched,
+            "many rows carry this idempotency key in another case, and none of those read carries it exactly; keys used with idempotency_column should be unique ignoring case"
+        );
+    }
+    Ok(found.map(|mut row| {
+        if added {
+            row.remove(column);
+        }
+        row
+    }))
 }
 
-pub(crate) async fn handle(writer: &Writer, event: LambdaEvent<Value>) -> Result<Value, CrmError> {
+/// The `$select` of the lookup: the caller's, with the marker column added when it is not named
+/// (so the match can be checked), and whether it was added (so the answer leaves it out again, as
+/// the create's would have). Without a `$select`, every column comes back, the marker's too.
+fn selecting(select: Option<&str>, column: &str) -> (Option<String>, bool) {
+    match select {
+        None => (None, false),
+        Some(select) if select.split(',').any(|name| name.trim() == column) => {
+            (Some(select.to_owned()), false)
+        }
+        Some(select) => (Some(format!("{select},{column}")), true),
+    }
+}
+
+/// The first of `rows` whose `column` holds `key` byte for byte, and how many do.
+fn carrying(
+    rows: Vec<Map<String, Value>>,
+    column: &str,
+    key: &IdempotencyKey,
+) -> (Option<Map<String, Value>>, usize) {
+    let mut exact = rows
+        .into_iter()
+        .filter(|row| row.get(column).and_then(Value::as_str) == Some(key.as_str()));
+    let first = exact.next();
+    let more = exact.count();
+    let count = more + usize::from(first.is_some());
+    (first, count)
+}
+
+pub(crate) async fn handle(
+    writer: &Writer,
+    event: LambdaEvent<Value>,
+) -> Result<Box<RawValue>, CrmError> {
     let (payload, context) = event.into_parts();
     let (payload, once) = writer.idempotency.split(payload)?;
     let mut input: Input = input::parse(payload)?;
@@ -197,6 +253,45 @@ mod tests {
             Err(CrmError::InvalidInput { field, .. }) => field,
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_takeover_answers_only_a_row_carrying_the_key_byte_for_byte() {
+        let key: IdempotencyKey = "Order-7".parse().unwrap();
+        let row = |id: u8, marker: Value| -> Map<String, Value> {
+            serde_json::from_value(serde_json::json!({"accountid": id, "description": marker}))
+                .unwrap()
+        };
+        // Dataverse's `eq` matched all of these, case aside.
+        let rows = vec![
+            row(1, "ORDER-7".into()),
+            row(2, "order-7".into()),
+            row(3, "Order-7".into()),
+            row(4, "Order-7".into()),
+        ];
+        let (found, exact) = carrying(rows, "description", &key);
+        assert_eq!(found.unwrap()["accountid"], 3);
+        assert_eq!(exact, 2);
+        let others = vec![row(1, "ORDER-7".into()), row(2, Value::Null)];
+        assert_eq!(carrying(others, "description", &key), (None, 0));
+    }
+
+    #[test]
+    fn the_lookup_selects_the_marker_column_and_says_when_it_added_it() {
+        assert_eq!(selecting(None, "description"), (None, false));
+        assert_eq!(
+            selecting(Some("name, description"), "description"),
+            (Some("name, description".into()), false)
+        );
+        assert_eq!(
+            selecting(Some("name,accountid"), "description"),
+            (Some("name,accountid,description".into()), true)
+        );
+        // A column whose name merely contains the marker's is another column.
+        assert_eq!(
+            selecting(Some("new_description"), "description"),
+            (Some("new_description,description".into()), true)
+        );
     }
 
     #[test]

@@ -3,6 +3,7 @@ use connector::idempotency::{Attempt, Writer};
 use connector::input::{self, Dataset, Etag, Key, RecordId, TableName};
 use lambda_runtime::LambdaEvent;
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 #[derive(Debug, Deserialize)]
@@ -33,7 +34,10 @@ pub(crate) struct Output {
 /// Without an etag the delete is repeated safely: a row already gone is what was asked for. A
 /// takeover from a run that ended unrecorded treats a missing row the same way, since that run may
 /// have deleted it.
-pub(crate) async fn handle(writer: &Writer, event: LambdaEvent<Value>) -> Result<Value, CrmError> {
+pub(crate) async fn handle(
+    writer: &Writer,
+    event: LambdaEvent<Value>,
+) -> Result<Box<RawValue>, CrmError> {
     let (payload, context) = event.into_parts();
     let (payload, once) = writer.idempotency.split(payload)?;
     let mut input: Input = input::parse(payload)?;

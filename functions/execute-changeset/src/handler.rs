@@ -7,6 +7,7 @@ use connector::{Crm, CrmError};
 use dataverse::{MAX_CHANGESET, Table, Write, WriteKind, WriteTarget};
 use lambda_runtime::LambdaEvent;
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 #[derive(Debug, Deserialize)]
@@ -132,7 +133,10 @@ fn targets(operations: &mut [Operation]) -> Result<Vec<Option<WriteTarget>>, Crm
     Ok(targets)
 }
 
-pub(crate) async fn handle(writer: &Writer, event: LambdaEvent<Value>) -> Result<Value, CrmError> {
+pub(crate) async fn handle(
+    writer: &Writer,
+    event: LambdaEvent<Value>,
+) -> Result<Box<RawValue>, CrmError> {
     let (payload, context) = event.into_parts();
     let (payload, once) = writer.idempotency.split(payload)?;
     let mut input: Input = input::parse(payload)?;

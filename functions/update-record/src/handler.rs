@@ -4,6 +4,7 @@ use connector::input::{self, Dataset, Etag, Key, RecordId, TableName};
 use dataverse::Query;
 use lambda_runtime::LambdaEvent;
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 #[derive(Debug, Deserialize)]
@@ -25,7 +26,10 @@ pub(crate) struct Input {
 }
 
 /// Sends `If-Match` (the etag, or `*`), so a missing row is `Crm.NotFound` and never a new one.
-pub(crate) async fn handle(writer: &Writer, event: LambdaEvent<Value>) -> Result<Value, CrmError> {
+pub(crate) async fn handle(
+    writer: &Writer,
+    event: LambdaEvent<Value>,
+) -> Result<Box<RawValue>, CrmError> {
     let (payload, context) = event.into_parts();
     let (payload, once) = writer.idempotency.split(payload)?;
     let mut input: Input = input::parse(payload)?;

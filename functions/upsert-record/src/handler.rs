@@ -4,6 +4,7 @@ use connector::input::{self, Dataset, Etag, Key, RecordId, TableName};
 use dataverse::Query;
 use lambda_runtime::LambdaEvent;
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 #[derive(Debug, Deserialize)]
@@ -38,7 +39,10 @@ pub(crate) struct Output {
 
 /// Sends `PATCH` without `If-Match` (with the etag when given), so Dataverse updates the row if it
 /// exists and creates it otherwise, in one atomic request.
-pub(crate) async fn handle(writer: &Writer, event: LambdaEvent<Value>) -> Result<Value, CrmError> {
+pub(crate) async fn handle(
+    writer: &Writer,
+    event: LambdaEvent<Value>,
+) -> Result<Box<RawValue>, CrmError> {
     let (payload, context) = event.into_parts();
     let (payload, once) = writer.idempotency.split(payload)?;
     let mut input: Input = input::parse(payload)?;

@@ -194,7 +194,8 @@ impl CrmError {
 /// Maps a client error by HTTP status first: Dataverse's codes are too unreliable to branch on.
 fn dataverse_error_type(error: &dataverse::Error) -> &'static str {
     use dataverse::Error;
-    match error {
+    // Whether an earlier attempt may have applied changes what a writer does next, not what failed.
+    match error.reported() {
         Error::InvalidTable { .. } | Error::UrlTooLong { .. } => "Crm.InvalidInput",
         Error::Config(_) => "Crm.Configuration",
         Error::UnknownTable { .. } => "Crm.NotFound",

@@ -126,6 +126,14 @@ pub enum Error {
     /// loopback).
     #[error("{0}")]
     Config(String),
+
+    /// A failed write that may have been carried out all the same: an earlier attempt of it went
+    /// unanswered (sent, then no answer, a broken connection, or a gateway's 502 or 504) before the
+    /// error inside ended the retries, or the write itself succeeded and a later step of the same
+    /// call failed. It reads as the error inside (message, [`Error::status`], [`Error::code`]), so
+    /// callers that map errors see no difference; [`Error::may_have_applied`] tells them apart.
+    #[error(transparent)]
+    MayHaveApplied(Box<Error>),
 }
 
 /// The most of a caller's text a message quotes. Inputs can be megabytes long, and a message that
@@ -166,7 +174,7 @@ impl Error {
     pub fn status(&self) -> Option<u16> {
         match self {
             Error::Api { status, .. } | Error::Token { status, .. } => Some(*status),
-            Error::BatchPart { source, .. } => source.status(),
+            Error::BatchPart { source, .. } | Error::MayHaveApplied(source) => source.status(),
             _ => None,
         }
     }
@@ -175,7 +183,7 @@ impl Error {
     pub fn code(&self) -> Option<&str> {
         match self {
             Error::Api { code, .. } => code.as_deref(),
-            Error::BatchPart { source, .. } => source.code(),
+            Error::BatchPart { source, .. } | Error::MayHaveApplied(source) => source.code(),
             _ => None,
         }
     }
@@ -188,7 +196,74 @@ impl Error {
             Error::Token { status, error, .. } => {
                 *status == 401 || matches!(error.as_str(), "invalid_client" | "unauthorized_client")
             }
+            Error::MayHaveApplied(source) => source.is_unauthorized(),
             _ => false,
+        }
+    }
+
+    /// Whether the write that failed with this error may have been carried out all the same, so
+    /// that repeating it, or reporting that nothing changed, could be wrong. False only where the
+    /// request provably changed nothing: it was refused before it was sent, Dataverse answered it
+    /// with an error (a write, and a changeset, is applied whole or not at all), and no earlier
+    /// attempt of it went unanswered. A read never changes anything, and is never wrapped in
+    /// [`Error::MayHaveApplied`]; a read's lost answer still says true here, as it cannot tell.
+    pub fn may_have_applied(&self) -> bool {
+        match self {
+            // A gateway's 502 or 504 says the server behind it did not answer in time, not that it
+            // did nothing.
+            Error::Api { status, .. } => matches!(status, 502 | 504),
+            Error::Transport { unsent, .. } => !unsent,
+            // Sent, and the answer never came, or came and could not be read; or marked so.
+            Error::Deadline { .. }
+            | Error::Decode { .. }
+            | Error::BatchAnswer(_)
+            | Error::NoEntityId
+            | Error::CreatedUnread { .. }
+            | Error::MayHaveApplied(_) => true,
+            // Refused before sending, or answered with an error; a batch that was answered had its
+            // changeset rolled back with the failed part.
+            Error::BatchPart { .. }
+            | Error::Token { .. }
+            | Error::ForeignLink { .. }
+            | Error::Encode(_)
+            | Error::FetchXml(_)
+            | Error::InvalidOperation(_)
+            | Error::UnknownNavigation { .. }
+            | Error::AmbiguousKey { .. }
+            | Error::UrlTooLong { .. }
+            | Error::InvalidTable { .. }
+            | Error::UnknownTable { .. }
+            | Error::Config(_) => false,
+        }
+    }
+
+    /// The error as Dataverse or the network reported it, without [`Error::MayHaveApplied`] around
+    /// it.
+    pub fn reported(&self) -> &Error {
+        match self {
+            Error::MayHaveApplied(source) => source.reported(),
+            other => other,
+        }
+    }
+
+    /// [`Error::reported`], owned.
+    #[must_use]
+    pub fn into_reported(self) -> Error {
+        match self {
+            Error::MayHaveApplied(source) => source.into_reported(),
+            other => other,
+        }
+    }
+
+    /// This error, noted as one that may hide a write that was carried out (see
+    /// [`Error::MayHaveApplied`]). An error that already says so is left as it is, so that callers
+    /// matching on it (a lost answer is [`Error::Transport`]) still see it.
+    #[must_use]
+    pub(crate) fn after_possible_write(self) -> Error {
+        if self.may_have_applied() {
+            self
+        } else {
+            Error::MayHaveApplied(Box::new(self))
         }
     }
 }

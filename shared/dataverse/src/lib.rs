@@ -52,4 +52,4 @@ pub use error::{EXCERPT_CHARS, Error, excerpt};
 pub use key::{AlternateKey, KeyError, KeyValue, RowRef, UNADDRESSABLE};
 pub use name::{TableName, is_schema_name};
 pub use query::Query;
-pub use retry::{Deadline, MIN_ATTEMPT, Repeat, RetryPolicy, parse_retry_after};
+pub use retry::{Deadline, MAX_RETRY_AFTER, MIN_ATTEMPT, Repeat, RetryPolicy, parse_retry_after};

@@ -157,17 +157,28 @@ impl RetryPolicy {
     }
 }
 
-/// Reads `Retry-After`: delay-seconds or an HTTP date.
+/// The longest `Retry-After` taken as given; a longer one is read as this. Dataverse's service
+/// protection counts over 5-minute windows and asks for waits within them, so a value of hours or
+/// more comes from a fault somewhere on the way. Taken whole, it would close the throttle gate of a
+/// warm process for as long (every later invocation failing at once with the 429), and a wait of
+/// around 2^64 seconds overflows `Instant`, which panics. An hour still fails at once any request
+/// whose deadline is an invocation's (15 minutes at most), as the full value would have.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(60 * 60);
+
+/// Reads `Retry-After`: delay-seconds or an HTTP date, at most [`MAX_RETRY_AFTER`].
 pub fn parse_retry_after(value: &str) -> Option<Duration> {
     let value = value.trim();
-    if let Ok(secs) = value.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let at = httpdate::parse_http_date(value).ok()?;
-    Some(
-        at.duration_since(SystemTime::now())
-            .unwrap_or(Duration::ZERO),
-    )
+    let wait = match value.parse::<u64>() {
+        Ok(secs) => Duration::from_secs(secs),
+        // Digits too many for a u64 are still a number of seconds: a very long wait.
+        Err(_) if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) => Duration::MAX,
+        Err(_) => {
+            let at = httpdate::parse_http_date(value).ok()?;
+            at.duration_since(SystemTime::now())
+                .unwrap_or(Duration::ZERO)
+        }
+    };
+    Some(wait.min(MAX_RETRY_AFTER))
 }
 
 #[cfg(test)]
@@ -248,6 +259,23 @@ mod tests {
             Some(Duration::ZERO)
         );
         assert_eq!(parse_retry_after("soon"), None);
+    }
+
+    #[test]
+    fn a_retry_after_too_long_to_be_real_is_read_as_the_cap() {
+        for value in [
+            "99999999999999999999",
+            "18446744073709551615",
+            "3601",
+            "Fri, 31 Dec 9999 23:59:59 GMT",
+        ] {
+            assert_eq!(parse_retry_after(value), Some(MAX_RETRY_AFTER), "{value}");
+        }
+        assert_eq!(
+            parse_retry_after("3600"),
+            Some(Duration::from_secs(3600)),
+            "the cap itself is taken as given"
+        );
     }
 
     #[test]

@@ -678,6 +678,97 @@ async fn deletes_a_row_only_once_even_when_the_answer_is_lost() {
     );
 }
 
+/// A DELETE carried out with its answer lost, then a retry that `refusal` turns away: the error
+/// reads as the refusal, and says the delete may have happened.
+async fn delete_refused_after_a_lost_answer(refusal: Fault, status: u16) {
+    let org = Org::start().await;
+    let (client, accounts, id, _) = one_account(&org, "doomed").await;
+    org.lose_answer("DELETE", "/accounts(").await;
+    org.fault(refusal.method("DELETE")).await;
+    let error = client
+        .delete(
+            &accounts,
+            id,
+            None,
+            Deadline::after(Duration::from_secs(10)),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(error.status(), Some(status), "{error:?}");
+    assert!(error.may_have_applied(), "{error:?}");
+    assert!(
+        matches!(error.reported(), Error::Api { .. }),
+        "reads as the refusal itself: {error:?}"
+    );
+    let calls = org.take_calls("DELETE").await;
+    assert_eq!(calls, [(204, true), (status, false)]);
+    // Read on a client of its own: a 429 keeps this one's gate closed.
+    let (reader, accounts) = org.accounts().await;
+    assert_eq!(
+        reader
+            .get(&accounts, id, &Query::new(), deadline())
+            .await
+            .unwrap_err()
+            .status(),
+        Some(404),
+        "the first DELETE did remove the row"
+    );
+}
+
+#[tokio::test]
+async fn a_delete_refused_after_its_answer_was_lost_says_it_may_have_applied() {
+    delete_refused_after_a_lost_answer(Fault::status(500), 500).await;
+    // A 429 whose wait does not fit the deadline ends the retries as it is.
+    delete_refused_after_a_lost_answer(Fault::status(429).retry_after(60), 429).await;
+    delete_refused_after_a_lost_answer(Fault::status(403), 403).await;
+}
+
+#[tokio::test]
+async fn a_retry_the_throttle_gate_refuses_after_a_lost_answer_says_it_may_have_applied() {
+    let org = Org::start().await;
+    let (_, accounts, id, _) = one_account(&org, "doomed").await;
+    // A backoff of 2 to 4 s after the lost answer: time for another request to close the gate.
+    let client = Client::builder(org.credentials())
+        .retry(RetryPolicy {
+            base_delay: Duration::from_secs(4),
+            ..RetryPolicy::default()
+        })
+        .build()
+        .unwrap();
+    let other = client.clone();
+    org.lose_answer("DELETE", "/accounts(").await;
+    let deleting = tokio::spawn({
+        let accounts = accounts.clone();
+        async move { client.delete(&accounts, id, None, deadline()).await }
+    });
+    // Once the first DELETE has landed, a read on the same client is throttled for a minute,
+    // longer than the delete's deadline allows it to wait.
+    let mut landed = false;
+    for _ in 0..1000 {
+        if org.take_log().await.iter().any(|e| e.method == "DELETE") {
+            landed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(landed, "the DELETE never arrived");
+    org.fault(Fault::status(429).retry_after(60).method("GET"))
+        .await;
+    let throttled = other
+        .get(&accounts, id, &Query::new(), deadline())
+        .await
+        .unwrap_err();
+    assert_eq!(throttled.status(), Some(429));
+    assert!(!throttled.may_have_applied(), "a read changes nothing");
+    let error = deleting.await.unwrap().unwrap_err();
+    assert_eq!(error.status(), Some(429), "{error:?}");
+    assert!(error.may_have_applied(), "{error:?}");
+    assert!(
+        org.take_log().await.iter().all(|e| e.method != "DELETE"),
+        "the gate sent nothing more"
+    );
+}
+
 #[tokio::test]
 async fn an_etag_guarded_update_whose_answer_is_lost_is_not_repeated_into_a_false_412() {
     let org = Org::start().await;

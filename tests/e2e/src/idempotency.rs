@@ -92,6 +92,15 @@ impl Records {
             .cloned()
     }
 
+    /// A record's numeric attribute (`in_progress_until`, `expires`).
+    pub async fn number(&self, function: &str, key: &str, attribute: &str) -> Option<u64> {
+        self.get(function, key)
+            .await?
+            .get(attribute)
+            .and_then(|v| v.as_n().ok())
+            .and_then(|n| n.parse().ok())
+    }
+
     /// Waits until the record of `key` says `status` (another process is writing it), for at most
     /// 30 s of polling; whether it got there.
     pub async fn reaches(&self, function: &str, key: &str, status: &str) -> bool {

@@ -13,7 +13,7 @@
 // Integration tests: a panic is a failed assertion.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use e2e_tests::idempotency::{Records, idempotency_table};
 use e2e_tests::proxy::{Fault, Operation, Proxy, Rule};
@@ -405,6 +405,150 @@ async fn a_failing_idempotency_table_never_makes_a_second_row() {
     for name in ["lost begin", "lost answer", "unrecorded", "dropped begin"] {
         assert_eq!(rig.rows_named(name).await, 1, "{name}");
     }
+}
+
+fn now_ms() -> u64 {
+    let since = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap();
+    u64::try_from(since.as_millis()).unwrap()
+}
+
+/// A gateway gives up on a create that Dataverse may still be carrying out. The key stays held
+/// until Dataverse must have finished, so a retry does not look for the row before it is there;
+/// then the retry takes over, and answers only with a row carrying its key exactly, although
+/// Dataverse's lookup matches another key's row that differs only in case.
+#[tokio::test]
+async fn a_lost_answer_holds_the_key_and_a_takeover_answers_only_its_own_row() {
+    let rig = Rig::new("idempotency-lost-answer").await;
+    let mut create = rig.start("create-record").await;
+    let upper = keyed(
+        &Writer::Create.payload(&rig.emulator, "upper").await,
+        "K-CASE",
+    );
+    let other = succeeds(&mut create, &upper).await;
+    let payload = keyed(
+        &Writer::Create.payload(&rig.emulator, "lower").await,
+        "k-case",
+    );
+    rig.emulator
+        .post(
+            "faults",
+            &json!({"status": 502, "method": "POST", "path_contains": "/api/data/v9.2/accounts"}),
+        )
+        .await
+        .unwrap();
+    let (error_type, message) = expect_error(create.invoke(&payload).await, &create.logs());
+    assert_eq!(error_type, "Crm.ServerError", "{message}");
+    let until = rig
+        .records
+        .number("create-record", "k-case", "in_progress_until")
+        .await
+        .unwrap();
+    assert!(
+        until > now_ms() + 120_000,
+        "held past Dataverse's 2-minute limit: {until}"
+    );
+    rig.take_log().await;
+    let (error_type, message) = expect_error(create.invoke(&payload).await, &create.logs());
+    assert_eq!(error_type, "Crm.Conflict", "{message}");
+    assert_eq!(
+        rig.take_log().await,
+        vec![],
+        "a retry meanwhile sent something"
+    );
+
+    rig.records.lapse("create-record", "k-case").await;
+    let made = succeeds(&mut create, &payload).await;
+    let log = rig.take_log().await;
+    assert!(
+        log.iter()
+            .any(|(m, p)| m == "GET" && p.contains("description")),
+        "the takeover did not look for its row: {log:?}"
+    );
+    assert_ne!(
+        made["accountid"], other["accountid"],
+        "answered with the row of another key"
+    );
+    assert_eq!(made["description"], "k-case");
+    assert_eq!(Writer::Create.writes(&log), 1);
+    assert_eq!(rig.rows_named("lower").await, 1);
+    assert_eq!(rig.rows_named("upper").await, 1);
+}
+
+/// A delete carried out with its answer lost, whose retry in the same invocation is refused: the
+/// key is kept, so a later run takes over and reports the row gone, instead of running afresh into
+/// a `Crm.NotFound` that would stand for ever.
+#[tokio::test]
+async fn a_delete_refused_after_its_answer_was_lost_keeps_its_key() {
+    let rig = Rig::new("idempotency-delete-lost").await;
+    let mut delete = rig.start("delete-record").await;
+    let payload = keyed(
+        &Writer::Delete.payload(&rig.emulator, "doomed").await,
+        "k-doomed",
+    );
+    let (method, path) = Writer::Delete.write();
+    for fault in [
+        json!({"drop_answer": true, "method": method, "path_contains": path}),
+        json!({"status": 500, "method": method, "path_contains": path}),
+    ] {
+        rig.emulator.post("faults", &fault).await.unwrap();
+    }
+    rig.take_log().await;
+    let (error_type, message) = expect_error(delete.invoke(&payload).await, &delete.logs());
+    assert_eq!(
+        error_type, "Crm.ServerError",
+        "the 500, as it came: {message}"
+    );
+    assert_eq!(Writer::Delete.writes(&rig.take_log().await), 2);
+    let (error_type, message) = expect_error(delete.invoke(&payload).await, &delete.logs());
+    assert_eq!(error_type, "Crm.Conflict", "{message}");
+    rig.records.lapse("delete-record", "k-doomed").await;
+    let done = succeeds(&mut delete, &payload).await;
+    assert_eq!(done["deleted"], true, "{done}");
+}
+
+/// A begin that `DynamoDB` applied without the function hearing back: the record it left does not
+/// hold the key, so a retry runs at once (as a takeover) instead of meeting `Crm.Conflict`.
+#[tokio::test]
+async fn a_begin_left_without_an_answer_does_not_hold_the_key() {
+    let rig = Rig::new("idempotency-begin-lost").await;
+    let mut create = rig.start("create-record").await;
+    let payload = keyed(
+        &Writer::Create
+            .payload(&rig.emulator, "unanswered begin")
+            .await,
+        "k-begin",
+    );
+    rig.proxy
+        .add(Rule::new(Operation::PutItem, Fault::LoseAnswer).times(1));
+    rig.proxy
+        .add(Rule::new(Operation::PutItem, Fault::Hold).after(1));
+    rig.take_log().await;
+    let (error_type, message) = expect_error(
+        create.invoke_within(&payload, Duration::from_secs(8)).await,
+        &create.logs(),
+    );
+    rig.proxy.clear();
+    assert_eq!(error_type, "Crm.ServerError", "{message}");
+    assert!(message.contains("idempotency"), "{message}");
+    assert_eq!(Writer::Create.writes(&rig.take_log().await), 0);
+    assert_eq!(
+        rig.records
+            .text("create-record", "k-begin", "status")
+            .await
+            .as_deref(),
+        Some("INPROGRESS"),
+        "the begin was to land"
+    );
+    let until = rig
+        .records
+        .number("create-record", "k-begin", "in_progress_until")
+        .await
+        .unwrap();
+    assert!(until <= now_ms(), "still held until {until}");
+    succeeds(&mut create, &payload).await;
+    assert_eq!(rig.rows_named("unanswered begin").await, 1);
 }
 
 /// An answer over `DynamoDB`'s 400 KB item limit: kept in parts, replayed whole.

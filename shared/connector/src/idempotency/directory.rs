@@ -129,16 +129,16 @@ impl DirectoryStore {
         .await
     }
 
-    pub(crate) async fn lapse(
+    pub(crate) async fn hold(
         &self,
         pk: &str,
         token: &str,
-        now_ms: u64,
+        until_ms: u64,
     ) -> Result<(), IdempotencyError> {
         let token = token.to_owned();
         self.locked(pk, move |stored| match stored {
             Some(mut record) if record.token == token && record.status == Status::InProgress => {
-                record.in_progress_until = now_ms;
+                record.in_progress_until = until_ms;
                 ((), Change::Write(record))
             }
             _ => ((), Change::Keep),

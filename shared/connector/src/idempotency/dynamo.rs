@@ -27,6 +27,7 @@ use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
+use futures_util::{StreamExt as _, TryStreamExt as _};
 use sha2::{Digest, Sha256};
 
 use super::{Begun, IdempotencyError, Parts, Record, Status, hex, missing_result};
@@ -38,6 +39,17 @@ const INLINE_LIMIT: usize = 350_000;
 
 /// The bytes of a result in one part item.
 const PART_BYTES: usize = 350_000;
+
+/// The largest answer a function can give: Lambda refuses a response over 6 MB (6 MiB).
+const LARGEST_ANSWER: usize = 6 * 1024 * 1024;
+
+/// The most parts an answer can need. A record naming more was not written by a run, and reading
+/// what it names (up to 2^32 parts of 350 KB) could exhaust the function's memory first.
+const MAX_PARTS: usize = LARGEST_ANSWER.div_ceil(PART_BYTES);
+
+/// How many part items are read or written at once: a few, for speed, without a request per part
+/// in flight.
+const PART_CONCURRENCY: usize = 4;
 
 /// The longest one `DynamoDB` attempt may take: it answers in milliseconds, so an attempt this slow
 /// is a dead connection, better retried (by the SDK) than waited on.
@@ -150,8 +162,19 @@ fn read_record(
     let parts = match (number(pk, item, "parts")?, string(pk, item, "result_hash")?) {
         (None, _) => None,
         (Some(count), Some(hash)) => Some(Parts {
-            count: u32::try_from(count)
-                .map_err(|_| damaged(pk, "parts", format!("is {count}, far too many")))?,
+            count: usize::try_from(count)
+                .ok()
+                .filter(|count| (1..=MAX_PARTS).contains(count))
+                .and_then(|count| u32::try_from(count).ok())
+                .ok_or_else(|| {
+                    damaged(
+                        pk,
+                        "parts",
+                        format!(
+                            "is {count}, where an answer Lambda can give takes 1 to {MAX_PARTS}"
+                        ),
+                    )
+                })?,
             hash: hash.to_owned(),
         }),
         (Some(_), None) => return Err(damaged(pk, "result_hash", "is missing beside parts")),
@@ -300,7 +323,11 @@ impl DynamoStore {
                 )),
             }
         });
-        let bytes = futures_util::future::try_join_all(reads).await?.concat();
+        let bytes: Vec<Vec<u8>> = futures_util::stream::iter(reads)
+            .buffered(PART_CONCURRENCY)
+            .try_collect()
+            .await?;
+        let bytes = bytes.concat();
         if hex(&Sha256::digest(&bytes)) != parts.hash {
             return Err(damaged(
                 pk,
@@ -340,6 +367,14 @@ impl DynamoStore {
                 .expression_attribute_names("#rh", "result_hash")
                 .expression_attribute_values(":result", s(result))
         } else {
+            if result.len() > LARGEST_ANSWER {
+                // Lambda will refuse to return it, and a record of it would read as damaged.
+                return Err(IdempotencyError::TooLarge {
+                    key: excerpt(pk),
+                    bytes: result.len(),
+                    limit: LARGEST_ANSWER,
+                });
+            }
             // The parts first: a record saying `COMPLETED` always has its whole answer.
             let writes = result
                 .as_bytes()
@@ -354,7 +389,9 @@ impl DynamoStore {
                         .item("expires", n(expires))
                         .send()
                 });
-            let written = futures_util::future::try_join_all(writes)
+            let written: Vec<_> = futures_util::stream::iter(writes)
+                .buffer_unordered(PART_CONCURRENCY)
+                .try_collect()
                 .await
                 .map_err(|e| self.error("writing a part of the result", e))?;
             update
@@ -393,23 +430,23 @@ impl DynamoStore {
         }
     }
 
-    pub(crate) async fn lapse(
+    pub(crate) async fn hold(
         &self,
         pk: &str,
         token: &str,
-        now_ms: u64,
+        until_ms: u64,
     ) -> Result<(), IdempotencyError> {
         let result = self
             .client
             .update_item()
             .table_name(&self.table)
             .key("pk", s(pk))
-            .update_expression("SET #u = :now")
+            .update_expression("SET #u = :until")
             .condition_expression("#t = :token AND #s = :in_progress")
             .expression_attribute_names("#u", "in_progress_until")
             .expression_attribute_names("#t", "token")
             .expression_attribute_names("#s", "status")
-            .expression_attribute_values(":now", n(now_ms))
+            .expression_attribute_values(":until", n(until_ms))
             .expression_attribute_values(":token", s(token))
             .expression_attribute_values(":in_progress", s(Status::InProgress.as_str()))
             .send()
@@ -417,7 +454,7 @@ impl DynamoStore {
         match result {
             Ok(_) => Ok(()),
             Err(e) if conditional_failed(&e) => Ok(()),
-            Err(e) => Err(self.error("ending the hold on the record", e)),
+            Err(e) => Err(self.error("moving the end of the hold on the record", e)),
         }
     }
 }
@@ -460,6 +497,31 @@ mod tests {
         )
         .unwrap();
         assert_eq!(split.parts.unwrap().count, 3);
+    }
+
+    #[test]
+    fn a_parts_count_no_answer_could_need_is_damaged_before_anything_is_read() {
+        assert_eq!(MAX_PARTS, 18, "6 MiB in parts of 350,000 bytes");
+        let parts = |count: u64| {
+            read_record(
+                "f#k",
+                &item(&[
+                    ("status", s("COMPLETED")),
+                    ("parts", n(count)),
+                    ("result_hash", s("ab")),
+                ]),
+            )
+        };
+        assert_eq!(parts(18).unwrap().parts.unwrap().count, 18);
+        assert_eq!(parts(1).unwrap().parts.unwrap().count, 1);
+        for count in [0, 19, u64::from(u32::MAX), u64::MAX] {
+            match parts(count) {
+                Err(IdempotencyError::Damaged { attribute, .. }) => {
+                    assert_eq!(attribute, "parts", "{count}");
+                }
+                other => panic!("{count}: {other:?}"),
+            }
+        }
     }
 
     #[test]

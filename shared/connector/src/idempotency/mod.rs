@@ -14,8 +14,9 @@
 //!    that outlived its hold cannot overwrite the record of the run that took over.
 //!
 //! A failure that provably changed nothing removes the record (on the same condition), so a retry
-//! runs afresh. A failure that may have written (the answer was lost) ends the hold instead and
-//! keeps the record, so the retry is a takeover, which for `create-record` looks for the row first.
+//! runs afresh. A failure that may have written (the answer was lost) keeps the record, held for
+//! [`SERVER_GRACE`] more (Dataverse may still be carrying the write out), so the retry after that is
+//! a takeover, which for `create-record` looks for the row first.
 
 mod directory;
 mod dynamo;
@@ -26,6 +27,7 @@ use dataverse::Deadline;
 use lambda_runtime::Context;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 
 pub use directory::DirectoryStore;
@@ -44,11 +46,27 @@ pub const MAX_KEY_CHARS: usize = 256;
 /// How long a run whose deadline is unknown holds its key: Lambda's longest invocation.
 const LONGEST_INVOCATION: Duration = Duration::from_secs(15 * 60);
 
+/// How long after a run gave up on Dataverse its write may still be carried out there. Dataverse
+/// goes on with a request whose client has stopped waiting, until its own limit: "a hard 2-minute
+/// time limit for a Dataverse message operation to complete", synchronous plug-ins included, after
+/// which it rolls the operation back (Microsoft Learn, *Analyze plug-in performance*,
+/// `power-apps/developer/data-platform/analyze-performance`). Thirty seconds more cover a request
+/// that waited in Dataverse's front end before it started, and the clocks of two Lambda hosts
+/// disagreeing. A run is held until its deadline plus this, and a run that lost Dataverse's answer
+/// holds the key for this long after: a retry meanwhile gets `Crm.Conflict`, where as a takeover its
+/// look for the first run's row could come before that row is committed, and create a second. The
+/// cost: the retry of a run that crashed waits this long more before it may take over.
+pub const SERVER_GRACE: Duration = Duration::from_secs(150);
+
 /// Kept back from the work's deadline, beyond the usual margin to answer, to record the result.
 const RECORD_MARGIN: Duration = Duration::from_millis(200);
 
 /// Kept back from the invocation's deadline by the store's calls, to answer after them.
 const STORE_MARGIN: Duration = Duration::from_millis(100);
+
+/// Kept back from the store's deadline by beginning, to end the hold of a record that a begin
+/// without an answer may have written ([`Run::abandon`]). `DynamoDB` answers in milliseconds.
+const UNDO_MARGIN: Duration = Duration::from_millis(500);
 
 /// How many times beginning is tried when the record changes between the write and the read.
 const BEGIN_ROUNDS: u32 = 3;
@@ -67,10 +85,6 @@ pub enum IdempotencyError {
         source: Box<aws_sdk_dynamodb::Error>,
     },
 
-    /// A `DynamoDB` request could not be built (a required field was missing).
-    #[error("the idempotency table: a request could not be built: {0}")]
-    Request(#[source] aws_sdk_dynamodb::error::BuildError),
-
     #[error("the idempotency directory {path}: {source}")]
     Io {
         path: String,
@@ -87,6 +101,17 @@ pub enum IdempotencyError {
         key: String,
         attribute: &'static str,
         problem: String,
+    },
+
+    /// An answer larger than any a function can give, so not recorded (Lambda refuses to return
+    /// it, and a repeat could not be answered with it either).
+    #[error(
+        "the answer of '{key}' is {bytes} bytes, over the {limit} a function can answer; not recorded"
+    )]
+    TooLarge {
+        key: String,
+        bytes: usize,
+        limit: usize,
     },
 
     /// A store call had no answer before the invocation's deadline.
@@ -109,9 +134,21 @@ impl IdempotencyError {
     }
 }
 
+/// Why a text is not an idempotency key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyError {
+    /// Empty, longer than [`MAX_KEY_CHARS`], or holding a character that is not visible ASCII.
+    /// `key` is an excerpt of the text.
+    #[error(
+        "'{key}' is not an idempotency key: use 1 to {MAX_KEY_CHARS} visible ASCII characters (letters, digits, punctuation; no spaces)"
+    )]
+    Invalid { key: String },
+}
+
 /// A caller's idempotency key: 1 to [`MAX_KEY_CHARS`] visible ASCII characters (no spaces or
 /// control characters), so that it can sit in a `DynamoDB` key, a log line and an OData string
-/// literal as it is.
+/// literal as it is. Compared byte for byte: `A-1` and `a-1` are two keys.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct IdempotencyKey(String);
 
@@ -120,23 +157,20 @@ impl IdempotencyKey {
         &self.0
     }
 
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, KeyError> {
         let visible = text.bytes().all(|b| b.is_ascii_graphic());
         if (1..=MAX_KEY_CHARS).contains(&text.len()) && visible {
             Ok(Self(text.to_owned()))
         } else {
-            Err(format!(
-                "'{}' is not an idempotency key: use 1 to {MAX_KEY_CHARS} visible ASCII characters (letters, digits, punctuation; no spaces)",
-                excerpt(text)
-            ))
+            Err(KeyError::Invalid { key: excerpt(text) })
         }
     }
 }
 
 impl std::str::FromStr for IdempotencyKey {
-    type Err = String;
+    type Err = KeyError;
 
-    fn from_str(text: &str) -> Result<Self, String> {
+    fn from_str(text: &str) -> Result<Self, KeyError> {
         Self::parse(text)
     }
 }
@@ -280,11 +314,12 @@ impl Store {
         }
     }
 
-    /// Ends the hold at `now_ms`, keeping the record, if `token` still holds it.
-    async fn lapse(&self, pk: &str, token: &str, now_ms: u64) -> Result<(), IdempotencyError> {
+    /// Moves the end of the hold to `until_ms`, keeping the record `INPROGRESS`, if `token` still
+    /// holds it.
+    async fn hold(&self, pk: &str, token: &str, until_ms: u64) -> Result<(), IdempotencyError> {
         match self {
-            Store::Dynamo(s) => s.lapse(pk, token, now_ms).await,
-            Store::Directory(s) => s.lapse(pk, token, now_ms).await,
+            Store::Dynamo(s) => s.hold(pk, token, until_ms).await,
+            Store::Directory(s) => s.hold(pk, token, until_ms).await,
         }
     }
 }
@@ -397,7 +432,7 @@ fn take_key(event: &mut Value) -> Result<Option<IdempotencyKey>, CrmError> {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(text)) => IdempotencyKey::parse(&text)
             .map(Some)
-            .map_err(|problem| CrmError::invalid(KEY_FIELD, problem)),
+            .map_err(|problem| CrmError::invalid(KEY_FIELD, problem.to_string())),
         Some(other) => Err(CrmError::invalid(
             KEY_FIELD,
             format!(
@@ -497,24 +532,29 @@ impl Once<'_> {
     }
 
     /// Runs `work` at most once per key: the first time, or again after a failure that wrote
-    /// nothing. The answer is JSON, exactly as stored, so a replay answers byte for byte what the
-    /// first run did.
+    /// nothing. The answer is JSON text, the very text that is stored, so a replay answers byte for
+    /// byte what the first run did (nothing parses it and writes it again).
     pub async fn run<O: Serialize>(
         self,
         context: &Context,
         work: impl AsyncFn(Attempt) -> Result<O, CrmError>,
-    ) -> Result<Value, CrmError> {
+    ) -> Result<Box<RawValue>, CrmError> {
         let (Some(key), Some(store)) = (self.key, self.guard.store.as_ref()) else {
             let attempt = Attempt {
                 deadline: crate::lambda::deadline(context),
                 key: None,
                 takeover: false,
             };
-            return answer(work(attempt).await?);
+            return answer(work(attempt).await.map_err(reported)?);
         };
         let left = crate::lambda::time_left(context);
         let invocation = left.map_or_else(Deadline::none, Deadline::after);
-        let until = epoch_ms(SystemTime::now() + left.unwrap_or(LONGEST_INVOCATION));
+        let until = epoch_ms(
+            SystemTime::now()
+                + left
+                    .unwrap_or(LONGEST_INVOCATION)
+                    .saturating_add(SERVER_GRACE),
+        );
         let run = Run {
             store,
             pk: format!("{}#{}", self.guard.scope, key.as_str()),
@@ -535,34 +575,48 @@ impl Once<'_> {
         };
         match work(attempt).await {
             Ok(output) => {
-                let value = answer(output)?;
-                run.complete(&value).await;
-                Ok(value)
+                let text = answer(output)?;
+                run.complete(&text).await;
+                Ok(text)
             }
             Err(error) => {
                 run.failed(&error, takeover).await;
-                Err(error)
+                Err(reported(error))
             }
         }
     }
 }
 
-fn answer<O: Serialize>(output: O) -> Result<Value, CrmError> {
-    serde_json::to_value(output).map_err(|e| {
-        CrmError::from(dataverse::Error::Decode {
-            path: "the answer".into(),
-            json_path: ".".into(),
-            source: e,
+/// The answer as JSON text. Through a `Value` first, so its members are in the order they have
+/// always been answered in, whatever the output's own order.
+fn answer<O: Serialize>(output: O) -> Result<Box<RawValue>, CrmError> {
+    serde_json::to_value(output)
+        .and_then(|value| serde_json::value::to_raw_value(&value))
+        .map_err(|e| {
+            CrmError::from(dataverse::Error::Decode {
+                path: "the answer".into(),
+                json_path: ".".into(),
+                source: e,
+            })
         })
-    })
+}
+
+/// The error as the caller gets it: a Dataverse error without the note that its write may have
+/// been carried out ([`dataverse::Error::MayHaveApplied`]), which is for [`wrote_nothing`] alone,
+/// so that the error's type is the one the error inside has always had.
+fn reported(error: CrmError) -> CrmError {
+    match error {
+        CrmError::Dataverse(e) => CrmError::from(e.into_reported()),
+        other => other,
+    }
 }
 
 /// What the record said at the start.
 enum Begin {
     /// Run the work; `takeover` as in [`Attempt::takeover`].
     Run { takeover: bool },
-    /// A completed run's answer.
-    Replay(Value),
+    /// A completed run's answer, as stored.
+    Replay(Box<RawValue>),
 }
 
 /// One guarded run of one key.
@@ -599,11 +653,24 @@ impl Run<'_> {
         };
         for _ in 0..BEGIN_ROUNDS {
             let now = epoch_ms(SystemTime::now());
-            let begun = self
+            let begun = match self
                 .deadline
+                .less(UNDO_MARGIN)
                 .run(self.store.begin(&self.pk, &record, now))
                 .await
-                .ok_or_else(|| self.timed_out("taking"))??;
+            {
+                Some(Ok(begun)) => begun,
+                // Read from a record no run could have written: nothing of ours was written.
+                Some(Err(e @ IdempotencyError::Damaged { .. })) => return Err(e.into()),
+                Some(Err(e)) => {
+                    self.abandon().await;
+                    return Err(e.into());
+                }
+                None => {
+                    self.abandon().await;
+                    return Err(self.timed_out("taking").into());
+                }
+            };
             let existing = match begun {
                 Begun::Started { resumes } => {
                     if resumes {
@@ -647,14 +714,15 @@ impl Run<'_> {
                         .run(self.store.result(&self.pk, &existing))
                         .await
                         .ok_or_else(|| self.timed_out("reading"))??;
-                    let value: Value =
-                        serde_json::from_str(&text).map_err(|e| IdempotencyError::Damaged {
+                    // Checked, not parsed: the text itself is the answer.
+                    let stored =
+                        RawValue::from_string(text).map_err(|e| IdempotencyError::Damaged {
                             key: excerpt(&self.pk),
                             attribute: "result",
                             problem: format!("is not JSON ({e})"),
                         })?;
                     tracing::info!(key = %excerpt(self.key.as_str()), "a repeat: answering with the stored result");
-                    Ok(Begin::Replay(value))
+                    Ok(Begin::Replay(stored))
                 }
                 Status::InProgress => Err(CrmError::Conflict {
                     key: excerpt(self.key.as_str()),
@@ -670,17 +738,45 @@ impl Run<'_> {
         })
     }
 
+    /// After a begin that failed without an answer (timed out, or the store's error after
+    /// attempts that may have landed): a record holding this run's token may stand, `INPROGRESS`
+    /// until this run's deadline and [`SERVER_GRACE`] after, turning every retry meanwhile into a
+    /// `Crm.Conflict` although nothing was sent to Dataverse. End its hold now, if time remains.
+    ///
+    /// Not removed: what the begin replaced is unknown, and may have been the record of a run
+    /// that crashed after writing, whose row a takeover must look for. Ended, the record makes the
+    /// next run a takeover, as a begin whose answer was lost and that was sent again does. Best
+    /// effort: the store failed a moment ago, and a begin still on the way can land after this.
+    async fn abandon(&self) {
+        let now = epoch_ms(SystemTime::now());
+        let outcome = self
+            .deadline
+            .run(self.store.hold(&self.pk, &self.token, now))
+            .await;
+        if !matches!(outcome, Some(Ok(()))) {
+            let problem = match outcome {
+                Some(Err(e)) => e.to_string(),
+                _ => "no answer before the deadline".into(),
+            };
+            tracing::warn!(
+                key = %excerpt(self.key.as_str()),
+                problem,
+                "taking the idempotency key failed, and the hold of a record it may have left could not be ended; a retry may get Crm.Conflict until that hold ends"
+            );
+        }
+    }
+
     /// Records the answer. A failure here is logged, not returned: the write is done, and failing
     /// would only invite a retry to write again.
-    async fn complete(&self, value: &Value) {
-        let text = value.to_string();
+    async fn complete(&self, answer: &RawValue) {
+        let text = answer.get();
         let expires = epoch_ms(SystemTime::now())
             .saturating_div(1000)
             .saturating_add(self.ttl.as_secs());
         let key = excerpt(self.key.as_str());
         match self
             .deadline
-            .run(self.store.complete(&self.pk, &self.token, &text, expires))
+            .run(self.store.complete(&self.pk, &self.token, text, expires))
             .await
         {
             Some(Ok(true)) => {}
@@ -700,19 +796,27 @@ impl Run<'_> {
         }
     }
 
-    /// After a failed run: remove the record when nothing was written, so a retry runs afresh;
-    /// otherwise end the hold now and keep the record, so a retry takes over at once (rather than
-    /// waiting out this invocation's deadline) and knows to look for what was written.
+    /// After a failed run: remove the record when nothing was written, so a retry runs afresh.
+    /// Otherwise keep it, so a retry knows to look for what was written: held [`SERVER_GRACE`]
+    /// from now when this run's write may still be under way in Dataverse (rather than until this
+    /// invocation's deadline and the grace after), or its hold ended now when this run, a takeover,
+    /// was refused and so wrote nothing itself.
     async fn failed(&self, error: &CrmError, takeover: bool) {
         let now = epoch_ms(SystemTime::now());
+        let clean = wrote_nothing(error);
         // A takeover keeps the record whatever happened: the crashed run's write may still be
         // there, and the next run must look for it too.
-        let release = !takeover && wrote_nothing(error);
+        let release = !takeover && clean;
+        let until = if clean {
+            now
+        } else {
+            now.saturating_add(u64::try_from(SERVER_GRACE.as_millis()).unwrap_or(u64::MAX))
+        };
         let call = async {
             if release {
                 self.store.release(&self.pk, &self.token).await
             } else {
-                self.store.lapse(&self.pk, &self.token, now).await
+                self.store.hold(&self.pk, &self.token, until).await
             }
         };
         let outcome = self.deadline.run(call).await;
@@ -732,38 +836,16 @@ impl Run<'_> {
 }
 
 /// Whether a failed run provably changed nothing in Dataverse: refused before sending, or answered
-/// with an error (Dataverse applies a write, and a changeset, whole or not at all). A lost answer,
-/// a gateway's 502 or 504 (the server behind it may have finished), an answer that could not be
-/// read, or any error this code does not know, may hide a write.
+/// with an error (Dataverse applies a write, and a changeset, whole or not at all), with no earlier
+/// attempt of it unanswered ([`dataverse::Error::may_have_applied`] knows the client's errors). Any
+/// error this code does not know may hide a write.
 fn wrote_nothing(error: &CrmError) -> bool {
     match error {
-        CrmError::Dataverse(e) => dataverse_wrote_nothing(e),
+        CrmError::Dataverse(e) => !e.may_have_applied(),
         CrmError::InvalidInput { .. }
         | CrmError::Configuration(_)
         | CrmError::SecretsUnavailable { .. }
         | CrmError::Conflict { .. } => true,
-        _ => false,
-    }
-}
-
-fn dataverse_wrote_nothing(error: &dataverse::Error) -> bool {
-    use dataverse::Error;
-    match error {
-        Error::Api { status, .. } => !matches!(status, 502 | 504),
-        Error::Transport { unsent, .. } => *unsent,
-        // The batch was answered: its changeset was rolled back.
-        Error::BatchPart { .. }
-        | Error::Token { .. }
-        | Error::Config(_)
-        | Error::InvalidTable { .. }
-        | Error::UnknownTable { .. }
-        | Error::UrlTooLong { .. }
-        | Error::FetchXml(_)
-        | Error::InvalidOperation(_)
-        | Error::UnknownNavigation { .. }
-        | Error::AmbiguousKey { .. }
-        | Error::Encode(_)
-        | Error::ForeignLink { .. } => true,
         _ => false,
     }
 }

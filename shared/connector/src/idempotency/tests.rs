@@ -43,6 +43,18 @@ async fn run(
     payload: Value,
     answer: impl Fn() -> Result<Value, CrmError>,
 ) -> (Result<Value, CrmError>, Vec<bool>) {
+    let (result, seen) = run_text(guard, payload, &Context::default(), answer).await;
+    let value = result.map(|text| serde_json::from_str(&text).unwrap());
+    (value, seen)
+}
+
+/// [`run`] under `context`, with the answer as the text the runtime sends.
+async fn run_text(
+    guard: &Idempotency,
+    payload: Value,
+    context: &Context,
+    answer: impl Fn() -> Result<Value, CrmError>,
+) -> (Result<String, CrmError>, Vec<bool>) {
     let seen = RefCell::new(Vec::new());
     let (payload, once) = guard.split(payload).unwrap();
     assert!(
@@ -50,12 +62,45 @@ async fn run(
         "the key reaches the input"
     );
     let result = once
-        .run(&Context::default(), async |attempt: Attempt| {
+        .run(context, async |attempt: Attempt| {
             seen.borrow_mut().push(attempt.takeover);
             answer()
         })
         .await;
-    (result, seen.into_inner())
+    let text = result.map(|raw| serde_json::to_string(&raw).unwrap());
+    (text, seen.into_inner())
+}
+
+/// The record of key `k` as it stands (read by a begin that cannot replace it).
+async fn stored(dir: &Path) -> Record {
+    let probe = Record {
+        hash: "another payload".into(),
+        ..record("A", Status::InProgress, "probe", now(), now() / 1000 + 60)
+    };
+    match store(dir)
+        .begin(&format!("{SCOPE}#k"), &probe, now())
+        .await
+        .unwrap()
+    {
+        Begun::Held(Some(record)) => record,
+        other => panic!("no record of k: {other:?}"),
+    }
+}
+
+/// Ends the hold of key `k`'s record, as its time passing would.
+async fn end_hold(dir: &Path) {
+    let record = stored(dir).await;
+    store(dir)
+        .hold(&format!("{SCOPE}#k"), &record.token, now() - 1)
+        .await
+        .unwrap();
+}
+
+fn conflict_left_ms(result: Result<Value, CrmError>) -> u64 {
+    match result {
+        Err(CrmError::Conflict { left_ms, .. }) => left_ms,
+        other => panic!("expected Crm.Conflict, got {other:?}"),
+    }
 }
 
 fn invalid_field(result: Result<Value, CrmError>) -> String {
@@ -217,17 +262,53 @@ async fn a_failure_that_wrote_nothing_frees_the_key_and_one_that_may_have_is_tak
     .await;
     assert_eq!(lost.unwrap_err().error_type(), "Crm.ServerError");
     assert_eq!(seen, vec![false]);
-    // Kept, its hold ended: the next run takes over at once, without a conflict.
+    // Kept, and held while Dataverse may still be carrying the write out: a repeat meanwhile is a
+    // conflict, and sends nothing.
+    let (conflict, seen) = run(&guard, payload("k", "A"), || Ok(json!({"n": 0}))).await;
+    assert!(conflict_left_ms(conflict) > 120_000);
+    assert!(seen.is_empty());
+    // Once the hold is over, the next run takes over.
+    end_hold(temp.path()).await;
     let (gateway, seen) = run(&guard, payload("k", "A"), || Err(api(504))).await;
     assert!(gateway.is_err());
     assert_eq!(seen, vec![true]);
+    end_hold(temp.path()).await;
     // A takeover that fails keeps the record even for a clear refusal: the crashed run's write
     // may still be there for the next one to find.
     let (refused, seen) = run(&guard, payload("k", "A"), || Err(api(429))).await;
     assert!(refused.is_err());
     assert_eq!(seen, vec![true]);
+    // That refusal wrote nothing of its own, so nothing is left under way: no wait.
     let (done, seen) = run(&guard, payload("k", "A"), || Ok(json!({"n": 1}))).await;
     assert_eq!((done.unwrap(), seen), (json!({"n": 1}), vec![true]));
+}
+
+#[tokio::test]
+async fn a_run_holds_its_key_past_its_deadline_while_dataverse_may_still_be_writing() {
+    let temp = tempfile::tempdir().unwrap();
+    let guard = guard(temp.path());
+    let mut context = Context::default();
+    let deadline = now() + 10_000;
+    context.deadline = deadline;
+    let grace = u64::try_from(SERVER_GRACE.as_millis()).unwrap();
+    let holds = RefCell::new(None);
+    let (payload, once) = guard.split(payload("k", "A")).unwrap();
+    drop(payload);
+    once.run(&context, async |_: Attempt| {
+        holds.replace(Some(stored(temp.path()).await.in_progress_until));
+        Ok(json!(1))
+    })
+    .await
+    .unwrap();
+    let until = holds.into_inner().unwrap();
+    assert!(
+        until >= deadline + grace - 1_000 && until <= deadline + grace + 1_000,
+        "held until {until}, the deadline being {deadline}"
+    );
+    assert!(
+        SERVER_GRACE >= Duration::from_secs(120),
+        "Dataverse's own limit"
+    );
 }
 
 #[tokio::test]
@@ -249,7 +330,7 @@ async fn a_run_that_lost_the_key_cannot_overwrite_the_record_of_the_one_that_too
     );
     assert!(!store.complete(&pk, "stale", "{}", expires).await.unwrap());
     store.release(&pk, "stale").await.unwrap();
-    store.lapse(&pk, "stale", now()).await.unwrap();
+    store.hold(&pk, "stale", now()).await.unwrap();
     let Begun::Held(Some(stored)) = store.begin(&pk, &newer, now()).await.unwrap() else {
         panic!("the newer run's record is gone");
     };
@@ -354,6 +435,10 @@ fn keys_are_visible_ascii_of_bounded_length() {
     }
     let longest = "~".repeat(MAX_KEY_CHARS);
     assert!(IdempotencyKey::parse(&longest).is_ok());
+    assert_eq!(
+        "a b".parse::<IdempotencyKey>(),
+        Err(KeyError::Invalid { key: "a b".into() })
+    );
     assert!(IdempotencyKey::parse("arn:aws:states:eu-west-1:1:execution:x:y#3'").is_ok());
     let (payload, once) = guard
         .split(json!({"dataset": "contoso", "idempotency_key": null}))
@@ -391,6 +476,80 @@ fn envelopes_are_recognised_as_the_input_module_takes_them_off() {
     }
 }
 
+#[tokio::test]
+async fn a_refusal_after_an_unanswered_attempt_keeps_the_key_and_reads_as_the_refusal() {
+    let temp = tempfile::tempdir().unwrap();
+    let guard = guard(temp.path());
+    // A DELETE whose first attempt went unanswered, and whose retry Dataverse answered 404: the
+    // row may be gone by this run's hand.
+    let (result, seen) = run(&guard, payload("k", "A"), || {
+        Err(CrmError::from(dataverse::Error::MayHaveApplied(Box::new(
+            dataverse::Error::Api {
+                status: 404,
+                code: None,
+                message: "m".into(),
+                retry_after: None,
+            },
+        ))))
+    })
+    .await;
+    assert_eq!(seen, vec![false]);
+    let error = result.unwrap_err();
+    assert_eq!(error.error_type(), "Crm.NotFound");
+    assert!(
+        matches!(error, CrmError::Dataverse(dataverse::Error::Api { .. })),
+        "the caller gets the refusal as it came: {error:?}"
+    );
+    // Kept: the retry waits, then takes over and knows the row may be gone.
+    let (conflict, _) = run(&guard, payload("k", "A"), || Ok(json!(0))).await;
+    assert!(conflict_left_ms(conflict) > 120_000);
+    end_hold(temp.path()).await;
+    let (_, seen) = run(&guard, payload("k", "A"), || Ok(json!(1))).await;
+    assert_eq!(seen, vec![true]);
+}
+
+#[tokio::test]
+async fn a_replay_answers_the_stored_text_byte_for_byte() {
+    let temp = tempfile::tempdir().unwrap();
+    let guard = guard(temp.path());
+    let mut first_answer: Value = serde_json::from_str(
+        r#"{"sum":0.30000000000000004,"tiny":1e-7,"big":12345678901234567890,"huge":123456789012345678901234567890,"neg":-0.0}"#,
+    )
+    .unwrap();
+    // serde_json reads this number back (without its `float_roundtrip` feature) one unit in the
+    // last place off, and so would write it out again differently.
+    let far: f64 = "1.0715660391465826e-75".parse().unwrap();
+    first_answer["far"] = json!(far);
+    let (first, _) = run_text(&guard, payload("k", "A"), &Context::default(), || {
+        Ok(first_answer.clone())
+    })
+    .await;
+    let first = first.unwrap();
+    assert!(first.contains("1.0715660391465826e-75"), "{first}");
+    let (again, seen) = run_text(&guard, payload("k", "A"), &Context::default(), || {
+        Ok(json!(0))
+    })
+    .await;
+    assert!(seen.is_empty());
+    assert_eq!(again.unwrap(), first);
+    // Whatever the text stored (written by an earlier version, or by hand), it is answered as it
+    // is: never parsed into numbers and written out again.
+    let text = r#"{"sum": 0.30000000000000004, "tiny": 1E-7, "big": 123456789012345678901234567890, "one": 1.0}"#;
+    let mut completed = record("A", Status::Completed, "old", now(), now() / 1000 + 60);
+    completed.result = Some(text.to_owned());
+    let dir = temp.path().join("stored");
+    put(&dir, &completed).await;
+    let (replayed, seen) = run_text(
+        &super::tests::guard(&dir),
+        payload("k", "A"),
+        &Context::default(),
+        || Ok(json!(0)),
+    )
+    .await;
+    assert!(seen.is_empty());
+    assert_eq!(replayed.unwrap(), text);
+}
+
 #[test]
 fn only_a_failure_dataverse_answered_or_that_was_never_sent_wrote_nothing() {
     for status in [400, 401, 403, 404, 412, 429, 500, 503] {
@@ -420,6 +579,16 @@ fn only_a_failure_dataverse_answered_or_that_was_never_sent_wrote_nothing() {
     };
     assert!(wrote_nothing(&CrmError::Dataverse(part)));
     assert!(wrote_nothing(&CrmError::invalid("item", "x")));
+    // A refusal after an attempt that went unanswered may hide that attempt's write.
+    for status in [401, 404, 429, 500] {
+        let after = dataverse::Error::MayHaveApplied(Box::new(dataverse::Error::Api {
+            status,
+            code: None,
+            message: "m".into(),
+            retry_after: None,
+        }));
+        assert!(!wrote_nothing(&CrmError::Dataverse(after)), "{status}");
+    }
 }
 
 #[tokio::test]

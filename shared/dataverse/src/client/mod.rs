@@ -789,9 +789,11 @@ impl Client {
             )
             .await?;
         if answer.status == 204 {
+            // The write is done: a failed read-back must not read as a write that changed nothing.
             let row = self
                 .get(table, row.clone(), &reread(query), deadline)
-                .await?;
+                .await
+                .map_err(Error::after_possible_write)?;
             return Ok((204, row));
         }
         Ok((answer.status, row_body(&url, &answer.body)?))

@@ -24,7 +24,7 @@ use reqwest::{Method, Url};
 use secrecy::{ExposeSecret, SecretString};
 
 use super::Client;
-use crate::retry::{Deadline, Repeat, RetryPolicy};
+use crate::retry::{Deadline, MAX_RETRY_AFTER, Repeat, RetryPolicy};
 use crate::{Error, transport};
 
 /// One request as the send loop sees it.
@@ -120,9 +120,17 @@ struct Throttle {
 }
 
 impl Gate {
-    /// Keeps the later of the current end and `now + wait`.
+    /// Keeps the later of the current end and `now + wait`. `wait` is capped where it is read
+    /// ([`MAX_RETRY_AFTER`]); an end past what the clock can hold is taken as that cap, never as a
+    /// panic.
     fn close(&self, wait: Duration, code: Option<&str>, message: &str) {
-        let until = Instant::now() + wait;
+        let now = Instant::now();
+        let Some(until) = now
+            .checked_add(wait)
+            .or_else(|| now.checked_add(MAX_RETRY_AFTER))
+        else {
+            return;
+        };
         let mut gate = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         if gate.as_ref().is_none_or(|t| t.until < until) {
             *gate = Some(Throttle {
@@ -195,6 +203,19 @@ struct Attempts {
 }
 
 impl Attempts {
+    /// The error the request fails with, once the loop gives up with `error`. After an attempt
+    /// that may have been carried out unanswered, the last error alone (a 429 whose wait does not
+    /// fit, the throttle gate's refusal, a 500, a refused token) would say that nothing changed:
+    /// it is marked [`Error::MayHaveApplied`], unless the request is a read, which changes
+    /// nothing.
+    fn conclude(&self, error: Error, method: &Method) -> Error {
+        if self.maybe_delivered && *method != Method::GET {
+            error.after_possible_write()
+        } else {
+            error
+        }
+    }
+
     /// The decision after attempt number `self.made` failed with `error`. `issued_now` says whether
     /// the refused token was fetched for this very request; `jitter` is in `[0, 1)`.
     fn after(
@@ -255,19 +276,31 @@ impl Client {
         call: Call<'_>,
         deadline: Deadline,
     ) -> Result<Answer, Error> {
-        let inner = &self.inner;
         // Links from Dataverse are followed as they come, so they are measured here too.
         super::check_length(call.url.as_str().len(), None)?;
         let mut attempts = Attempts::default();
+        let result = self.retrying(&call, deadline, &mut attempts).await;
+        result.map_err(|error| attempts.conclude(error, &call.method))
+    }
+
+    /// The loop of [`Client::execute`]: every way out of it, the throttle gate's refusal and a
+    /// failed token request included, goes through [`Attempts::conclude`].
+    async fn retrying(
+        &self,
+        call: &Call<'_>,
+        deadline: Deadline,
+        attempts: &mut Attempts,
+    ) -> Result<Answer, Error> {
+        let inner = &self.inner;
         loop {
             attempts.made += 1;
-            self.wait_for_gate(&call, deadline).await?;
+            self.wait_for_gate(call, deadline).await?;
             let (token, issued_now) = inner
                 .tokens
                 .token(&inner.http, &inner.policy, deadline)
                 .await?;
             let error = match self
-                .attempt(&call, &token, deadline, attempts.made > 1)
+                .attempt(call, &token, deadline, attempts.made > 1)
                 .await
             {
                 Ok(answer) => return Ok(answer),
@@ -285,7 +318,7 @@ impl Client {
             let method = call.method.as_str();
             match attempts.after(
                 &error,
-                &call,
+                call,
                 issued_now,
                 &inner.policy,
                 deadline,
@@ -535,6 +568,89 @@ mod tests {
             open.pending().is_none(),
             "a wait that is over leaves the gate open"
         );
+    }
+
+    #[test]
+    fn a_retry_after_too_long_for_the_clock_closes_the_gate_for_the_cap_without_panicking() {
+        for header in ["99999999999999999999", "18446744073709551615"] {
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                reqwest::header::RETRY_AFTER,
+                reqwest::header::HeaderValue::from_static(header),
+            );
+            let error = crate::transport::api_error(429, &headers, b"");
+            let Error::Api {
+                retry_after: Some(wait),
+                ..
+            } = error
+            else {
+                panic!("{header}: {error:?}");
+            };
+            assert_eq!(wait, MAX_RETRY_AFTER, "{header}");
+            let gate = Gate::default();
+            gate.close(wait, None, "");
+            let (left, _) = gate.pending().unwrap();
+            assert!(left + Duration::from_secs(60) > MAX_RETRY_AFTER, "{left:?}");
+        }
+        // A wait that reached the gate uncapped is taken as the cap, not added to the clock.
+        for wait in [Duration::MAX, Duration::from_secs(u64::MAX)] {
+            let gate = Gate::default();
+            gate.close(wait, None, "");
+            let (left, _) = gate.pending().unwrap();
+            assert!(left <= MAX_RETRY_AFTER, "{left:?}");
+        }
+    }
+
+    #[test]
+    fn a_refusal_after_an_unanswered_attempt_says_the_write_may_have_applied() {
+        let url = url();
+        let call = call(&url, Repeat::Safe, Some(404));
+        let policy = RetryPolicy::default();
+        let throttled = Error::Api {
+            status: 429,
+            code: None,
+            message: "wait".into(),
+            retry_after: Some(Duration::from_secs(300)),
+        };
+        let soon = Deadline::after(Duration::from_secs(10));
+        // Nothing unanswered: each refusal stands as it is.
+        for refusal in [api(500), api(401), throttled] {
+            let fresh = Attempts::default();
+            let error = fresh.conclude(refusal, &Method::DELETE);
+            assert!(!error.may_have_applied(), "{error:?}");
+        }
+        let mut retried = Attempts {
+            made: 1,
+            ..Attempts::default()
+        };
+        assert!(matches!(
+            retried.after(&api(504), &call, false, &policy, soon, 0.5),
+            Next::Wait(_)
+        ));
+        retried.made = 2;
+        for (refusal, status) in [(api(500), 500), (api(403), 403), (api(429), 429)] {
+            let message = refusal.to_string();
+            let error = retried.conclude(refusal, &Method::DELETE);
+            assert!(error.may_have_applied(), "{error:?}");
+            assert!(matches!(error, Error::MayHaveApplied(_)), "{error:?}");
+            // Read as the error inside: the same status and message for whoever maps it.
+            assert_eq!(error.status(), Some(status));
+            assert_eq!(error.to_string(), message);
+            assert!(matches!(error.reported(), Error::Api { .. }));
+        }
+        let unauthorized = retried.conclude(api(401), &Method::PATCH);
+        assert!(unauthorized.is_unauthorized() && unauthorized.may_have_applied());
+        // A lost answer already says so, and keeps its shape for callers matching on it.
+        let lost = retried.conclude(
+            Error::Deadline {
+                method: "DELETE".into(),
+                path: "/x".into(),
+            },
+            &Method::DELETE,
+        );
+        assert!(matches!(lost, Error::Deadline { .. }), "{lost:?}");
+        // A read changes nothing, whatever went unanswered before.
+        assert!(!retried.conclude(api(500), &Method::GET).may_have_applied());
     }
 
     #[test]
