@@ -131,8 +131,8 @@ impl List {
         }
     }
 
-    /// The rows as [`List::rows`] gives them, in pages of at most `page_rows` (`$filter` and the
-    /// other `OData` options only: `FetchXML` pages are the client's, of up to 5,000).
+    /// The rows as [`List::rows`] gives them, in pages of at most `page_rows` (for `FetchXML`,
+    /// the `<fetch>` element's `count`).
     fn rows_in_pages_of<'a>(
         &'a self,
         client: &'a Client,
@@ -141,8 +141,10 @@ impl List {
         page_rows: usize,
         deadline: Deadline,
     ) -> impl Stream<Item = Result<Box<RawValue>, dataverse::Error>> + 'a {
-        if self.fetch_xml.is_some() {
-            return self.rows(client, table, top, deadline).left_stream();
+        if let Some(fetch_xml) = &self.fetch_xml {
+            return client
+                .fetch_rows_in_pages_of(table, fetch_xml, self.skip, top, page_rows, deadline)
+                .left_stream();
         }
         let wanted = top.map_or(usize::MAX, |t| self.skip.saturating_add(t));
         let prefer = Prefer {

@@ -9,13 +9,14 @@
 //! `PutObject`, a larger one a multipart upload that S3 assembles only on
 //! `CompleteMultipartUpload`. Any failure on the way aborts the upload, so no parts are left
 //! behind to be billed (a bucket lifecycle rule that aborts incomplete uploads catches what an
-//! abort with no time left could not).
+//! abort with no time left could not). Only when the call that makes the object was sent and its
+//! outcome never came back ([`OutputError::Unknown`]) may the object exist after an error.
 
 use std::future::Future;
 use std::pin::{Pin, pin};
 use std::time::Duration;
 
-use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata};
+use aws_sdk_s3::error::ProvideErrorMetadata;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart};
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
@@ -272,18 +273,19 @@ pub struct Written {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum OutputError {
-    /// S3 refused a call, or it failed after the SDK's retries.
-    #[error("S3 {action} for s3://{bucket}/{key} failed: {message}")]
+    /// S3 refused a call, or it failed after the SDK's retries, and the object was not written.
+    #[error("S3 {action} for s3://{bucket}/{key} failed: {}", Reason { error: source, status: *status })]
     Call {
         action: &'static str,
         bucket: String,
         key: String,
-        /// The HTTP status, when there was an answer.
+        /// The HTTP status of S3's error answer, when it sent one.
         status: Option<u16>,
-        code: Option<String>,
-        message: String,
+        #[source]
+        source: Box<aws_sdk_s3::Error>,
     },
-    /// A call had no answer (or no time left to start) before the invocation's deadline.
+    /// A call had no answer (or no time left to start) before the invocation's deadline, and the
+    /// object was not written.
     #[error(
         "S3 {action} for s3://{bucket}/{key} did not finish before the invocation's deadline; nothing was written"
     )]
@@ -291,6 +293,21 @@ pub enum OutputError {
         action: &'static str,
         bucket: String,
         key: String,
+    },
+    /// `PutObject` or `CompleteMultipartUpload` was sent, and ended (the deadline, a lost answer, a
+    /// failed retry) without saying whether S3 applied it: the object may exist.
+    #[error(
+        "S3 {action} for s3://{bucket}/{key} {}; S3 may still have applied it, so the outcome is unknown and the object may exist at that key (a retry of this request by Lambda writes the same key again)",
+        Ended { source: source.as_deref(), status: *status }
+    )]
+    Unknown {
+        action: &'static str,
+        bucket: String,
+        key: String,
+        status: Option<u16>,
+        /// The SDK's error; `None` when the deadline cut the call off.
+        #[source]
+        source: Option<Box<aws_sdk_s3::Error>>,
     },
     #[error(
         "the rows pass S3's limit of {MAX_PARTS} parts of {PART_SIZE} bytes for one object; narrow the query with $filter or $top"
@@ -306,10 +323,97 @@ impl OutputError {
             OutputError::Call {
                 status: Some(403), ..
             } => "Crm.Configuration",
-            OutputError::Call {
-                code: Some(code), ..
-            } if matches!(code.as_str(), "NoSuchBucket" | "AccessDenied") => "Crm.Configuration",
+            OutputError::Call { source, .. }
+                if matches!(source.code(), Some("NoSuchBucket" | "AccessDenied")) =>
+            {
+                "Crm.Configuration"
+            }
             _ => "Crm.ServerError",
+        }
+    }
+
+    /// S3's error code, when it sent one.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            OutputError::Call { source, .. } => source.code(),
+            OutputError::Unknown { source, .. } => source.as_deref().and_then(|s| s.code()),
+            _ => None,
+        }
+    }
+}
+
+/// Why an S3 call failed, in a few words: S3's code, status and message, or what went wrong on the
+/// way and its root cause. Never the SDK's debug text, which holds the raw answer (S3's
+/// `SignatureDoesNotMatch` body echoes the signed request, session token included), nor a URL.
+struct Reason<'a> {
+    error: &'a aws_sdk_s3::Error,
+    status: Option<u16>,
+}
+
+impl std::fmt::Display for Reason<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (code, message) = (self.error.code(), self.error.message());
+        if code.is_none() && self.status.is_none() {
+            // No answer from S3: the SDK says what kind of failure (its first source: "dispatch
+            // failure", "response error"...), the root cause what happened.
+            let kind = std::error::Error::source(self.error);
+            let mut root = kind;
+            while let Some(next) = root.and_then(std::error::Error::source) {
+                root = Some(next);
+            }
+            return match (kind, root) {
+                (Some(kind), Some(root)) if !std::ptr::addr_eq(kind, root) => {
+                    write!(f, "{kind} ({})", Root(root))
+                }
+                (Some(kind), _) => write!(f, "{}", Root(kind)),
+                (None, _) => f.write_str("no answer from S3"),
+            };
+        }
+        match (code, self.status) {
+            (Some(code), Some(status)) => write!(f, "{code} (HTTP {status})")?,
+            (Some(code), None) => f.write_str(code)?,
+            (None, Some(status)) => write!(f, "HTTP {status}")?,
+            (None, None) => {}
+        }
+        match message {
+            Some(message) if !message.is_empty() => write!(f, ": {}", excerpt(message)),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A cause by its own text, except reqwest's, which names the URL.
+struct Root<'a>(&'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for Root<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0.downcast_ref::<reqwest::Error>() {
+            Some(e) if e.is_timeout() => f.write_str("timed out"),
+            Some(e) if e.is_connect() => f.write_str("could not connect"),
+            Some(_) => f.write_str("the exchange failed"),
+            None => write!(f, "{}", excerpt(&self.0.to_string())),
+        }
+    }
+}
+
+/// How a call whose outcome is unknown ended.
+struct Ended<'a> {
+    source: Option<&'a aws_sdk_s3::Error>,
+    status: Option<u16>,
+}
+
+impl std::fmt::Display for Ended<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.source {
+            Some(error) => write!(
+                f,
+                "failed: {}",
+                Reason {
+                    error,
+                    status: self.status
+                }
+            ),
+            None => f.write_str("had no answer before the invocation's deadline"),
         }
     }
 }
@@ -381,7 +485,8 @@ impl<'a> Upload<'a> {
 
     /// Writes every row of `rows` to the object, one line each, and returns what was written.
     /// On any failure, of the rows or of S3, the multipart upload (if one was started) is aborted
-    /// before this returns, so nothing is left under the key.
+    /// before this returns, so no parts are left; the object exists after a failure only when the
+    /// error is [`OutputError::Unknown`], and then may.
     pub async fn write<S, E>(&self, rows: S) -> Result<Written, WriteError<E>>
     where
         S: Stream<Item = Result<Box<RawValue>, E>>,
@@ -519,6 +624,7 @@ impl<'a> Upload<'a> {
         m.in_flight = Some(Box::pin(async move {
             let done = bounded(
                 "UploadPart",
+                Effect::Upload,
                 &bucket,
                 &key,
                 deadline,
@@ -540,6 +646,7 @@ impl<'a> Upload<'a> {
         let created = self
             .call(
                 "CreateMultipartUpload",
+                Effect::Upload,
                 Box::pin(
                     self.client
                         .create_multipart_upload()
@@ -573,6 +680,7 @@ impl<'a> Upload<'a> {
         let parts = u32::try_from(m.done.len()).unwrap_or(u32::MAX);
         self.call(
             "CompleteMultipartUpload",
+            Effect::Object,
             Box::pin(
                 self.client
                     .complete_multipart_upload()
@@ -594,6 +702,7 @@ impl<'a> Upload<'a> {
     async fn put(&self, body: Bytes) -> Result<(), OutputError> {
         self.call(
             "PutObject",
+            Effect::Object,
             Box::pin(
                 self.client
                     .put_object()
@@ -613,6 +722,7 @@ impl<'a> Upload<'a> {
     async fn abort(&self, upload_id: &str) {
         let result = bounded(
             "AbortMultipartUpload",
+            Effect::Upload,
             &self.bucket,
             &self.key,
             self.deadline,
@@ -630,6 +740,11 @@ impl<'a> Upload<'a> {
             Ok(_) => {
                 tracing::info!(bucket = %self.bucket, key = %self.key, upload_id, "multipart upload aborted");
             }
+            // Completed by a `CompleteMultipartUpload` whose answer was lost, or aborted already:
+            // no parts are left either way.
+            Err(error) if error.code() == Some("NoSuchUpload") => {
+                tracing::info!(bucket = %self.bucket, key = %self.key, upload_id, "the multipart upload was already completed or aborted");
+            }
             Err(error) => {
                 tracing::warn!(bucket = %self.bucket, key = %self.key, upload_id, error = %error, "the multipart upload could not be aborted; its parts stay until it is");
             }
@@ -639,39 +754,61 @@ impl<'a> Upload<'a> {
     async fn call<T, E>(
         &self,
         action: &'static str,
+        effect: Effect,
         send: impl Future<Output = Result<T, SdkError<E, HttpResponse>>>,
     ) -> Result<T, OutputError>
     where
-        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+        aws_sdk_s3::Error: From<SdkError<E, HttpResponse>>,
     {
-        bounded(action, &self.bucket, &self.key, self.work_deadline(), send).await
+        bounded(
+            action,
+            effect,
+            &self.bucket,
+            &self.key,
+            self.work_deadline(),
+            send,
+        )
+        .await
     }
 }
 
 /// The object's content type: JSON Lines has no registered one, and this is the one tools know.
 const CONTENT_TYPE: &str = "application/x-ndjson";
 
+/// What a call does to the object, which says what its failure means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Effect {
+    /// Nothing a reader can see: the upload's own calls, which the abort undoes.
+    Upload,
+    /// Writes the object (`PutObject`, `CompleteMultipartUpload`): once sent, S3 may have applied
+    /// it even when no answer says so.
+    Object,
+}
+
 /// `send`, bounded by `deadline`, its failure described. The S3 client's request futures are 20
 /// to 40 KB, so callers box them where they are made, and the futures that wait on them stay small.
 async fn bounded<T, E>(
     action: &'static str,
+    effect: Effect,
     bucket: &str,
     key: &str,
     deadline: Deadline,
     send: impl Future<Output = Result<T, SdkError<E, HttpResponse>>>,
 ) -> Result<T, OutputError>
 where
-    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    aws_sdk_s3::Error: From<SdkError<E, HttpResponse>>,
 {
+    // With no time left the call is never sent, and cannot have written anything.
+    let has_time = deadline.remaining() != Some(Duration::ZERO);
     match deadline.run(send).await {
         Some(Ok(output)) => Ok(output),
-        Some(Err(error)) => Err(OutputError::Call {
+        Some(Err(error)) => Err(failure(action, effect, bucket, key, error)),
+        None if effect == Effect::Object && has_time => Err(OutputError::Unknown {
             action,
             bucket: bucket.to_owned(),
             key: excerpt(key),
-            status: error.raw_response().map(|r| r.status().as_u16()),
-            code: error.code().map(str::to_owned),
-            message: DisplayErrorContext(&error).to_string(),
+            status: None,
+            source: None,
         }),
         None => Err(OutputError::Deadline {
             action,
@@ -679,6 +816,53 @@ where
             key: excerpt(key),
         }),
     }
+}
+
+/// The SDK's error, as a call with this effect failed.
+fn failure<E>(
+    action: &'static str,
+    effect: Effect,
+    bucket: &str,
+    key: &str,
+    error: SdkError<E, HttpResponse>,
+) -> OutputError
+where
+    aws_sdk_s3::Error: From<SdkError<E, HttpResponse>>,
+{
+    // A status only for S3's own error answers: a 2xx answer the SDK could not read says nothing.
+    let status = match &error {
+        SdkError::ServiceError(context) => Some(context.raw().status().as_u16()),
+        _ => None,
+    };
+    let refused_before_sending = matches!(error, SdkError::ConstructionFailure(_));
+    let source = Box::new(aws_sdk_s3::Error::from(error));
+    let settled = refused_before_sending || says_not_applied(status, source.code());
+    if effect == Effect::Object && !settled {
+        return OutputError::Unknown {
+            action,
+            bucket: bucket.to_owned(),
+            key: excerpt(key),
+            status,
+            source: Some(source),
+        };
+    }
+    OutputError::Call {
+        action,
+        bucket: bucket.to_owned(),
+        key: excerpt(key),
+        status,
+        source,
+    }
+}
+
+/// Whether S3's answer says a write was not applied: a refusal (4xx) the SDK does not retry. After
+/// a timeout, a lost answer or a 5xx the SDK sends the call again, and the answer to a later
+/// attempt says nothing of an earlier one. Of the refusals, `NoSuchUpload` to
+/// `CompleteMultipartUpload` is what a retry gets once an earlier attempt completed the upload,
+/// and `RequestTimeout` (400) and 408 and 429 are retried.
+fn says_not_applied(status: Option<u16>, code: Option<&str>) -> bool {
+    status.is_some_and(|s| (400..500).contains(&s) && !matches!(s, 408 | 429))
+        && !matches!(code, Some("NoSuchUpload" | "RequestTimeout"))
 }
 
 /// A row as one line: the text Dataverse sent, with any line break between its tokens (JSON
@@ -698,6 +882,12 @@ fn line(row: &RawValue) -> std::borrow::Cow<'_, [u8]> {
 
 #[cfg(test)]
 mod tests {
+    use aws_sdk_s3::error::ErrorMetadata;
+    use aws_sdk_s3::operation::complete_multipart_upload::CompleteMultipartUploadError;
+    use aws_sdk_s3::operation::put_object::PutObjectError;
+    use aws_smithy_runtime_api::client::result::ConnectorError;
+    use aws_smithy_runtime_api::http::StatusCode;
+    use aws_smithy_types::body::SdkBody;
     use serde_json::json;
 
     use super::*;
@@ -829,33 +1019,159 @@ mod tests {
         assert_eq!(value["a"], "x\ny");
     }
 
+    /// S3's error answer to `PutObject`, with this status, code and body.
+    fn answer(status: u16, code: &str, body: &str) -> SdkError<PutObjectError, HttpResponse> {
+        let meta = ErrorMetadata::builder()
+            .code(code)
+            .message(format!("S3 says {code}"))
+            .build();
+        let raw = HttpResponse::new(StatusCode::try_from(status).unwrap(), SdkBody::from(body));
+        SdkError::service_error(PutObjectError::generic(meta), raw)
+    }
+
+    fn put(effect: Effect, error: SdkError<PutObjectError, HttpResponse>) -> OutputError {
+        failure("PutObject", effect, "b", "k.jsonl", error)
+    }
+
+    /// A connection that ended before its answer, as the SDK's HTTP client reports it.
+    fn lost() -> ConnectorError {
+        ConnectorError::io(Box::new(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "connection reset by peer",
+        )))
+    }
+
     #[test]
     fn a_refused_bucket_is_configuration_and_a_lost_answer_a_server_error() {
-        let call = |status, code: Option<&str>| OutputError::Call {
-            action: "PutObject",
-            bucket: "b".into(),
-            key: "k".into(),
-            status,
-            code: code.map(str::to_owned),
-            message: String::new(),
+        let refused = |status, code| put(Effect::Object, answer(status, code, "")).error_type();
+        assert_eq!(refused(403, "SignatureDoesNotMatch"), "Crm.Configuration");
+        assert_eq!(refused(404, "NoSuchBucket"), "Crm.Configuration");
+        assert_eq!(refused(503, "SlowDown"), "Crm.ServerError");
+        assert_eq!(
+            put(Effect::Upload, answer(404, "NoSuchUpload", "")).error_type(),
+            "Crm.ServerError"
+        );
+        assert_eq!(
+            put(Effect::Object, SdkError::dispatch_failure(lost())).error_type(),
+            "Crm.ServerError"
+        );
+    }
+
+    #[test]
+    fn a_write_s3_may_have_applied_is_not_reported_as_nothing_written() {
+        let unknown = |e: &OutputError| matches!(e, OutputError::Unknown { .. });
+        // S3 refused it: nothing was written.
+        let refused = put(Effect::Object, answer(403, "AccessDenied", ""));
+        assert!(matches!(refused, OutputError::Call { .. }), "{refused}");
+        assert!(!unknown(&put(
+            Effect::Object,
+            answer(400, "InvalidPart", "")
+        )));
+        // Sent, and no answer says whether it was applied.
+        for error in [
+            SdkError::dispatch_failure(lost()),
+            SdkError::timeout_error("no answer"),
+            answer(500, "InternalError", ""),
+            answer(400, "RequestTimeout", ""),
+        ] {
+            let e = put(Effect::Object, error);
+            assert!(unknown(&e), "{e}");
+            let message = e.to_string();
+            assert!(
+                message.contains("outcome is unknown")
+                    && message.contains("may exist at that key")
+                    && message.contains("s3://b/k.jsonl")
+                    && !message.contains("nothing was written"),
+                "{message}"
+            );
+        }
+        // The answer to a retried `CompleteMultipartUpload` whose first attempt completed it.
+        let gone = SdkError::service_error(
+            CompleteMultipartUploadError::generic(
+                ErrorMetadata::builder().code("NoSuchUpload").build(),
+            ),
+            HttpResponse::new(StatusCode::try_from(404).unwrap(), SdkBody::empty()),
+        );
+        let e = failure("CompleteMultipartUpload", Effect::Object, "b", "k", gone);
+        assert!(unknown(&e), "{e}");
+        // A part's failure leaves no object: the upload is aborted.
+        let part = put(Effect::Upload, SdkError::dispatch_failure(lost()));
+        assert!(matches!(part, OutputError::Call { .. }), "{part}");
+    }
+
+    #[tokio::test]
+    async fn a_write_the_deadline_cuts_off_may_have_happened_unless_it_never_started() {
+        let never = || {
+            Box::pin(std::future::pending::<
+                Result<(), SdkError<PutObjectError, HttpResponse>>,
+            >())
         };
-        assert_eq!(call(Some(403), None).error_type(), "Crm.Configuration");
-        assert_eq!(
-            call(Some(404), Some("NoSuchBucket")).error_type(),
-            "Crm.Configuration"
+        let soon = Deadline::after(Duration::from_millis(1));
+        let cut = bounded("PutObject", Effect::Object, "b", "k", soon, never()).await;
+        assert!(
+            matches!(cut, Err(OutputError::Unknown { source: None, .. })),
+            "{cut:?}"
         );
-        assert_eq!(
-            call(None, Some("AccessDenied")).error_type(),
-            "Crm.Configuration"
+        let message = cut.unwrap_err().to_string();
+        assert!(
+            message.contains("deadline") && message.contains("may exist"),
+            "{message}"
         );
-        assert_eq!(
-            call(Some(503), Some("SlowDown")).error_type(),
-            "Crm.ServerError"
+        let part = bounded("UploadPart", Effect::Upload, "b", "k", soon, never()).await;
+        assert!(
+            matches!(part, Err(OutputError::Deadline { .. })),
+            "{part:?}"
         );
-        assert_eq!(
-            call(Some(404), Some("NoSuchUpload")).error_type(),
-            "Crm.ServerError"
+        let passed = Deadline::after(Duration::ZERO);
+        let unsent = bounded("PutObject", Effect::Object, "b", "k", passed, never()).await;
+        assert!(
+            matches!(unsent, Err(OutputError::Deadline { .. })),
+            "{unsent:?}"
         );
-        assert_eq!(call(None, None).error_type(), "Crm.ServerError");
+    }
+
+    #[tokio::test]
+    async fn a_failure_names_s3s_answer_and_keeps_the_sdk_error_but_no_secret_or_url() {
+        // S3's `SignatureDoesNotMatch` answer echoes the signed request, session token included.
+        let body = "<Error><Code>SignatureDoesNotMatch</Code><CanonicalRequest>x-amz-security-token:SECRET-TOKEN</CanonicalRequest></Error>";
+        let e = put(Effect::Object, answer(403, "SignatureDoesNotMatch", body));
+        assert_eq!(
+            e.to_string(),
+            "S3 PutObject for s3://b/k.jsonl failed: SignatureDoesNotMatch (HTTP 403): S3 says SignatureDoesNotMatch"
+        );
+        let source = std::error::Error::source(&e).expect("the SDK's error is the source");
+        assert_eq!(
+            source
+                .downcast_ref::<Box<aws_sdk_s3::Error>>()
+                .and_then(|e| e.code()),
+            Some("SignatureDoesNotMatch")
+        );
+        assert!(!format!("{e:?}").contains("SECRET-TOKEN"), "{e:?}");
+
+        // A request that never reached S3, to a URL as a presigned one would be.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let refused = reqwest::Client::new()
+            .put(format!(
+                "http://127.0.0.1:{port}/b/k?X-Amz-Signature=SECRET-SIGNATURE"
+            ))
+            .send()
+            .await
+            .unwrap_err();
+        // reqwest's own text names the URL: a cause that is reqwest's is told by its kind.
+        assert_eq!(Root(&refused).to_string(), "could not connect");
+        let e = put(
+            Effect::Upload,
+            SdkError::dispatch_failure(ConnectorError::io(refused.into())),
+        );
+        let message = e.to_string();
+        assert!(
+            message.starts_with("S3 PutObject for s3://b/k.jsonl failed: dispatch failure ("),
+            "{message}"
+        );
+        assert!(!message.contains("SECRET-SIGNATURE"), "{message}");
     }
 }

@@ -55,6 +55,11 @@ pub enum S3Answer {
     Error(u16, &'static str),
     /// Never forwarded, never answered.
     Hold,
+    /// Forwarded, so moto applies it, and the connection closed without moto's answer: what a
+    /// caller sees when an answer is lost on the way back.
+    Lost,
+    /// Forwarded, so moto applies it, and never answered.
+    AppliedThenHold,
 }
 
 /// The calls to `call` after the first `after` of them get `answer`.
@@ -147,34 +152,52 @@ async fn forward(
                 .insert("content-type", "application/xml".parse()?);
             Ok(response)
         }
-        None => {
-            let headers = req.headers().clone();
-            let body = req.into_body().collect().await?.to_bytes();
-            let mut outgoing = http.request(
-                reqwest::Method::from_bytes(method.as_str().as_bytes())?,
-                format!("{target}{path_and_query}"),
-            );
-            for (name, value) in &headers {
-                if name != hyper::header::HOST {
-                    outgoing = outgoing.header(name.as_str(), value.as_bytes());
-                }
-            }
-            let answer = outgoing.body(body).send().await?;
-            let mut response = Response::new(Full::new(Bytes::new()));
-            *response.status_mut() = hyper::StatusCode::from_u16(answer.status().as_u16())?;
-            // Framing is hyper's to write for the body as sent on.
-            let framing = ["content-length", "transfer-encoding", "connection"];
-            for (name, value) in answer.headers() {
-                if framing.contains(&name.as_str()) {
-                    continue;
-                }
-                response.headers_mut().append(
-                    name.as_str().parse::<hyper::header::HeaderName>()?,
-                    value.as_bytes().try_into()?,
-                );
-            }
-            *response.body_mut() = Full::new(answer.bytes().await?);
-            Ok(response)
+        Some(S3Answer::Lost) => {
+            send_on(&http, &target, &path_and_query, req).await?;
+            // An error from the service makes hyper close the connection without an answer.
+            Err("the test proxy lost moto's answer".into())
+        }
+        Some(S3Answer::AppliedThenHold) => {
+            send_on(&http, &target, &path_and_query, req).await?;
+            std::future::pending().await
+        }
+        None => send_on(&http, &target, &path_and_query, req).await,
+    }
+}
+
+/// Sends the request on to moto, and its answer back as it came.
+async fn send_on(
+    http: &reqwest::Client,
+    target: &str,
+    path_and_query: &str,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Box<dyn std::error::Error + Send + Sync>> {
+    let method = req.method().clone();
+    let headers = req.headers().clone();
+    let body = req.into_body().collect().await?.to_bytes();
+    let mut outgoing = http.request(
+        reqwest::Method::from_bytes(method.as_str().as_bytes())?,
+        format!("{target}{path_and_query}"),
+    );
+    for (name, value) in &headers {
+        if name != hyper::header::HOST {
+            outgoing = outgoing.header(name.as_str(), value.as_bytes());
         }
     }
+    let answer = outgoing.body(body).send().await?;
+    let mut response = Response::new(Full::new(Bytes::new()));
+    *response.status_mut() = hyper::StatusCode::from_u16(answer.status().as_u16())?;
+    // Framing is hyper's to write for the body as sent on.
+    let framing = ["content-length", "transfer-encoding", "connection"];
+    for (name, value) in answer.headers() {
+        if framing.contains(&name.as_str()) {
+            continue;
+        }
+        response.headers_mut().append(
+            name.as_str().parse::<hyper::header::HeaderName>()?,
+            value.as_bytes().try_into()?,
+        );
+    }
+    *response.body_mut() = Full::new(answer.bytes().await?);
+    Ok(response)
 }

@@ -178,6 +178,18 @@ fn line_ids(text: &str) -> Vec<String> {
         .collect()
 }
 
+/// The page size (`count`) of each `FetchXML` request in the emulator's log, in order.
+fn fetch_page_sizes(log: &[Value]) -> Vec<usize> {
+    log.iter()
+        .filter_map(|e| e["path"].as_str()?.split_once("fetchXml="))
+        .map(|(_, query)| {
+            let xml = percent_encoding::percent_decode_str(query).decode_utf8_lossy();
+            let (_, from_count) = xml.split_once(" count=\"").unwrap();
+            from_count.split_once('"').unwrap().0.parse().unwrap()
+        })
+        .collect()
+}
+
 /// A field of `/proc/<pid>/status`, in bytes (the kernel reports kB).
 fn status_bytes(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -300,6 +312,7 @@ async fn top_skip_select_count_and_fetchxml_keep_their_meaning() {
 
     // The same rows by FetchXML; a second invocation writes an object of its own.
     let fetch = r#"<fetch><entity name="account"><attribute name="accountid"/><order attribute="name"/></entity></fetch>"#;
+    setup.emulator.clear_requests().await.unwrap();
     let again = setup
         .invoke(&listing(
             &json!({"fetchXml": fetch, "$top": 1_200, "$skip": 1_500}),
@@ -313,6 +326,10 @@ async fn top_skip_select_count_and_fetchxml_keep_their_meaning() {
         .await
         .unwrap();
     assert_eq!(line_ids(&setup.object(second).await), by_name[1_500..2_700]);
+    // Pages of 1,000 rows, as for the OData options, rather than the 2,700 `$skip` and `$top`
+    // would allow in one.
+    let sizes = fetch_page_sizes(&setup.emulator.requests().await.unwrap());
+    assert_eq!(sizes, [1_000, 1_000, 1_000]);
 
     // Nothing matches: an empty object, still there for the reader to find.
     let none = setup
@@ -490,4 +507,75 @@ async fn an_s3_call_that_hangs_ends_at_the_deadline_and_the_upload_is_aborted() 
     assert!(setup.keys().await.is_empty(), "no object");
     assert_eq!(setup.pending_uploads().await, 0, "no upload left");
     assert_eq!(setup.calls(S3Call::AbortMultipartUpload), 1, "{logs}");
+}
+
+#[tokio::test]
+async fn a_complete_whose_answer_is_lost_says_the_object_may_exist() {
+    // Every `CompleteMultipartUpload` reaches moto and its answer is lost: the first completes
+    // the upload, the SDK's retries find it gone.
+    let mut setup = Setup::start_with(Some(S3Fault {
+        call: S3Call::CompleteMultipartUpload,
+        after: 0,
+        answer: S3Answer::Lost,
+    }))
+    .await;
+    setup
+        .emulator
+        .client()
+        .generate("account", 8_000)
+        .await
+        .unwrap();
+    let result = setup
+        .list
+        .invoke_within(&listing(&json!({})), Duration::from_secs(120))
+        .await;
+    let logs = setup.list.logs_with("already completed or aborted").await;
+    let (error_type, message) = expect_error(result, &logs);
+    assert_eq!(error_type, "Crm.ServerError", "{message}");
+    let keys = setup.keys().await;
+    assert_eq!(keys.len(), 1, "S3 completed the upload: {keys:?}");
+    assert!(
+        message.contains("CompleteMultipartUpload")
+            && message.contains("outcome is unknown")
+            && message.contains(&format!("s3://{BUCKET}/{} ", keys[0]))
+            && message.contains("may exist"),
+        "{message}"
+    );
+    assert!(!message.contains("nothing was written"), "{message}");
+    let text = setup.object(&keys[0]).await;
+    assert_eq!(line_ids(&text).len(), 8_000, "the object is whole");
+    assert!(setup.parts(&keys[0]).await > 1);
+    assert_eq!(setup.pending_uploads().await, 0, "no upload left");
+    // The abort that follows finds the upload completed, which is no failure of its own.
+    assert_eq!(setup.calls(S3Call::AbortMultipartUpload), 1, "{logs}");
+    assert!(!logs.contains("could not be aborted"), "{logs}");
+}
+
+#[tokio::test]
+async fn a_put_the_deadline_cuts_off_says_the_object_may_exist() {
+    // moto writes the object, and its answer never comes back before the deadline.
+    let mut setup = Setup::start_with(Some(S3Fault {
+        call: S3Call::PutObject,
+        after: 0,
+        answer: S3Answer::AppliedThenHold,
+    }))
+    .await;
+    setup.emulator.create_account("Alpha").await.unwrap();
+    let result = setup
+        .list
+        .invoke_within(&listing(&json!({})), Duration::from_secs(10))
+        .await;
+    let (error_type, message) = expect_error(result, &setup.list.logs());
+    assert_eq!(error_type, "Crm.ServerError", "{message}");
+    let keys = setup.keys().await;
+    assert_eq!(keys.len(), 1, "moto wrote it: {keys:?}");
+    assert!(
+        message.contains("PutObject")
+            && message.contains("deadline")
+            && message.contains("outcome is unknown")
+            && message.contains(&format!("s3://{BUCKET}/{} ", keys[0])),
+        "{message}"
+    );
+    assert!(!message.contains("nothing was written"), "{message}");
+    assert_eq!(line_ids(&setup.object(&keys[0]).await).len(), 1);
 }

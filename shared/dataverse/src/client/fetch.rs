@@ -201,8 +201,22 @@ impl Client {
         top: Option<usize>,
         deadline: Deadline,
     ) -> impl Stream<Item = Result<Box<RawValue>, Error>> + 'a {
+        self.fetch_rows_in_pages_of(table, fetch_xml, skip, top, MAX_PAGE_SIZE, deadline)
+    }
+
+    /// As [`Client::fetch_rows`], in pages of at most `page_rows` rows (the `<fetch>` element's
+    /// `count`), for a caller that holds a page in memory while it works on it.
+    pub fn fetch_rows_in_pages_of<'a>(
+        &'a self,
+        table: &'a Table,
+        fetch_xml: &'a str,
+        skip: usize,
+        top: Option<usize>,
+        page_rows: usize,
+        deadline: Deadline,
+    ) -> impl Stream<Item = Result<Box<RawValue>, Error>> + 'a {
         let wanted = top.map_or(usize::MAX, |t| skip.saturating_add(t));
-        let size = wanted.clamp(1, MAX_PAGE_SIZE);
+        let size = wanted.clamp(1, page_rows.clamp(1, MAX_PAGE_SIZE));
         let root = root(fetch_xml).map_err(Error::FetchXml);
         let mut to_skip = skip;
         // (next page number, its cookie), or None once the last page was read.
