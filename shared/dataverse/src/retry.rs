@@ -110,6 +110,18 @@ pub enum Repeat {
     OnlyIfUnsent,
 }
 
+/// How much later than `Retry-After` a retry goes: up to a quarter of the wait, at most a second.
+///
+/// Never earlier: Dataverse would refuse it again. But every Lambda environment that was refused in
+/// the same second is told the same instant, and if they all come back at once they exceed the
+/// concurrency limit together (52 requests at once) and are refused again. Spreading them over up to
+/// a second lets them in one after another; measured in `tests/e2e/benches/limits.rs`.
+fn spread(wait: Duration, jitter: f64) -> Duration {
+    (wait / 4)
+        .min(Duration::from_secs(1))
+        .mul_f64(jitter.clamp(0.0, 1.0))
+}
+
 impl RetryPolicy {
     /// The wait before attempt `attempt + 1`, or `None` to give up with `error`.
     /// `jitter` is a number in `[0, 1)`; the caller draws it.
@@ -131,7 +143,7 @@ impl RetryPolicy {
                 status: 429,
                 retry_after,
                 ..
-            } => Some(retry_after.unwrap_or_else(backoff)),
+            } => Some(retry_after.map_or_else(backoff, |wait| wait + spread(wait, jitter))),
             Error::Api {
                 status: 502..=504, ..
             } if repeat == Repeat::Safe => Some(backoff()),
@@ -195,12 +207,21 @@ mod tests {
     }
 
     #[test]
-    fn waits_exactly_retry_after_on_429_even_for_a_create() {
+    fn waits_retry_after_on_429_even_for_a_create_and_at_most_a_second_more() {
         let policy = RetryPolicy::default();
         for repeat in [Repeat::Safe, Repeat::OnlyIfUnsent] {
             assert_eq!(
-                policy.delay(1, &api(429, Some(7)), repeat, 0.9),
+                policy.delay(1, &api(429, Some(7)), repeat, 0.0),
                 Some(Duration::from_secs(7))
+            );
+            assert_eq!(
+                policy.delay(1, &api(429, Some(7)), repeat, 0.5),
+                Some(Duration::from_millis(7_500))
+            );
+            // A short wait spreads by a quarter of itself, not a whole second.
+            assert_eq!(
+                policy.delay(1, &api(429, Some(1)), repeat, 1.0),
+                Some(Duration::from_millis(1_250))
             );
         }
     }

@@ -694,7 +694,7 @@ mod tests {
             Next::Fail
         );
         assert_eq!(
-            attempts.after(&throttled, &call, false, &policy, Deadline::none(), 0.5),
+            attempts.after(&throttled, &call, false, &policy, Deadline::none(), 0.0),
             Next::Wait(Duration::from_secs(300))
         );
     }
