@@ -147,6 +147,31 @@ async fn actions(tour: &mut Tour, environment: &[(String, String)]) -> Result<()
             Expect::Ok,
         )
         .await?;
+    let once = sample(include_str!(
+        "../../../../functions/create-record/events/create-once.json"
+    ));
+    let first = tour
+        .step(
+            "create-record",
+            environment,
+            "an account, once: an idempotency_key, kept in the column `description` too",
+            &once,
+            Expect::Ok,
+        )
+        .await?;
+    let again = tour
+        .step(
+            "create-record",
+            environment,
+            "the same request again (an at-least-once retry): the first answer, nothing sent to Dataverse",
+            &once,
+            Expect::Ok,
+        )
+        .await?;
+    if first["accountid"].is_null() || first["accountid"] != again["accountid"] {
+        tour.failures += 1;
+        tour.say("  ✗ the repeat should answer with the first run's row");
+    }
     let id = created["contactid"].as_str().unwrap_or_default().to_owned();
     let etag = created["@odata.etag"]
         .as_str()
@@ -519,6 +544,14 @@ async fn run(tour: &mut Tour) -> Result<(), String> {
     ));
     let mut environment = files.env();
     environment.push(("RUST_LOG".into(), "warn".into()));
+    // The writers' idempotency records, beside the cursors (DynamoDB when deployed).
+    environment.push((
+        "CRM_IDEMPOTENCY".into(),
+        format!(
+            "file:{}",
+            files.events().with_file_name("idempotency").display()
+        ),
+    ));
     actions(tour, &environment).await?;
     keys(tour, &emulator, &environment).await?;
     triggers(tour, &emulator, &environment, &files.events()).await?;
