@@ -4,8 +4,8 @@ use std::sync::Arc;
 use connector::input::{self, Dataset, TableName};
 use connector::output::{self, Object, S3, Upload, WriteError};
 use connector::{Crm, CrmError, lambda};
-use dataverse::{Client, Deadline, Prefer, Query, Table};
-use futures_util::{Stream, StreamExt, TryStreamExt, stream};
+use dataverse::{Client, Deadline, Query, Table};
+use futures_util::{Stream, StreamExt, TryStreamExt};
 use lambda_runtime::LambdaEvent;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -146,27 +146,8 @@ impl List {
                 .fetch_rows_in_pages_of(table, fetch_xml, self.skip, top, page_rows, deadline)
                 .left_stream();
         }
-        let wanted = top.map_or(usize::MAX, |t| self.skip.saturating_add(t));
-        let prefer = Prefer {
-            max_page_size: Some(wanted.clamp(1, page_rows)),
-            track_changes: false,
-        };
-        // As the client's own `rows`: Dataverse refuses `$skip`, and ignores `$top` beside a
-        // page size, so skipped rows are dropped from the pages and no more than `top` are kept.
-        let mut to_skip = self.skip;
-        let pages = match client.collection_url(table, &self.query) {
-            Ok(url) => client.pages(url, prefer, deadline).left_stream(),
-            Err(e) => stream::once(async { Err(e) }).right_stream(),
-        };
-        pages
-            .map_ok(move |mut page| {
-                let dropped = to_skip.min(page.rows.len());
-                to_skip -= dropped;
-                page.rows.drain(..dropped);
-                stream::iter(page.rows.into_iter().map(Ok))
-            })
-            .try_flatten()
-            .take(top.unwrap_or(usize::MAX))
+        client
+            .rows_in_pages_of(table, &self.query, self.skip, top, page_rows, deadline)
             .right_stream()
     }
 }

@@ -413,9 +413,23 @@ impl Client {
         top: Option<usize>,
         deadline: Deadline,
     ) -> impl Stream<Item = Result<Box<RawValue>, Error>> + '_ {
+        self.rows_in_pages_of(table, query, skip, top, MAX_PAGE_SIZE, deadline)
+    }
+
+    /// [`Client::rows`], asking for pages of at most `page_rows` (at most Dataverse's 5,000): a
+    /// caller that must hold a page twice while it reads it keeps its memory down this way.
+    pub fn rows_in_pages_of(
+        &self,
+        table: &Table,
+        query: &Query,
+        skip: usize,
+        top: Option<usize>,
+        page_rows: usize,
+        deadline: Deadline,
+    ) -> impl Stream<Item = Result<Box<RawValue>, Error>> + '_ {
         let wanted = top.map_or(usize::MAX, |t| skip.saturating_add(t));
         let prefer = Prefer {
-            max_page_size: Some(wanted.clamp(1, MAX_PAGE_SIZE)),
+            max_page_size: Some(wanted.clamp(1, page_rows.clamp(1, MAX_PAGE_SIZE))),
             track_changes: false,
         };
         // Skipped rows are dropped from the pages themselves: skipping items of the flattened stream
