@@ -110,13 +110,15 @@ deploy: build infra-check deploy-tools ## Deploy with SAM (guided the first time
 		SAM_CLI_TELEMETRY=0 ../$(VENV)/bin/sam deploy --guided --capabilities CAPABILITY_IAM; \
 	fi
 
-bench: ## Benchmarks, each beside its baseline: pages, drain, publishing, cold start vs a Node peer, push vs poll, service protection
-	$(CARGO) build --release --locked -p dataverse-emulator -p get-record -p update-record -p when-record-created -p dataverse-webhook -p webhooks
+bench: ## Benchmarks, each beside its baseline: pages, drain, publishing, cold start vs a Node peer, push vs poll, service protection, S3 export memory
+	$(CARGO) build --release --locked -p dataverse-emulator -p get-record -p update-record -p list-records -p when-record-created -p dataverse-webhook -p webhooks
 	@# The Node peer of the cold-start bench; without Node the bench says so and measures ours alone.
 	@if command -v npm >/dev/null; then npm ci --prefix tests/peer --no-audit --no-fund --loglevel=error; \
 	else echo "npm not found: the cold-start bench will skip its Node peer"; fi
 	$(CARGO) bench --locked -p dataverse-emulator --bench page
 	$(CARGO) bench --locked -p e2e-tests --bench drain --bench publish --bench cold_start --bench push --bench limits
+	@# Peak RSS of a 50,000-row list-records export to S3 (moto), with the release build Lambda runs.
+	CRM_BIN_DIR=$(CURDIR)/target/release $(CARGO) test --locked -p e2e-tests --test list_to_s3 fifty -- --nocapture
 
 fuzz: bins ## The property suites at length (FUZZ_CASES, default 1,000,000), with the number of cases run
 	scripts/fuzz.sh
