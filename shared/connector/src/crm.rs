@@ -271,11 +271,54 @@ impl Crm {
             Err(e) if e.is_unauthorized() => {
                 tracing::warn!(dataset = %dataset, "credentials refused; reading them again");
                 match self.reread(dataset).await? {
-                    Some(client) => Ok(work(client).await?),
+                    Some(client) => Ok(work(client)
+                        .await
+                        .map_err(|again| after_refused(&e, again))?),
                     None => Err(e.into()),
                 }
             }
             other => Ok(other?),
         }
+    }
+}
+
+/// The error of a run made again with re-read credentials, after `refused`. The refused run may have
+/// written before its credentials were refused (a repeatable write retried after a lost answer), and
+/// the rerun's failure must keep saying so: an idempotency record would otherwise be released as if
+/// nothing had happened.
+fn after_refused(refused: &dataverse::Error, again: dataverse::Error) -> dataverse::Error {
+    if refused.may_have_applied() {
+        again.after_possible_write()
+    } else {
+        again
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api(status: u16) -> dataverse::Error {
+        dataverse::Error::Api {
+            status,
+            code: None,
+            message: String::new(),
+            retry_after: None,
+        }
+    }
+
+    #[test]
+    fn a_rerun_keeps_saying_that_the_refused_run_may_have_written() {
+        let refused = dataverse::Error::MayHaveApplied(Box::new(api(401)));
+        let again = after_refused(&refused, api(404));
+        assert!(again.may_have_applied());
+        assert_eq!(
+            again.status(),
+            Some(404),
+            "the caller still sees the rerun's answer"
+        );
+
+        let clean = after_refused(&api(401), api(404));
+        assert!(!clean.may_have_applied());
     }
 }

@@ -259,7 +259,7 @@ impl Error {
     /// [`Error::MayHaveApplied`]). An error that already says so is left as it is, so that callers
     /// matching on it (a lost answer is [`Error::Transport`]) still see it.
     #[must_use]
-    pub(crate) fn after_possible_write(self) -> Error {
+    pub fn after_possible_write(self) -> Error {
         if self.may_have_applied() {
             self
         } else {
