@@ -419,9 +419,11 @@ impl std::fmt::Display for Ended<'_> {
 }
 
 /// Why writing the rows failed: reading them, or S3.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum WriteError<E> {
+    #[error(transparent)]
     Rows(E),
+    #[error(transparent)]
     Output(OutputError),
 }
 
