@@ -79,24 +79,9 @@ async fn matching(emulator: &Emulator, filter: &str) -> Vec<String> {
     found
 }
 
-async fn accounts() -> Emulator {
-    let emulator = Emulator::empty().await;
-    let rows = [
-        json!({"name": "Contoso Ltd", "numberofemployees": 250, "revenue": 1_000_000.5, "creditonhold": false, "address1_city": "Redmond"}),
-        json!({"name": "contoso east", "numberofemployees": 40, "revenue": 20_000, "creditonhold": true, "address1_city": "Seattle"}),
-        json!({"name": "O'Bryan & Sons", "numberofemployees": 12, "creditonhold": false, "address1_city": "Redmond"}),
-        json!({"name": "Fabrikam", "numberofemployees": 250, "revenue": 5, "creditonhold": false}),
-        json!({"name": "100% Cotton", "numberofemployees": 3, "creditonhold": true, "address1_city": "Berlin"}),
-    ];
-    for row in rows {
-        emulator.create("accounts", row).await;
-    }
-    emulator
-}
-
 #[tokio::test]
 async fn returns_the_named_attributes_with_key_etag_and_context() {
-    let emulator = accounts().await;
+    let emulator = Emulator::accounts().await;
     let body = fetch_json(
         &emulator,
         "accounts",
@@ -140,7 +125,7 @@ async fn returns_the_named_attributes_with_key_etag_and_context() {
 
 #[tokio::test]
 async fn compares_like_filter_does() {
-    let emulator = accounts().await;
+    let emulator = Emulator::accounts().await;
     let cond = |op: &str, value: &str| {
         format!("<condition attribute='name' operator='{op}' value='{value}'/>")
     };
@@ -267,7 +252,7 @@ async fn compares_like_filter_does() {
 
 #[tokio::test]
 async fn nests_and_and_or_filters() {
-    let emulator = accounts().await;
+    let emulator = Emulator::accounts().await;
     let found = matching(
         &emulator,
         "<condition attribute='address1_city' operator='eq' value='Redmond'/>\
@@ -290,7 +275,7 @@ async fn nests_and_and_or_filters() {
 
 #[tokio::test]
 async fn orders_ascending_and_descending_then_by_key() {
-    let emulator = accounts().await;
+    let emulator = Emulator::accounts().await;
     let asc = names(
         &emulator,
         "<fetch><entity name='account'><attribute name='name'/><order attribute='name'/></entity></fetch>",
@@ -351,7 +336,7 @@ fn xml_escape(s: &str) -> String {
 
 #[tokio::test]
 async fn pages_with_count_page_and_paging_cookie() {
-    let emulator = accounts().await;
+    let emulator = Emulator::accounts().await;
     for name in ["Adatum", "Litware"] {
         emulator.create("accounts", json!({"name": name})).await;
     }
@@ -430,7 +415,7 @@ async fn pages_with_count_page_and_paging_cookie() {
 
 #[tokio::test]
 async fn top_limits_rows_and_cannot_be_combined_with_paging() {
-    let emulator = accounts().await;
+    let emulator = Emulator::accounts().await;
     let found = names(
         &emulator,
         "<fetch top='2'><entity name='account'><attribute name='name'/><order attribute='name'/></entity></fetch>",
@@ -452,7 +437,7 @@ async fn top_limits_rows_and_cannot_be_combined_with_paging() {
 }
 
 async fn linked() -> Emulator {
-    let emulator = accounts().await;
+    let emulator = Emulator::accounts().await;
     let ann = emulator
         .create("contacts", json!({"firstname": "Ann", "lastname": "Lee"}))
         .await;
@@ -543,7 +528,7 @@ async fn links_inner_and_outer_through_a_lookup_with_an_alias() {
 
 #[tokio::test]
 async fn aggregates_with_and_without_groupby() {
-    let emulator = accounts().await;
+    let emulator = Emulator::accounts().await;
     let body = fetch_json(
         &emulator,
         "accounts",
@@ -615,7 +600,7 @@ async fn aggregates_with_and_without_groupby() {
 
 #[tokio::test]
 async fn refuses_what_the_service_refuses() {
-    let emulator = accounts().await;
+    let emulator = Emulator::accounts().await;
     expect_error(
         fetch(
             &emulator,

@@ -9,22 +9,6 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use support::{Emulator, expect_error};
 
-/// An empty organisation with a known set of accounts.
-async fn accounts() -> Emulator {
-    let emulator = Emulator::empty().await;
-    let rows = [
-        json!({"name": "Contoso Ltd", "numberofemployees": 250, "revenue": 1_000_000.5, "creditonhold": false, "address1_city": "Redmond"}),
-        json!({"name": "contoso east", "numberofemployees": 40, "revenue": 20_000, "creditonhold": true, "address1_city": "Seattle"}),
-        json!({"name": "O'Bryan & Sons", "numberofemployees": 12, "creditonhold": false, "address1_city": "Redmond"}),
-        json!({"name": "Fabrikam", "numberofemployees": 250, "revenue": 5, "creditonhold": false}),
-        json!({"name": "100% Cotton", "numberofemployees": 3, "creditonhold": true, "address1_city": "Berlin"}),
-    ];
-    for row in rows {
-        emulator.create("accounts", row).await;
-    }
-    emulator
-}
-
 async fn names(emulator: &Emulator, query: &str) -> Vec<String> {
     let body = emulator
         .get_json(&format!("accounts?$select=name&{query}"))
@@ -56,7 +40,7 @@ fn urlencode(s: &str) -> String {
 
 #[tokio::test]
 async fn select_returns_only_the_named_columns_plus_key_and_etag() {
-    let emulator = accounts().await;
+    let emulator = Emulator::accounts().await;
     let body = emulator
         .get_json("accounts?$select=name,numberofemployees&$top=1")
         .await;
@@ -87,7 +71,7 @@ async fn select_returns_only_the_named_columns_plus_key_and_etag() {
 
 #[tokio::test]
 async fn filter_supports_comparison_and_logical_operators() {
-    let emulator = accounts().await;
+    let emulator = Emulator::accounts().await;
     assert_eq!(
         filtered(&emulator, "numberofemployees eq 250").await,
         ["Contoso Ltd", "Fabrikam"]
@@ -124,7 +108,7 @@ async fn filter_supports_comparison_and_logical_operators() {
 
 #[tokio::test]
 async fn filter_string_functions_are_case_insensitive_and_honour_sql_wildcards() {
-    let emulator = accounts().await;
+    let emulator = Emulator::accounts().await;
     assert_eq!(
         filtered(&emulator, "contains(name,'CONTOSO')").await,
         ["Contoso Ltd", "contoso east"]
@@ -154,7 +138,7 @@ async fn filter_string_functions_are_case_insensitive_and_honour_sql_wildcards()
 
 #[tokio::test]
 async fn filter_handles_null_booleans_guids_and_datetimes() {
-    let emulator = accounts().await;
+    let emulator = Emulator::accounts().await;
     assert_eq!(
         filtered(&emulator, "address1_city eq null").await,
         ["Fabrikam"]
@@ -201,7 +185,7 @@ async fn filter_handles_null_booleans_guids_and_datetimes() {
 
 #[tokio::test]
 async fn filter_syntax_errors_answer_400_with_the_position() {
-    let emulator = accounts().await;
+    let emulator = Emulator::accounts().await;
     let get = |filter: &str| emulator.get(format!("accounts?$filter={}", urlencode(filter)));
     expect_error(
         get("name eq 'O'Bryan'").await,
@@ -249,7 +233,7 @@ async fn filter_syntax_errors_answer_400_with_the_position() {
 
 #[tokio::test]
 async fn reads_an_unencoded_plus_as_a_space_so_clients_must_encode_it() {
-    let emulator = accounts().await;
+    let emulator = Emulator::accounts().await;
     emulator.create("accounts", json!({"name": "A+B"})).await;
     let raw = emulator
         .get_json("accounts?$select=name&$filter=name+eq+'A+B'")
@@ -260,7 +244,7 @@ async fn reads_an_unencoded_plus_as_a_space_so_clients_must_encode_it() {
 
 #[tokio::test]
 async fn orderby_sorts_on_several_keys_in_either_direction() {
-    let emulator = accounts().await;
+    let emulator = Emulator::accounts().await;
     assert_eq!(
         names(&emulator, "$orderby=numberofemployees desc,name asc").await,
         [
@@ -309,7 +293,7 @@ async fn orderby_sorts_on_several_keys_in_either_direction() {
 
 #[tokio::test]
 async fn top_limits_the_rows_and_gives_no_next_link() {
-    let emulator = accounts().await;
+    let emulator = Emulator::accounts().await;
     let body = emulator
         .get_json("accounts?$select=name&$top=2&$orderby=name")
         .await;
@@ -326,7 +310,7 @@ async fn top_limits_the_rows_and_gives_no_next_link() {
 
 #[tokio::test]
 async fn count_reports_the_matching_rows() {
-    let emulator = accounts().await;
+    let emulator = Emulator::accounts().await;
     let body = emulator
         .get_json("accounts?$select=name&$count=true&$filter=creditonhold eq false&$top=1")
         .await;
@@ -338,7 +322,7 @@ async fn count_reports_the_matching_rows() {
 
 #[tokio::test]
 async fn refuses_skip_search_and_format_as_the_service_does() {
-    let emulator = accounts().await;
+    let emulator = Emulator::accounts().await;
     for option in ["$skip=1", "$search=contoso", "$format=json"] {
         let name = option.split('=').next().unwrap();
         expect_error(
@@ -574,7 +558,7 @@ async fn a_count_of_exactly_5000_is_not_over_the_limit() {
 
 #[tokio::test]
 async fn refuses_a_tampered_skiptoken() {
-    let emulator = accounts().await;
+    let emulator = Emulator::accounts().await;
     expect_error(
         emulator.get("accounts?$skiptoken=page%3D2").await,
         400,
@@ -602,7 +586,7 @@ async fn refuses_a_tampered_skiptoken() {
 
 #[tokio::test]
 async fn deeply_nested_filters_answer_400_and_leave_the_emulator_up() {
-    let emulator = accounts().await;
+    let emulator = Emulator::accounts().await;
     let filter = format!("{}name eq 'x'{}", "(".repeat(5_000), ")".repeat(5_000));
     expect_error(
         emulator

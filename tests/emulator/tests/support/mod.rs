@@ -7,7 +7,7 @@ pub mod receiver;
 
 use dataverse_emulator::client::{DeliveryLog, EmulatorClient, Fault, NewTable};
 use reqwest::{Method, RequestBuilder, Response};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 pub struct Emulator {
     client: EmulatorClient,
@@ -47,6 +47,23 @@ impl Emulator {
 
     pub async fn demo() -> Self {
         Self::start(&["--seed", "demo"]).await
+    }
+
+    /// An empty organisation with five accounts that the query suites (`OData` and `FetchXML`) share:
+    /// mixed case, a quote, a `%`, and rows without a revenue or a city.
+    pub async fn accounts() -> Self {
+        let emulator = Self::empty().await;
+        let rows = [
+            json!({"name": "Contoso Ltd", "numberofemployees": 250, "revenue": 1_000_000.5, "creditonhold": false, "address1_city": "Redmond"}),
+            json!({"name": "contoso east", "numberofemployees": 40, "revenue": 20_000, "creditonhold": true, "address1_city": "Seattle"}),
+            json!({"name": "O'Bryan & Sons", "numberofemployees": 12, "creditonhold": false, "address1_city": "Redmond"}),
+            json!({"name": "Fabrikam", "numberofemployees": 250, "revenue": 5, "creditonhold": false}),
+            json!({"name": "100% Cotton", "numberofemployees": 3, "creditonhold": true, "address1_city": "Berlin"}),
+        ];
+        for row in rows {
+            emulator.create("accounts", row).await;
+        }
+        emulator
     }
 
     pub async fn token_response(&self, form: &[(&str, &str)]) -> Response {
