@@ -4,7 +4,7 @@ use std::sync::Arc;
 use connector::input::{self, Dataset, TableName};
 use connector::output::{self, Object, S3, Upload, WriteError};
 use connector::{Crm, CrmError, lambda};
-use dataverse::{Client, Deadline, Query, Table};
+use dataverse::{Client, Deadline, MAX_PAGE_SIZE, Query, Table};
 use futures_util::{Stream, StreamExt, TryStreamExt};
 use lambda_runtime::LambdaEvent;
 use serde::{Deserialize, Serialize};
@@ -113,27 +113,9 @@ impl List {
         Ok((table, total))
     }
 
-    /// The rows, as they come in page by page; skipped ones are dropped as they pass.
+    /// The rows, as they come in pages of at most `page_rows` (for `FetchXML`, the `<fetch>`
+    /// element's `count`); skipped ones are dropped as they pass.
     fn rows<'a>(
-        &'a self,
-        client: &'a Client,
-        table: &'a Table,
-        top: Option<usize>,
-        deadline: Deadline,
-    ) -> impl Stream<Item = Result<Box<RawValue>, dataverse::Error>> + 'a {
-        match &self.fetch_xml {
-            Some(fetch_xml) => client
-                .fetch_rows(table, fetch_xml, self.skip, top, deadline)
-                .left_stream(),
-            None => client
-                .rows(table, &self.query, self.skip, top, deadline)
-                .right_stream(),
-        }
-    }
-
-    /// The rows as [`List::rows`] gives them, in pages of at most `page_rows` (for `FetchXML`,
-    /// the `<fetch>` element's `count`).
-    fn rows_in_pages_of<'a>(
         &'a self,
         client: &'a Client,
         table: &'a Table,
@@ -223,7 +205,7 @@ async fn in_response(
     let listing = crm
         .call(dataset, async |client| {
             let (table, total) = list.prepare(&client, deadline).await?;
-            let mut rows = pin!(list.rows(&client, &table, Some(top), deadline));
+            let mut rows = pin!(list.rows(&client, &table, Some(top), MAX_PAGE_SIZE, deadline));
             let mut kept = Vec::new();
             let mut bytes = 0;
             while let Some(row) = rows.try_next().await? {
@@ -263,7 +245,7 @@ async fn to_s3(
             let (table, total) = list.prepare(&client, deadline).await?;
             // A Dataverse failure is returned as such, so that refused credentials are read
             // again and the listing tried once more (the upload was aborted, and starts over).
-            let rows = list.rows_in_pages_of(&client, &table, top, S3_PAGE_ROWS, deadline);
+            let rows = list.rows(&client, &table, top, S3_PAGE_ROWS, deadline);
             match upload.write(rows).await {
                 Ok(written) => Ok(Ok((written, total))),
                 Err(WriteError::Rows(e)) => Err(e),
