@@ -167,7 +167,7 @@ pub(crate) async fn handle(
 ) -> Result<Box<RawValue>, CrmError> {
     let (payload, context) = event.into_parts();
     let (payload, once) = writer.idempotency.split(payload)?;
-    let mut input: Input = input::parse(payload)?;
+    let mut input: Input = input::parse_payload(payload)?;
     let marker = mark(&mut input, once.key())?;
     let query = Query {
         select: input.select.take(),

@@ -40,7 +40,7 @@ pub(crate) async fn handle(
 ) -> Result<Box<RawValue>, CrmError> {
     let (payload, context) = event.into_parts();
     let (payload, once) = writer.idempotency.split(payload)?;
-    let mut input: Input = input::parse(payload)?;
+    let mut input: Input = input::parse_payload(payload)?;
     let row = input::row(input.id.take(), input.key.take())?;
     let etag = input.etag.as_ref().map(Etag::as_str);
     once.run(&context, async |attempt: Attempt| {

@@ -139,7 +139,7 @@ pub(crate) async fn handle(
 ) -> Result<Box<RawValue>, CrmError> {
     let (payload, context) = event.into_parts();
     let (payload, once) = writer.idempotency.split(payload)?;
-    let mut input: Input = input::parse(payload)?;
+    let mut input: Input = input::parse_payload(payload)?;
     let targets = targets(&mut input.operations)?;
     once.run(&context, async |attempt: Attempt| {
         changeset(&writer.crm, &input, &targets, attempt).await

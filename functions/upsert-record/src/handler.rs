@@ -45,7 +45,7 @@ pub(crate) async fn handle(
 ) -> Result<Box<RawValue>, CrmError> {
     let (payload, context) = event.into_parts();
     let (payload, once) = writer.idempotency.split(payload)?;
-    let mut input: Input = input::parse(payload)?;
+    let mut input: Input = input::parse_payload(payload)?;
     let target = input::row(input.id.take(), input.key.take())?;
     let etag = input.etag.as_ref().map(Etag::as_str);
     let query = Query {

@@ -27,11 +27,7 @@ const EVENT_FIELDS: [&str; 6] = [
 /// function can be the target of an event rule as well as invoked directly.
 pub(crate) fn unwrap_envelope(event: Value) -> Value {
     match event {
-        Value::Object(mut map)
-            if map.contains_key("detail-type")
-                && map.contains_key("source")
-                && map.get("detail").is_some_and(Value::is_object) =>
-        {
+        Value::Object(mut map) if is_envelope_map(&map) => {
             let mut detail = map.remove("detail").unwrap_or(Value::Null);
             let is_record_event = map
                 .get("detail-type")
@@ -48,10 +44,27 @@ pub(crate) fn unwrap_envelope(event: Value) -> Value {
     }
 }
 
+/// Whether `event` is an EventBridge event, which [`unwrap_envelope`] takes the payload out of.
+pub(crate) fn is_envelope(event: &Value) -> bool {
+    event.as_object().is_some_and(is_envelope_map)
+}
+
+fn is_envelope_map(map: &Map<String, Value>) -> bool {
+    map.contains_key("detail-type")
+        && map.contains_key("source")
+        && map.get("detail").is_some_and(Value::is_object)
+}
+
 /// Parses a payload into `T`, turning every serde complaint into `Crm.InvalidInput` with the field's
 /// name.
 pub fn parse<T: DeserializeOwned>(event: Value) -> Result<T, CrmError> {
-    let payload = unwrap_envelope(event);
+    parse_payload(unwrap_envelope(event))
+}
+
+/// [`parse`], for a payload whose envelope was already taken off (by the idempotency layer, which
+/// needs the event's `id`). Taking it off twice would unwrap a `detail` that itself looks like an
+/// event.
+pub fn parse_payload<T: DeserializeOwned>(payload: Value) -> Result<T, CrmError> {
     if !payload.is_object() {
         return Err(CrmError::invalid(
             "payload",

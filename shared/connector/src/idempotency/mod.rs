@@ -360,14 +360,15 @@ impl Idempotency {
         Self::new(store, scope, config.idempotency_ttl)
     }
 
-    /// Takes `idempotency_key` out of the payload (out of `detail` for an EventBridge event), so the
-    /// function's own input never sees it. Without one, an EventBridge event's `id` is the key, when
-    /// a store is configured: EventBridge delivers at least once, and a repeated delivery keeps its
-    /// id. The payload's hash is taken as the function will read it (the envelope taken off), less
-    /// the key.
-    pub fn split(&self, mut event: Value) -> Result<(Value, Once<'_>), CrmError> {
+    /// Takes the payload out of an EventBridge event's envelope, and `idempotency_key` out of the
+    /// payload, so the function's own input never sees it; read what is returned with
+    /// [`crate::input::parse_payload`]. Without a key, an EventBridge event's `id` is the key, when a
+    /// store is configured: EventBridge delivers at least once, and a repeated delivery keeps its
+    /// id. The payload's hash is taken as the function will read it, less the key.
+    pub fn split(&self, event: Value) -> Result<(Value, Once<'_>), CrmError> {
         let event_id = envelope_id(&event).map(str::to_owned);
-        let given = take_key(&mut event)?;
+        let mut payload = crate::input::unwrap_envelope(event);
+        let given = take_key(&mut payload)?;
         let key = match (given, event_id) {
             (Some(_), _) if self.store.is_none() => {
                 return Err(ConfigError::NoIdempotencyStore.into());
@@ -385,11 +386,9 @@ impl Idempotency {
             }
             _ => None,
         };
-        let hash = key
-            .as_ref()
-            .map(|_| payload_hash(&crate::input::unwrap_envelope(event.clone())));
+        let hash = key.as_ref().map(|_| payload_hash(&payload));
         Ok((
-            event,
+            payload,
             Once {
                 guard: self,
                 key,
@@ -399,33 +398,18 @@ impl Idempotency {
     }
 }
 
-/// Whether `event` is an EventBridge event: what [`crate::input::unwrap_envelope`] takes off.
-fn is_envelope(event: &Value) -> bool {
-    event.as_object().is_some_and(|map| {
-        map.contains_key("detail-type")
-            && map.contains_key("source")
-            && map.get("detail").is_some_and(Value::is_object)
-    })
-}
-
 /// An EventBridge event's `id`, when `event` is one.
 fn envelope_id(event: &Value) -> Option<&str> {
-    if is_envelope(event) {
+    if crate::input::is_envelope(event) {
         event.get("id").and_then(Value::as_str)
     } else {
         None
     }
 }
 
-/// Removes and checks the key from the payload's object (`detail` for an EventBridge event). A
-/// `null` key is no key.
-fn take_key(event: &mut Value) -> Result<Option<IdempotencyKey>, CrmError> {
-    let payload = if is_envelope(event) {
-        event.get_mut("detail")
-    } else {
-        Some(event)
-    };
-    let Some(Value::Object(fields)) = payload else {
+/// Removes and checks the key from the payload's object. A `null` key is no key.
+fn take_key(payload: &mut Value) -> Result<Option<IdempotencyKey>, CrmError> {
+    let Value::Object(fields) = payload else {
         return Ok(None);
     };
     match fields.remove(KEY_FIELD) {

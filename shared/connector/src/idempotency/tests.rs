@@ -472,7 +472,7 @@ fn envelopes_are_recognised_as_the_input_module_takes_them_off() {
         json!([1]),
     ] {
         let taken_off = crate::input::unwrap_envelope(event.clone()) != event;
-        assert_eq!(is_envelope(&event), taken_off, "{event}");
+        assert_eq!(crate::input::is_envelope(&event), taken_off, "{event}");
     }
 }
 
