@@ -156,6 +156,26 @@ impl HttpConnector for Unavailable {
     }
 }
 
+/// The longest one `DynamoDB` attempt may take, for the cursor and idempotency stores. `DynamoDB`
+/// answers in milliseconds: an attempt this slow is a dead connection, better retried (by the SDK)
+/// than waited on.
+#[cfg(any(feature = "triggers", feature = "idempotency"))]
+pub(crate) const DYNAMODB_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A `DynamoDB` client on `config` whose every attempt is cut off at [`DYNAMODB_ATTEMPT_TIMEOUT`], so
+/// that one stuck connection cannot spend the whole invocation.
+#[cfg(any(feature = "triggers", feature = "idempotency"))]
+pub(crate) fn dynamodb_client(config: &SdkConfig) -> aws_sdk_dynamodb::Client {
+    let config = aws_sdk_dynamodb::config::Builder::from(config)
+        .timeout_config(
+            aws_smithy_types::timeout::TimeoutConfig::builder()
+                .operation_attempt_timeout(DYNAMODB_ATTEMPT_TIMEOUT)
+                .build(),
+        )
+        .build();
+    aws_sdk_dynamodb::Client::from_conf(config)
+}
+
 #[cfg(test)]
 mod tests {
     use std::io::{Read, Write};

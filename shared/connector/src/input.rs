@@ -45,7 +45,7 @@ pub(crate) fn unwrap_envelope(event: Value) -> Value {
 }
 
 /// Whether `event` is an EventBridge event, which [`unwrap_envelope`] takes the payload out of.
-pub(crate) fn is_envelope(event: &Value) -> bool {
+pub fn is_envelope(event: &Value) -> bool {
     event.as_object().is_some_and(is_envelope_map)
 }
 

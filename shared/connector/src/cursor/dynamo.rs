@@ -16,7 +16,6 @@ use std::time::{Duration, SystemTime};
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::config::retry::RetryConfig;
-use aws_sdk_dynamodb::config::timeout::TimeoutConfig;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{
@@ -36,9 +35,7 @@ const FINGERPRINT_TTL: Duration = Duration::from_secs(400 * 24 * 3600);
 const FINGERPRINT: &str = "fp#";
 const MEMBER: &str = "in#";
 
-/// The longest one DynamoDB attempt may take. DynamoDB answers in milliseconds: an attempt this slow
-/// is a dead connection, and the idempotent calls are better retried (by the SDK) than waited on.
-const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
+use crate::aws::DYNAMODB_ATTEMPT_TIMEOUT as ATTEMPT_TIMEOUT;
 
 /// Attempts at saving the cursor. The save retries itself rather than through the SDK: a retry after
 /// an attempt that was applied but whose answer was lost fails its condition, and only the save
@@ -245,18 +242,10 @@ fn classify(e: &SdkError<UpdateItemError>) -> Failed {
 
 impl DynamoStore {
     /// A store on `table`. Every call's attempts are cut off at [`ATTEMPT_TIMEOUT`] (the SDK then
-    /// retries them) so that one stuck connection cannot spend the whole invocation; the save sets
-    /// its own attempts (see [`DynamoStore::commit`]).
+    /// retries them); the save sets its own attempts (see [`DynamoStore::commit`]).
     pub fn new(config: &aws_config::SdkConfig, table: String) -> Self {
-        let config = aws_sdk_dynamodb::config::Builder::from(config)
-            .timeout_config(
-                TimeoutConfig::builder()
-                    .operation_attempt_timeout(ATTEMPT_TIMEOUT)
-                    .build(),
-            )
-            .build();
         Self {
-            client: Client::from_conf(config),
+            client: crate::aws::dynamodb_client(config),
             table,
         }
     }

@@ -19,10 +19,8 @@
 //! own token, and the others apply the same values again or find nothing of theirs to change.
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::config::timeout::TimeoutConfig;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::primitives::Blob;
@@ -50,10 +48,6 @@ const MAX_PARTS: usize = LARGEST_ANSWER.div_ceil(PART_BYTES);
 /// How many part items are read or written at once: a few, for speed, without a request per part
 /// in flight.
 const PART_CONCURRENCY: usize = 4;
-
-/// The longest one `DynamoDB` attempt may take: it answers in milliseconds, so an attempt this slow
-/// is a dead connection, better retried (by the SDK) than waited on.
-const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// When beginning may replace the stored record: there is none, it has expired, or a run of the
 /// same payload held it and can no longer be running (`Record::replaceable`).
@@ -191,17 +185,11 @@ fn read_record(
 }
 
 impl DynamoStore {
-    /// A store on `table`, each attempt cut off at [`ATTEMPT_TIMEOUT`] (the SDK then retries it).
+    /// A store on `table`, each attempt cut off at `crate::aws::DYNAMODB_ATTEMPT_TIMEOUT` (the SDK then
+    /// retries it).
     pub fn new(config: &aws_config::SdkConfig, table: String) -> Self {
-        let config = aws_sdk_dynamodb::config::Builder::from(config)
-            .timeout_config(
-                TimeoutConfig::builder()
-                    .operation_attempt_timeout(ATTEMPT_TIMEOUT)
-                    .build(),
-            )
-            .build();
         Self {
-            client: Client::from_conf(config),
+            client: crate::aws::dynamodb_client(config),
             table,
         }
     }
