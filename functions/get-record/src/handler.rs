@@ -19,6 +19,9 @@ pub(crate) struct Input {
     select: Option<String>,
     #[serde(rename = "$expand", default, deserialize_with = "input::expression")]
     expand: Option<String>,
+    /// Add each value's display text and each lookup's name and table (Dataverse's annotations).
+    #[serde(default)]
+    formatted_values: bool,
 }
 
 pub(crate) async fn handle(
@@ -32,6 +35,7 @@ pub(crate) async fn handle(
     let query = Query {
         select: input.select.take(),
         expand: input.expand.take(),
+        formatted_values: input.formatted_values,
         ..Query::default()
     };
     let found = crm

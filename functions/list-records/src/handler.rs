@@ -4,7 +4,7 @@ use std::sync::Arc;
 use connector::input::{self, Dataset, TableName};
 use connector::output::{self, Object, S3, Upload, WriteError};
 use connector::{Crm, CrmError, lambda};
-use dataverse::{Client, Deadline, MAX_PAGE_SIZE, Query, Table};
+use dataverse::{Client, Deadline, MAX_PAGE_SIZE, Prefer, Query, Table};
 use futures_util::{Stream, StreamExt, TryStreamExt};
 use lambda_runtime::LambdaEvent;
 use serde::{Deserialize, Serialize};
@@ -51,6 +51,9 @@ pub(crate) struct Input {
     /// The query as `FetchXML` instead of the `OData` options; `$top` and `$skip` keep their meaning.
     #[serde(rename = "fetchXml", default, deserialize_with = "input::expression")]
     fetch_xml: Option<String>,
+    /// Add each value's display text and each lookup's name and table (Dataverse's annotations).
+    #[serde(default)]
+    formatted_values: bool,
     /// Where to write the rows instead of the response: `{"s3": {"bucket", "prefix"}}`. Read by
     /// `output::parse`, which names a problem by its whole path (`output.s3.bucket`).
     #[serde(default)]
@@ -125,7 +128,18 @@ impl List {
     ) -> impl Stream<Item = Result<Box<RawValue>, dataverse::Error>> + 'a {
         if let Some(fetch_xml) = &self.fetch_xml {
             return client
-                .fetch_rows_in_pages_of(table, fetch_xml, self.skip, top, page_rows, deadline)
+                .fetch_rows_with(
+                    table,
+                    fetch_xml,
+                    self.skip,
+                    top,
+                    Prefer {
+                        max_page_size: Some(page_rows),
+                        formatted_values: self.query.formatted_values,
+                        ..Prefer::default()
+                    },
+                    deadline,
+                )
                 .left_stream();
         }
         client
@@ -147,6 +161,7 @@ pub(crate) async fn handle(deps: &Deps, event: LambdaEvent<Value>) -> Result<Out
         expand,
         count,
         fetch_xml,
+        formatted_values,
         output,
     } = input::parse(payload)?;
     let output = output.map(output::parse).transpose()?;
@@ -176,6 +191,7 @@ pub(crate) async fn handle(deps: &Deps, event: LambdaEvent<Value>) -> Result<Out
             orderby,
             expand,
             count: false,
+            formatted_values,
         },
         fetch_xml,
         skip,

@@ -43,10 +43,10 @@ mod transport;
 pub use auth::{Credentials, http_client_builder};
 pub use change::{Change, classify};
 pub use client::{
-    Choice, Client, ClientBuilder, ColumnDescription, Counters, FetchXmlError, KeyDescription,
-    MAX_CHANGESET, MAX_PAGE_SIZE, MAX_URL_LENGTH, Navigation, Operation, OperationKind,
-    OperationNameError, Page, Pager, Prefer, Table, TableDescription, Update, Upsert, Upserted,
-    Usage, Write, WriteKind, WriteTarget, Written,
+    Choice, Client, ClientBuilder, ColumnDescription, Counters, FORMATTED_VALUE_ANNOTATIONS,
+    FetchXmlError, KeyDescription, MAX_CHANGESET, MAX_PAGE_SIZE, MAX_URL_LENGTH, Navigation,
+    Operation, OperationKind, OperationNameError, Page, Pager, Prefer, Table, TableDescription,
+    Update, Upsert, Upserted, Usage, Write, WriteKind, WriteTarget, Written,
 };
 pub use error::{EXCERPT_CHARS, Error, excerpt};
 pub use key::{AlternateKey, KeyError, KeyValue, RowRef, UNADDRESSABLE};

@@ -27,6 +27,11 @@ pub struct Query {
     pub orderby: Option<String>,
     pub expand: Option<String>,
     pub count: bool,
+    /// Ask for formatted values and lookup annotations (see [`Prefer::formatted_values`]). It is
+    /// not a query option: the reads that take a `Query` send it in their `Prefer` header.
+    ///
+    /// [`Prefer::formatted_values`]: crate::Prefer::formatted_values
+    pub formatted_values: bool,
 }
 
 impl Query {
@@ -49,6 +54,12 @@ impl Query {
     #[must_use]
     pub fn orderby(mut self, order: impl Into<String>) -> Self {
         self.orderby = Some(order.into());
+        self
+    }
+
+    #[must_use]
+    pub fn formatted_values(mut self, on: bool) -> Self {
+        self.formatted_values = on;
         self
     }
 

@@ -240,6 +240,7 @@ async fn pager_of_two(org: &Org) -> dataverse::Pager {
     let prefer = dataverse::Prefer {
         max_page_size: Some(2),
         track_changes: false,
+        formatted_values: false,
     };
     client.pager(
         client.collection_url(&accounts, &query).unwrap(),

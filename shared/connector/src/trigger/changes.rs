@@ -115,6 +115,7 @@ async fn starting_point(
     let prefer = Prefer {
         max_page_size: Some(1),
         track_changes: false,
+        formatted_values: false,
     };
     let page = client
         .page(&client.collection_url(table, &query)?, prefer, deadline)
@@ -259,6 +260,7 @@ fn cursor_query(state: &Changes, input: &TriggerInput, table: &Table, overlap: D
         orderby: Some(orderby),
         expand: None,
         count: false,
+        formatted_values: false,
     }
 }
 
@@ -353,6 +355,7 @@ pub(super) async fn scan(
     let prefer = Prefer {
         max_page_size: Some(page_size),
         track_changes: false,
+        formatted_values: false,
     };
     let sorted: Vec<String> = input
         .orderby

@@ -101,6 +101,7 @@ pub(super) async fn scan(
                 let prefer = Prefer {
                     max_page_size: Some(dataverse::MAX_PAGE_SIZE),
                     track_changes: true,
+                    formatted_values: false,
                 };
                 let page = match client.page(&url, prefer, deadline).await {
                     Ok(page) => page,
@@ -140,6 +141,7 @@ pub(super) async fn scan(
                 let prefer = Prefer {
                     max_page_size: Some(dataverse::MAX_PAGE_SIZE),
                     track_changes: false,
+                    formatted_values: false,
                 };
                 let page = match client.page(&client.link(&link)?, prefer, deadline).await {
                     Ok(page) => page,

@@ -50,6 +50,7 @@ impl Members<'_> {
         Prefer {
             max_page_size: Some(dataverse::MAX_PAGE_SIZE),
             track_changes: false,
+            formatted_values: false,
         }
     }
 

@@ -209,6 +209,7 @@ async fn poll_once(
         orderby: input.orderby_text.clone(),
         expand: None,
         count: false,
+        formatted_values: false,
     };
     let table = deps
         .crm

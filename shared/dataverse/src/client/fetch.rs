@@ -17,13 +17,14 @@ use futures_util::stream::{self, Stream, StreamExt, TryStreamExt};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::{Client, MAX_PAGE_SIZE, Table};
+use super::{Client, FORMATTED_VALUE_ANNOTATIONS, MAX_PAGE_SIZE, Prefer, Table};
 use crate::Error;
 use crate::query::encode;
 use crate::retry::Deadline;
 
-/// The `Prefer` that asks for the annotations paging reads.
-const PAGING_ANNOTATIONS: &str = "odata.include-annotations=\"Microsoft.Dynamics.CRM.fetchxmlpagingcookie,Microsoft.Dynamics.CRM.morerecords\"";
+/// The annotations paging reads, asked for in `Prefer: odata.include-annotations`.
+const PAGING_ANNOTATIONS: &str =
+    "Microsoft.Dynamics.CRM.fetchxmlpagingcookie,Microsoft.Dynamics.CRM.morerecords";
 
 /// Why a `FetchXML` query cannot be paged here: refused before anything is sent.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -201,22 +202,25 @@ impl Client {
         top: Option<usize>,
         deadline: Deadline,
     ) -> impl Stream<Item = Result<Box<RawValue>, Error>> + 'a {
-        self.fetch_rows_in_pages_of(table, fetch_xml, skip, top, MAX_PAGE_SIZE, deadline)
+        self.fetch_rows_with(table, fetch_xml, skip, top, Prefer::default(), deadline)
     }
 
-    /// As [`Client::fetch_rows`], in pages of at most `page_rows` rows (the `<fetch>` element's
-    /// `count`), for a caller that holds a page in memory while it works on it.
-    pub fn fetch_rows_in_pages_of<'a>(
+    /// As [`Client::fetch_rows`], with `prefer`'s page size (at most 5,000, sent as the `<fetch>`
+    /// element's `count`, for a caller that holds a page in memory while it works on it) and
+    /// formatted values. Tracking changes does not apply to `FetchXML` and is ignored.
+    pub fn fetch_rows_with<'a>(
         &'a self,
         table: &'a Table,
         fetch_xml: &'a str,
         skip: usize,
         top: Option<usize>,
-        page_rows: usize,
+        prefer: Prefer,
         deadline: Deadline,
     ) -> impl Stream<Item = Result<Box<RawValue>, Error>> + 'a {
         let wanted = top.map_or(usize::MAX, |t| skip.saturating_add(t));
+        let page_rows = prefer.max_page_size.unwrap_or(MAX_PAGE_SIZE);
         let size = wanted.clamp(1, page_rows.clamp(1, MAX_PAGE_SIZE));
+        let formatted_values = prefer.formatted_values;
         let root = root(fetch_xml).map_err(Error::FetchXml);
         let mut to_skip = skip;
         // (next page number, its cookie), or None once the last page was read.
@@ -235,9 +239,13 @@ impl Client {
                 ))?;
                 super::check_length(url.as_str().len(), None)?;
                 // The paging annotations are asked for by name: they are annotations like any other.
-                let answer = self
-                    .get_json(&url, Some(PAGING_ANNOTATIONS.to_owned()), deadline)
-                    .await?;
+                let annotations = if formatted_values {
+                    format!("{PAGING_ANNOTATIONS},{FORMATTED_VALUE_ANNOTATIONS}")
+                } else {
+                    PAGING_ANNOTATIONS.to_owned()
+                };
+                let header = format!("odata.include-annotations=\"{annotations}\"");
+                let answer = self.get_json(&url, Some(header), deadline).await?;
                 let page: FetchPage = crate::transport::decode(url.path(), &answer.body)?;
                 let next = (page.more && !root.top).then(|| {
                     (

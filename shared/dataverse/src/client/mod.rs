@@ -94,7 +94,17 @@ pub struct Prefer {
     pub max_page_size: Option<usize>,
     /// `odata.track-changes`: end the result with a delta link.
     pub track_changes: bool,
+    /// `odata.include-annotations` for [`FORMATTED_VALUE_ANNOTATIONS`]: each choice, yes/no, number,
+    /// money and date column gains its display text, and each lookup the name and table of the row
+    /// it points to.
+    pub formatted_values: bool,
 }
+
+/// The annotations `formatted_values` asks for: the display text of a value, and for a lookup the
+/// logical name of the table it points to and the navigation property that reaches it (which a
+/// polymorphic lookup needs to be written back). Named one by one rather than `*`, so that no
+/// annotation Dataverse adds later grows every row unasked.
+pub const FORMATTED_VALUE_ANNOTATIONS: &str = "OData.Community.Display.V1.FormattedValue,Microsoft.Dynamics.CRM.lookuplogicalname,Microsoft.Dynamics.CRM.associatednavigationproperty";
 
 impl Prefer {
     fn header(self) -> Option<String> {
@@ -104,6 +114,11 @@ impl Prefer {
         }
         if let Some(n) = self.max_page_size {
             parts.push(format!("odata.maxpagesize={}", n.clamp(1, MAX_PAGE_SIZE)));
+        }
+        if self.formatted_values {
+            parts.push(format!(
+                "odata.include-annotations=\"{FORMATTED_VALUE_ANNOTATIONS}\""
+            ));
         }
         (!parts.is_empty()).then(|| parts.join(","))
     }
@@ -313,6 +328,7 @@ impl Client {
         let prefer = Prefer {
             max_page_size: Some(2),
             track_changes: false,
+            formatted_values: false,
         };
         let page = self.page(&url, prefer, deadline).await?;
         let found: Vec<Uuid> = page
@@ -431,6 +447,7 @@ impl Client {
         let prefer = Prefer {
             max_page_size: Some(wanted.clamp(1, page_rows.clamp(1, MAX_PAGE_SIZE))),
             track_changes: false,
+            formatted_values: query.formatted_values,
         };
         // Skipped rows are dropped from the pages themselves: skipping items of the flattened stream
         // would count an error as a skipped row, and a failed page would end the list as if complete.
@@ -484,7 +501,11 @@ impl Client {
             .await?
             .ok_or_else(|| no_such_key(table))?;
         let url = self.row_url(table, &row, query)?;
-        let answer = self.get_json(&url, None, deadline).await?;
+        let prefer = Prefer {
+            formatted_values: query.formatted_values,
+            ..Prefer::default()
+        };
+        let answer = self.get_json(&url, prefer.header(), deadline).await?;
         row_body(&url, &answer.body)
     }
 
@@ -896,11 +917,27 @@ mod tests {
         let prefer = Prefer {
             max_page_size: Some(9000),
             track_changes: true,
+            formatted_values: false,
         };
         assert_eq!(
             prefer.header().as_deref(),
             Some("odata.track-changes,odata.maxpagesize=5000")
         );
         assert_eq!(Prefer::default().header(), None);
+    }
+
+    #[test]
+    fn asks_for_formatted_values_by_name_in_the_same_header() {
+        let prefer = Prefer {
+            max_page_size: Some(10),
+            formatted_values: true,
+            ..Prefer::default()
+        };
+        assert_eq!(
+            prefer.header().as_deref(),
+            Some(
+                "odata.maxpagesize=10,odata.include-annotations=\"OData.Community.Display.V1.FormattedValue,Microsoft.Dynamics.CRM.lookuplogicalname,Microsoft.Dynamics.CRM.associatednavigationproperty\""
+            )
+        );
     }
 }
