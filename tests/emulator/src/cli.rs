@@ -13,7 +13,7 @@ USAGE:
                        [--webhook-attempts N] [--webhook-backoff-ms MS]
                        [--service-protection] [--limit-requests N] [--limit-execution-ms MS]
                        [--limit-concurrent N] [--limit-window-secs SECS]
-                       [--simulated-execution-ms MS]
+                       [--simulated-execution-ms MS] [--user-timezone-offset-minutes MIN]
 
 OPTIONS:
     --listen ADDR            address to listen on [default: 127.0.0.1:0]
@@ -35,6 +35,9 @@ OPTIONS:
     --simulated-execution-ms MS
                              hold each Web API request this long before answering, as server
                              execution time, limits on or off (0 to 600000) [default: 0]
+    --user-timezone-offset-minutes MIN
+                             the calling user's time zone, minutes east of UTC (-840 to 840),
+                             for user-local formatted dates [default: 0, UTC]
     -h, --help               print this help
 
 When ready it prints one line to stdout: `listening on http://127.0.0.1:<port>`.";
@@ -53,6 +56,8 @@ pub struct Options {
     pub webhook_backoff_ms: u64,
     /// Service protection: whether it is on, its limits, and the simulated execution time.
     pub protection: crate::protection::Settings,
+    /// The calling user's time zone, minutes east of UTC (`crate::dates`).
+    pub user_offset_minutes: i32,
 }
 
 impl Default for Options {
@@ -68,6 +73,7 @@ impl Default for Options {
             webhook_attempts: 2,
             webhook_backoff_ms: 100,
             protection: crate::protection::Settings::default(),
+            user_offset_minutes: 0,
         }
     }
 }
@@ -194,6 +200,13 @@ impl Options {
                         .ok()
                         .filter(|n: &u64| *n <= crate::protection::MAX_SIMULATED_MS)
                         .ok_or_else(|| invalid("expected milliseconds from 0 to 600000"))?;
+                }
+                "--user-timezone-offset-minutes" => {
+                    options.user_offset_minutes = value()?
+                        .parse()
+                        .ok()
+                        .filter(|n: &i32| n.abs() <= crate::dates::MAX_OFFSET_MINUTES)
+                        .ok_or_else(|| invalid("expected minutes east of UTC from -840 to 840"))?;
                 }
                 _ => return Err(CliError::Unknown(flag)),
             }

@@ -345,6 +345,14 @@ impl EmulatorClient {
         OffsetDateTime::parse(&now, &Rfc3339).map_err(|source| ControlError::Clock { now, source })
     }
 
+    /// Sets the calling user's time zone, in minutes east of UTC (-840 to 840): what user-local
+    /// formatted dates are shown in.
+    pub async fn set_user_timezone(&self, offset_minutes: i32) -> Result<(), ControlError> {
+        let body = json!({"offset_minutes": offset_minutes});
+        self.call(Method::POST, "timezone", Some(&body)).await?;
+        Ok(())
+    }
+
     /// Inserts a row into `table` (a logical or entity set name) as a late commit would leave it:
     /// `row` holds its columns and may hold `createdon` and `modifiedon`, older than rows already
     /// there.
@@ -384,6 +392,70 @@ impl EmulatorClient {
         self.call(Method::DELETE, "webhooks/deliveries", NO_BODY)
             .await?;
         Ok(())
+    }
+
+    /// The interactive user's `systemuser` id: who control API writes (and
+    /// [`EmulatorClient::interactive`] requests) are made by, "somebody else" to every app.
+    pub async fn interactive_user(&self) -> Result<Uuid, ControlError> {
+        #[derive(Deserialize)]
+        struct User {
+            id: Uuid,
+        }
+        #[derive(Deserialize)]
+        struct Users {
+            interactive: User,
+        }
+        let answer = self.call(Method::GET, "users", NO_BODY).await?;
+        let users: Users = decode(&answer, Method::GET, "users")?;
+        Ok(users.interactive.id)
+    }
+
+    /// `GET /_emulator/users`: the interactive user, and each application user with the bypass
+    /// privileges it holds.
+    pub async fn users(&self) -> Result<Value, ControlError> {
+        let answer = self.call(Method::GET, "users", NO_BODY).await?;
+        decode(&answer, Method::GET, "users")
+    }
+
+    /// Takes a bypass privilege (`prvBypassCustomPlugins`, `prvBypassCustomBusinessLogic`) away
+    /// from the application user of `client_id` (`granted` false), or gives it back.
+    pub async fn set_privilege(
+        &self,
+        client_id: &str,
+        privilege: &str,
+        granted: bool,
+    ) -> Result<(), ControlError> {
+        let body = json!({"client_id": client_id, "privilege": privilege, "granted": granted});
+        self.call(Method::POST, "users/privileges", Some(&body))
+            .await?;
+        Ok(())
+    }
+
+    /// A Web API request (`path` after `/api/data/v9.2/`) made by the interactive user: no token,
+    /// and heard by change tracking, webhook steps and flow triggers like any Web API write.
+    pub fn interactive(&self, method: Method, path: &str) -> RequestBuilder {
+        self.http.request(
+            method,
+            format!("{}/_emulator/interactive/api/data/v9.2/{path}", self.url),
+        )
+    }
+
+    /// Registers a flow trigger on `table` for `message`; the emulator counts the jobs it would
+    /// start (see [`EmulatorClient::flows`]).
+    pub async fn register_flow(
+        &self,
+        table: &str,
+        message: Message,
+    ) -> Result<Value, ControlError> {
+        self.post("flows", &json!({"table": table, "message": message}))
+            .await
+    }
+
+    /// `GET /_emulator/flows`: each trigger with `jobs` started and `suppressed` writes.
+    pub async fn flows(&self) -> Result<Vec<Value>, ControlError> {
+        let answer = self.call(Method::GET, "flows", NO_BODY).await?;
+        let body: Value = decode(&answer, Method::GET, "flows")?;
+        Ok(body["flows"].as_array().cloned().unwrap_or_default())
     }
 
     async fn call(
@@ -618,6 +690,8 @@ struct LogEntryDef {
     parts: Vec<PartEntry>,
     #[serde(default)]
     throttled: Option<crate::protection::Limit>,
+    #[serde(default)]
+    bypass: Vec<String>,
 }
 
 impl<'de> Deserialize<'de> for LogEntry {

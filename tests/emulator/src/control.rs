@@ -166,6 +166,11 @@ pub struct LogEntry {
     /// The service-protection limit that refused the request (status 429), if one did.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub throttled: Option<Limit>,
+    /// The bypass headers that applied to the request or to a part of it (`crate::bypass`):
+    /// `BypassCustomPluginExecution`, `CustomSync`, `CustomAsync`,
+    /// `BypassBusinessLogicExecutionStepIds`, `SuppressCallbackRegistrationExpanderJob`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub bypass: Vec<String>,
 }
 
 /// `GET /_emulator/requests/summary`: the request log counted, for a benchmark that sends thousands.
@@ -282,6 +287,23 @@ struct CredentialsBody {
     client_secret: Option<String>,
 }
 
+/// `POST /_emulator/timezone`: the calling user's time zone.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TimezoneBody {
+    offset_minutes: i64,
+}
+
+fn timezone(offset_minutes: i32) -> Reply {
+    Reply::json(
+        200,
+        &json!({
+            "offset_minutes": offset_minutes,
+            "offset": crate::dates::offset_text(offset_minutes),
+        }),
+    )
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ClockBody {
@@ -389,6 +411,22 @@ fn handle_inner(em: &mut Emulator, req: &Request, rest: &str) -> Result<Reply, R
             let now = advanced.map_err(|e| bad(e.to_string()))?;
             Ok(Reply::json(200, &json!({"now": clock::format_utc(now)})))
         }
+        ("GET", ["timezone"]) => Ok(timezone(em.store.user_offset_minutes)),
+        ("POST", ["timezone"]) => {
+            let b: TimezoneBody = body(req)?;
+            let offset = i32::try_from(b.offset_minutes)
+                .ok()
+                .filter(|n| n.abs() <= crate::dates::MAX_OFFSET_MINUTES)
+                .ok_or_else(|| {
+                    bad("offset_minutes: expected minutes east of UTC from -840 to 840")
+                })?;
+            em.store.user_offset_minutes = offset;
+            Ok(timezone(offset))
+        }
+        ("GET", ["users"]) => Ok(crate::users::list(em)),
+        ("POST", ["users", "privileges"]) => Ok(crate::users::set_privilege(em, &body(req)?)),
+        ("GET", ["flows"]) => Ok(crate::flows::list(em)),
+        ("POST", ["flows"]) => Ok(crate::flows::register(em, &body(req)?)),
         ("DELETE", ["webhooks", "deliveries"]) => {
             em.webhooks.forget_settled();
             Ok(Reply::empty(204))

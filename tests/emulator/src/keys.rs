@@ -162,7 +162,7 @@ fn unsupported(def: &TableDef, c: usize) -> Option<&'static str> {
         ColumnType::Text { .. }
         | ColumnType::Whole { .. }
         | ColumnType::Decimal
-        | ColumnType::DateTime
+        | ColumnType::DateTime { .. }
         | ColumnType::DateOnly
         | ColumnType::Choice { .. }
         | ColumnType::Lookup { .. } => None,
@@ -474,7 +474,7 @@ fn literal_value(ty: &ColumnType, literal: &Literal<'_>) -> Result<Value, Fail> 
         ColumnType::Lookup { .. } if bare.len() == 36 => Uuid::parse_str(bare)
             .map(|id| Value::String(id.to_string()))
             .map_err(|_| invalid()),
-        ColumnType::DateTime => clock::parse_datetime(bare)
+        ColumnType::DateTime { behavior, .. } => crate::dates::read(*behavior, bare)
             .map(|t| Value::String(clock::format_utc(t)))
             .ok_or_else(invalid),
         ColumnType::DateOnly => clock::parse_date(bare)
@@ -489,7 +489,7 @@ fn edm_name(ty: &ColumnType) -> &'static str {
         ColumnType::Text { .. } => "Edm.String",
         ColumnType::Whole { .. } | ColumnType::Choice { .. } => "Edm.Int32",
         ColumnType::Decimal => "Edm.Decimal",
-        ColumnType::DateTime => "Edm.DateTimeOffset",
+        ColumnType::DateTime { .. } => "Edm.DateTimeOffset",
         ColumnType::DateOnly => "Edm.Date",
         _ => "Edm.Guid",
     }

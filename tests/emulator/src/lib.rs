@@ -14,11 +14,15 @@
 
 pub mod api;
 pub mod auth;
+pub mod bypass;
 pub mod cli;
 #[cfg(feature = "client")]
 pub mod client;
 pub mod clock;
 pub mod control;
+pub mod dates;
+pub mod flows;
+pub mod format;
 pub mod guid;
 pub mod keys;
 pub mod odata;
@@ -29,6 +33,7 @@ pub mod schema;
 pub mod seed;
 pub mod server;
 pub mod store;
+pub mod users;
 pub mod webhooks;
 
 use bytes::Bytes;
@@ -76,6 +81,7 @@ impl Emulator {
             ),
             protection: protection::Protection::new(options.protection.clone()),
         };
+        emulator.store.user_offset_minutes = options.user_offset_minutes;
         emulator.reset(options.seed);
         emulator
     }
@@ -86,8 +92,11 @@ impl Emulator {
     pub fn reset(&mut self, seed: Seed) {
         let ttl = self.store.delta_ttl_secs;
         let clock = std::mem::take(&mut self.store.clock);
+        let offset = self.store.user_offset_minutes;
         self.store = store::Store::new(ttl);
         self.store.clock = clock;
+        // The user's time zone is the server's setting, as the command line gave it.
+        self.store.user_offset_minutes = offset;
         for def in schema::builtin_tables()
             .into_iter()
             .chain(webhooks::registration::tables())

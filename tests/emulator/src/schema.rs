@@ -103,7 +103,14 @@ pub enum ColumnType {
     Decimal,
     Float,
     YesNo,
-    DateTime,
+    /// A date and time column read and written as `Edm.DateTimeOffset`: user local (stored as UTC)
+    /// or time-zone independent (stored as the wall-clock time it was given), shown with or without
+    /// its time (`format`).
+    DateTime {
+        behavior: DateBehavior,
+        format: DateFormat,
+    },
+    /// A column with the `DateOnly` behaviour: `Edm.Date`, a day without a time or a time zone.
     DateOnly,
     /// A choice; with no options (a custom column declared without them), any `Edm.Int32` is taken.
     Choice {
@@ -118,6 +125,47 @@ pub enum ColumnType {
     /// for create or update.
     System(System),
 }
+
+/// `DateTimeBehavior` of a column that has a time part (the third, `DateOnly`, is
+/// [`ColumnType::DateOnly`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DateBehavior {
+    /// Stored as UTC; a value sent with an offset is converted, one without is taken as UTC.
+    UserLocal,
+    /// Stored as the wall-clock time it was written with, returned with a `Z` all the same.
+    TimeZoneIndependent,
+}
+
+impl DateBehavior {
+    pub fn name(self) -> &'static str {
+        match self {
+            DateBehavior::UserLocal => "UserLocal",
+            DateBehavior::TimeZoneIndependent => "TimeZoneIndependent",
+        }
+    }
+}
+
+/// `DateTimeAttributeMetadata.Format`: how a value is shown, not how it is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DateFormat {
+    DateAndTime,
+    DateOnly,
+}
+
+impl DateFormat {
+    pub fn name(self) -> &'static str {
+        match self {
+            DateFormat::DateAndTime => "DateAndTime",
+            DateFormat::DateOnly => "DateOnly",
+        }
+    }
+}
+
+/// The user-local date and time column most tables have (`createdon`'s kind).
+pub const USER_LOCAL: ColumnType = ColumnType::DateTime {
+    behavior: DateBehavior::UserLocal,
+    format: DateFormat::DateAndTime,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum System {
@@ -142,6 +190,10 @@ pub struct Column {
     /// The attribute's display name (in 1033), where Dataverse's is known; otherwise the schema name.
     pub display_name: Option<String>,
     pub required: RequiredLevel,
+    /// A yes/no column's labels for false and true, where they are not "No" and "Yes".
+    pub bool_labels: Option<(&'static str, &'static str)>,
+    /// A column a customizer added to a built-in table (`IsCustomAttribute`).
+    pub custom: bool,
 }
 
 impl Column {
@@ -152,7 +204,27 @@ impl Column {
             schema_name: None,
             display_name: None,
             required: RequiredLevel::None,
+            bool_labels: None,
+            custom: false,
         }
+    }
+
+    /// A yes/no column's labels, false then true.
+    pub(crate) fn labels(mut self, no: &'static str, yes: &'static str) -> Self {
+        self.bool_labels = Some((no, yes));
+        self
+    }
+
+    /// A column a customizer added to a built-in table.
+    pub(crate) fn custom(mut self) -> Self {
+        self.custom = true;
+        self
+    }
+
+    /// The label of a yes/no value.
+    pub fn bool_label(&self, value: bool) -> &'static str {
+        let (no, yes) = self.bool_labels.unwrap_or(("No", "Yes"));
+        if value { yes } else { no }
     }
 
     /// The real table's `SchemaName` and display name for this column.
@@ -205,9 +277,8 @@ impl Column {
             ColumnType::Money | ColumnType::Decimal => Edm::Decimal,
             ColumnType::Float => Edm::Double,
             ColumnType::YesNo | ColumnType::System(System::Flag) => Edm::Boolean,
-            ColumnType::DateTime | ColumnType::System(System::CreatedOn | System::ModifiedOn) => {
-                Edm::DateTimeOffset
-            }
+            ColumnType::DateTime { .. }
+            | ColumnType::System(System::CreatedOn | System::ModifiedOn) => Edm::DateTimeOffset,
             ColumnType::DateOnly => Edm::Date,
         }
     }
@@ -627,6 +698,27 @@ pub fn builtin_tables() -> Vec<TableDef> {
             )
             .named("AccountCategoryCode", "Category"),
             col("creditonhold", ColumnType::YesNo).named("CreditOnHold", "Credit Hold"),
+            // Two columns a customizer added, so the demo organisation has each date and time
+            // behaviour (`birthdate` is the built-in date-only one): a date shown without its time
+            // but stored as a user-local instant, and a time-zone independent date and time.
+            col(
+                "new_renewaldate",
+                ColumnType::DateTime {
+                    behavior: DateBehavior::UserLocal,
+                    format: DateFormat::DateOnly,
+                },
+            )
+            .named("new_RenewalDate", "Renewal Date")
+            .custom(),
+            col(
+                "new_checkintime",
+                ColumnType::DateTime {
+                    behavior: DateBehavior::TimeZoneIndependent,
+                    format: DateFormat::DateAndTime,
+                },
+            )
+            .named("new_CheckInTime", "Check-in Time")
+            .custom(),
             lookup(
                 "primarycontactid",
                 &[("primarycontactid", "contact", "account_primary_contact")],
@@ -671,7 +763,9 @@ pub fn builtin_tables() -> Vec<TableDef> {
             text("address1_city", 80).named("Address1_City", "Address 1: City"),
             text("address1_country", 80).named("Address1_Country", "Address 1: Country/Region"),
             memo("description", 2000).named("Description", "Description"),
-            col("donotemail", ColumnType::YesNo).named("DoNotEMail", "Do not allow Emails"),
+            col("donotemail", ColumnType::YesNo)
+                .named("DoNotEMail", "Do not allow Emails")
+                .labels("Allow", "Do Not Allow"),
             lookup(
                 "parentcustomerid",
                 &[
@@ -875,7 +969,15 @@ pub fn parse_column_type(spec: &str, column: &str) -> Result<ColumnType, String>
         "decimal" => ColumnType::Decimal,
         "double" | "float" => ColumnType::Float,
         "boolean" | "bool" => ColumnType::YesNo,
-        "datetime" => ColumnType::DateTime,
+        "datetime" => USER_LOCAL,
+        "datetime:dateonly" => ColumnType::DateTime {
+            behavior: DateBehavior::UserLocal,
+            format: DateFormat::DateOnly,
+        },
+        "datetime:independent" => ColumnType::DateTime {
+            behavior: DateBehavior::TimeZoneIndependent,
+            format: DateFormat::DateAndTime,
+        },
         "date" => ColumnType::DateOnly,
         "choice" => ColumnType::Choice {
             options: Vec::new(),
@@ -897,7 +999,7 @@ pub fn parse_column_type(spec: &str, column: &str) -> Result<ColumnType, String>
             }
             _ => {
                 return Err(format!(
-                    "unknown column type '{spec}' for '{column}' (expected string, memo, integer, bigint, money, decimal, double, boolean, datetime, date, choice, choice:<value>=<label>,... or lookup:<table>)"
+                    "unknown column type '{spec}' for '{column}' (expected string, memo, integer, bigint, money, decimal, double, boolean, datetime, datetime:dateonly, datetime:independent, date, choice, choice:<value>=<label>,... or lookup:<table>)"
                 ));
             }
         },

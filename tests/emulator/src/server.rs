@@ -16,6 +16,7 @@ use tokio::net::TcpListener;
 
 use crate::control::{self, LogEntry, PartEntry};
 use crate::reply::{Fail, Reply};
+use crate::users::Caller;
 use crate::{Emulator, Request, api, auth, clock, protection, webhooks};
 
 /// The longest URL Dataverse accepts, in characters, counted whole: scheme, host, path and query
@@ -111,6 +112,18 @@ async fn handle(
     };
 
     if let Some(rest) = control {
+        if let Some(inner) = rest.strip_prefix("interactive/") {
+            let (reply, jobs) = {
+                let mut emulator = lock(&shared);
+                let reply = interactive(&mut emulator, &request, inner);
+                let jobs = webhooks::plan(&mut emulator, request.host());
+                (reply, jobs)
+            };
+            for job in jobs {
+                tokio::spawn(webhooks::delivery::run(Arc::clone(&shared), job));
+            }
+            return Ok(to_response(reply));
+        }
         // Reading the delivery log may wait for deliveries to settle, which needs the lock free.
         if let Some(reply) = control::deliveries(&shared, &request, &rest).await {
             return Ok(to_response(reply));
@@ -156,10 +169,13 @@ async fn handle(
         // on that (they bound a scan by the answer's `Date`), so the emulator's moved clock shows
         // here too.
         let date = clock::format_http_date(emulator.store.clock.now());
-        let (reply, parts) = route(&mut emulator, &request);
+        let (reply, parts, ran) = route(&mut emulator, &request);
         let reply = reply.with_header("date", date);
-        // A batch executes each of its requests, so it is held once for each.
-        let executed = u64::try_from(parts.len().max(1)).unwrap_or(u64::MAX);
+        // A batch executes each of its requests, so it is held once for each; a bulk message
+        // once for each of its targets.
+        let executed = u64::try_from(parts.len().max(1))
+            .unwrap_or(u64::MAX)
+            .saturating_add(ran.extra_operations);
         let hold = Duration::from_millis(
             emulator
                 .protection
@@ -169,6 +185,7 @@ async fn handle(
         );
         let mut entry = log(reply.status, drop_answer, drop_answer);
         entry.parts = parts;
+        entry.bypass = ran.bypass;
         emulator.log.push(entry);
         // Queued under the same lock as the write, so a test that reads the delivery log after
         // this answer sees them; sent on tasks of their own, so the answer does not wait for them.
@@ -265,6 +282,7 @@ fn log_entry(
         answer_dropped,
         parts: Vec::new(),
         throttled: None,
+        bypass: Vec::new(),
     }
 }
 
@@ -308,12 +326,22 @@ fn front_end_refusal(authority: &str, path: &str, path_and_query: &str) -> Optio
     None
 }
 
+/// What a Web API request did besides its answer, for the request log and execution time.
+#[derive(Debug, Default)]
+struct Ran {
+    /// The bypass headers that applied to it or to one of its parts.
+    bypass: Vec<String>,
+    /// Row operations beyond one per request (a bulk message's further targets).
+    extra_operations: u64,
+}
+
 /// The answer to a request the front end passed on, and, for a `$batch`, the requests inside it.
-fn route(em: &mut Emulator, req: &Request) -> (Reply, Vec<PartEntry>) {
+fn route(em: &mut Emulator, req: &Request) -> (Reply, Vec<PartEntry>, Ran) {
     let Ok(path) = percent_decode_str(&req.path).decode_utf8() else {
         return (
             Fail::bad_query("The request path is not valid UTF-8.").into_reply(),
             Vec::new(),
+            Ran::default(),
         );
     };
     // Exactly one leading slash: `//tenant/oauth2/...` is not the token endpoint, on Entra ID or here.
@@ -333,23 +361,88 @@ fn route(em: &mut Emulator, req: &Request) -> (Reply, Vec<PartEntry>) {
         ["api", "data", other, ..] => Fail::segment_not_found(other).into_reply(),
         _ => Fail::segment_not_found(segments.first().copied().unwrap_or_default()).into_reply(),
     };
-    (reply, Vec::new())
+    (reply, Vec::new(), Ran::default())
 }
 
-fn web_api(em: &mut Emulator, req: &Request, version: &str, rest: &str) -> (Reply, Vec<PartEntry>) {
+fn web_api(
+    em: &mut Emulator,
+    req: &Request,
+    version: &str,
+    rest: &str,
+) -> (Reply, Vec<PartEntry>, Ran) {
     let now = em.store.clock.now();
     let check = em.auth.check(req.header("authorization"), now);
     if !matches!(check, auth::Check::Valid) {
         let reply = auth::unauthorized(&check, &format!("http://{}", req.host())).into_reply();
-        return (reply, Vec::new());
+        return (reply, Vec::new(), Ran::default());
     }
+    // The request acts as the application user of the app registration its token was issued to.
+    let client_id = em
+        .auth
+        .holder(req.header("authorization"), now)
+        .map(str::to_owned);
+    let user = match client_id.as_deref() {
+        Some(client_id) => em.store.users.application(client_id),
+        None => em.store.users.interactive,
+    };
+    em.store.caller = Caller {
+        user,
+        client_id,
+        ..Caller::default()
+    };
     // A batch is answered here rather than by `api::handle`, because its inner requests are logged
     // with it. They run through `api::handle` under this request's token.
-    if rest == "$batch" {
-        return api::batch::handle(&mut em.store, req, version);
+    let (reply, parts) = if rest == "$batch" {
+        api::batch::handle(&mut em.store, req, version)
+    } else {
+        let reply = api::handle(&mut em.store, req, version, rest).unwrap_or_else(Fail::into_reply);
+        (reply, Vec::new())
+    };
+    let after = interactive_caller(em);
+    let caller = std::mem::replace(&mut em.store.caller, after);
+    let ran = Ran {
+        bypass: caller.applied.into_iter().map(str::to_owned).collect(),
+        extra_operations: caller.extra_operations,
+    };
+    (reply, parts, ran)
+}
+
+/// The caller of everything but a Web API request: the interactive user, bypassing nothing.
+fn interactive_caller(em: &Emulator) -> Caller {
+    Caller {
+        user: em.store.users.interactive,
+        ..Caller::default()
     }
+}
+
+/// `/_emulator/interactive/api/data/v9.2/...`: a Web API request made by the interactive user, as
+/// somebody working in the app would make it: no token, and the same handlers, change tracking,
+/// webhook steps and flow triggers as any Web API request. `$batch` is not offered here.
+fn interactive(em: &mut Emulator, req: &Request, inner: &str) -> Reply {
+    let Ok(path) = percent_decode_str(inner).decode_utf8() else {
+        return Fail::bad_query("The request path is not valid UTF-8.").into_reply();
+    };
+    let segments: Vec<&str> = path.splitn(4, '/').collect();
+    let (version, rest) = match segments.as_slice() {
+        ["api", "data", version, rest] if matches!(*version, "v9.0" | "v9.1" | "v9.2") => {
+            (*version, *rest)
+        }
+        ["api", "data", version] if matches!(*version, "v9.0" | "v9.1" | "v9.2") => (*version, ""),
+        _ => {
+            return Reply::json(
+                404,
+                &serde_json::json!({"error": "expected /_emulator/interactive/api/data/v9.2/..."}),
+            );
+        }
+    };
+    if rest == "$batch" {
+        return Fail::not_implemented("$batch as the interactive user").into_reply();
+    }
+    em.store.caller = interactive_caller(em);
+    let date = clock::format_http_date(em.store.clock.now());
     let reply = api::handle(&mut em.store, req, version, rest).unwrap_or_else(Fail::into_reply);
-    (reply, Vec::new())
+    em.store.caller = interactive_caller(em);
+    reply.with_header("date", date)
 }
 
 fn token(em: &mut Emulator, req: &Request, tenant: &str) -> Reply {

@@ -165,6 +165,19 @@ pub struct Store {
     /// Each service endpoint's `authvalue`. Dataverse never returns it (the column is not valid for
     /// read), so it is kept out of the row, where `$select`, `$filter` or `$expand` could reach it.
     pub secrets: HashMap<Uuid, String>,
+    /// The calling user's time zone, as minutes east of UTC: what user-local date and time
+    /// values are shown in (`crate::dates`).
+    pub user_offset_minutes: i32,
+    /// The users of the organisation: the interactive user and each application user, with their
+    /// names (what a `systemuser` lookup such as `_modifiedby_value` is named by) and the bypass
+    /// privileges each holds (`crate::users`).
+    pub users: crate::users::Users,
+    /// Who the request being handled acts as, and what it bypasses: set by the server for each Web
+    /// API request (and by `crate::bypass` for each `$batch` part), the interactive user otherwise.
+    /// Every row a write creates or updates is stamped with its user.
+    pub caller: crate::users::Caller,
+    /// Power Automate flow triggers registered through the control API (`crate::flows`).
+    pub flows: crate::flows::Flows,
     /// While a `$batch` changeset runs: how to undo what it has written so far (see
     /// [`Store::begin`]).
     journal: Option<Journal>,
@@ -232,6 +245,13 @@ impl Store {
             delta_ttl_secs,
             committed: Vec::new(),
             secrets: HashMap::new(),
+            user_offset_minutes: 0,
+            users: crate::users::Users::new(fixed(3)),
+            caller: crate::users::Caller {
+                user: fixed(3),
+                ..crate::users::Caller::default()
+            },
+            flows: crate::flows::Flows::default(),
             journal: None,
         }
     }
@@ -246,6 +266,11 @@ impl Store {
             secrets: self.secrets.clone(),
             undo: Vec::new(),
         });
+    }
+
+    /// Whether a changeset is running (between [`Store::begin`] and its end).
+    pub fn in_transaction(&self) -> bool {
+        self.journal.is_some()
     }
 
     /// Keeps everything written since [`Store::begin`].
@@ -491,7 +516,11 @@ impl Store {
         let now = self.clock.now();
         let (created, modified) = at.unwrap_or((now, now));
         let version = self.next_version();
-        let org = self.org;
+        // `ownerid`, `createdby` and `modifiedby` are the caller's.
+        let org = Org {
+            user: self.caller.user,
+            ..self.org
+        };
         let table = &mut self.tables[t];
         let def = &table.def;
         let mut cells = vec![Value::Null; def.columns.len()];
@@ -550,6 +579,9 @@ impl Store {
             row.cells[column] = value;
         }
         row.cells[idx.modified] = Value::String(clock::format_utc(now));
+        if let Some(by) = table.def.column("_modifiedby_value") {
+            row.cells[by] = Value::String(self.caller.user.to_string());
+        }
         row.cells[idx.version] = Value::from(version);
         row.version = version;
         finish_row(&table.def, &mut row.cells, org);
@@ -712,10 +744,10 @@ fn convert(
             Value::Number(Number::from_f64(n).ok_or_else(bad)?)
         }
         ColumnType::YesNo => Value::Bool(value.as_bool().ok_or_else(bad)?),
-        ColumnType::DateTime => {
+        ColumnType::DateTime { behavior, .. } => {
             let t = value
                 .as_str()
-                .and_then(clock::parse_datetime)
+                .and_then(|text| crate::dates::read(*behavior, text))
                 .ok_or_else(bad)?;
             Value::String(clock::format_utc(t))
         }

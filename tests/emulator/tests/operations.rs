@@ -871,7 +871,7 @@ async fn bound_operations_are_named_and_addressed_as_dataverse_wants() {
     // Real operations the emulator does not have.
     for path in [
         format!("leads({id})/Microsoft.Dynamics.CRM.CalculateRollupField"),
-        "accounts/Microsoft.Dynamics.CRM.CreateMultiple".to_owned(),
+        "accounts/Microsoft.Dynamics.CRM.DeleteMultiple".to_owned(),
     ] {
         expect_error(
             post(&emulator, &path, &json!({})).await,

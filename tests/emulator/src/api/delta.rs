@@ -13,6 +13,7 @@ use super::render::{parse_select, write_json, write_row};
 use super::rows::{MAX_PAGE, link};
 use super::{Ctx, URL};
 use crate::clock;
+use crate::format::{self, Annotate};
 use crate::odata::cookie::Cursor;
 use crate::odata::query::Options;
 use crate::reply::{Fail, Reply};
@@ -133,6 +134,8 @@ pub fn read(store: &Store, ctx: &Ctx, t: usize) -> Result<Reply, Fail> {
     let more = entries.len() > page_size;
     entries.truncate(page_size);
 
+    // Changed rows carry the annotations asked for; a tombstone carries only its id and reason.
+    let annotate = Annotate::of(&ctx.prefer);
     let mut out = Vec::with_capacity(256 + entries.len() * 512);
     out.extend_from_slice(b"{\"@odata.context\":");
     write_json(
@@ -152,7 +155,7 @@ pub fn read(store: &Store, ctx: &Ctx, t: usize) -> Result<Reply, Fail> {
             out.push(b',');
         }
         match entry {
-            Entry::Changed(row) => write_row(&mut out, store, def, row, &projection, &[]),
+            Entry::Changed(row) => write_row(&mut out, store, def, row, &projection, &[], annotate),
             Entry::Deleted(_, id) => {
                 out.extend_from_slice(b"{\"@odata.context\":");
                 write_json(&mut out, &tombstone_context);
@@ -198,8 +201,13 @@ pub fn read(store: &Store, ctx: &Ctx, t: usize) -> Result<Reply, Fail> {
     }
     out.push(b'}');
     let mut reply = Reply::raw_json(200, out);
+    let mut applied = Vec::new();
     if ctx.prefer.track_changes {
-        reply = reply.with_header("preference-applied", "odata.track-changes");
+        applied.push("odata.track-changes".to_owned());
+    }
+    format::push_applied(&mut applied, &ctx.prefer);
+    if !applied.is_empty() {
+        reply = reply.with_header("preference-applied", applied.join(","));
     }
     Ok(reply)
 }

@@ -106,6 +106,10 @@ pub fn handle(store: &mut Store, req: &Request, version: &str, rest: &str) -> Re
         tail,
     } = segment(rest)?;
     let method = req.method.as_str();
+    // The bypass headers of a write apply to it (and to it alone, in a `$batch`), within the
+    // caller's privileges.
+    let addressed = store.by_set(name);
+    crate::bypass::apply(store, req, addressed)?;
     // `$id` names the reference a `DELETE .../{collection}/$ref` removes, and nothing else.
     if ctx.options.id.is_some() && !(method == "DELETE" && rest.ends_with("/$ref")) {
         return Err(Fail::unsupported_option("$id"));

@@ -4,6 +4,7 @@ use std::cmp::Ordering;
 
 use serde_json::Value;
 
+use crate::format::{self, Annotate};
 use crate::odata::filter::{self, Properties};
 use crate::odata::query::split_top_level;
 use crate::reply::Fail;
@@ -221,7 +222,8 @@ pub fn etag(version: u64) -> String {
     format!("W/\"{version}\"")
 }
 
-/// Writes one row as a JSON object: `@odata.etag`, the projected columns, and expansions.
+/// Writes one row as a JSON object: `@odata.etag`, the projected columns (each after the
+/// annotations `annotate` asks for, see [`format`]), and expansions, annotated alike.
 pub fn write_row(
     out: &mut Vec<u8>,
     store: &Store,
@@ -229,12 +231,18 @@ pub fn write_row(
     row: &Row,
     projection: &Projection,
     expand: &[Expand],
+    annotate: Annotate,
 ) {
     out.extend_from_slice(b"{\"@odata.etag\":");
     write_json(out, &etag(row.version));
     for column in &projection.columns {
         out.push(b',');
-        write_json(out, def.columns[*column].name.as_str());
+        let name = def.columns[*column].name.as_str();
+        if annotate.any() {
+            let notes = format::annotations(store, def, *column, &row.cells[*column], annotate);
+            format::write_annotations(out, name, &notes);
+        }
+        write_json(out, name);
         out.push(b':');
         write_json(out, &row.cells[*column]);
     }
@@ -254,6 +262,7 @@ pub fn write_row(
                 related,
                 &item.projection,
                 &[],
+                annotate,
             ),
             None => out.extend_from_slice(b"null"),
         }

@@ -11,6 +11,7 @@ use super::render::{
 };
 use super::{Ctx, URL};
 use crate::Request;
+use crate::format::{self, Annotate};
 use crate::keys::{self, Address};
 use crate::odata::cookie::Cursor;
 use crate::odata::filter;
@@ -176,6 +177,7 @@ pub fn list_in(store: &Store, ctx: &Ctx, t: usize, scope: Option<&Scope>) -> Res
     let more = rows.len() > page_size;
     rows.truncate(page_size);
 
+    let annotate = Annotate::of(prefer);
     let mut out = Vec::with_capacity(256 + rows.len() * 512);
     out.extend_from_slice(b"{\"@odata.context\":");
     write_json(
@@ -208,7 +210,7 @@ pub fn list_in(store: &Store, ctx: &Ctx, t: usize, scope: Option<&Scope>) -> Res
         if i > 0 {
             out.push(b',');
         }
-        write_row(&mut out, store, def, row, &projection, &expand);
+        write_row(&mut out, store, def, row, &projection, &expand, annotate);
     }
     out.push(b']');
     if more && paged {
@@ -250,6 +252,7 @@ pub fn list_in(store: &Store, ctx: &Ctx, t: usize, scope: Option<&Scope>) -> Res
     if let Some(n) = prefer.max_page_size {
         applied.push(format!("odata.maxpagesize={n}"));
     }
+    format::push_applied(&mut applied, prefer);
     if !applied.is_empty() {
         reply = reply.with_header("preference-applied", applied.join(","));
     }
@@ -344,7 +347,8 @@ fn row_reply(
     );
     out.push(b',');
     let mut body = Vec::with_capacity(1024);
-    write_row(&mut body, store, def, row, projection, expand);
+    let annotate = Annotate::of(&ctx.prefer);
+    write_row(&mut body, store, def, row, projection, expand, annotate);
     // Splice the row's fields after the context.
     out.extend_from_slice(&body[1..]);
     Reply::raw_json(status, out).with_header("etag", etag(row.version))
@@ -372,7 +376,11 @@ pub fn retrieve(
     {
         return Ok(Reply::empty(304).with_header("etag", etag(row.version)));
     }
-    Ok(row_reply(store, ctx, t, row, 200, &projection, &expand))
+    let reply = row_reply(store, ctx, t, row, 200, &projection, &expand);
+    Ok(match format::applied(&ctx.prefer) {
+        Some(applied) => reply.with_header("preference-applied", applied),
+        None => reply,
+    })
 }
 
 fn body_object(req: &Request, set: &str) -> Result<Map<String, Value>, Fail> {
@@ -510,7 +518,7 @@ pub fn apply(store: &mut Store, checked: Checked) {
     }
 }
 
-fn duplicate() -> Fail {
+pub(crate) fn duplicate() -> Fail {
     Fail::new(
         412,
         "0x80040237",
@@ -536,8 +544,10 @@ fn written(
     if ctx.prefer.return_representation
         && let Some(row) = store.tables[t].rows.get(&id)
     {
+        let mut applied = vec!["return=representation".to_owned()];
+        format::push_applied(&mut applied, &ctx.prefer);
         return row_reply(store, ctx, t, row, status_with_body, projection, &[])
-            .with_header("preference-applied", "return=representation")
+            .with_header("preference-applied", applied.join(","))
             .with_location(location);
     }
     let address = by_key.unwrap_or_else(|| id.to_string());

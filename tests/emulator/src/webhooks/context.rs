@@ -17,6 +17,7 @@ use uuid::Uuid;
 use super::delivery::{Image, Step};
 use super::{Change, Message, ORGANIZATION_NAME};
 use crate::clock;
+use crate::format;
 use crate::schema::{ColumnType, System, TableDef};
 use crate::store::Store;
 
@@ -163,7 +164,8 @@ fn attribute(store: &Store, def: &TableDef, c: usize, value: &Value) -> Attribut
             data_contract: OPTION_SET_VALUE,
             value: value.clone(),
         })),
-        ColumnType::DateTime | ColumnType::System(System::CreatedOn | System::ModifiedOn) => value
+        ColumnType::DateTime { .. }
+        | ColumnType::System(System::CreatedOn | System::ModifiedOn) => value
             .as_str()
             .and_then(clock::parse_datetime)
             .map(|secs| Attribute::Plain(Value::String(wcf_date(secs)))),
@@ -183,12 +185,7 @@ fn attribute(store: &Store, def: &TableDef, c: usize, value: &Value) -> Attribut
             Attribute::Reference(Reference::new(id, target))
         }),
         ColumnType::System(System::Reference) => id().map(|id| {
-            let target = match column.attribute() {
-                "owningbusinessunit" => "businessunit",
-                "transactioncurrencyid" => "transactioncurrency",
-                "organizationid" => "organization",
-                _ => "systemuser",
-            };
+            let target = format::platform_table(column.attribute());
             Attribute::Reference(Reference::new(id, target))
         }),
         ColumnType::Id
@@ -205,12 +202,17 @@ fn attribute(store: &Store, def: &TableDef, c: usize, value: &Value) -> Attribut
     converted.unwrap_or(Attribute::Plain(Value::Null))
 }
 
-fn entity(def: &TableDef, id: Uuid, attributes: Vec<Pair<Attribute>>) -> Entity {
+fn entity(
+    def: &TableDef,
+    id: Uuid,
+    attributes: Vec<Pair<Attribute>>,
+    formatted_values: Vec<Pair<String>>,
+) -> Entity {
     Entity {
         data_contract: ENTITY,
         attributes,
         state: None,
-        formatted_values: Vec::new(),
+        formatted_values,
         id,
         key_attributes: Vec::new(),
         logical_name: def.logical_name.clone(),
@@ -225,15 +227,29 @@ fn image(store: &Store, def: &TableDef, id: Uuid, cells: &[Value], spec: &Image)
         Some(listed) => listed.clone(),
         None => (0..def.columns.len()).collect(),
     };
-    let attributes = columns
+    let present: Vec<usize> = columns
         .into_iter()
         .filter(|c| !cells[*c].is_null())
+        .collect();
+    let attributes = present
+        .iter()
         .map(|c| Pair {
-            key: def.columns[c].attribute().to_owned(),
-            value: attribute(store, def, c, &cells[c]),
+            key: def.columns[*c].attribute().to_owned(),
+            value: attribute(store, def, *c, &cells[*c]),
         })
         .collect();
-    entity(def, id, attributes)
+    // An image is the row as the platform read it, so it carries the values as the user sees
+    // them, under the attribute's logical name, as a retrieved entity does.
+    let formatted = present
+        .iter()
+        .filter_map(|c| {
+            format::formatted(store, def, *c, &cells[*c]).map(|value| Pair {
+                key: def.columns[*c].attribute().to_owned(),
+                value,
+            })
+        })
+        .collect();
+    entity(def, id, attributes, formatted)
 }
 
 /// `Target`: for a create or an update, the columns the request set, the key, and for an update
@@ -267,7 +283,8 @@ fn target(store: &Store, def: &TableDef, change: &Change) -> Parameter {
             add(c);
         }
     }
-    Parameter::Entity(entity(def, change.id, attributes))
+    // The target is what the request sent, not a row read back: it has no formatted values.
+    Parameter::Entity(entity(def, change.id, attributes, Vec::new()))
 }
 
 /// The context `step` receives for `change`, cut down when it is over [`MAX_CONTEXT_BYTES`].
@@ -300,7 +317,11 @@ pub fn build(store: &Store, change: &Change, step: &Step, correlation: Uuid) -> 
         }],
         Message::Update | Message::Delete => Vec::new(),
     };
-    let org = store.org;
+    // The user who made the change is the context's `UserId` and `InitiatingUserId`.
+    let org = crate::store::Org {
+        user: change.user,
+        ..store.org
+    };
     let mut context = RemoteExecutionContext {
         business_unit_id: org.business_unit,
         correlation_id: correlation,

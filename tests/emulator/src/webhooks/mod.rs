@@ -11,7 +11,13 @@
 //! change, may arrive in either order.
 //!
 //! Rows written through the control API (late commits, generated rows) fire nothing: they stand for
-//! data that is already there, not for operations.
+//! data that is already there, not for operations. Requests sent to `/_emulator/interactive/...`
+//! are operations (the interactive user's) and fire steps like any Web API write.
+//!
+//! Each change carries the user who made it (the context's `UserId`) and the bypass headers of its
+//! request: `CustomAsync` and `BypassBusinessLogicExecutionStepIds` skip steps here, since every step
+//! the emulator runs is asynchronous (`crate::bypass`). [`plan`] also counts the flow jobs each
+//! change starts (`crate::flows`).
 
 pub mod context;
 pub mod delivery;
@@ -65,15 +71,22 @@ pub struct Change {
     pub after: Option<Vec<Value>>,
     /// When the operation ran, by the emulator's clock.
     pub at: i64,
+    /// The user who made it: the context's `UserId` and `InitiatingUserId`.
+    pub user: Uuid,
+    /// The custom logic its request asked to bypass (`crate::bypass`).
+    pub bypass: crate::bypass::Bypass,
+    /// Its request carried `MSCRM.SuppressCallbackRegistrationExpanderJob: true`: no flow jobs.
+    pub suppress_flows: bool,
 }
 
-/// Whether writes to table `t` need recording: a business table, while any step is registered.
-/// Checked before a write, so an organisation without steps copies no rows.
+/// Whether writes to table `t` need recording: a business table, while any step or flow trigger
+/// is registered. Checked before a write, so an organisation without either copies no rows.
 pub fn watching(store: &Store, t: usize) -> bool {
     store.tables[t].def.kind == TableKind::Ordinary
-        && store
-            .by_logical(registration::STEP)
-            .is_some_and(|s| !store.tables[s].rows.is_empty())
+        && (!store.flows.is_empty()
+            || store
+                .by_logical(registration::STEP)
+                .is_some_and(|s| !store.tables[s].rows.is_empty()))
 }
 
 /// Records a committed write for [`plan`]. `before` is the row as it was; the row after is read
@@ -105,6 +118,9 @@ pub fn record(
         before,
         after,
         at,
+        user: store.caller.user,
+        bypass: store.caller.bypass.clone(),
+        suppress_flows: store.caller.bypass.suppress_flows,
     });
 }
 
@@ -119,7 +135,11 @@ pub fn plan(em: &mut Emulator, host: &str) -> Vec<Job> {
     let organization = host_name(host);
     let mut jobs = Vec::new();
     for change in &changes {
-        let steps = delivery::matching_steps(&em.store, change);
+        let table = em.store.tables[change.table].def.logical_name.clone();
+        em.store.flows.count(&table, change);
+        // Every step the emulator runs is asynchronous; `CustomAsync` and the step ids skip them.
+        let mut steps = delivery::matching_steps(&em.store, change);
+        steps.retain(|step| !change.bypass.skips_step(step.id, true));
         if steps.is_empty() {
             continue;
         }

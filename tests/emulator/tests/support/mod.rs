@@ -4,6 +4,7 @@
 #![allow(dead_code, unreachable_pub, clippy::expect_used, clippy::unwrap_used)]
 
 pub mod receiver;
+pub mod steps;
 
 use dataverse_emulator::client::{DeliveryLog, EmulatorClient, Fault, NewTable};
 use reqwest::{Method, RequestBuilder, Response};
@@ -80,6 +81,16 @@ impl Emulator {
             .access_token(&self.client_id, &self.client_secret)
             .await
             .expect("a token")
+    }
+
+    /// The typed control client, for the calls this wrapper does not cover.
+    pub fn client(&self) -> &EmulatorClient {
+        &self.client
+    }
+
+    /// The client id the token was issued to.
+    pub fn client_id(&self) -> &str {
+        &self.client_id
     }
 
     pub fn api(&self, path: &str) -> String {

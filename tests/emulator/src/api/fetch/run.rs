@@ -11,6 +11,7 @@ use super::query::{Agg, MAX_PAGE, Query};
 use super::xml;
 use crate::api::Ctx;
 use crate::api::render::{cmp_rows, cmp_value, etag, write_json};
+use crate::format::{self, Annotate};
 use crate::odata::filter;
 use crate::reply::Reply;
 use crate::schema::{Edm, TableDef};
@@ -80,6 +81,7 @@ pub(super) fn execute(store: &Store, ctx: &Ctx, t: usize, q: &Query) -> Reply {
     let rows = &tuples[start..end];
     let more = q.top.is_none() && end < total;
 
+    let annotate = Annotate::of(&ctx.prefer);
     let mut out = Vec::with_capacity(256 + rows.len() * 512);
     out.extend_from_slice(b"{\"@odata.context\":");
     let mut context = format!("{}$metadata#{}", ctx.base, def.entity_set_name);
@@ -105,10 +107,14 @@ pub(super) fn execute(store: &Store, ctx: &Ctx, t: usize, q: &Query) -> Reply {
         if i > 0 {
             out.push(b',');
         }
-        write_tuple(&mut out, q, tuple);
+        write_tuple(&mut out, store, q, tuple, annotate);
     }
     out.extend_from_slice(b"]}");
-    Reply::raw_json(200, out)
+    let reply = Reply::raw_json(200, out);
+    match format::applied(&ctx.prefer) {
+        Some(applied) => reply.with_header("preference-applied", applied),
+        None => reply,
+    }
 }
 
 /// The rows linked below slot `slot` for its row `row`: one tuple per combination, with the
@@ -190,11 +196,21 @@ fn totals(out: &mut Vec<u8>, q: &Query, total: usize) {
     }
 }
 
-fn write_tuple(out: &mut Vec<u8>, q: &Query, tuple: &Tuple<'_>) {
+/// One result row. Each column, the linked ones too, carries the formatted value and lookup
+/// annotations asked for, as the Web API's own rows do (under the `alias.attribute` key for a
+/// linked column, before its `AttributeName`).
+fn write_tuple(out: &mut Vec<u8>, store: &Store, q: &Query, tuple: &Tuple<'_>, annotate: Annotate) {
     out.extend_from_slice(b"{\"@odata.etag\":");
     write_json(out, &etag(tuple[0].map_or(0, |r| r.version)));
     for o in &q.outs {
         out.push(b',');
+        if annotate.any()
+            && let Some(row) = tuple[o.slot]
+        {
+            let def = &store.tables[q.slots[o.slot].table].def;
+            let notes = format::annotations(store, def, o.column, &row.cells[o.column], annotate);
+            format::write_annotations(out, &o.key, &notes);
+        }
         if let Some(attribute) = &o.attribute {
             // A linked column carries the logical name it came from, as the service annotates
             // every aliased value.

@@ -583,7 +583,7 @@ fn kind_of(column: &Column) -> Kind {
         ColumnType::Decimal => Kind::Decimal,
         ColumnType::Float => Kind::Double,
         ColumnType::YesNo | ColumnType::System(System::Flag) => Kind::Boolean,
-        ColumnType::DateTime
+        ColumnType::DateTime { .. }
         | ColumnType::DateOnly
         | ColumnType::System(System::CreatedOn | System::ModifiedOn) => Kind::DateTime,
         // Status and status reason are their own types in Dataverse, whatever the table.
@@ -684,7 +684,10 @@ fn of_column(def: &TableDef, c: usize, column: &Column) -> Attribute {
         ("IsValidForUpdate", json!(update)),
         ("IsValidForRead", json!(true)),
         ("IsValidODataAttribute", json!(true)),
-        ("IsCustomAttribute", json!(def.is_custom && !system)),
+        (
+            "IsCustomAttribute",
+            json!((def.is_custom || column.custom) && !system),
+        ),
         ("RequiredLevel", required_level(column.required)),
         (
             "DisplayName",
@@ -718,6 +721,11 @@ fn of_column(def: &TableDef, c: usize, column: &Column) -> Attribute {
             ("Format", json!("DateOnly")),
             ("DateTimeBehavior", json!({"Value": "DateOnly"})),
         ],
+        (ColumnType::DateTime { behavior, format }, _) => vec![
+            ("Format", json!(format.name())),
+            ("DateTimeBehavior", json!({"Value": behavior.name()})),
+        ],
+        // `createdon` and `modifiedon`: user local, which cannot be changed.
         (_, Kind::DateTime) => vec![
             ("Format", json!("DateAndTime")),
             ("DateTimeBehavior", json!({"Value": "UserLocal"})),

@@ -721,7 +721,8 @@ pub fn who_am_i(store: &Store, ctx: &Ctx) -> Reply {
         &json!({
             "@odata.context": format!("{}$metadata#Microsoft.Dynamics.CRM.WhoAmIResponse", ctx.base),
             "BusinessUnitId": store.org.business_unit,
-            "UserId": store.org.user,
+            // The caller's own user: each app registration is an application user of its own.
+            "UserId": store.caller.user,
             "OrganizationId": store.org.organization,
         }),
     )

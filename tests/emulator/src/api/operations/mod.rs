@@ -7,6 +7,7 @@
 //! | `GET RetrieveTotalRecordCount(EntityNames=@p1)?@p1=["account","contact"]` (or inline) | rows per table |
 //! | `POST PublishAllXml` | publishes customizations: nothing to do here, where every change is live |
 //! | `POST leads(<id or key>)/Microsoft.Dynamics.CRM.QualifyLead` `{"CreateAccount": .., "Status": 3, ..}` | see [`qualify_lead`] |
+//! | `POST {set}/Microsoft.Dynamics.CRM.CreateMultiple`, `UpdateMultiple`, `UpsertMultiple` `{"Targets": [..]}` | see [`bulk`] |
 //!
 //! A request is taken apart in the order the service does it, so the first mistake is the one the
 //! service would name: the `OData` library parses the path (the operation and its parameters: unknown
@@ -16,6 +17,7 @@
 //! `Microsoft.Dynamics.CRM.` name after a row or a collection is a real operation the emulator does not
 //! have: 501.
 
+pub mod bulk;
 pub mod literal;
 pub mod qualify_lead;
 
@@ -47,6 +49,8 @@ pub enum ParamType {
     StringCollection,
     /// A row of the named entity type; `crmbaseentity` is any table, named by `@odata.type`.
     Entity(&'static str),
+    /// `Collection(crmbaseentity)`: rows of any table, each named by `@odata.type`.
+    EntityCollection,
 }
 
 impl ParamType {
@@ -56,6 +60,7 @@ impl ParamType {
             ParamType::Int32 => "Edm.Int32".to_owned(),
             ParamType::StringCollection => "Collection(Edm.String)".to_owned(),
             ParamType::Entity(entity) => format!("{NAMESPACE}{entity}"),
+            ParamType::EntityCollection => format!("Collection({NAMESPACE}crmbaseentity)"),
         }
     }
 }
@@ -106,6 +111,24 @@ pub const OPERATIONS: &[Operation] = &[
         kind: Kind::Action,
         bound_to: Some("lead"),
         params: qualify_lead::PARAMS,
+    },
+    Operation {
+        name: "CreateMultiple",
+        kind: Kind::Action,
+        bound_to: Some(bulk::ANY_TABLE),
+        params: bulk::PARAMS,
+    },
+    Operation {
+        name: "UpdateMultiple",
+        kind: Kind::Action,
+        bound_to: Some(bulk::ANY_TABLE),
+        params: bulk::PARAMS,
+    },
+    Operation {
+        name: "UpsertMultiple",
+        kind: Kind::Action,
+        bound_to: Some(bulk::ANY_TABLE),
+        params: bulk::PARAMS,
     },
 ];
 
@@ -217,6 +240,8 @@ pub fn call_bound(
     let def = &store.tables[t].def;
     let op = match (find(short), &target) {
         (Some(op), Some(_)) if op.bound_to == Some(def.logical_name.as_str()) => op,
+        // Bound to the collection of any table (`crmbaseentity collection`).
+        (Some(op), None) if op.bound_to == Some(bulk::ANY_TABLE) => op,
         // Real, but not bound to this table, or bound to a row where the path names the collection
         // (or unbound): the `OData` library finds no operation of that name for this binding.
         (Some(_), _) => return Err(Fail::segment_not_found(name)),
@@ -251,6 +276,9 @@ pub fn call_bound(
     require(op, &params)?;
     match (op.name, target) {
         ("QualifyLead", Some(target)) => qualify_lead::run(store, ctx, t, &target, &params),
+        ("CreateMultiple" | "UpdateMultiple" | "UpsertMultiple", None) => {
+            bulk::run(store, ctx, t, op.name, &params)
+        }
         (other, _) => Err(Fail::not_implemented(format!("the operation '{other}'"))),
     }
 }
@@ -560,6 +588,11 @@ fn action_parameters(req: &Request, op: &Operation) -> Result<Params, Fail> {
             }
             (ParamType::StringCollection, Value::Array(items))
                 if items.iter().all(Value::is_string) =>
+            {
+                value.clone()
+            }
+            (ParamType::EntityCollection, Value::Array(items))
+                if items.iter().all(Value::is_object) =>
             {
                 value.clone()
             }
