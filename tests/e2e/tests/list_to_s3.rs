@@ -340,6 +340,33 @@ async fn top_skip_select_count_and_fetchxml_keep_their_meaning() {
     assert_eq!(setup.keys().await.len(), 3);
 }
 
+/// Labels must not stop after the first page (reported against another Dataverse client, whose
+/// second page came without them): every page asks for them, OData and FetchXML alike.
+#[tokio::test]
+async fn formatted_values_come_with_every_page() {
+    let mut setup = Setup::start().await;
+    setup
+        .emulator
+        .client()
+        .generate("account", 2_500)
+        .await
+        .unwrap();
+    let fetch = r#"<fetch><entity name="account"><attribute name="statecode"/></entity></fetch>"#;
+    for query in [json!({"$select": "statecode"}), json!({"fetchXml": fetch})] {
+        let mut payload = listing(&query);
+        payload["formatted_values"] = json!(true);
+        let answer = setup.invoke(&payload).await;
+        assert_eq!(answer["count"], 2_500, "{answer}");
+        let text = setup.object(answer["s3"]["key"].as_str().unwrap()).await;
+        let labelled = text
+            .lines()
+            .map(|line| serde_json::from_str::<Value>(line).unwrap())
+            .filter(|row| row["statecode@OData.Community.Display.V1.FormattedValue"] == "Active")
+            .count();
+        assert_eq!(labelled, 2_500, "every row of every page, for {query}");
+    }
+}
+
 #[tokio::test]
 async fn a_bad_output_is_invalid_input_naming_it_and_nothing_is_sent() {
     let mut setup = Setup::start().await;
