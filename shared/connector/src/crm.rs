@@ -8,6 +8,7 @@ use dataverse::{Client, Credentials, RetryPolicy};
 use secrecy::SecretString;
 use serde_json::Value;
 use tokio::sync::Mutex;
+use uuid::Uuid;
 
 use crate::config::SecretsConfig;
 use crate::input::Dataset;
@@ -195,6 +196,9 @@ pub struct Crm {
     policy: RetryPolicy,
     /// Each dataset's client, and the credentials it was built from.
     clients: Mutex<HashMap<Dataset, (Client, Credentials)>>,
+    /// Each dataset's own user (`WhoAmI`), asked once per process: the user the connector's own
+    /// writes are recorded under, which `ignore_own_changes` skips.
+    own_users: Mutex<HashMap<Dataset, Uuid>>,
 }
 
 impl Crm {
@@ -203,6 +207,7 @@ impl Crm {
             source,
             policy: RetryPolicy::default(),
             clients: Mutex::new(HashMap::new()),
+            own_users: Mutex::new(HashMap::new()),
         }
     }
 
@@ -233,6 +238,25 @@ impl Crm {
         tracing::info!(dataset = %dataset, "credentials loaded");
         clients.insert(dataset.clone(), (client.clone(), credentials));
         Ok(client)
+    }
+
+    /// The `systemuserid` the connector acts as in the dataset (`WhoAmI`), asked on first use and
+    /// kept for the life of the process, bounded by `deadline`. Rotated credentials belong to the
+    /// same application registration, so to the same application user.
+    pub async fn own_user(
+        &self,
+        dataset: &Dataset,
+        deadline: dataverse::Deadline,
+    ) -> Result<Uuid, CrmError> {
+        if let Some(user) = self.own_users.lock().await.get(dataset) {
+            return Ok(*user);
+        }
+        let user = self
+            .call(dataset, async |client| client.who_am_i(deadline).await)
+            .await?;
+        tracing::info!(dataset = %dataset, user = %user, "the connector's own user");
+        self.own_users.lock().await.insert(dataset.clone(), user);
+        Ok(user)
     }
 
     /// Reads the dataset's credentials again after they were refused. `Some` new client when they

@@ -8,6 +8,7 @@ pub mod function_url;
 pub mod idempotency;
 pub mod pool;
 pub mod proxy;
+pub mod push;
 pub mod runtime;
 pub mod s3_proxy;
 pub mod services;

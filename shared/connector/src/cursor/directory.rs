@@ -21,7 +21,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::{CursorError, Lease, Record, epoch_millis};
+use super::{CursorError, Kept, Lease, Record, epoch_millis};
 
 /// What a key keeps as it is in its file name: ASCII letters, digits, `_` and `-`. Everything else
 /// (`.` included, and every non-ASCII byte) becomes `%XX`, so no key can end in another key's file
@@ -32,6 +32,60 @@ use super::{CursorError, Lease, Record, epoch_millis};
 const MEMBERS: &str = ".members.json";
 
 const FILE_NAME: &AsciiSet = &NON_ALPHANUMERIC.remove(b'_').remove(b'-');
+
+/// One row's entry in `.fingerprints.json`: the fingerprint alone, as earlier versions wrote it,
+/// or with the watched columns' values beside it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+enum StoredKept {
+    Fingerprint(String),
+    WithValues { fp: String, kept: String },
+}
+
+impl From<StoredKept> for Kept {
+    fn from(stored: StoredKept) -> Self {
+        match stored {
+            StoredKept::Fingerprint(fingerprint) => Kept {
+                fingerprint,
+                values: None,
+            },
+            StoredKept::WithValues { fp, kept } => Kept {
+                fingerprint: fp,
+                values: Some(kept),
+            },
+        }
+    }
+}
+
+impl From<Kept> for StoredKept {
+    fn from(kept: Kept) -> Self {
+        match kept.values {
+            None => StoredKept::Fingerprint(kept.fingerprint),
+            Some(values) => StoredKept::WithValues {
+                fp: kept.fingerprint,
+                kept: values,
+            },
+        }
+    }
+}
+
+/// The membership file: a list of ids, as earlier versions wrote it, or each id with the generation
+/// that last confirmed it.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(untagged)]
+enum StoredMembers {
+    Marked(HashMap<Uuid, u64>),
+    Set(HashSet<Uuid>),
+}
+
+impl StoredMembers {
+    fn marked(self) -> HashMap<Uuid, u64> {
+        match self {
+            StoredMembers::Marked(all) => all,
+            StoredMembers::Set(ids) => ids.into_iter().map(|id| (id, 0)).collect(),
+        }
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct DirectoryStore {
@@ -167,14 +221,14 @@ impl DirectoryStore {
         &self,
         key: &str,
         ids: &[Uuid],
-    ) -> Result<HashMap<Uuid, String>, CursorError> {
+    ) -> Result<HashMap<Uuid, Kept>, CursorError> {
         let (key, ids) = (key.to_owned(), ids.to_vec());
         self.locked(&key.clone(), move |base| {
             let path = with_suffix(base, ".fingerprints.json");
-            let all: HashMap<Uuid, String> = read(&path, &key)?.unwrap_or_default();
+            let mut all: HashMap<Uuid, StoredKept> = read(&path, &key)?.unwrap_or_default();
             Ok(ids
                 .into_iter()
-                .filter_map(|id| all.get(&id).map(|fp| (id, fp.clone())))
+                .filter_map(|id| all.remove(&id).map(|kept| (id, kept.into())))
                 .collect())
         })
         .await
@@ -183,17 +237,24 @@ impl DirectoryStore {
     pub(crate) async fn put_fingerprints(
         &self,
         key: &str,
-        entries: &[(Uuid, String)],
+        entries: &[(Uuid, Kept)],
     ) -> Result<(), CursorError> {
         let (key, entries) = (key.to_owned(), entries.to_vec());
         self.locked(&key.clone(), move |base| {
             let path = with_suffix(base, ".fingerprints.json");
-            let mut all: HashMap<Uuid, String> = read(&path, &key)?.unwrap_or_default();
-            all.extend(entries);
+            let mut all: HashMap<Uuid, StoredKept> = read(&path, &key)?.unwrap_or_default();
+            all.extend(entries.into_iter().map(|(id, kept)| (id, kept.into())));
             write(&path, &all)
         })
         .await
     }
+
+    fn read_members(base: &Path, key: &str) -> Result<HashMap<Uuid, u64>, CursorError> {
+        Ok(read::<StoredMembers>(&with_suffix(base, MEMBERS), key)?
+            .map(StoredMembers::marked)
+            .unwrap_or_default())
+    }
+
     pub(crate) async fn members(
         &self,
         key: &str,
@@ -201,8 +262,8 @@ impl DirectoryStore {
     ) -> Result<HashSet<Uuid>, CursorError> {
         let (key, ids) = (key.to_owned(), ids.to_vec());
         self.locked(&key.clone(), move |base| {
-            let all: HashSet<Uuid> = read(&with_suffix(base, MEMBERS), &key)?.unwrap_or_default();
-            Ok(ids.into_iter().filter(|id| all.contains(id)).collect())
+            let all = Self::read_members(base, &key)?;
+            Ok(ids.into_iter().filter(|id| all.contains_key(id)).collect())
         })
         .await
     }
@@ -212,16 +273,38 @@ impl DirectoryStore {
         key: &str,
         add: &[Uuid],
         remove: &[Uuid],
+        mark: u64,
     ) -> Result<(), CursorError> {
         let (key, add, remove) = (key.to_owned(), add.to_vec(), remove.to_vec());
         self.locked(&key.clone(), move |base| {
-            let path = with_suffix(base, MEMBERS);
-            let mut all: HashSet<Uuid> = read(&path, &key)?.unwrap_or_default();
-            all.extend(add);
+            let mut all = Self::read_members(base, &key)?;
+            all.extend(add.into_iter().map(|id| (id, mark)));
             for id in &remove {
                 all.remove(id);
             }
-            write(&path, &all)
+            write(&with_suffix(base, MEMBERS), &StoredMembers::Marked(all))
+        })
+        .await
+    }
+
+    pub(crate) async fn stale_members(
+        &self,
+        key: &str,
+        below: u64,
+        limit: usize,
+    ) -> Result<Vec<Uuid>, CursorError> {
+        let key = key.to_owned();
+        self.locked(&key.clone(), move |base| {
+            let all = Self::read_members(base, &key)?;
+            let mut stale: Vec<Uuid> = all
+                .into_iter()
+                .filter(|(_, mark)| *mark < below)
+                .map(|(id, _)| id)
+                .collect();
+            // In id order, so that a poll stopped by `$top` is repeated the same way.
+            stale.sort_unstable();
+            stale.truncate(limit);
+            Ok(stale)
         })
         .await
     }
@@ -469,12 +552,22 @@ mod tests {
     async fn keeps_fingerprints_per_row() {
         let (store, _temp) = store();
         let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        let kept = |fp: &str, values: Option<&str>| Kept {
+            fingerprint: fp.into(),
+            values: values.map(Into::into),
+        };
         store
-            .put_fingerprints("k", &[(a, "aa".into())])
+            .put_fingerprints("k", &[(a, kept("aa", None))])
             .await
             .unwrap();
         store
-            .put_fingerprints("k", &[(b, "bb".into()), (a, "a2".into())])
+            .put_fingerprints(
+                "k",
+                &[
+                    (b, kept("bb", Some("{}"))),
+                    (a, kept("a2", Some(r#"{"x":1}"#))),
+                ],
+            )
             .await
             .unwrap();
         let found = store
@@ -482,7 +575,35 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(found.len(), 2);
-        assert_eq!(found[&a], "a2");
+        assert_eq!(found[&a], kept("a2", Some(r#"{"x":1}"#)));
+    }
+
+    /// Files earlier versions wrote still load: fingerprints alone, and membership as a plain list.
+    #[tokio::test]
+    async fn reads_what_earlier_versions_wrote_beside_a_cursor() {
+        let (store, _temp) = store();
+        let (a, b) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        std::fs::create_dir_all(&store.dir).unwrap();
+        let base = store.base("k");
+        std::fs::write(
+            with_suffix(&base, ".fingerprints.json"),
+            format!(r#"{{"{a}":"00ff"}}"#),
+        )
+        .unwrap();
+        std::fs::write(with_suffix(&base, MEMBERS), format!(r#"["{a}","{b}"]"#)).unwrap();
+        let found = store.fingerprints("k", &[a]).await.unwrap();
+        assert_eq!(
+            found[&a],
+            Kept {
+                fingerprint: "00ff".into(),
+                values: None
+            }
+        );
+        assert_eq!(store.members("k", &[a, b]).await.unwrap().len(), 2);
+        assert_eq!(store.stale_members("k", 1, 10).await.unwrap(), [a, b]);
+        store.change_members("k", &[b], &[], 3).await.unwrap();
+        assert_eq!(store.stale_members("k", 3, 10).await.unwrap(), [a]);
+        assert!(store.stale_members("k", 0, 10).await.unwrap().is_empty());
     }
 
     /// Stored cursors are found by file name, so a new escaping that renamed one would restart its

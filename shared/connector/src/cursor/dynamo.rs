@@ -5,8 +5,8 @@
 //! | pk | sk | attributes |
 //! |---|---|---|
 //! | the cursor key | `cursor` | `state`, `position`, `revision`, `lease_owner`, `lease_until` (epoch ms), `updated_at` |
-//! | the cursor key | `fp#<row id>` | `fp` (a fingerprint of the watched columns), `expires_at` (TTL) |
-//! | the cursor key | `in#<row id>` | none: the row matched the deleted trigger's `$filter` when last seen |
+//! | the cursor key | `fp#<row id>` | `fp` (a fingerprint of the watched columns), `kept` (their values, JSON, bounded by the trigger; absent on items earlier versions wrote), `expires_at` (TTL) |
+//! | the cursor key | `in#<row id>` | `g`: the deleted trigger's generation that last confirmed the row (absent on items earlier versions wrote). The row matched the trigger's `$filter` when last seen, or, with `remember_ids` and no filter, existed |
 //!
 //! Membership items have no TTL: a row that matches and then goes unchanged for years must still fire
 //! when it is deleted.
@@ -25,7 +25,7 @@ use aws_sdk_dynamodb::types::{
 use dataverse::Deadline;
 use uuid::Uuid;
 
-use super::{CursorError, Damage, Lease, Record, damaged, epoch_millis};
+use super::{CursorError, Damage, Kept, Lease, Record, damaged, epoch_millis};
 
 /// Fingerprints of rows not updated for this long expire (a deleted row's would otherwise stay forever);
 /// the next change to such a row fires, as for a row never seen.
@@ -554,37 +554,51 @@ impl DynamoStore {
         &self,
         key: &str,
         ids: &[Uuid],
-    ) -> Result<HashMap<Uuid, String>, CursorError> {
+    ) -> Result<HashMap<Uuid, Kept>, CursorError> {
         let items = self
             .items_of(key, FINGERPRINT, ids, "reading fingerprints")
             .await?;
         Ok(items
             .into_iter()
-            .filter_map(|(id, item)| text(&item, "fp").map(|fp| (id, fp)))
+            .filter_map(|(id, item)| {
+                text(&item, "fp").map(|fingerprint| {
+                    let values = text(&item, "kept");
+                    (
+                        id,
+                        Kept {
+                            fingerprint,
+                            values,
+                        },
+                    )
+                })
+            })
             .collect())
     }
 
     pub(crate) async fn put_fingerprints(
         &self,
         key: &str,
-        entries: &[(Uuid, String)],
+        entries: &[(Uuid, Kept)],
     ) -> Result<(), CursorError> {
         let expires = (SystemTime::now() + FINGERPRINT_TTL)
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
         // The same row twice in one batch is an error in DynamoDB: keep the last fingerprint.
-        let mut latest: HashMap<Uuid, &str> = HashMap::new();
-        for (id, fp) in entries {
-            latest.insert(*id, fp);
+        let mut latest: HashMap<Uuid, &Kept> = HashMap::new();
+        for (id, kept) in entries {
+            latest.insert(*id, kept);
         }
         let mut writes = Vec::with_capacity(latest.len());
-        for (id, fp) in latest {
-            let item = HashMap::from([
+        for (id, kept) in latest {
+            let mut item = HashMap::from([
                 ("pk".to_owned(), s(key)),
                 ("sk".to_owned(), s(&format!("{FINGERPRINT}{id}"))),
-                ("fp".to_owned(), s(fp)),
+                ("fp".to_owned(), s(&kept.fingerprint)),
                 ("expires_at".to_owned(), n(expires)),
             ]);
+            if let Some(values) = &kept.values {
+                item.insert("kept".to_owned(), s(values));
+            }
             let put = PutRequest::builder()
                 .set_item(Some(item))
                 .build()
@@ -610,6 +624,7 @@ impl DynamoStore {
         key: &str,
         add: &[Uuid],
         remove: &[Uuid],
+        mark: u64,
     ) -> Result<(), CursorError> {
         // One write per row: a row both added and removed in one call ends removed.
         let removed: HashSet<&Uuid> = remove.iter().collect();
@@ -622,8 +637,10 @@ impl DynamoStore {
             ])
         };
         for id in added {
+            let mut item = item_key(id);
+            item.insert("g".to_owned(), n(mark));
             let put = PutRequest::builder()
-                .set_item(Some(item_key(id)))
+                .set_item(Some(item))
                 .build()
                 .map_err(CursorError::Request)?;
             writes.push(WriteRequest::builder().put_request(put).build());
@@ -636,6 +653,47 @@ impl DynamoStore {
             writes.push(WriteRequest::builder().delete_request(delete).build());
         }
         self.write_all(writes, "writing the membership set").await
+    }
+
+    /// Members marked below `below` (or not marked at all), read consistently, a page of the
+    /// cursor's items at a time until about `limit` are found or the items run out.
+    pub(crate) async fn stale_members(
+        &self,
+        key: &str,
+        below: u64,
+        limit: usize,
+    ) -> Result<Vec<Uuid>, CursorError> {
+        let mut found = Vec::new();
+        let mut start: Option<HashMap<String, AttributeValue>> = None;
+        loop {
+            let output = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk AND begins_with(sk, :member)")
+                .filter_expression("attribute_not_exists(g) OR g < :below")
+                .projection_expression("sk")
+                .expression_attribute_values(":pk", s(key))
+                .expression_attribute_values(":member", s(MEMBER))
+                .expression_attribute_values(":below", n(below))
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| error(&self.table, "reading the membership set", e))?;
+            found.extend(output.items().iter().filter_map(|item| {
+                text(item, "sk").and_then(|sk| {
+                    sk.strip_prefix(MEMBER)
+                        .and_then(|i| Uuid::parse_str(i).ok())
+                })
+            }));
+            match output.last_evaluated_key() {
+                Some(last) if found.len() < limit => start = Some(last.clone()),
+                _ => break,
+            }
+        }
+        found.truncate(limit);
+        Ok(found)
     }
 }
 

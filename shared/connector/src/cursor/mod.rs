@@ -117,6 +117,16 @@ impl CursorError {
     }
 }
 
+/// What `when-record-updated` with watched columns keeps per row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Kept {
+    /// A hash of the watched columns' values: equal means no watched column changed.
+    pub(crate) fingerprint: String,
+    /// The watched columns' values, as the trigger wrote them (JSON text, bounded by the trigger);
+    /// `None` for a row kept by a version that stored the fingerprint alone.
+    pub(crate) values: Option<String>,
+}
+
 /// What is stored for one trigger.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Record {
@@ -321,12 +331,12 @@ impl Within<'_> {
             .unwrap_or_else(|| Err(timed_out(&lease.key, "releasing the lease on")))
     }
 
-    /// Stored fingerprints of the given rows (rows never seen are absent).
+    /// Stored fingerprints (and kept values) of the given rows (rows never seen are absent).
     pub(crate) async fn fingerprints(
         self,
         key: &str,
         ids: &[Uuid],
-    ) -> Result<HashMap<Uuid, String>, CursorError> {
+    ) -> Result<HashMap<Uuid, Kept>, CursorError> {
         if ids.is_empty() {
             return Ok(HashMap::new());
         }
@@ -345,7 +355,7 @@ impl Within<'_> {
     pub(crate) async fn put_fingerprints(
         self,
         key: &str,
-        entries: &[(Uuid, String)],
+        entries: &[(Uuid, Kept)],
     ) -> Result<(), CursorError> {
         if entries.is_empty() {
             return Ok(());
@@ -382,26 +392,48 @@ impl Within<'_> {
             .unwrap_or_else(|| Err(timed_out(key, "reading the membership set of")))
     }
 
-    /// Adds `add` to the membership set and takes `remove` out of it (a row in both ends out).
+    /// Adds `add` to the membership set, marked with generation `mark` (a member added again takes
+    /// the new mark), and takes `remove` out of it (a row in both ends out).
     pub(crate) async fn change_members(
         self,
         key: &str,
         add: &[Uuid],
         remove: &[Uuid],
+        mark: u64,
     ) -> Result<(), CursorError> {
         if add.is_empty() && remove.is_empty() {
             return Ok(());
         }
         let work = async {
             match self.store {
-                CursorStore::Dynamo(s) => s.change_members(key, add, remove).await,
-                CursorStore::Directory(s) => s.change_members(key, add, remove).await,
+                CursorStore::Dynamo(s) => s.change_members(key, add, remove, mark).await,
+                CursorStore::Directory(s) => s.change_members(key, add, remove, mark).await,
             }
         };
         self.deadline
             .run(work)
             .await
             .unwrap_or_else(|| Err(timed_out(key, "writing the membership set of")))
+    }
+
+    /// Up to about `limit` members marked below generation `below` (members written before marks
+    /// existed count as generation 0), in no particular order.
+    pub(crate) async fn stale_members(
+        self,
+        key: &str,
+        below: u64,
+        limit: usize,
+    ) -> Result<Vec<Uuid>, CursorError> {
+        let work = async {
+            match self.store {
+                CursorStore::Dynamo(s) => s.stale_members(key, below, limit).await,
+                CursorStore::Directory(s) => s.stale_members(key, below, limit).await,
+            }
+        };
+        self.deadline
+            .run(work)
+            .await
+            .unwrap_or_else(|| Err(timed_out(key, "reading the membership set of")))
     }
 }
 

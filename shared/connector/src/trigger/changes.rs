@@ -38,6 +38,14 @@
 //! cannot tell an update in the creation's own second from the creation). With `columns` it fires only
 //! when the watched columns' values differ from the fingerprint stored for the row; a row with no
 //! stored fingerprint (changed before the trigger first saw it) fires, since it may have changed.
+//! The watched columns' values are kept beside the fingerprint, so its event says which of them
+//! changed and what they held before (`kept.rs`).
+//!
+//! With `ignore_own_changes`, a change whose author (`_createdby_value` for a creation,
+//! `_modifiedby_value` for an update) is the connector's own user (`WhoAmI`) is passed over like an
+//! unchanged row: not published, but the cursor moves past it, so it never fires later. The author
+//! column is read even when `$select` leaves it out, and taken out of the row again before it is
+//! published.
 
 use std::collections::{HashMap, HashSet};
 use std::pin::pin;
@@ -50,9 +58,11 @@ use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
 use super::event::{self, Fired};
+use super::kept;
 use super::row::{Columns, Row};
 use super::{Changes, Kind, Position, Scan, Seen, SeenEntry, Step, TriggerInput, TriggerState};
 use crate::CrmError;
+use crate::cursor::Kept;
 
 /// The largest page a scan asks for. Larger polls take several pages, and Dataverse builds each next
 /// one while the trigger works through the last: with 1,000-row pages a 5,000-row poll overlaps four
@@ -67,8 +77,28 @@ fn literal(at: i64) -> String {
         .unwrap_or_else(|| "1970-01-01T00:00:00Z".into())
 }
 
+/// The column that says who made a change of `kind`, read for `ignore_own_changes`: a creation is
+/// its creator's (a row created by someone else and then touched by the connector was still created
+/// by them), an update is its last writer's.
+pub(super) fn author_column(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Created => "_createdby_value",
+        _ => "_modifiedby_value",
+    }
+}
+
+/// Whether the author column must be asked for although the caller's `$select` leaves it out: it
+/// is then taken out of the rows again before they are published.
+fn author_added(kind: Kind, input: &TriggerInput) -> bool {
+    input.ignore_own_changes
+        && input
+            .select
+            .as_deref()
+            .is_some_and(|select| !select.split(',').any(|c| c.trim() == author_column(kind)))
+}
+
 /// `$select` with what the scan needs added, or none (all columns) when the user chose none.
-fn selection(input: &TriggerInput, table: &Table) -> Option<String> {
+fn selection(kind: Kind, input: &TriggerInput, table: &Table) -> Option<String> {
     let user = input.select.as_deref()?;
     let mut columns: Vec<String> = user
         .split(',')
@@ -84,10 +114,12 @@ fn selection(input: &TriggerInput, table: &Table) -> Option<String> {
     // The watched columns are needed to fingerprint a row, and the `$orderby` ones to sort the rows
     // returned.
     let sorted = input.orderby.iter().flatten().map(|(c, _)| c.as_str());
+    let author = input.ignore_own_changes.then(|| author_column(kind));
     for column in needed
         .into_iter()
         .chain(input.columns.iter().map(String::as_str))
         .chain(sorted)
+        .chain(author)
     {
         if !columns.iter().any(|c| c == column) {
             columns.push(column.to_owned());
@@ -159,6 +191,7 @@ async fn already_there(
         primary_id: pk,
         watched: &[],
         sorted: &[],
+        author: None,
     };
     let mut rows = pin!(client.rows(table, &query, 0, Some(dataverse::MAX_PAGE_SIZE), deadline));
     let mut seen = Seen::default();
@@ -222,7 +255,13 @@ async fn new_cursor(poll: &super::Poll<'_>) -> Result<(Changes, Option<i64>), Cr
 }
 
 /// The filter and order that find the changes after `state`'s cursor, and those in its window.
-fn cursor_query(state: &Changes, input: &TriggerInput, table: &Table, overlap: Duration) -> Query {
+fn cursor_query(
+    kind: Kind,
+    state: &Changes,
+    input: &TriggerInput,
+    table: &Table,
+    overlap: Duration,
+) -> Query {
     let floor = literal(state.window_floor(overlap));
     let pk = table.primary_id_attribute.as_str();
     let (cursor_filter, mut orderby) = match state.position {
@@ -255,12 +294,12 @@ fn cursor_query(state: &Changes, input: &TriggerInput, table: &Table, overlap: D
         orderby.push_str(column);
     }
     Query {
-        select: selection(input, table),
+        select: selection(kind, input, table),
         filter: Some(filter),
         orderby: Some(orderby),
         expand: None,
         count: false,
-        formatted_values: false,
+        formatted_values: input.formatted_values,
     }
 }
 
@@ -273,6 +312,8 @@ enum Verdict {
     Remembered,
     /// Passed over: an updated trigger meeting a creation, or watched columns that did not change.
     Pass,
+    /// Would fire, but the connector's own user made the change (`ignore_own_changes`).
+    Own,
     Fire,
 }
 
@@ -282,7 +323,8 @@ impl Verdict {
         row: &Row,
         now: i64,
         remembered: &HashSet<(Uuid, u64)>,
-        stored_fingerprints: &HashMap<Uuid, String>,
+        stored_fingerprints: &HashMap<Uuid, Kept>,
+        own_user: Option<Uuid>,
     ) -> Self {
         if kind == Kind::Created && row.created >= now {
             return Verdict::NotYet;
@@ -296,10 +338,16 @@ impl Verdict {
             _ if row.created == row.modified => false,
             _ => match &row.fingerprint {
                 None => true,
-                Some(fp) => stored_fingerprints.get(&row.id) != Some(fp),
+                Some(fp) => stored_fingerprints
+                    .get(&row.id)
+                    .is_none_or(|kept| kept.fingerprint != *fp),
             },
         };
-        if fires { Verdict::Fire } else { Verdict::Pass }
+        match (fires, own_user) {
+            (false, _) => Verdict::Pass,
+            (true, Some(own)) if row.author == Some(own) => Verdict::Own,
+            (true, _) => Verdict::Fire,
+        }
     }
 }
 
@@ -311,7 +359,7 @@ fn left_behind(rest: impl Iterator<Item = Verdict>, next_page: bool) -> u64 {
         match verdict {
             Verdict::NotYet => return left,
             Verdict::Fire => left += 1,
-            Verdict::Remembered | Verdict::Pass => {}
+            Verdict::Remembered | Verdict::Pass | Verdict::Own => {}
         }
     }
     left + u64::from(next_page)
@@ -341,7 +389,14 @@ pub(super) async fn scan(
         Kind::Created => TriggerState::Created(state.clone()),
         _ => TriggerState::Updated(state.clone()),
     };
-    let query = cursor_query(&state, input, table, deps.overlap);
+    let query = cursor_query(kind, &state, input, table, deps.overlap);
+    // Asked once per process, before the first page: the scan compares every row with it.
+    let own_user = if input.ignore_own_changes {
+        Some(deps.crm.own_user(&input.dataset, deadline).await?)
+    } else {
+        None
+    };
+    let strip_author = author_added(kind, input);
     // Rows the window re-reads take room in a page without firing, and the updated trigger also passes
     // over creations and unchanged fingerprints: pages larger than $top keep most polls to one request.
     let wanted = input.top + state.seen.0.len() + 1;
@@ -352,10 +407,12 @@ pub(super) async fn scan(
         _ => wanted.max(2 * input.top),
     }
     .clamp(1, AHEAD_PAGE);
+    // These are plain reads, never change tracking, so asking for annotations cannot cost the
+    // delta link Dataverse was once reported to drop when both were asked.
     let prefer = Prefer {
         max_page_size: Some(page_size),
         track_changes: false,
-        formatted_values: false,
+        formatted_values: input.formatted_values,
     };
     let sorted: Vec<String> = input
         .orderby
@@ -367,6 +424,7 @@ pub(super) async fn scan(
         primary_id: &table.primary_id_attribute,
         watched: &input.columns,
         sorted: &sorted,
+        author: input.ignore_own_changes.then(|| author_column(kind)),
     };
     let remembered = state.seen.index();
     let mut pages = client.pager(client.collection_url(table, &query)?, prefer, deadline);
@@ -420,7 +478,8 @@ pub(super) async fn scan(
                 }
             }
         };
-        let judge = |row: &Row| Verdict::of(kind, row, now, &remembered, &stored_fingerprints);
+        let judge =
+            |row: &Row| Verdict::of(kind, row, now, &remembered, &stored_fingerprints, own_user);
         let mut rows = rows.into_iter();
         while let Some(row) = rows.next() {
             let verdict = judge(&row);
@@ -457,14 +516,52 @@ pub(super) async fn scan(
                         forward: Some(row_position),
                         seen,
                         fingerprint: None,
+                        skipped_own: false,
                     });
                 }
                 continue;
+            }
+            let fingerprint = row.fingerprint.clone().map(|fingerprint| {
+                (
+                    row.id,
+                    Kept {
+                        fingerprint,
+                        values: Some(kept::keep(&input.columns, &row.watched)),
+                    },
+                )
+            });
+            if verdict == Verdict::Own {
+                tracing::debug!(id = %row.id, version = row.version, "a change by the connector's own user; passed over");
             }
             let fired = if verdict == Verdict::Fire {
                 if !forward {
                     tracing::info!(id = %row.id, version = row.version, "a late commit, below the cursor, fires now");
                 }
+                let changes = (kind == Kind::Updated && !input.columns.is_empty()).then(|| {
+                    let difference = kept::difference(
+                        &input.columns,
+                        &row.watched,
+                        stored_fingerprints
+                            .get(&row.id)
+                            .and_then(|k| k.values.as_deref()),
+                    );
+                    event::ColumnChanges {
+                        changed: difference.changed,
+                        previous: difference.previous,
+                        previous_omitted: difference.omitted,
+                    }
+                });
+                let record = if strip_author {
+                    match super::row::without(&row.raw, author_column(kind)) {
+                        Ok(record) => record,
+                        Err(e) => {
+                            scan.error = Some(e.into());
+                            break 'pages;
+                        }
+                    }
+                } else {
+                    row.raw
+                };
                 let event = match event::event_for(&event::Change {
                     kind,
                     dataset: input.dataset.as_str(),
@@ -472,8 +569,9 @@ pub(super) async fn scan(
                     id: row.id,
                     version: Some(row.version),
                     changed_on: Some(&row.modified_text),
-                    record: Some(&row.raw),
+                    record: Some(&record),
                     via: None,
+                    changes: changes.as_ref(),
                 }) {
                     Ok(event) => event,
                     Err(e) => {
@@ -489,7 +587,7 @@ pub(super) async fn scan(
                     event,
                     Fired {
                         id: row.id,
-                        row: row.raw,
+                        row: record,
                         sort_keys: row.sort_keys,
                     },
                     Some(changed_at),
@@ -501,7 +599,8 @@ pub(super) async fn scan(
                 fired,
                 forward: forward.then_some(row_position),
                 seen,
-                fingerprint: row.fingerprint.map(|fp| (row.id, fp)),
+                fingerprint,
+                skipped_own: verdict == Verdict::Own,
             });
         }
     }
@@ -519,9 +618,9 @@ mod tests {
 
     #[test]
     fn counts_what_top_left_behind_up_to_the_second_not_over() {
-        use Verdict::{Fire, NotYet, Pass, Remembered};
+        use Verdict::{Fire, NotYet, Own, Pass, Remembered};
         assert_eq!(
-            left_behind([Fire, Pass, Fire, Remembered].into_iter(), false),
+            left_behind([Fire, Pass, Fire, Remembered, Own].into_iter(), false),
             2
         );
         assert_eq!(left_behind([Fire, Fire].into_iter(), true), 3);

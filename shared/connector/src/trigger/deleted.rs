@@ -17,15 +17,55 @@
 //!
 //! - **Filter.** With a `$filter`, a tombstone fires only for a row known to match it; the set of
 //!   those rows is kept beside the cursor and taken before the baseline (see `members.rs`).
+//! - **`remember_ids`.** The trigger keeps the same set (every row it knows without a filter, the
+//!   matching ones with one), each member marked with the generation that last confirmed it: the
+//!   baseline's pages (or the filter's snapshot) mark every row they list, and deltas add the rows
+//!   they report. After a new baseline taken because the token expired, members the baseline did not
+//!   mark are asked about (the sweep): each one gone fires as a deletion, with the event id any
+//!   deletion of that row has, so a repeated sweep publishes the same event again, never another.
 //!
 //! A tombstone carries only the id, so a deletion's event has no record and no version.
 
-use dataverse::{Change, Prefer, Query, classify};
+use std::collections::HashSet;
+
+use dataverse::{Change, Prefer, Query, Table, classify};
+use uuid::Uuid;
 
 use super::event::{self, Fired};
 use super::members::{Members, row_id};
 use super::{Deletions, Kind, Phase, Scan, ScanError, Step, TriggerState};
 use crate::{ConfigError, CrmError};
+
+/// Remembered members asked about per round of the sweep: a few `$filter` requests' worth.
+const SWEEP_CHUNK: usize = 1000;
+
+/// Adds the deletion of `id` to what the scan fires. A deletion's event id depends on the row
+/// alone, so a tombstone and a sweep that both report it publish one event to a consumer.
+fn fire(scan: &mut Scan, dataset: &str, table: &Table, id: Uuid) -> Result<usize, ScanError> {
+    // A tombstone carries only the id.
+    let event = event::event_for(&event::Change {
+        kind: Kind::Deleted,
+        dataset,
+        table,
+        id,
+        version: None,
+        changed_on: None,
+        record: None,
+        via: None,
+        changes: None,
+    })?;
+    let row = event::deletion(id)?;
+    // A deletion says when nothing: there is no time to measure lag by.
+    Ok(scan.fire(
+        event,
+        Fired {
+            id,
+            row,
+            sort_keys: Vec::new(),
+        },
+        None,
+    ))
+}
 
 /// Whether a failed delta request means the token can no longer be used (as opposed to a failure
 /// worth retrying later: throttling, auth, the server).
@@ -46,8 +86,8 @@ pub(super) async fn scan(
         deadline,
         ..
     } = *poll;
-    let members = input.filter.as_deref().map(|filter| Members {
-        filter,
+    let members = (input.filter.is_some() || input.remember_ids).then(|| Members {
+        filter: input.filter.as_deref(),
         store: deps.store.within(deadline),
         key,
         client,
@@ -55,7 +95,7 @@ pub(super) async fn scan(
         deadline,
     });
     // With a filter, every baseline starts with the membership snapshot.
-    let first = || match members {
+    let first = || match input.filter {
         Some(_) => Phase::Members { next: None },
         None => Phase::Baseline { next: None },
     };
@@ -64,20 +104,38 @@ pub(super) async fn scan(
         generation: 0,
         fired: 0,
         phase: first(),
+        remembers: input.remember_ids,
     });
     let mut current = initial.clone();
     let mut scan = Scan::default();
+    if input.remember_ids && !current.remembers {
+        // Its set lacks the rows that did not change since its baseline: take a new one, which
+        // lists them all.
+        tracing::info!(table = %table.entity_set_name, "remember_ids is new to this cursor; taking a new baseline to learn every row's id");
+        current = Deletions {
+            generation: current.generation + 1,
+            fired: 0,
+            phase: first(),
+            remembers: true,
+        };
+        scan.steps.push(Step::Deletion {
+            fired: None,
+            state: current.clone(),
+        });
+    }
+    current.remembers = input.remember_ids;
     let dataset = input.dataset.as_str();
+    let mut fired_here = HashSet::new();
     'polls: while scan.fired() < input.top && deadline.allows(std::time::Duration::ZERO) {
         match current.phase.clone() {
             Phase::Members { next } => {
-                let Some(members) = &members else {
+                let Some(members) = members.as_ref().filter(|m| m.filter.is_some()) else {
                     // Only a filtered cursor is ever saved in this phase, and the filter is part
                     // of the cursor's key; should one turn up without it, the baseline is next.
                     current.phase = Phase::Baseline { next: None };
                     continue;
                 };
-                current.phase = match members.snapshot(next.as_deref()).await {
+                current.phase = match members.snapshot(next.as_deref(), current.generation).await {
                     Ok(Some(next)) => Phase::Members { next: Some(next) },
                     Ok(None) => Phase::Baseline { next: None },
                     Err(e) => {
@@ -110,15 +168,42 @@ pub(super) async fn scan(
                         break;
                     }
                 };
+                if input.remember_ids && input.filter.is_none() {
+                    // The baseline lists every row: each is a member, confirmed by this generation.
+                    let ids: Result<Vec<_>, _> = page
+                        .rows
+                        .iter()
+                        .map(|row| row_id(row, &table.primary_id_attribute))
+                        .collect();
+                    let stored = match ids {
+                        Ok(ids) => deps
+                            .store
+                            .within(deadline)
+                            .change_members(key, &ids, &[], current.generation)
+                            .await
+                            .map_err(CrmError::from),
+                        Err(e) => Err(e.into()),
+                    };
+                    if let Err(e) = stored {
+                        scan.error = Some(e);
+                        break;
+                    }
+                }
                 current.phase = match (page.next_link, page.delta_link) {
                     (Some(next), _) => Phase::Baseline { next: Some(next) },
                     (None, Some(delta)) => {
                         tracing::info!(table = %table.entity_set_name, "baseline taken; deletions from now on will fire");
+                        let below = current.generation;
                         current.generation += 1;
                         current.fired = 0;
-                        Phase::Tracking {
-                            link: delta,
-                            after: None,
+                        // A first baseline has nothing remembered before it to ask about.
+                        if input.remember_ids && below > 0 {
+                            Phase::Sweep { link: delta, below }
+                        } else {
+                            Phase::Tracking {
+                                link: delta,
+                                after: None,
+                            }
                         }
                     }
                     (None, None) => {
@@ -146,15 +231,24 @@ pub(super) async fn scan(
                 let page = match client.page(&client.link(&link)?, prefer, deadline).await {
                     Ok(page) => page,
                     Err(e) if token_unusable(&e) => {
-                        tracing::warn!(
-                            table = %table.entity_set_name,
-                            error = %e,
-                            "the delta link can no longer be used (expired or invalidated); taking a new baseline: deletions since the last successful poll cannot be reported"
-                        );
+                        if input.remember_ids {
+                            tracing::warn!(
+                                table = %table.entity_set_name,
+                                error = %e,
+                                "the delta link can no longer be used (expired or invalidated); taking a new baseline: deletions since the last successful poll are found from the remembered ids once it is taken"
+                            );
+                        } else {
+                            tracing::warn!(
+                                table = %table.entity_set_name,
+                                error = %e,
+                                "the delta link can no longer be used (expired or invalidated); taking a new baseline: deletions since the last successful poll cannot be reported"
+                            );
+                        }
                         current = Deletions {
                             generation: current.generation + 1,
                             fired: 0,
                             phase: first(),
+                            remembers: input.remember_ids,
                         };
                         scan.steps.push(Step::Deletion {
                             fired: None,
@@ -186,18 +280,19 @@ pub(super) async fn scan(
                     }
                 }
                 if let Some(members) = &members {
-                    let kept = match members.refresh(&changed).await {
-                        Ok(()) => members.store.members(key, &tombstones).await,
-                        Err(e) => {
-                            scan.error = Some(e);
-                            break;
-                        }
-                    };
-                    match kept {
-                        Ok(kept) => tombstones.retain(|id| kept.contains(id)),
-                        Err(e) => {
-                            scan.error = Some(e.into());
-                            break;
+                    if let Err(e) = members.refresh(&changed, current.generation).await {
+                        scan.error = Some(e);
+                        break;
+                    }
+                    // Without a filter every tombstone fires, a row created and deleted between
+                    // two polls too: remembering ids only adds the sweep.
+                    if input.filter.is_some() {
+                        match members.store.members(key, &tombstones).await {
+                            Ok(kept) => tombstones.retain(|id| kept.contains(id)),
+                            Err(e) => {
+                                scan.error = Some(e.into());
+                                break;
+                            }
                         }
                     }
                 }
@@ -215,35 +310,13 @@ pub(super) async fn scan(
                         );
                         break 'polls;
                     }
-                    // A tombstone carries only the id.
-                    let built = event::event_for(&event::Change {
-                        kind: Kind::Deleted,
-                        dataset,
-                        table,
-                        id: *id,
-                        version: None,
-                        changed_on: None,
-                        record: None,
-                        via: None,
-                    })
-                    .and_then(|e| Ok((e, event::deletion(*id)?)));
-                    let (event, row) = match built {
-                        Ok(built) => built,
+                    let fired = match fire(&mut scan, dataset, table, *id) {
+                        Ok(fired) => fired,
                         Err(e) => {
                             scan.error = Some(e.into());
                             break 'polls;
                         }
                     };
-                    // A tombstone says when nothing: a deletion has no time to measure lag by.
-                    let fired = scan.fire(
-                        event,
-                        Fired {
-                            id: *id,
-                            row,
-                            sort_keys: Vec::new(),
-                        },
-                        None,
-                    );
                     current.fired += 1;
                     current.phase = Phase::Tracking {
                         link: link.clone(),
@@ -284,6 +357,64 @@ pub(super) async fn scan(
                         scan.error = Some(ScanError::DeltaWithoutEnd.into());
                         break;
                     }
+                }
+            }
+            Phase::Sweep { link, below } => {
+                let Some(members) = &members else {
+                    // Saved by a poll that remembered ids, read by one that does not: nothing to ask.
+                    current.phase = Phase::Tracking { link, after: None };
+                    continue;
+                };
+                // Members fired in this poll stay in the set until the cursor is saved, so the
+                // listing passes over them.
+                let asked = fired_here.len() + SWEEP_CHUNK;
+                let listed = match members.store.stale_members(key, below, asked).await {
+                    Ok(listed) => listed,
+                    Err(e) => {
+                        scan.error = Some(e.into());
+                        break;
+                    }
+                };
+                let exhausted = listed.len() < asked;
+                let candidates: Vec<Uuid> = listed
+                    .into_iter()
+                    .filter(|id| !fired_here.contains(id))
+                    .collect();
+                let gone = match members.gone(&candidates, current.generation).await {
+                    Ok(gone) => gone,
+                    Err(e) => {
+                        scan.error = Some(e);
+                        break;
+                    }
+                };
+                if !gone.is_empty() {
+                    tracing::info!(table = %table.entity_set_name, rows = gone.len(), "remembered rows gone while the delta token was unusable; their deletions fire");
+                }
+                for (i, id) in gone.iter().enumerate() {
+                    if scan.fired() >= input.top {
+                        scan.backlog = Some(u64::try_from(gone.len() - i).unwrap_or(u64::MAX));
+                        break 'polls;
+                    }
+                    let fired = match fire(&mut scan, dataset, table, *id) {
+                        Ok(fired) => fired,
+                        Err(e) => {
+                            scan.error = Some(e.into());
+                            break 'polls;
+                        }
+                    };
+                    fired_here.insert(*id);
+                    current.fired += 1;
+                    scan.steps.push(Step::Deletion {
+                        fired: Some(fired),
+                        state: current.clone(),
+                    });
+                }
+                if exhausted {
+                    current.phase = Phase::Tracking { link, after: None };
+                    scan.steps.push(Step::Deletion {
+                        fired: None,
+                        state: current.clone(),
+                    });
                 }
             }
         }

@@ -96,6 +96,20 @@ pub(crate) struct Change<'a> {
     pub(crate) record: Option<&'a RawValue>,
     /// How the change was seen when not by polling (`"webhook"`); polled events leave it out.
     pub(crate) via: Option<&'static str>,
+    /// Which watched columns changed, what they held before, and which of those earlier values
+    /// are not given; for updates whose columns are compared, `None` otherwise.
+    pub(crate) changes: Option<&'a ColumnChanges>,
+}
+
+/// Which watched columns an update changed, for its event.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct ColumnChanges {
+    /// The columns whose value changed, in a stable order.
+    pub(crate) changed: Vec<String>,
+    /// Their values before the change; `None` when they are not known.
+    pub(crate) previous: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Changed columns whose earlier value `previous` leaves out.
+    pub(crate) previous_omitted: Vec<String>,
 }
 
 /// The event for `change`, its record cut down to its id when EventBridge would refuse the entry.
@@ -117,6 +131,12 @@ pub(crate) fn event_for(change: &Change<'_>) -> Result<Event, ScanError> {
         truncated: bool,
         #[serde(skip_serializing_if = "Option::is_none")]
         via: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        changed: Option<&'a [String]>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        previous: Option<&'a serde_json::Map<String, serde_json::Value>>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        previous_omitted: Option<&'a [String]>,
     }
     // Taken apart whole, so that a field added to `Change` cannot be left out of the detail.
     let Change {
@@ -128,6 +148,7 @@ pub(crate) fn event_for(change: &Change<'_>) -> Result<Event, ScanError> {
         changed_on,
         record,
         via,
+        changes,
     } = *change;
     // The id's text is written once, for both the event id and the detail.
     let mut id_buffer = [0u8; uuid::fmt::Hyphenated::LENGTH];
@@ -144,8 +165,14 @@ pub(crate) fn event_for(change: &Change<'_>) -> Result<Event, ScanError> {
         record,
         truncated: false,
         via,
+        changed: changes.map(|c| c.changed.as_slice()),
+        previous: changes.and_then(|c| c.previous.as_ref()),
+        previous_omitted: changes
+            .map(|c| c.previous_omitted.as_slice())
+            .filter(|omitted| !omitted.is_empty()),
     };
-    // The record, and room for the other fields, all short.
+    // The record, and room for the other fields, all short but the earlier values (bounded by
+    // `KEPT_BUDGET` when polled).
     let capacity = record.map_or(0, |r| r.get().len()) + 320;
     let mut text = detail_text(&detail, capacity)?;
     if text.len() > DETAIL_BUDGET {
@@ -153,6 +180,13 @@ pub(crate) fn event_for(change: &Change<'_>) -> Result<Event, ScanError> {
         detail.record = Some(&key);
         detail.truncated = true;
         text = detail_text(&detail, 320)?;
+        if text.len() > DETAIL_BUDGET && detail.previous.is_some() {
+            // Earlier values from a large pre-image: the event says which columns changed, and
+            // that their earlier values are left out.
+            detail.previous = None;
+            detail.previous_omitted = detail.changed;
+            text = detail_text(&detail, 320)?;
+        }
     }
     Ok(Event {
         detail_type: kind.detail_type(),
@@ -277,6 +311,7 @@ mod tests {
             changed_on: None,
             record: None,
             via: None,
+            changes: None,
         }
     }
 

@@ -68,6 +68,12 @@ struct Payload {
     trigger: Option<String>,
     #[serde(default)]
     since: Option<String>,
+    #[serde(default)]
+    ignore_own_changes: bool,
+    #[serde(default)]
+    remember_ids: bool,
+    #[serde(default)]
+    formatted_values: bool,
 }
 
 /// `columns` as a list or a comma-separated string.
@@ -96,6 +102,13 @@ pub struct TriggerInput {
     pub trigger: Option<String>,
     /// Where a new cursor starts (Unix seconds); now when absent.
     pub since: Option<i64>,
+    /// Created and updated only: pass over changes the connector's own user made.
+    pub ignore_own_changes: bool,
+    /// Deleted only: keep the ids of the rows known, to report the deletions an expired delta token
+    /// hid.
+    pub remember_ids: bool,
+    /// Created and updated only: ask for formatted values and lookup annotations.
+    pub formatted_values: bool,
 }
 
 impl TriggerInput {
@@ -131,6 +144,16 @@ impl TriggerInput {
                     p.since.is_some(),
                     "change tracking cannot go back in time; the first poll starts from now",
                 ),
+                (
+                    "ignore_own_changes",
+                    p.ignore_own_changes,
+                    "a deletion reported by change tracking carries only the row's id, not who deleted it (the webhook receiver can tell, from the context's InitiatingUserId)",
+                ),
+                (
+                    "formatted_values",
+                    p.formatted_values,
+                    "a deletion carries only the row's id, which has no formatted value",
+                ),
             ];
             if let Some((field, _, why)) = refused.iter().find(|(_, present, _)| *present) {
                 return Err(CrmError::invalid(
@@ -153,6 +176,12 @@ impl TriggerInput {
             Some(Columns::List(list)) => list,
             Some(Columns::Text(text)) => text.split(',').map(|c| c.trim().to_owned()).collect(),
         };
+        if p.remember_ids && kind != Kind::Deleted {
+            return Err(CrmError::invalid(
+                "remember_ids",
+                "only when-record-deleted remembers ids: the other triggers lose nothing when a delta token expires",
+            ));
+        }
         if !columns.is_empty() && kind != Kind::Updated {
             return Err(CrmError::invalid(
                 "columns",
@@ -202,6 +231,9 @@ impl TriggerInput {
             columns,
             trigger: p.trigger,
             since,
+            ignore_own_changes: p.ignore_own_changes,
+            remember_ids: p.remember_ids,
+            formatted_values: p.formatted_values,
         })
     }
 

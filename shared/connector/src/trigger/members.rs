@@ -35,9 +35,10 @@ use crate::cursor::Within;
 /// A long filter leaves room for fewer (see [`Members::ids_per_query`]).
 const IDS_PER_QUERY: usize = 200;
 
-/// The membership set of one trigger, and what it needs to keep it.
+/// The membership set of one trigger, and what it needs to keep it. Without a filter (a trigger
+/// with `remember_ids` alone) every row that exists is a member.
 pub(super) struct Members<'a> {
-    pub(super) filter: &'a str,
+    pub(super) filter: Option<&'a str>,
     pub(super) store: Within<'a>,
     pub(super) key: &'a str,
     pub(super) client: &'a Client,
@@ -55,23 +56,28 @@ impl Members<'_> {
     }
 
     /// Reads one page of the rows matching the filter (`next` resumes a snapshot) and adds them to
-    /// the set. Returns the link to the next page, `None` when the snapshot is complete.
-    pub(super) async fn snapshot(&self, next: Option<&str>) -> Result<Option<String>, CrmError> {
-        let url = match next {
-            Some(next) => self.client.link(next)?,
-            None => self.client.collection_url(
-                self.table,
-                &Query::new()
-                    .select(self.table.primary_id_attribute.clone())
-                    .filter(self.filter),
-            )?,
+    /// the set, marked `mark`. Returns the link to the next page, `None` when the snapshot is
+    /// complete.
+    pub(super) async fn snapshot(
+        &self,
+        next: Option<&str>,
+        mark: u64,
+    ) -> Result<Option<String>, CrmError> {
+        let url = if let Some(next) = next {
+            self.client.link(next)?
+        } else {
+            let mut query = Query::new().select(self.table.primary_id_attribute.clone());
+            if let Some(filter) = self.filter {
+                query = query.filter(filter);
+            }
+            self.client.collection_url(self.table, &query)?
         };
         let page = self
             .client
             .page(&url, Self::prefer(), self.deadline)
             .await?;
         let ids = self.ids(&page)?;
-        self.store.change_members(self.key, &ids, &[]).await?;
+        self.store.change_members(self.key, &ids, &[], mark).await?;
         tracing::debug!(
             table = %self.table.entity_set_name,
             rows = ids.len(),
@@ -80,12 +86,26 @@ impl Members<'_> {
         Ok(page.next_link)
     }
 
-    /// Brings the set up to date for rows a delta reported as created or updated.
-    pub(super) async fn refresh(&self, changed: &[Uuid]) -> Result<(), CrmError> {
+    /// Brings the set up to date for rows a delta reported as created or updated; rows that join
+    /// are marked `mark`.
+    pub(super) async fn refresh(&self, changed: &[Uuid], mark: u64) -> Result<(), CrmError> {
         if changed.is_empty() {
             return Ok(());
         }
         let known = self.store.members(self.key, changed).await?;
+        if self.filter.is_none() {
+            // Every row a delta reports as created or updated exists (or its tombstone follows,
+            // which the set then loses): only the ones not known yet are written.
+            let added: Vec<Uuid> = changed
+                .iter()
+                .filter(|id| !known.contains(id))
+                .copied()
+                .collect();
+            self.store
+                .change_members(self.key, &added, &[], mark)
+                .await?;
+            return Ok(());
+        }
         let matching = self.existing(changed, true).await?;
         let added: Vec<Uuid> = changed
             .iter()
@@ -105,19 +125,42 @@ impl Members<'_> {
             .filter(|id| still_there.contains(id))
             .collect();
         self.store
-            .change_members(self.key, &added, &removed)
+            .change_members(self.key, &added, &removed, mark)
             .await?;
         Ok(())
+    }
+
+    /// For `remember_ids` after a new baseline: which of `candidates` (members the baseline or the
+    /// snapshot did not confirm) are gone. The ones still there are confirmed again with `mark`
+    /// when they match the filter (or there is none), and leave the set otherwise.
+    pub(super) async fn gone(&self, candidates: &[Uuid], mark: u64) -> Result<Vec<Uuid>, CrmError> {
+        let existing = self.existing(candidates, false).await?;
+        let matching = if self.filter.is_some() {
+            self.existing(candidates, true).await?
+        } else {
+            existing.clone()
+        };
+        let (kept, lapsed): (Vec<Uuid>, Vec<Uuid>) = candidates
+            .iter()
+            .filter(|id| existing.contains(id))
+            .partition(|id| matching.contains(id));
+        self.store
+            .change_members(self.key, &kept, &lapsed, mark)
+            .await?;
+        Ok(candidates
+            .iter()
+            .filter(|id| !existing.contains(id))
+            .copied()
+            .collect())
     }
 
     /// How many ids fit in one query beside the filter, within Dataverse's URL limit. The poll
     /// checks up front that the filter leaves at least a kilobyte, room for about fifteen.
     fn ids_per_query(&self, filtered: bool) -> Result<usize, CrmError> {
         let key = &self.table.primary_id_attribute;
-        let probe = if filtered {
-            format!("({}) and ()", self.filter)
-        } else {
-            String::new()
+        let probe = match (filtered, self.filter) {
+            (true, Some(filter)) => format!("({filter}) and ()"),
+            _ => String::new(),
         };
         let base = self
             .client
@@ -146,12 +189,11 @@ impl Members<'_> {
                 these.push_str(" eq ");
                 these.push_str(&id.to_string());
             }
-            let filter = if filtered {
+            let filter = match (filtered, self.filter) {
                 // The input check guarantees the user's filter closes every group it opens, so the
                 // parentheses keep it whole.
-                format!("({}) and ({these})", self.filter)
-            } else {
-                these
+                (true, Some(filter)) => format!("({filter}) and ({these})"),
+                _ => these,
             };
             let query = Query::new().select(key.clone()).filter(filter);
             let mut url = self.client.collection_url(self.table, &query)?;

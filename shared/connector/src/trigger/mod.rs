@@ -17,6 +17,7 @@ mod changes;
 mod deleted;
 mod event;
 mod input;
+mod kept;
 mod members;
 mod order;
 mod row;
@@ -36,7 +37,7 @@ use uuid::Uuid;
 pub(crate) use event::change_id;
 pub(crate) use event::hex;
 #[cfg(feature = "webhook")]
-pub(crate) use event::{Change, event_for};
+pub(crate) use event::{Change, ColumnChanges, event_for};
 pub use input::{Kind, TriggerInput};
 pub use order::OrderBy;
 pub use state::{Changes, Deletions, Phase, Position, Seen, SeenEntry, TriggerState};
@@ -123,10 +124,13 @@ pub async fn serve(kind: Kind) -> Result<(), lambda_runtime::Error> {
     .await
 }
 
-/// `{"value": [...]}`: the changes this poll fired, each row as Dataverse sent it.
+/// `{"value": [...]}`: the changes this poll fired, each row as Dataverse sent it; with
+/// `ignore_own_changes`, also how many changes by the connector's own user it passed over.
 #[derive(Debug, Default, Serialize)]
 pub struct Output {
     pub value: Vec<Box<RawValue>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skipped_own: Option<u64>,
 }
 
 /// What both scans need to know about the poll.
@@ -328,7 +332,7 @@ impl Leased<'_> {
                     Some(TriggerState::Updated(c)) if kind == Kind::Updated => Some(c),
                     Some(_) => return Err(other_kind().into()),
                 };
-                changes::scan(&poll, stored).await?
+                Box::pin(changes::scan(&poll, stored)).await?
             }
             Kind::Deleted => {
                 let stored = match stored {
@@ -336,7 +340,7 @@ impl Leased<'_> {
                     Some(TriggerState::Deleted(d)) => Some(d),
                     Some(_) => return Err(other_kind().into()),
                 };
-                deleted::scan(&poll, stored).await?
+                Box::pin(deleted::scan(&poll, stored)).await?
             }
         };
         // Nothing found and nothing new to save: give the cursor back untouched.
@@ -364,11 +368,11 @@ impl Leased<'_> {
             position: state.position(),
         };
         store.commit(lease, &record).await?;
-        if input.filter.is_some() && kind == Kind::Deleted {
+        if (input.filter.is_some() || input.remember_ids) && kind == Kind::Deleted {
             // After the save: a deletion published but still a member would only fire again (same
             // event id) if the save were lost and its page read again. Left behind, it costs one
             // item and fires nothing, since a deleted row's id never returns.
-            if let Err(error) = store.change_members(key, &[], &settled.deleted).await {
+            if let Err(error) = store.change_members(key, &[], &settled.deleted, 0).await {
                 tracing::warn!(error = %error, rows = settled.deleted.len(), "could not take deleted rows out of the membership set; they stay as harmless leftovers");
             }
         }
@@ -400,7 +404,16 @@ impl Leased<'_> {
                 Vec::new()
             }
         };
-        let output = Output { value };
+        if settled.skipped_own > 0 {
+            tracing::info!(
+                skipped_own = settled.skipped_own,
+                "changes by the connector's own user passed over"
+            );
+        }
+        let output = Output {
+            value,
+            skipped_own: input.ignore_own_changes.then_some(settled.skipped_own),
+        };
         Ok((output, after_save))
     }
 }

@@ -29,6 +29,11 @@ pub(super) struct Row {
     pub(super) version: u64,
     /// The watched columns' values hashed, when columns are watched.
     pub(super) fingerprint: Option<String>,
+    /// The watched columns' values, in their order (empty when none are watched).
+    pub(super) watched: Vec<Value>,
+    /// The user the change is recorded under (`_createdby_value` or `_modifiedby_value`), when
+    /// the scan asks for it and the row has one.
+    pub(super) author: Option<Uuid>,
     /// The `$orderby` columns' values, in their order: what the poll's answer is sorted by.
     pub(super) sort_keys: Vec<Value>,
     pub(super) raw: Box<RawValue>,
@@ -40,6 +45,8 @@ pub(super) struct Columns<'a> {
     pub(super) primary_id: &'a str,
     pub(super) watched: &'a [String],
     pub(super) sorted: &'a [String],
+    /// The column naming who made the change, for `ignore_own_changes`.
+    pub(super) author: Option<&'a str>,
 }
 
 impl Columns<'_> {
@@ -74,6 +81,11 @@ impl Columns<'_> {
                 .map(OffsetDateTime::unix_timestamp)
                 .map_err(|_| wrong(column, &Value::String(text.to_owned()), "a date-time"))
         };
+        // A row without an author (a lookup left empty) was not written by the connector.
+        let author = found
+            .author
+            .as_str()
+            .and_then(|text| Uuid::parse_str(text).ok());
         Ok(Row {
             id,
             created: seconds("createdon", &created)?,
@@ -81,6 +93,8 @@ impl Columns<'_> {
             modified_text,
             version,
             fingerprint,
+            watched: found.watched,
+            author,
             sort_keys: found.sorted,
             raw,
         })
@@ -95,6 +109,9 @@ impl Columns<'_> {
             "modifiedon" => return Place::Modified,
             "versionnumber" => return Place::Version,
             _ => {}
+        }
+        if self.author == Some(name) {
+            return Place::Author;
         }
         let watched = self.watched.iter().position(|c| c == name);
         let sorted = self.sorted.iter().position(|c| c == name);
@@ -111,6 +128,7 @@ enum Place {
     Created,
     Modified,
     Version,
+    Author,
     /// A watched column, an `$orderby` column, or both.
     Value {
         watched: Option<usize>,
@@ -125,6 +143,7 @@ struct Found {
     created: Value,
     modified: Value,
     version: Value,
+    author: Value,
     watched: Vec<Value>,
     sorted: Vec<Value>,
 }
@@ -156,6 +175,7 @@ impl<'de> Visitor<'de> for Reader<'_> {
             created: Value::Null,
             modified: Value::Null,
             version: Value::Null,
+            author: Value::Null,
             watched: vec![Value::Null; columns.watched.len()],
             sorted: vec![Value::Null; columns.sorted.len()],
         };
@@ -165,6 +185,7 @@ impl<'de> Visitor<'de> for Reader<'_> {
                 Place::Created => found.created = map.next_value()?,
                 Place::Modified => found.modified = map.next_value()?,
                 Place::Version => found.version = map.next_value()?,
+                Place::Author => found.author = map.next_value()?,
                 Place::Value { watched, sorted } => {
                     let value: Value = map.next_value()?;
                     if let Some(i) = sorted {
@@ -203,6 +224,57 @@ impl Visitor<'_> for KeySeed<'_> {
 
     fn visit_str<E: de::Error>(self, name: &str) -> Result<Place, E> {
         Ok(self.0.place(name))
+    }
+}
+
+/// `raw` without the column `name` and its annotations (`name@...`), the other members kept as
+/// they were, in their order: for a column the scan asked for that the caller did not select.
+pub(super) fn without(raw: &RawValue, name: &str) -> Result<Box<RawValue>, ScanError> {
+    let members: Vec<(String, &RawValue)> = serde_json::from_str::<Members<'_>>(raw.get())
+        .map_err(ScanError::Unreadable)?
+        .0;
+    let mut text = String::with_capacity(raw.get().len());
+    text.push('{');
+    let mut first = true;
+    for (key, value) in members {
+        let annotation = key
+            .strip_prefix(name)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('@'));
+        if annotation {
+            continue;
+        }
+        if !first {
+            text.push(',');
+        }
+        first = false;
+        text.push_str(&serde_json::to_string(&key).map_err(ScanError::Encode)?);
+        text.push(':');
+        text.push_str(value.get());
+    }
+    text.push('}');
+    RawValue::from_string(text).map_err(ScanError::Unreadable)
+}
+
+/// An object's members in their order, each value left as its text.
+struct Members<'a>(Vec<(String, &'a RawValue)>);
+
+impl<'de: 'a, 'a> serde::Deserialize<'de> for Members<'a> {
+    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visit<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for Visit<'a> {
+            type Value = Members<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a row: a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Members<'a>, A::Error> {
+                let mut members = Vec::new();
+                while let Some(entry) = map.next_entry::<String, &'de RawValue>()? {
+                    members.push(entry);
+                }
+                Ok(Members(members))
+            }
+        }
+        deserializer.deserialize_map(Visit(std::marker::PhantomData))
     }
 }
 
@@ -248,6 +320,7 @@ mod tests {
             primary_id: "accountid",
             watched,
             sorted,
+            author: None,
         }
     }
 
@@ -273,6 +346,16 @@ mod tests {
         assert_eq!(
             row.fingerprint.unwrap(),
             super::super::event::hex(&whole[..8])
+        );
+    }
+
+    #[test]
+    fn drops_a_column_and_its_annotations_keeping_the_rest_in_order() {
+        let text = r#"{"b":1,"_modifiedby_value":"x","_modifiedby_value@OData.Community.Display.V1.FormattedValue":"Me","_modifiedby_value_other":2,"a":{"n":[1]}}"#;
+        let raw = RawValue::from_string(text.to_owned()).unwrap();
+        assert_eq!(
+            without(&raw, "_modifiedby_value").unwrap().get(),
+            r#"{"b":1,"_modifiedby_value_other":2,"a":{"n":[1]}}"#
         );
     }
 

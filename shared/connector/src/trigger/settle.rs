@@ -8,6 +8,7 @@ use uuid::Uuid;
 use super::event::Fired;
 use super::{Deletions, Position, SeenEntry, TriggerState};
 use crate::CrmError;
+use crate::cursor::Kept;
 use crate::events::Event;
 
 /// One thing a scan did, applied to the cursor only if every change fired before it was published.
@@ -19,7 +20,10 @@ pub(super) enum Step {
         /// Set for rows beyond the cursor: the cursor moves to it.
         forward: Option<Position>,
         seen: SeenEntry,
-        fingerprint: Option<(Uuid, String)>,
+        /// The row's fingerprint and kept values, to save.
+        fingerprint: Option<(Uuid, Kept)>,
+        /// Passed over as a change by the connector's own user (`ignore_own_changes`).
+        skipped_own: bool,
     },
     /// `when-record-deleted`: after this step the state is `state`.
     Deletion {
@@ -75,7 +79,9 @@ impl Scan {
 pub(super) struct Settled {
     pub(super) state: TriggerState,
     /// Fingerprints to save, for `when-record-updated` with watched columns.
-    pub(super) fingerprints: Vec<(Uuid, String)>,
+    pub(super) fingerprints: Vec<(Uuid, Kept)>,
+    /// Changes passed over as the connector's own, which the cursor moved past.
+    pub(super) skipped_own: u64,
     /// Rows whose deletion was published: they leave a filtered trigger's membership set.
     pub(super) deleted: Vec<Uuid>,
 }
@@ -91,6 +97,7 @@ pub(super) fn settle(
     let mut state = initial;
     let mut fingerprints = Vec::new();
     let mut deleted = Vec::new();
+    let mut skipped_own = 0;
     let mut remembered = match &state {
         TriggerState::Created(c) | TriggerState::Updated(c) => c.seen.index(),
         TriggerState::Deleted(_) => std::collections::HashSet::new(),
@@ -105,10 +112,12 @@ pub(super) fn settle(
                     forward,
                     seen,
                     fingerprint,
+                    skipped_own: own,
                     ..
                 },
                 TriggerState::Created(c) | TriggerState::Updated(c),
             ) => {
+                skipped_own += u64::from(*own);
                 if let Some(position) = forward {
                     c.position = c.position.max(*position);
                 }
@@ -142,6 +151,7 @@ pub(super) fn settle(
     Settled {
         state,
         fingerprints,
+        skipped_own,
         deleted,
     }
 }
@@ -170,6 +180,7 @@ mod tests {
                 at: now,
             },
             fingerprint: None,
+            skipped_own: false,
         };
         let scan = Scan {
             started: Some(now),

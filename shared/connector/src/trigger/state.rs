@@ -116,6 +116,11 @@ pub struct Deletions {
     /// Tombstones fired in this generation.
     pub fired: u64,
     pub phase: Phase,
+    /// Whether this cursor keeps the ids of the rows it knows (`remember_ids`) since its baseline.
+    /// A cursor saved without it that is now asked to remember takes a new baseline, so that its
+    /// set holds every row, quiet ones included.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub remembers: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -129,6 +134,10 @@ pub enum Phase {
     Baseline { next: Option<String> },
     /// Following a delta: `link` is the page to (re)read, `after` the last tombstone fired from it.
     Tracking { link: String, after: Option<Uuid> },
+    /// With `remember_ids`, after a new baseline: remembered rows the baseline (or the membership
+    /// snapshot) did not confirm, those marked below generation `below`, are asked about, and
+    /// each one gone fires as a deletion. `link` is the delta to follow afterwards.
+    Sweep { link: String, below: u64 },
 }
 
 /// The latest time a `$filter` literal can spell: 9999-12-31T23:59:59Z.
@@ -324,6 +333,7 @@ mod tests {
                 generation,
                 fired,
                 phase: Phase::Baseline { next: None },
+                remembers: false,
             })
             .position()
         };

@@ -46,6 +46,13 @@ pub struct Context {
     pub post_entity_images: Vec<Pair>,
     #[serde(default)]
     pub depth: Option<u32>,
+    /// The user who initiated the operation ("the user account which initiated the action"), as
+    /// text: read leniently, since only `ignore_own_changes` needs it.
+    #[serde(default)]
+    pub initiating_user_id: Option<Value>,
+    /// The user the step runs as: the caller unless the step was registered to run as another.
+    #[serde(default)]
+    pub user_id: Option<Value>,
 }
 
 /// One entry of a WCF dictionary.
@@ -77,6 +84,18 @@ impl Context {
         })
     }
 
+    /// Who made the change: `InitiatingUserId`, the user who started the operation, which stays
+    /// the caller even when the step is registered to run as someone else; `UserId` when it is
+    /// missing.
+    pub fn caller(&self) -> Option<Uuid> {
+        [&self.initiating_user_id, &self.user_id]
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .filter_map(|text| Uuid::parse_str(text).ok())
+            .find(|id| !id.is_nil())
+    }
+
     /// Which trigger the message stands for.
     pub fn kind(&self) -> Result<Kind, ContextError> {
         match self.message_name.as_str() {
@@ -91,22 +110,38 @@ impl Context {
     /// the operation left it, with the columns the step registered), else for a creation the
     /// `Target` it was made from. `None` when it has neither, as after Dataverse cut an oversized
     /// context down, or for an update without a post-image (its `Target` holds only what changed).
-    pub fn row(&self, primary_id: &str) -> Result<Option<Map<String, Value>>, ContextError> {
+    ///
+    /// With `formatted`, the entity's `FormattedValues` and its lookups' names and tables become the
+    /// annotations the Web API writes beside each column (see [`annotate`]).
+    pub fn row(
+        &self,
+        primary_id: &str,
+        formatted: bool,
+    ) -> Result<Option<Map<String, Value>>, ContextError> {
         let image = self.post_entity_images.first().map(|p| &p.value);
-        let target = || {
-            self.input_parameters
-                .iter()
-                .find(|p| p.key == "Target")
-                .map(|p| &p.value)
-                .filter(|v| v.get("Attributes").is_some())
-        };
         let entity = match self.kind() {
-            Ok(Kind::Created) => image.or_else(target),
+            Ok(Kind::Created) => image.or_else(|| self.target_entity()),
             Ok(Kind::Updated) => image,
             _ => None,
         };
         entity
-            .map(|e| web_api_row(e, primary_id, self.primary_entity_id))
+            .map(|e| web_api_row(e, primary_id, self.primary_entity_id, formatted))
+            .transpose()
+    }
+
+    /// The `Target` entity: what the request set, for a Create or an Update.
+    fn target_entity(&self) -> Option<&Value> {
+        self.input_parameters
+            .iter()
+            .find(|p| p.key == "Target")
+            .map(|p| &p.value)
+            .filter(|v| v.get("Attributes").is_some())
+    }
+
+    /// The columns the request set (the `Target`), in the Web API's shape.
+    pub fn target(&self, primary_id: &str) -> Result<Option<Map<String, Value>>, ContextError> {
+        self.target_entity()
+            .map(|e| web_api_row(e, primary_id, self.primary_entity_id, false))
             .transpose()
     }
 
@@ -114,8 +149,58 @@ impl Context {
     pub fn before(&self, primary_id: &str) -> Result<Option<Map<String, Value>>, ContextError> {
         self.pre_entity_images
             .first()
-            .map(|p| web_api_row(&p.value, primary_id, self.primary_entity_id))
+            .map(|p| web_api_row(&p.value, primary_id, self.primary_entity_id, false))
             .transpose()
+    }
+}
+
+/// The annotation the Web API puts beside a value for its display text.
+const FORMATTED: &str = "@OData.Community.Display.V1.FormattedValue";
+/// The annotation beside a lookup for the logical name of the table it points to.
+const LOOKUP_TABLE: &str = "@Microsoft.Dynamics.CRM.lookuplogicalname";
+
+/// Adds to `row` the annotations the Web API would write with formatted values asked for: each
+/// entry of the entity's `FormattedValues` as `<column>@OData.Community.Display.V1.FormattedValue`
+/// (a lookup's under `_<name>_value`), and for each lookup the logical name of its table, and its
+/// `Name` when `FormattedValues` has none. A context does not say which navigation property leads to
+/// a lookup's table, so `associatednavigationproperty` is not written.
+fn annotate(entity: &Value, row: &mut Map<String, Value>) {
+    let pairs = |name: &str| {
+        entity
+            .get(name)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|pair| Some((pair.get("key")?.as_str()?, pair.get("value")?)))
+    };
+    let mut lookups = std::collections::HashSet::new();
+    for (key, value) in pairs("Attributes") {
+        let Some(reference) = value.as_object().filter(|v| {
+            v.get("__type")
+                .and_then(Value::as_str)
+                .is_some_and(|t| t.starts_with("EntityReference"))
+        }) else {
+            continue;
+        };
+        lookups.insert(key);
+        let column = format!("_{key}_value");
+        if let Some(table) = reference.get("LogicalName").filter(|v| v.is_string()) {
+            row.insert(format!("{column}{LOOKUP_TABLE}"), table.clone());
+        }
+        if let Some(name) = reference.get("Name").filter(|v| v.is_string()) {
+            row.insert(format!("{column}{FORMATTED}"), name.clone());
+        }
+    }
+    for (key, text) in pairs("FormattedValues") {
+        if !text.is_string() {
+            continue;
+        }
+        let column = if lookups.contains(key) {
+            format!("_{key}_value")
+        } else {
+            key.to_owned()
+        };
+        row.insert(format!("{column}{FORMATTED}"), text.clone());
     }
 }
 
@@ -124,6 +209,7 @@ fn web_api_row(
     entity: &Value,
     primary_id: &str,
     id: Uuid,
+    formatted: bool,
 ) -> Result<Map<String, Value>, ContextError> {
     let attributes = entity
         .get("Attributes")
@@ -155,6 +241,9 @@ fn web_api_row(
             "@odata.etag".into(),
             Value::String(format!("W/\"{version}\"")),
         );
+    }
+    if formatted {
+        annotate(entity, &mut row);
     }
     Ok(row)
 }
@@ -260,7 +349,7 @@ mod tests {
             {"key": "versionnumber", "value": 4711},
             {"key": "description", "value": null}
         ]});
-        let row = web_api_row(&entity, "contactid", id).unwrap();
+        let row = web_api_row(&entity, "contactid", id, false).unwrap();
         assert_eq!(
             Value::Object(row),
             json!({
@@ -272,9 +361,56 @@ mod tests {
         );
         let odd = json!({"Attributes": [{"key": "x", "value": {"__type": "Unheard:of", "V": 1}}]});
         assert!(matches!(
-            web_api_row(&odd, "contactid", id),
+            web_api_row(&odd, "contactid", id, false),
             Err(ContextError::Attribute(name)) if name == "x"
         ));
+    }
+
+    #[test]
+    fn formatted_values_become_the_web_apis_annotations() {
+        let id = Uuid::from_u128(9);
+        let entity = json!({"Attributes": [
+            {"key": "statuscode", "value": {"__type": "OptionSetValue:x", "Value": 1}},
+            {"key": "parentcustomerid", "value": {"__type": "EntityReference:x",
+                "Id": "6D81597F-0000-0000-0000-000000000001", "LogicalName": "account", "Name": "Contoso"}}
+        ], "FormattedValues": [
+            {"key": "statuscode", "value": "Active"},
+            {"key": "parentcustomerid", "value": "Contoso Ltd"}
+        ]});
+        let row = web_api_row(&entity, "contactid", id, true).unwrap();
+        assert_eq!(
+            row["statuscode@OData.Community.Display.V1.FormattedValue"],
+            "Active"
+        );
+        assert_eq!(
+            row["_parentcustomerid_value@OData.Community.Display.V1.FormattedValue"],
+            "Contoso Ltd"
+        );
+        assert_eq!(
+            row["_parentcustomerid_value@Microsoft.Dynamics.CRM.lookuplogicalname"],
+            "account"
+        );
+        let plain = web_api_row(&entity, "contactid", id, false).unwrap();
+        assert!(plain.keys().all(|k| !k.contains('@') || k == "@odata.etag"));
+    }
+
+    #[test]
+    fn the_caller_is_the_initiating_user_then_the_user() {
+        let body = |extra: &str| {
+            format!(
+                r#"{{"MessageName": "Update", "PrimaryEntityName": "contact", "PrimaryEntityId": "00000000-0000-0000-0000-000000000001"{extra}}}"#
+            )
+        };
+        let a = "00000000-0000-0000-0000-00000000000a";
+        let b = "00000000-0000-0000-0000-00000000000b";
+        let both = Context::parse(
+            body(&format!(r#", "InitiatingUserId": "{a}", "UserId": "{b}""#)).as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(both.caller(), Some(Uuid::parse_str(a).unwrap()));
+        let user = Context::parse(body(&format!(r#", "UserId": "{b}""#)).as_bytes()).unwrap();
+        assert_eq!(user.caller(), Some(Uuid::parse_str(b).unwrap()));
+        assert_eq!(Context::parse(body("").as_bytes()).unwrap().caller(), None);
     }
 
     #[test]

@@ -39,7 +39,7 @@ use crate::config::Config;
 use crate::events::EventSink;
 use crate::input::{Dataset, TableName};
 use crate::metrics::{self, Metric};
-use crate::trigger::{Change, Kind, change_id, event_for};
+use crate::trigger::{Change, ColumnChanges, Kind, change_id, event_for};
 use crate::{ConfigError, Crm, CrmError, lambda};
 
 /// The most a delivery may carry. Dataverse cuts a context down past 256 KB; twice that leaves room
@@ -61,6 +61,85 @@ pub const KEY_HEADER: &str = "x-crm-webhook-key";
 pub const KEY_PARAMETER: &str = "code";
 /// The path segment before an endpoint's filter: `/<dataset>/where/<filter>`.
 const FILTER_SEGMENT: &str = "where";
+/// The query parameter that makes an endpoint pass over changes by the connector's own user.
+pub const IGNORE_OWN_CHANGES: &str = "ignore_own_changes";
+/// The query parameter that makes an endpoint's events carry formatted values and lookup
+/// annotations.
+pub const FORMATTED_VALUES: &str = "formatted_values";
+/// Columns an update always sets, which say nothing about what the caller changed.
+const BOOKKEEPING: [&str; 5] = [
+    "@odata.etag",
+    "modifiedon",
+    "_modifiedby_value",
+    "_modifiedonbehalfby_value",
+    "versionnumber",
+];
+
+/// An endpoint's options, from its address's query (`?ignore_own_changes=true`): registered with
+/// the endpoint's URL, or as settings of the `HttpQueryString` auth type, they come back with every
+/// delivery, as the key does.
+#[derive(Debug, Clone, Copy, Default)]
+struct Options {
+    ignore_own_changes: bool,
+    formatted_values: bool,
+}
+
+impl Options {
+    fn read(request: &Request) -> Result<Self, Refused> {
+        let flag = |name: &str| match request.query(name) {
+            None | Some("false") => Ok(false),
+            Some("true") => Ok(true),
+            Some(_) => Err(Refused {
+                error_type: Some("Crm.Configuration"),
+                ..Refused::new(
+                    500,
+                    format!("the endpoint's option '{name}' must be true or false"),
+                )
+            }),
+        };
+        Ok(Self {
+            ignore_own_changes: flag(IGNORE_OWN_CHANGES)?,
+            formatted_values: flag(FORMATTED_VALUES)?,
+        })
+    }
+}
+
+/// Which columns an update changed, from the row before it (the step's pre-image) and after it.
+/// The columns compared are those the pre-image holds and those the request set, less the
+/// bookkeeping columns every update sets; named in alphabetical order. An image leaves out columns
+/// that are empty, so a column missing from one side is compared as null.
+fn changed_columns(
+    before: &Map<String, Value>,
+    after: &Map<String, Value>,
+    target: Option<&Map<String, Value>>,
+    primary_id: &str,
+) -> ColumnChanges {
+    let mut columns: Vec<&String> = before
+        .keys()
+        .chain(target.into_iter().flat_map(Map::keys))
+        .filter(|c| *c != primary_id && !BOOKKEEPING.contains(&c.as_str()) && !c.contains('@'))
+        .collect();
+    columns.sort_unstable();
+    columns.dedup();
+    let mut changes = ColumnChanges {
+        previous: Some(Map::new()),
+        ..ColumnChanges::default()
+    };
+    for column in columns {
+        let was = before.get(column).unwrap_or(&Value::Null);
+        let now = after
+            .get(column)
+            .or_else(|| target.and_then(|t| t.get(column)))
+            .unwrap_or(&Value::Null);
+        if was != now {
+            changes.changed.push(column.clone());
+            if let Some(previous) = &mut changes.previous {
+                previous.insert(column.clone(), was.clone());
+            }
+        }
+    }
+    changes
+}
 
 /// The path, after the Function URL, of `dataset`'s endpoint, with `filter` when given.
 ///
@@ -302,6 +381,8 @@ struct Handled {
     published: bool,
     /// Whether the row matched the endpoint's filter; `None` without one.
     matched: Option<bool>,
+    /// Passed over as a change by the connector's own user (`ignore_own_changes`).
+    own: bool,
 }
 
 impl Handled {
@@ -309,6 +390,9 @@ impl Handled {
         let mut answer = json!({"event_id": self.event_id, "published": self.published});
         if let Some(matched) = self.matched {
             answer["matched"] = json!(matched);
+        }
+        if self.own {
+            answer["skipped_own"] = json!(true);
         }
         answer
     }
@@ -366,6 +450,7 @@ async fn deliver(
             error_type: Some("Crm.Configuration"),
             ..Refused::new(500, format!("the endpoint's filter cannot be used: {e}"))
         })?;
+    let options = Options::read(request)?;
     let body = request
         .body()
         .map_err(|problem| Refused::new(400, problem.to_string()))?;
@@ -407,7 +492,7 @@ async fn deliver(
     let carried = if kind == Kind::Deleted || size_exceeded {
         None
     } else {
-        match context.row(&table.primary_id_attribute) {
+        match context.row(&table.primary_id_attribute, options.formatted_values) {
             Ok(row) => row.filter(|r| version(r).is_some()),
             Err(e) => {
                 tracing::warn!(problem = %e, "the context's row cannot be rewritten; reading the row instead");
@@ -415,11 +500,46 @@ async fn deliver(
             }
         }
     };
+    if options.ignore_own_changes {
+        // Decided before the row is read: a change passed over costs no request but the first
+        // delivery's `WhoAmI`.
+        let own = deps
+            .crm
+            .own_user(&dataset, deadline)
+            .await
+            .map_err(|e| Refused::from_error(&e))?;
+        if context.caller() == Some(own) {
+            let change = change(
+                kind,
+                &dataset,
+                &table,
+                &context,
+                carried.as_ref().and_then(version),
+                None,
+            );
+            tracing::info!(id = %context.primary_entity_id, "a change by the connector's own user; passed over");
+            return Ok(Handled {
+                event_id: change_id(&change),
+                published: false,
+                matched: None,
+                own: true,
+            });
+        }
+    }
     let row = if kind == Kind::Deleted {
         None
     } else if carried.is_some() {
         carried
-    } else if let Some(row) = read_row(deps, &dataset, &table, &context, deadline).await? {
+    } else if let Some(row) = read_row(
+        deps,
+        &dataset,
+        &table,
+        &context,
+        options.formatted_values,
+        deadline,
+    )
+    .await?
+    {
         Some(row)
     } else {
         let change = change(kind, &dataset, &table, &context, None, None);
@@ -428,7 +548,29 @@ async fn deliver(
             event_id: change_id(&change),
             published: false,
             matched: None,
+            own: false,
         });
+    };
+    // An update compared with the step's pre-image: which columns changed, and what they held.
+    // Without a pre-image the event says nothing about it, as it cannot know.
+    let changes = match (&row, kind) {
+        (Some(after), Kind::Updated) => match (
+            context.before(&table.primary_id_attribute),
+            context.target(&table.primary_id_attribute),
+        ) {
+            (Ok(Some(before)), Ok(target)) => Some(changed_columns(
+                &before,
+                after,
+                target.as_ref(),
+                &table.primary_id_attribute,
+            )),
+            (Ok(None), _) => None,
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::warn!(problem = %e, "the pre-image or the target cannot be rewritten; the event does not say which columns changed");
+                None
+            }
+        },
+        _ => None,
     };
     // A creation or update is judged on the row it left, a deletion on the row before it.
     // A change whose match cannot be known passes, with a warning: published in doubt, it is at
@@ -458,6 +600,7 @@ async fn deliver(
         .and_then(Value::as_str);
     let change = Change {
         record: record.as_deref(),
+        changes: changes.as_ref(),
         ..change(kind, &dataset, &table, &context, version, changed_on)
     };
     let event_id = change_id(&change);
@@ -467,6 +610,7 @@ async fn deliver(
             event_id,
             published: false,
             matched,
+            own: false,
         });
     }
     let event = event_for(&change).map_err(|e| Refused::new(500, e.to_string()))?;
@@ -479,6 +623,7 @@ async fn deliver(
             event_id,
             published: true,
             matched,
+            own: false,
         });
     }
     let refused = Refused::new(503, "the event was not accepted");
@@ -510,6 +655,7 @@ fn change<'a>(
         changed_on,
         record: None,
         via: Some("webhook"),
+        changes: None,
     }
 }
 
@@ -523,13 +669,15 @@ async fn read_row(
     dataset: &Dataset,
     table: &Table,
     context: &Context,
+    formatted_values: bool,
     deadline: Deadline,
 ) -> Result<Option<Map<String, Value>>, Refused> {
     let id = context.primary_entity_id;
+    let query = Query::new().formatted_values(formatted_values);
     let read = deps
         .crm
         .call(dataset, async |client| {
-            client.get(table, id, &Query::new(), deadline).await
+            client.get(table, id, &query, deadline).await
         })
         .await;
     match read {

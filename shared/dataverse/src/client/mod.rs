@@ -4,6 +4,7 @@
 mod changeset;
 mod describe;
 mod fetch;
+mod identity;
 mod operation;
 mod pager;
 mod relate;
