@@ -341,7 +341,7 @@ async fn top_skip_select_count_and_fetchxml_keep_their_meaning() {
 }
 
 /// Labels must not stop after the first page (reported against another Dataverse client, whose
-/// second page came without them): every page asks for them, OData and FetchXML alike.
+/// second page came without them): every page asks for them, `OData` and `FetchXML` alike.
 #[tokio::test]
 async fn formatted_values_come_with_every_page() {
     let mut setup = Setup::start().await;

@@ -204,6 +204,15 @@ async fn actions(tour: &mut Tour, environment: &[(String, String)]) -> Result<()
     )
     .await?;
     tour.step(
+        "list-records",
+        environment,
+        "the same contacts with formatted_values: labels, and the company's name and table",
+        &json!({"dataset": "contoso", "table": "contact", "$filter": "lastname eq 'Hopper'",
+                "$select": "fullname,statecode,_parentcustomerid_value", "formatted_values": true}),
+        Expect::Ok,
+    )
+    .await?;
+    tour.step(
         "delete-record",
         environment,
         "the contact",
