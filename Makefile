@@ -10,7 +10,7 @@ VENV := .venv
 export MOTO_SERVER := $(CURDIR)/$(VENV)/bin/moto_server
 
 FUNCTIONS := list-records get-record create-record update-record upsert-record delete-record \
-	relate-records unrelate-records describe-table perform-action execute-changeset \
+	relate-records unrelate-records describe-table perform-action execute-changeset write-records \
 	when-record-created when-record-updated when-record-deleted dataverse-webhook
 ASL_VALIDATOR := infra/node_modules/.bin/asl-validator
 # A Dataverse client written by others, pinned, run against the emulator by tests/e2e/tests/interop.rs.

@@ -37,6 +37,7 @@ ACTIONS = {
     "perform-action": "PerformActionFunction",
     "execute-changeset": "ExecuteChangesetFunction",
     "delete-record": "DeleteRecordFunction",
+    "write-records": "WriteRecordsFunction",
 }
 TRIGGERS = {
     "when-record-created": "WhenRecordCreatedFunction",
@@ -57,6 +58,10 @@ PUBLISHERS = {**TRIGGERS, **WEBHOOKS}
 IDEMPOTENT_WRITERS = {"create-record", "update-record", "upsert-record", "delete-record", "execute-changeset"}
 # Functions that write results to the results bucket (`output.s3`).
 RESULT_WRITERS = {"list-records"}
+# Functions that read rows from S3 (`input.s3`), and only from the import workflow's prefix.
+IMPORT_READERS = {"write-records"}
+IMPORT_OBJECTS = {"Fn::Sub": "${ResultsBucket.Arn}/import/*"}
+IMPORT_READ_ACTIONS = {"s3:GetObject"}
 ROW_FUNCTIONS = {"get-record", "update-record", "upsert-record", "delete-record", "relate-records",
                  "unrelate-records"}
 
@@ -75,6 +80,10 @@ TRIGGER_DYNAMODB_ACTIONS = {
     "dynamodb:BatchGetItem",
     "dynamodb:BatchWriteItem",
 }
+# when-record-deleted with `remember_ids` lists its membership items (`in#...`) after an expired
+# delta token, which only Query can do; no other trigger reads a range of items.
+MEMBERSHIP_SWEEPERS = {"when-record-deleted"}
+SWEEP_DYNAMODB_ACTIONS = {"dynamodb:Query"}
 EVENTS_ACTION = "events:PutEvents"
 CURSOR_TABLE = "CursorTable"
 IDEMPOTENCY_TABLE = "IdempotencyTable"
@@ -561,12 +570,16 @@ def function_role_problems(t: Template, fid: str, name: str, role_id: str, log_g
     is_trigger = name in TRIGGERS
     if is_trigger:
         allowed.update({action: [getatt(table_id)] for action in TRIGGER_DYNAMODB_ACTIONS})
+    if name in MEMBERSHIP_SWEEPERS:
+        allowed.update({action: [getatt(table_id)] for action in SWEEP_DYNAMODB_ACTIONS})
     if name in PUBLISHERS:
         allowed[EVENTS_ACTION] = [getatt(bus_id)]
     if name in IDEMPOTENT_WRITERS:
         allowed.update({action: [getatt(IDEMPOTENCY_TABLE)] for action in IDEMPOTENCY_ACTIONS})
     if name in RESULT_WRITERS:
         allowed.update({action: [RESULTS_OBJECTS] for action in RESULT_WRITE_ACTIONS})
+    if name in IMPORT_READERS:
+        allowed.update({action: [IMPORT_OBJECTS] for action in IMPORT_READ_ACTIONS})
     # Services a function of this kind must not reach at all, whatever the resource (what it may
     # reach, allowed_grants checks action by action).
     forbidden: tuple[str, ...]
@@ -589,12 +602,16 @@ def function_role_problems(t: Template, fid: str, name: str, role_id: str, log_g
     required = set(LOG_ACTIONS) | {SECRET_ACTION}
     if is_trigger:
         required |= TRIGGER_DYNAMODB_ACTIONS
+    if name in MEMBERSHIP_SWEEPERS:
+        required |= SWEEP_DYNAMODB_ACTIONS
     if name in PUBLISHERS:
         required |= {EVENTS_ACTION}
     if name in IDEMPOTENT_WRITERS:
         required |= IDEMPOTENCY_ACTIONS
     if name in RESULT_WRITERS:
         required |= RESULT_WRITE_ACTIONS
+    if name in IMPORT_READERS:
+        required |= IMPORT_READ_ACTIONS
     for action in sorted(required):
         if not any(resource in granted.get(action, []) for resource in allowed.get(action, [])):
             problems.append(f"{role_id}: {name} needs {action} on {json.dumps(allowed.get(action))}")

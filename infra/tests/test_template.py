@@ -107,6 +107,8 @@ class TranslatedTemplate(unittest.TestCase):
             s3 = {a: r for a, r in granted.items() if a.startswith("s3:")}
             if name in checks.RESULT_WRITERS:
                 self.assertEqual(s3, {a: [checks.RESULTS_OBJECTS] for a in checks.RESULT_WRITE_ACTIONS}, fid)
+            elif name in checks.IMPORT_READERS:
+                self.assertEqual(s3, {a: [checks.IMPORT_OBJECTS] for a in checks.IMPORT_READ_ACTIONS}, fid)
             else:
                 self.assertEqual(s3, {}, fid)
 
@@ -114,14 +116,17 @@ class TranslatedTemplate(unittest.TestCase):
         self.assertEqual(checks.alarm_problems(self.t), [])
 
     def test_trigger_roles_reach_only_the_cursor_table_and_the_bus(self) -> None:
-        for fid in checks.TRIGGERS.values():
+        for name, fid in checks.TRIGGERS.items():
             role_id = checks.target_of(self.t["Resources"][fid]["Properties"]["Role"])
             granted = {}
             for statement in statements_of(self.t, role_id):
                 for action in checks.as_list(statement["Action"]):
                     granted.setdefault(action, []).extend(checks.as_list(statement["Resource"]))
             dynamodb = {a: r for a, r in granted.items() if a.startswith("dynamodb:")}
-            self.assertEqual(set(dynamodb), checks.TRIGGER_DYNAMODB_ACTIONS, fid)
+            expected = set(checks.TRIGGER_DYNAMODB_ACTIONS)
+            if name in checks.MEMBERSHIP_SWEEPERS:
+                expected |= checks.SWEEP_DYNAMODB_ACTIONS
+            self.assertEqual(set(dynamodb), expected, fid)
             for resources in dynamodb.values():
                 self.assertEqual(resources, [{"Fn::GetAtt": ["CursorTable", "Arn"]}], fid)
             self.assertEqual(granted["events:PutEvents"], [{"Fn::GetAtt": ["EventBus", "Arn"]}], fid)
@@ -357,6 +362,16 @@ class Mutations(unittest.TestCase):
         statement["Action"] = "dynamodb:*"
         self.assertReported('wildcard or non-literal action "dynamodb:*"')
 
+    def test_a_trigger_that_does_not_sweep_reading_ranges_is_reported(self) -> None:
+        add_statement(self.t, "WhenRecordUpdatedRole", {"Effect": "Allow", "Action": "dynamodb:Query",
+                                                        "Resource": {"Fn::GetAtt": ["CursorTable", "Arn"]}})
+        self.assertReported("WhenRecordUpdatedRole: action dynamodb:Query is not allowed")
+
+    def test_the_deletion_trigger_without_its_sweep_right_is_reported(self) -> None:
+        policies = self.r["WhenRecordDeletedRole"]["Properties"]["Policies"]
+        policies[:] = [p for p in policies if p["PolicyName"] != "membership-sweep"]
+        self.assertReported("WhenRecordDeletedRole: when-record-deleted needs dynamodb:Query")
+
     def test_trigger_reaching_another_table_is_reported(self) -> None:
         statement = self.r["TriggerStatePolicy"]["Properties"]["PolicyDocument"]["Statement"][0]
         statement["Resource"] = {"Fn::Sub": "arn:${AWS::Partition}:dynamodb:${AWS::Region}:${AWS::AccountId}:table/other"}
@@ -450,6 +465,39 @@ class Mutations(unittest.TestCase):
         add_statement(self.t, "ListRecordsRole", {"Effect": "Allow", "Action": "s3:GetObject",
                                                   "Resource": checks.RESULTS_OBJECTS})
         self.assertReported("ListRecordsRole: action s3:GetObject is not allowed for this role")
+
+    def test_write_records_reading_outside_the_import_prefix_is_reported(self) -> None:
+        statement = self.r["WriteRecordsRole"]["Properties"]["Policies"][1]["PolicyDocument"]["Statement"][0]
+        statement["Resource"] = {"Fn::Sub": "${ResultsBucket.Arn}/export-and-update/*"}
+        self.assertReported("WriteRecordsRole: s3:GetObject on")
+        self.assertReported("WriteRecordsRole: write-records needs s3:GetObject")
+
+    def test_write_records_without_its_import_read_is_reported(self) -> None:
+        policies = self.r["WriteRecordsRole"]["Properties"]["Policies"]
+        self.r["WriteRecordsRole"]["Properties"]["Policies"] = [
+            p for p in policies if p["PolicyName"] != "read-imports"]
+        self.assertReported("WriteRecordsRole: write-records needs s3:GetObject")
+
+    def test_write_records_writing_to_s3_is_reported(self) -> None:
+        add_statement(self.t, "WriteRecordsRole", {"Effect": "Allow", "Action": "s3:PutObject",
+                                                   "Resource": checks.IMPORT_OBJECTS})
+        self.assertReported("WriteRecordsRole: action s3:PutObject is not allowed for this role")
+
+    def test_idempotency_rights_on_write_records_are_reported(self) -> None:
+        self.r["WriteRecordsRole"]["Properties"]["ManagedPolicyArns"].append({"Ref": "IdempotencyPolicy"})
+        self.assertReported("WriteRecordsRole: action function write-records must not have dynamodb:GetItem")
+
+    def test_an_import_map_beyond_the_concurrency_limit_is_reported(self) -> None:
+        definition = checks.definition_of(self.t, "ImportStateMachine")
+        definition["States"]["WriteEachBatch"]["MaxConcurrency"] = 100
+        set_definition(self.t, "ImportStateMachine", definition)
+        self.assertReported("ImportStateMachine/WriteEachBatch: a Distributed Map needs a MaxConcurrency")
+
+    def test_an_import_workflow_reading_another_prefix_is_reported(self) -> None:
+        policy = next(p for p in self.r["ImportStateMachineRole"]["Properties"]["Policies"]
+                      if p["PolicyName"] == "own-results")
+        policy["PolicyDocument"]["Statement"][0]["Resource"] = {"Fn::Sub": "${ResultsBucket.Arn}/export-and-update/*"}
+        self.assertReported("ImportStateMachineRole: s3:GetObject on")
 
     def test_writing_results_to_another_bucket_is_reported(self) -> None:
         statement = self.r["ListRecordsRole"]["Properties"]["Policies"][1]["PolicyDocument"]["Statement"][0]

@@ -1,7 +1,7 @@
 use connector::idempotency::{Attempt, IdempotencyKey, Writer};
 use connector::input::{self, Dataset, TableName};
 use connector::{CrmError, excerpt};
-use dataverse::{Client, Query, Table};
+use dataverse::{Client, Query, Table, WriteOptions};
 use futures_util::TryStreamExt;
 use lambda_runtime::LambdaEvent;
 use serde::Deserialize;
@@ -22,6 +22,21 @@ pub(crate) struct Input {
     /// from one that crashed can find the row that one created.
     #[serde(default, deserialize_with = "column")]
     idempotency_column: Option<String>,
+    /// Leave out custom synchronous and asynchronous logic (`MSCRM.BypassBusinessLogicExecution`).
+    #[serde(default)]
+    bypass_plugins: bool,
+    /// Start no Power Automate flow (`MSCRM.SuppressCallbackRegistrationExpanderJob`).
+    #[serde(default)]
+    suppress_flows: bool,
+}
+
+impl Input {
+    fn options(&self) -> WriteOptions {
+        WriteOptions {
+            bypass_plugins: self.bypass_plugins,
+            suppress_flows: self.suppress_flows,
+        }
+    }
 }
 
 /// The longest column name taken: Dataverse's logical names are far shorter.
@@ -178,6 +193,7 @@ pub(crate) async fn handle(
             .crm
             .call(&input.dataset, async |client| {
                 client.fits(&query, 0)?;
+                let client = client.with_options(input.options());
                 let table = client.table(&input.table, attempt.deadline).await?;
                 let primary_id = table.primary_id_attribute.clone();
                 // Only a takeover looks: a run that crashed after creating left no answer behind.
@@ -327,5 +343,27 @@ mod tests {
         let (input, marker) = marked(none, Some("k-1")).unwrap();
         assert!(marker.is_none());
         assert_eq!(input.item.len(), 1);
+    }
+
+    #[test]
+    fn the_write_options_are_booleans_named_when_refused() {
+        let mut event: Value = serde_json::from_str(include_str!("../events/create.json")).unwrap();
+        if let Some(fields) = event.as_object_mut() {
+            fields.remove("idempotency_key");
+        }
+        for name in ["bypass_plugins", "suppress_flows"] {
+            for bad in [serde_json::json!("true"), serde_json::json!(1), Value::Null] {
+                let mut payload = event.clone();
+                payload[name] = bad;
+                match input::parse::<Input>(payload) {
+                    Err(CrmError::InvalidInput { field, .. }) => assert_eq!(field, name),
+                    other => panic!("{name}: {other:?}"),
+                }
+            }
+        }
+        event["bypass_plugins"] = Value::Bool(true);
+        event["suppress_flows"] = Value::Bool(true);
+        let input = input::parse::<Input>(event).unwrap();
+        assert!(input.options().bypass_plugins && input.options().suppress_flows);
     }
 }

@@ -1,6 +1,7 @@
 use connector::CrmError;
 use connector::idempotency::{Attempt, Writer};
 use connector::input::{self, Dataset, Etag, Key, RecordId, TableName};
+use dataverse::WriteOptions;
 use lambda_runtime::LambdaEvent;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -18,6 +19,21 @@ pub(crate) struct Input {
     key: Option<Key>,
     #[serde(default)]
     etag: Option<Etag>,
+    /// Leave out custom synchronous and asynchronous logic (`MSCRM.BypassBusinessLogicExecution`).
+    #[serde(default)]
+    bypass_plugins: bool,
+    /// Start no Power Automate flow (`MSCRM.SuppressCallbackRegistrationExpanderJob`).
+    #[serde(default)]
+    suppress_flows: bool,
+}
+
+impl Input {
+    fn options(&self) -> WriteOptions {
+        WriteOptions {
+            bypass_plugins: self.bypass_plugins,
+            suppress_flows: self.suppress_flows,
+        }
+    }
 }
 
 /// `{"id", "deleted": true}`, or with `key` in place of `id` when the row was named by its key
@@ -47,6 +63,7 @@ pub(crate) async fn handle(
         let deleted = writer
             .crm
             .call(&input.dataset, async |client| {
+                let client = client.with_options(input.options());
                 let table = client.table(&input.table, attempt.deadline).await?;
                 client
                     .delete(&table, row.clone(), etag, attempt.deadline)
@@ -83,5 +100,27 @@ mod tests {
     fn the_sample_event_is_a_valid_input() {
         let event: Value = serde_json::from_str(include_str!("../events/delete.json")).unwrap();
         input::parse::<Input>(event).unwrap();
+    }
+
+    #[test]
+    fn the_write_options_are_booleans_named_when_refused() {
+        let mut event: Value = serde_json::from_str(include_str!("../events/delete.json")).unwrap();
+        if let Some(fields) = event.as_object_mut() {
+            fields.remove("idempotency_key");
+        }
+        for name in ["bypass_plugins", "suppress_flows"] {
+            for bad in [serde_json::json!("true"), serde_json::json!(1), Value::Null] {
+                let mut payload = event.clone();
+                payload[name] = bad;
+                match input::parse::<Input>(payload) {
+                    Err(CrmError::InvalidInput { field, .. }) => assert_eq!(field, name),
+                    other => panic!("{name}: {other:?}"),
+                }
+            }
+        }
+        event["bypass_plugins"] = Value::Bool(true);
+        event["suppress_flows"] = Value::Bool(true);
+        let input = input::parse::<Input>(event).unwrap();
+        assert!(input.options().bypass_plugins && input.options().suppress_flows);
     }
 }

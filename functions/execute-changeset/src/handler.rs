@@ -4,7 +4,7 @@ use std::sync::Arc;
 use connector::idempotency::{Attempt, Writer};
 use connector::input::{self, Dataset, Etag, Key, RecordId, TableName};
 use connector::{Crm, CrmError};
-use dataverse::{MAX_CHANGESET, Table, Write, WriteKind, WriteTarget};
+use dataverse::{MAX_CHANGESET, Table, Write, WriteKind, WriteOptions, WriteTarget};
 use lambda_runtime::LambdaEvent;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -15,6 +15,12 @@ use serde_json::{Map, Value};
 pub(crate) struct Input {
     dataset: Dataset,
     operations: Vec<Operation>,
+    /// Leave out custom synchronous and asynchronous logic (`MSCRM.BypassBusinessLogicExecution`).
+    #[serde(default)]
+    bypass_plugins: bool,
+    /// Start no Power Automate flow (`MSCRM.SuppressCallbackRegistrationExpanderJob`).
+    #[serde(default)]
+    suppress_flows: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -157,6 +163,10 @@ async fn changeset(
     let deadline = attempt.deadline;
     let written = crm
         .call(&input.dataset, async |client| {
+            let client = client.with_options(WriteOptions {
+                bypass_plugins: input.bypass_plugins,
+                suppress_flows: input.suppress_flows,
+            });
             let mut tables: HashMap<&str, Arc<Table>> = HashMap::new();
             for operation in &input.operations {
                 let name = operation.table.as_str();
@@ -242,5 +252,39 @@ mod tests {
                 other => panic!("{expected}: {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn the_write_options_are_booleans_named_when_refused() {
+        let mut event: Value =
+            serde_json::from_str(include_str!("../events/changeset.json")).unwrap();
+        if let Some(fields) = event.as_object_mut() {
+            fields.remove("idempotency_key");
+        }
+        for name in ["bypass_plugins", "suppress_flows"] {
+            for bad in [serde_json::json!("true"), serde_json::json!(1), Value::Null] {
+                let mut payload = event.clone();
+                payload[name] = bad;
+                match input::parse::<Input>(payload) {
+                    Err(CrmError::InvalidInput { field, .. }) => assert_eq!(field, name),
+                    other => panic!("{name}: {other:?}"),
+                }
+            }
+        }
+        event["bypass_plugins"] = Value::Bool(true);
+        event["suppress_flows"] = Value::Bool(true);
+        let input = input::parse::<Input>(event).unwrap();
+        assert!(
+            (WriteOptions {
+                bypass_plugins: input.bypass_plugins,
+                suppress_flows: input.suppress_flows
+            })
+            .bypass_plugins
+                && (WriteOptions {
+                    bypass_plugins: input.bypass_plugins,
+                    suppress_flows: input.suppress_flows
+                })
+                .suppress_flows
+        );
     }
 }

@@ -1,7 +1,7 @@
 use connector::CrmError;
 use connector::idempotency::{Attempt, Writer};
 use connector::input::{self, Dataset, Etag, Key, RecordId, TableName};
-use dataverse::Query;
+use dataverse::{Query, WriteOptions};
 use lambda_runtime::LambdaEvent;
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -23,6 +23,21 @@ pub(crate) struct Input {
     etag: Option<Etag>,
     #[serde(rename = "$select", default, deserialize_with = "input::expression")]
     select: Option<String>,
+    /// Leave out custom synchronous and asynchronous logic (`MSCRM.BypassBusinessLogicExecution`).
+    #[serde(default)]
+    bypass_plugins: bool,
+    /// Start no Power Automate flow (`MSCRM.SuppressCallbackRegistrationExpanderJob`).
+    #[serde(default)]
+    suppress_flows: bool,
+}
+
+impl Input {
+    fn options(&self) -> WriteOptions {
+        WriteOptions {
+            bypass_plugins: self.bypass_plugins,
+            suppress_flows: self.suppress_flows,
+        }
+    }
 }
 
 /// Sends `If-Match` (the etag, or `*`), so a missing row is `Crm.NotFound` and never a new one.
@@ -44,6 +59,7 @@ pub(crate) async fn handle(
             .crm
             .call(&input.dataset, async |client| {
                 client.fits(&query, 0)?;
+                let client = client.with_options(input.options());
                 let table = client.table(&input.table, attempt.deadline).await?;
                 client
                     .update(&table, target.clone(), &input.item)
@@ -67,5 +83,27 @@ mod tests {
     fn the_sample_event_is_a_valid_input() {
         let event: Value = serde_json::from_str(include_str!("../events/update.json")).unwrap();
         input::parse::<Input>(event).unwrap();
+    }
+
+    #[test]
+    fn the_write_options_are_booleans_named_when_refused() {
+        let mut event: Value = serde_json::from_str(include_str!("../events/update.json")).unwrap();
+        if let Some(fields) = event.as_object_mut() {
+            fields.remove("idempotency_key");
+        }
+        for name in ["bypass_plugins", "suppress_flows"] {
+            for bad in [serde_json::json!("true"), serde_json::json!(1), Value::Null] {
+                let mut payload = event.clone();
+                payload[name] = bad;
+                match input::parse::<Input>(payload) {
+                    Err(CrmError::InvalidInput { field, .. }) => assert_eq!(field, name),
+                    other => panic!("{name}: {other:?}"),
+                }
+            }
+        }
+        event["bypass_plugins"] = Value::Bool(true);
+        event["suppress_flows"] = Value::Bool(true);
+        let input = input::parse::<Input>(event).unwrap();
+        assert!(input.options().bypass_plugins && input.options().suppress_flows);
     }
 }

@@ -43,6 +43,10 @@ mod transport;
 pub use auth::{Credentials, http_client_builder};
 pub use change::{Change, classify};
 pub use client::{
+    BYPASS_LOGIC_HEADER, BYPASS_LOGIC_VALUE, BulkMessage, BulkWritten, SUPPRESS_FLOWS_HEADER,
+    WriteOptions, key_reference,
+};
+pub use client::{
     Choice, Client, ClientBuilder, ColumnDescription, Counters, FORMATTED_VALUE_ANNOTATIONS,
     FetchXmlError, KeyDescription, MAX_CHANGESET, MAX_PAGE_SIZE, MAX_URL_LENGTH, Navigation,
     Operation, OperationKind, OperationNameError, Page, Pager, Prefer, Table, TableDescription,

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use e2e_tests::{Emulator, Function, LocalFiles, expect_error};
 use serde_json::{Value, json};
 
-const ACTIONS: [&str; 11] = [
+const ACTIONS: [&str; 12] = [
     "list-records",
     "get-record",
     "create-record",
@@ -24,6 +24,7 @@ const ACTIONS: [&str; 11] = [
     "describe-table",
     "perform-action",
     "execute-changeset",
+    "write-records",
 ];
 const TRIGGERS: [&str; 3] = [
     "when-record-created",
@@ -78,6 +79,10 @@ fn base(function: &str) -> Value {
         "execute-changeset" => {
             payload = json!({"dataset": "contoso", "operations": [
                 {"op": "create", "table": "accounts", "item": {"name": "x"}}]});
+        }
+        "write-records" => {
+            payload["mode"] = json!("create");
+            payload["rows"] = json!([{"name": "x"}]);
         }
         "relate-records" | "unrelate-records" => {
             payload["id"] = json!(SOME_ID);

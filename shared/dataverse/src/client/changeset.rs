@@ -102,7 +102,9 @@ impl Client {
                 WriteKind::Upsert => ("PATCH", write.etag),
                 WriteKind::Delete => ("DELETE", write.etag),
             };
-            let mut headers = Vec::new();
+            // Dataverse reads the options on each request of a changeset, not on the batch around
+            // them.
+            let mut headers = self.options.headers();
             let body = match write.item {
                 Some(item) if write.kind != WriteKind::Delete => {
                     headers.push(("Content-Type", "application/json; type=entry".to_owned()));

@@ -1,11 +1,13 @@
 //! The client: table resolution, paging and CRUD. Every request goes through the send loop in
 //! [`send`].
 
+mod bulk;
 mod changeset;
 mod describe;
 mod fetch;
 mod identity;
 mod operation;
+mod options;
 mod pager;
 mod relate;
 mod send;
@@ -24,10 +26,14 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
+pub use self::bulk::{BulkMessage, BulkWritten, key_reference};
 pub use self::changeset::{MAX_CHANGESET, Write, WriteKind, WriteTarget, Written};
 pub use self::describe::{Choice, ColumnDescription, KeyDescription, TableDescription};
 pub use self::fetch::FetchXmlError;
 pub use self::operation::{Operation, OperationKind, OperationNameError};
+pub use self::options::{
+    BYPASS_LOGIC_HEADER, BYPASS_LOGIC_VALUE, SUPPRESS_FLOWS_HEADER, WriteOptions,
+};
 pub use self::pager::Pager;
 pub use self::relate::Navigation;
 use self::send::{Answer, Call, Gate};
@@ -181,6 +187,7 @@ impl ClientBuilder {
                 counters: Arc::default(),
                 gate: Gate::default(),
             }),
+            options: WriteOptions::default(),
         })
     }
 }
@@ -190,6 +197,8 @@ impl ClientBuilder {
 #[derive(Debug, Clone)]
 pub struct Client {
     inner: Arc<Inner>,
+    /// Sent with every write of this clone ([`Client::with_options`]).
+    options: WriteOptions,
 }
 
 #[derive(Debug)]
@@ -216,6 +225,21 @@ impl Client {
             policy: RetryPolicy::default(),
             tables: None,
         }
+    }
+
+    /// A clone whose writes carry `options` (its reads are unchanged). As cheap as any clone: the
+    /// connection pool, the token and the table cache are shared.
+    #[must_use]
+    pub fn with_options(&self, options: WriteOptions) -> Client {
+        Client {
+            inner: self.inner.clone(),
+            options,
+        }
+    }
+
+    /// The options this client's writes carry.
+    pub fn options(&self) -> WriteOptions {
+        self.options
     }
 
     /// What this client (and its clones) has sent so far.
@@ -527,10 +551,10 @@ impl Client {
                 Call {
                     method: Method::POST,
                     url: &url,
-                    headers: vec![
+                    headers: self.write_headers(vec![
                         ("prefer", "return=representation".into()),
                         ("content-type", "application/json; charset=utf-8".into()),
-                    ],
+                    ]),
                     body: Some(json_body(item)?),
                     repeat: Repeat::OnlyIfUnsent,
                     done_if_retried: None,
@@ -602,7 +626,7 @@ impl Client {
             .await?
             .ok_or_else(|| no_such_key(table))?;
         let url = self.row_url(table, &row, &Query::default())?;
-        let mut headers = Vec::new();
+        let mut headers = self.write_headers(Vec::new());
         if let Some(etag) = etag {
             headers.push(("if-match", etag.to_owned()));
         }
@@ -623,6 +647,15 @@ impl Client {
         )
         .await?;
         Ok(())
+    }
+
+    /// `headers`, and the headers of this client's write options.
+    fn write_headers(
+        &self,
+        mut headers: Vec<(&'static str, String)>,
+    ) -> Vec<(&'static str, String)> {
+        headers.extend(self.options.headers());
+        headers
     }
 
     async fn get_json(
@@ -799,10 +832,10 @@ impl Client {
         deadline: Deadline,
     ) -> Result<(u16, Map<String, Value>), Error> {
         let url = self.row_url(table, row, query)?;
-        let mut headers = vec![
+        let mut headers = self.write_headers(vec![
             ("prefer", "return=representation".to_owned()),
             ("content-type", "application/json; charset=utf-8".to_owned()),
-        ];
+        ]);
         if let Some(tag) = if_match {
             headers.push(("if-match", tag.to_owned()));
         }

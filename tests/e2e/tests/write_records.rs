@@ -1,0 +1,397 @@
+//! `write-records`: many rows of one table through `CreateMultiple`, `UpdateMultiple` and
+//! `UpsertMultiple`, run as the binary it ships as, through the Lambda Runtime API, against the
+//! Dataverse emulator (and moto's S3 for an object of JSON Lines).
+
+// Integration tests: a panic is a failed assertion.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use dataverse_emulator::client::Fault;
+use e2e_tests::{Emulator, Failure, Function, LocalFiles, Moto, aws_env};
+use serde_json::{Value, json};
+
+const BUCKET: &str = "crm-imports";
+
+struct Org {
+    emulator: Emulator,
+    _files: LocalFiles,
+    write: Function,
+}
+
+impl Org {
+    /// Accounts with an alternate key on `accountnumber`, and `write-records`; with `s3`, moto's
+    /// S3 with a bucket, for `input.s3`.
+    async fn start(moto: Option<&Moto>) -> Self {
+        let emulator = Emulator::with_account_key().await.unwrap();
+        let files = LocalFiles::new("write-records", &emulator).unwrap();
+        let mut environment =
+            moto.map_or_else(Vec::new, |m| aws_env("AWS_ENDPOINT_URL_S3", &m.url));
+        environment.push(files.secrets_env());
+        let write = Function::start("write-records", &environment)
+            .await
+            .unwrap();
+        Self {
+            emulator,
+            _files: files,
+            write,
+        }
+    }
+
+    async fn invoke(&mut self, payload: &Value) -> Value {
+        match self.write.invoke(payload).await {
+            Ok(answer) => answer,
+            Err(e) => panic!("write-records failed: {e:?}\n{}", self.write.logs()),
+        }
+    }
+
+    /// The bulk requests sent since the last call: `(action, status)`.
+    async fn bulk_requests(&self) -> Vec<(String, u64)> {
+        let log = self.emulator.requests().await.unwrap();
+        self.emulator.clear_requests().await.unwrap();
+        log.iter()
+            .filter_map(|e| {
+                let path = e["path"].as_str()?;
+                let action = path.split("Microsoft.Dynamics.CRM.").nth(1)?;
+                Some((action.to_owned(), e["status"].as_u64()?))
+            })
+            .collect()
+    }
+
+    /// `name` of every account, sorted.
+    async fn names(&self) -> Vec<String> {
+        let (_, body) = self
+            .emulator
+            .api_get("accounts?$select=name")
+            .await
+            .unwrap();
+        let mut names: Vec<String> = body["value"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|r| r["name"].as_str().map(str::to_owned))
+            .collect();
+        names.sort();
+        names
+    }
+}
+
+fn statuses(answer: &Value) -> Vec<String> {
+    answer["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["status"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn base(mode: &str, rows: Value) -> Value {
+    let mut payload = json!({"dataset": "contoso", "table": "accounts", "mode": mode});
+    payload["rows"] = rows;
+    payload
+}
+
+#[tokio::test]
+async fn creates_updates_and_upserts_and_reports_every_row_in_order() {
+    let mut org = Org::start(None).await;
+    let created = org
+        .invoke(&base(
+            "create",
+            json!([{"name": "A", "accountnumber": "A-1"}, {"name": "B", "accountnumber": "B-1"}]),
+        ))
+        .await;
+    assert_eq!(statuses(&created), ["created", "created"], "{created}");
+    assert_eq!(
+        (created["created"].as_u64(), created["failed"].as_u64()),
+        (Some(2), Some(0))
+    );
+    assert_eq!(created["table"], "account");
+    let ids: Vec<String> = created["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(created["rows"][1]["row"], 1);
+    assert_eq!(
+        org.bulk_requests().await,
+        [("CreateMultiple".to_owned(), 200)]
+    );
+
+    let updated = org
+        .invoke(&base(
+            "update",
+            json!([{"accountid": ids[0], "name": "A2"}, {"accountid": ids[1], "name": "B2"}]),
+        ))
+        .await;
+    assert_eq!(statuses(&updated), ["updated", "updated"], "{updated}");
+    assert_eq!(updated["rows"][0]["id"], ids[0].as_str());
+    assert_eq!(org.names().await, ["A2", "B2"]);
+
+    // Upsert by the alternate key: one row exists, one is new.
+    let upserted = org
+        .invoke(&json!({"dataset": "contoso", "table": "accounts", "mode": "upsert",
+            "key": ["accountnumber"],
+            "rows": [{"accountnumber": "A-1", "name": "A3"}, {"accountnumber": "C-1", "name": "C"}]}))
+        .await;
+    assert_eq!(statuses(&upserted), ["upserted", "upserted"], "{upserted}");
+    assert_eq!(upserted["rows"][1]["key"], json!({"accountnumber": "C-1"}));
+    assert_eq!(org.names().await, ["A3", "B2", "C"]);
+    assert_eq!(
+        org.bulk_requests().await,
+        [
+            ("UpdateMultiple".to_owned(), 204),
+            ("UpsertMultiple".to_owned(), 204)
+        ]
+    );
+}
+
+#[tokio::test]
+async fn takes_a_distributed_map_batch_with_its_batch_input() {
+    let mut org = Org::start(None).await;
+    let answer = org
+        .invoke(&json!({
+            "BatchInput": {"dataset": "contoso", "table": "account", "mode": "create"},
+            "Items": [{"name": "From a map", "@odata.etag": "W/\"1\""}]
+        }))
+        .await;
+    assert_eq!(statuses(&answer), ["created"], "{answer}");
+    assert_eq!(org.names().await, ["From a map"]);
+}
+
+#[tokio::test]
+async fn a_bad_row_in_a_chunk_is_isolated_and_the_others_are_written() {
+    let mut org = Org::start(None).await;
+    let rows = json!([
+        {"name": "r0"}, {"name": "r1"}, {"name": "r2", "nosuchcolumn": 1}, {"name": "r3"}, {"name": "r4"}
+    ]);
+    let mut payload = base("create", rows);
+    payload["batch_size"] = json!(5);
+    let answer = org.invoke(&payload).await;
+    assert_eq!(
+        statuses(&answer),
+        ["created", "created", "failed", "created", "created"],
+        "{answer}"
+    );
+    assert_eq!(
+        answer["rows"][2]["error"]["type"], "Crm.BadRequest",
+        "{answer}"
+    );
+    assert_eq!(org.names().await, ["r0", "r1", "r3", "r4"]);
+    // All five refused; then [0,2) written, [2,5) refused, [2,3) refused alone, [3,5) written.
+    let sent = org.bulk_requests().await;
+    let statuses: Vec<u64> = sent.iter().map(|(_, s)| *s).collect();
+    assert_eq!(statuses, [400, 200, 400, 400, 200], "{sent:?}");
+}
+
+#[tokio::test]
+async fn an_update_without_its_key_is_refused_and_not_sent() {
+    let mut org = Org::start(None).await;
+    let answer = org
+        .invoke(&base("update", json!([{"name": "no id"}])))
+        .await;
+    assert_eq!(statuses(&answer), ["failed"]);
+    assert_eq!(answer["rows"][0]["error"]["type"], "Crm.InvalidInput");
+    assert!(
+        answer["rows"][0]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("rows[0]: names no row"),
+        "{answer}"
+    );
+    assert_eq!(org.bulk_requests().await, []);
+    // A key named by `key` must be in the row too.
+    let answer = org
+        .invoke(&json!({"dataset": "contoso", "table": "accounts", "mode": "upsert", "key": ["accountnumber"],
+            "rows": [{"name": "no number"}]}))
+        .await;
+    assert_eq!(statuses(&answer), ["failed"], "{answer}");
+    assert_eq!(org.bulk_requests().await, []);
+}
+
+#[tokio::test]
+async fn sends_chunks_of_batch_size_rows() {
+    let mut org = Org::start(None).await;
+    let rows: Vec<Value> = (0..7).map(|i| json!({"name": format!("n{i}")})).collect();
+    let mut payload = base("create", Value::Array(rows));
+    payload["batch_size"] = json!(3);
+    let answer = org.invoke(&payload).await;
+    assert_eq!(answer["created"], 7, "{answer}");
+    // Three requests (3, 3 and 1 rows), each answering its rows' ids.
+    let sent = org.bulk_requests().await;
+    assert_eq!(sent.len(), 3, "{sent:?}");
+    assert_eq!(org.names().await.len(), 7);
+    let ids: std::collections::BTreeSet<&str> = answer["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["id"].as_str())
+        .collect();
+    assert_eq!(ids.len(), 7, "{answer}");
+}
+
+#[tokio::test]
+async fn a_create_whose_answer_is_lost_is_unknown_and_not_sent_again() {
+    let mut org = Org::start(None).await;
+    org.emulator
+        .client()
+        .add_fault(&Fault::drop_answer().path_contains("CreateMultiple"))
+        .await
+        .unwrap();
+    let mut payload = base(
+        "create",
+        json!([{"name": "x"}, {"name": "y"}, {"name": "z"}]),
+    );
+    payload["batch_size"] = json!(2);
+    let answer = org.invoke(&payload).await;
+    assert_eq!(
+        statuses(&answer),
+        ["unknown", "unknown", "created"],
+        "{answer}"
+    );
+    assert_eq!(answer["unknown"], 2);
+    // Sent once each: the lost one was carried out, and not repeated.
+    let sent = org.bulk_requests().await;
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    assert_eq!(org.names().await, ["x", "y", "z"]);
+}
+
+#[tokio::test]
+async fn near_the_deadline_it_stops_and_says_where_to_resume() {
+    let mut org = Org::start(None).await;
+    org.emulator
+        .client()
+        .add_fault(
+            &Fault::delay(Duration::from_millis(2_500))
+                .path_contains("CreateMultiple")
+                .times(2),
+        )
+        .await
+        .unwrap();
+    let rows: Vec<Value> = (0..5).map(|i| json!({"name": format!("d{i}")})).collect();
+    let mut payload = base("create", Value::Array(rows));
+    payload["batch_size"] = json!(1);
+    let answer = match org
+        .write
+        .invoke_within(&payload, Duration::from_secs(6))
+        .await
+    {
+        Ok(answer) => answer,
+        Err(e) => panic!("{e:?}\n{}", org.write.logs()),
+    };
+    assert_eq!(
+        statuses(&answer),
+        [
+            "created",
+            "created",
+            "not_attempted",
+            "not_attempted",
+            "not_attempted"
+        ],
+        "{answer}"
+    );
+    assert_eq!(answer["next_row"], 2, "{answer}");
+    assert!(
+        answer["stopped"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("deadline")
+    );
+    assert_eq!(org.names().await, ["d0", "d1"]);
+}
+
+#[tokio::test]
+async fn a_refusal_of_the_whole_first_request_fails_the_invocation() {
+    let mut org = Org::start(None).await;
+    org.emulator
+        .client()
+        .add_fault(
+            &Fault::status(429)
+                .retry_after(300)
+                .path_contains("CreateMultiple"),
+        )
+        .await
+        .unwrap();
+    // Nothing was written, so the invocation fails with the request's type, which a workflow
+    // retries (a report of rows "not attempted" would look like success to it).
+    match org
+        .write
+        .invoke(&base("create", json!([{"name": "x"}])))
+        .await
+    {
+        Err(Failure::Error { error_type, .. }) => assert_eq!(error_type, "Crm.Throttled"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(org.names().await, Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn reads_rows_from_an_s3_object_of_json_lines() {
+    let moto = Moto::start().await.unwrap();
+    let s3 = aws_sdk_s3::Client::new(&moto.sdk_config().await);
+    s3.create_bucket().bucket(BUCKET).send().await.unwrap();
+    let mut lines = String::new();
+    for i in 0..250 {
+        writeln!(
+            lines,
+            "{{\"name\": \"s{i:03}\", \"@odata.etag\": \"W/\\\"1\\\"\"}}"
+        )
+        .unwrap();
+        if i == 100 {
+            lines.push_str("not json\n\n");
+        }
+    }
+    s3.put_object()
+        .bucket(BUCKET)
+        .key("import/rows.jsonl")
+        .body(lines.into_bytes().into())
+        .send()
+        .await
+        .unwrap();
+    let mut org = Org::start(Some(&moto)).await;
+    let answer = org
+        .invoke(
+            &json!({"dataset": "contoso", "table": "accounts", "mode": "create",
+            "input": {"s3": {"bucket": BUCKET, "key": "import/rows.jsonl"}}}),
+        )
+        .await;
+    assert_eq!(
+        (answer["created"].as_u64(), answer["failed"].as_u64()),
+        (Some(250), Some(1)),
+        "{answer}"
+    );
+    // Only the problems are listed, by line.
+    assert_eq!(answer["rows"].as_array().unwrap().len(), 1);
+    assert_eq!(answer["rows"][0]["line"], 102, "{answer}");
+    assert_eq!(org.names().await.len(), 250);
+    let sent = org.bulk_requests().await;
+    assert_eq!(sent.len(), 3, "100 rows a request by default: {sent:?}");
+
+    // A resume from a line writes from there on.
+    let answer = org
+        .invoke(
+            &json!({"dataset": "contoso", "table": "accounts", "mode": "create",
+            "input": {"s3": {"bucket": BUCKET, "key": "import/rows.jsonl", "start_line": 250}}}),
+        )
+        .await;
+    assert_eq!(answer["created"], 3, "{answer}");
+
+    match org
+        .write
+        .invoke(
+            &json!({"dataset": "contoso", "table": "accounts", "mode": "create",
+            "input": {"s3": {"bucket": BUCKET, "key": "import/none.jsonl"}}}),
+        )
+        .await
+    {
+        Err(Failure::Error {
+            error_type,
+            message,
+        }) => {
+            assert_eq!(error_type, "Crm.InvalidInput");
+            assert!(message.starts_with("input.s3.key"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
