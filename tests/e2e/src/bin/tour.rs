@@ -237,6 +237,25 @@ async fn actions(tour: &mut Tour, environment: &[(String, String)]) -> Result<()
     )
     .await?;
     tour.step(
+        "write-records",
+        environment,
+        "two accounts in one CreateMultiple request (functions/write-records/events/create.json)",
+        &sample(include_str!(
+            "../../../../functions/write-records/events/create.json"
+        )),
+        Expect::Ok,
+    )
+    .await?;
+    tour.step(
+        "write-records",
+        environment,
+        "two more, one of them refused: the other is still written, each with its own outcome",
+        &json!({"dataset": "contoso", "table": "accounts", "mode": "create",
+                "rows": [{"name": "Proseware"}, {"name": "Bad", "revenue": "lots"}]}),
+        Expect::Ok,
+    )
+    .await?;
+    tour.step(
         "get-record",
         environment,
         "an id that is not a GUID",
