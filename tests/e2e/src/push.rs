@@ -1,6 +1,7 @@
 //! Webhook registrations written straight into the emulator's registration tables, for suites that
-//! need what `webhooks register` does not make: an endpoint address with options in its query, or
-//! an Update step with a pre-image of chosen columns.
+//! need what `webhooks register` does not make: an endpoint address with options in its own query
+//! (the tool writes them as query-string settings), or an Update step whose pre-image holds other
+//! columns than the step watches.
 
 use reqwest::Method;
 use serde_json::{Value, json};

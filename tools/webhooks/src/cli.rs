@@ -8,15 +8,16 @@ use dataverse::{Deadline, TableName};
 use serde_json::Value;
 use url::Url;
 
-use crate::registration::{self, Auth, Message, Plan, RegistrationError};
+use crate::registration::{self, Auth, Message, Plan, ReceiverOptions, RegistrationError};
 
 pub const USAGE: &str = "\
 webhooks: push a Dataverse table's changes to dataverse-webhook
 
 USAGE:
     webhooks register --dataset D --table T --url U [--messages create,update,delete]
-                      [--columns a,b] [--filter F]
+                      [--columns a,b] [--filter F] [--previous]
                       [--auth webhook-key|http-header|http-query-string] [--update-key]
+                      [--ignore-own-changes] [--formatted-values]
     webhooks list     --dataset D
     webhooks remove   --dataset D --url U [--filter F] [--table T]
 
@@ -26,9 +27,14 @@ USAGE:
     pre-image); each filter is an endpoint of its own, so remove names it too. The key is
     the dataset's `webhook_key`, read with its credentials through CRM_SECRETS (as the functions read
     them); it is never printed. --update-key writes it to an endpoint that already exists.
+    --previous gives the update step a pre-image (of --columns, else every column), so that
+    updates say which columns changed and what they held. --ignore-own-changes and
+    --formatted-values turn on the receiver's options of those names; they travel beside the key
+    as query-string settings, so they need --auth http-query-string, the default with them.
 
-    Registering twice changes nothing; remove deletes images, steps, then the endpoint once no
-    step uses it. Each command prints what it did as JSON.";
+    Registering twice changes nothing, and registering with other flags makes the registration
+    what they say; remove deletes images, steps, then the endpoint once no step uses it. Each
+    command prints what it did as JSON.";
 
 /// A parsed command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,6 +49,9 @@ pub enum Command {
         filter: Option<String>,
         auth: Auth,
         update_key: bool,
+        /// A pre-image on the Update step, for `changed` and `previous`.
+        previous: bool,
+        options: ReceiverOptions,
     },
     List {
         dataset: Dataset,
@@ -95,8 +104,17 @@ impl Command {
         }
         let mut options = Options::default();
         while let Some(flag) = args.next() {
-            if flag == "--update-key" {
-                options.update_key = true;
+            let switch = match flag.as_str() {
+                "--update-key" => Some(&mut options.update_key),
+                "--previous" => Some(&mut options.previous),
+                "--ignore-own-changes" => Some(&mut options.receiver.ignore_own_changes),
+                "--formatted-values" => Some(&mut options.receiver.formatted_values),
+                _ => None,
+            };
+            if let Some(switch) = switch {
+                if std::mem::replace(switch, true) {
+                    return Err(CliError::Usage(format!("{flag} is given twice")));
+                }
                 continue;
             }
             let value = args
@@ -130,6 +148,8 @@ struct Options {
     filter: Option<String>,
     auth: Option<String>,
     update_key: bool,
+    previous: bool,
+    receiver: ReceiverOptions,
 }
 
 impl Options {
@@ -177,9 +197,11 @@ impl Options {
                 || self.columns.is_some()
                 || self.auth.is_some()
                 || self.update_key
+                || self.previous
+                || self.receiver.any()
             {
                 Err(usage(
-                    "--messages, --columns, --auth and --update-key are only for register".into(),
+                    "--messages, --columns, --auth, --update-key, --previous, --ignore-own-changes and --formatted-values are only for register".into(),
                 ))
             } else {
                 Ok(())
@@ -212,12 +234,26 @@ impl Options {
                         "--columns filters updates, and update is not among --messages".into(),
                     ));
                 }
+                if self.previous && !messages.contains(&Message::Update) {
+                    return Err(usage(
+                        "--previous gives the update step a pre-image, and update is not among --messages".into(),
+                    ));
+                }
+                let options = self.receiver;
+                // The receiver reads its options from the query, and only the query-string auth
+                // type adds parameters of our choosing to it.
                 let auth = match &self.auth {
+                    None if options.any() => Auth::HttpQueryString,
                     None => Auth::WebhookKey,
                     Some(text) => {
                         Auth::try_from(text.as_str()).map_err(|p| usage(format!("--auth: {p}")))?
                     }
                 };
+                if options.any() && auth != Auth::HttpQueryString {
+                    return Err(usage(
+                        "--ignore-own-changes and --formatted-values travel as query-string settings beside the key: use --auth http-query-string, or leave --auth out".into(),
+                    ));
+                }
                 Ok(Command::Register {
                     dataset: dataset()?,
                     table: table(
@@ -231,6 +267,8 @@ impl Options {
                     filter: filter()?,
                     auth,
                     update_key: self.update_key,
+                    previous: self.previous,
+                    options,
                 })
             }
             "list" => {
@@ -278,6 +316,8 @@ pub async fn run(crm: &Crm, command: Command, deadline: Deadline) -> Result<Valu
             filter,
             auth,
             update_key,
+            previous,
+            options,
         } => {
             let key = crm
                 .webhook_key(&dataset)
@@ -307,6 +347,8 @@ pub async fn run(crm: &Crm, command: Command, deadline: Deadline) -> Result<Valu
                 auth,
                 update_key,
                 delete_image_columns,
+                previous,
+                options,
             };
             let client = crm.client(&dataset).await?;
             let outcome = registration::register(&client, &key, &plan, deadline).await?;
@@ -391,6 +433,47 @@ mod tests {
     }
 
     #[test]
+    fn parses_the_pre_image_and_the_receivers_options() {
+        let base = "register --dataset contoso --table account --url https://x/";
+        let Command::Register {
+            previous,
+            options,
+            auth,
+            ..
+        } = parse(base).unwrap()
+        else {
+            panic!()
+        };
+        assert!(!previous && !options.any());
+        assert_eq!(auth, Auth::WebhookKey);
+        let Command::Register {
+            previous,
+            options,
+            auth,
+            ..
+        } = parse(&format!(
+            "{base} --previous --ignore-own-changes --formatted-values"
+        ))
+        .unwrap()
+        else {
+            panic!()
+        };
+        assert!(previous && options.ignore_own_changes && options.formatted_values);
+        assert_eq!(
+            auth,
+            Auth::HttpQueryString,
+            "the options' auth type by default"
+        );
+        let Command::Register { options, .. } = parse(&format!(
+            "{base} --formatted-values --auth http-query-string"
+        ))
+        .unwrap() else {
+            panic!()
+        };
+        assert!(options.formatted_values && !options.ignore_own_changes);
+    }
+
+    #[test]
     fn refuses_what_would_register_the_wrong_thing() {
         let base = "register --dataset contoso --table account";
         assert!(usage(&format!("{base} --url http://example.com/")).contains("https"));
@@ -407,6 +490,26 @@ mod tests {
             usage(&format!("{base} --url https://x/ --columns 'x;y'")).contains("logical name")
         );
         assert!(usage(&format!("{base} --url https://x/ --auth basic")).contains("auth"));
+        // Options the chosen auth type cannot carry, a pre-image without an update step.
+        for auth in ["webhook-key", "http-header"] {
+            assert!(
+                usage(&format!(
+                    "{base} --url https://x/ --auth {auth} --ignore-own-changes"
+                ))
+                .contains("http-query-string")
+            );
+        }
+        assert!(
+            usage(&format!(
+                "{base} --url https://x/ --messages create,delete --previous"
+            ))
+            .contains("update")
+        );
+        assert!(usage(&format!("{base} --url https://x/ --previous --previous")).contains("twice"));
+        assert!(
+            usage("remove --dataset contoso --url https://x/ --formatted-values")
+                .contains("only for register")
+        );
         assert!(usage("register --table account --url https://x/").contains("--dataset"));
         assert!(usage("list --dataset contoso --url https://x/").contains("only --dataset"));
         assert!(

@@ -6,12 +6,17 @@
 //!
 //! Rows made here are found again by name, so registering twice changes nothing, and removing deletes
 //! the images, then the steps, then the endpoint once no step uses it: nothing is left orphaned.
+//!
+//! The receiver's options (`ignore_own_changes`, `formatted_values`) travel as settings of the
+//! `HttpQueryString` auth type, beside the key, which Dataverse adds to each delivery's query.
+//! Dataverse never returns an auth value, so the endpoint's description records them too, and that
+//! is what a later run compares.
 
 use std::collections::BTreeSet;
 use std::fmt;
 use std::sync::Arc;
 
-use connector::webhook::{KEY_HEADER, KEY_PARAMETER};
+use connector::webhook::{FORMATTED_VALUES, IGNORE_OWN_CHANGES, KEY_HEADER, KEY_PARAMETER};
 use dataverse::{Client, Deadline, Query, Table, TableName};
 use futures_util::TryStreamExt as _;
 use secrecy::{ExposeSecret, SecretString};
@@ -74,15 +79,54 @@ impl Message {
         }
     }
 
-    /// The image that gives the receiver the row: after a creation or update, before a deletion
-    /// (which has no after, and whose `$filter` needs the row as it was); and the message property it
-    /// is taken from, `Id` (the created row's id) for Create and `Target` otherwise, as Microsoft's
-    /// table of entity-image message properties lists them.
-    fn image(self) -> (i64, &'static str, &'static str) {
+    /// The images the receiver needs from this message's step: the row after a creation or update,
+    /// the row before a deletion (which has no after, and whose `$filter` needs the row as it was),
+    /// and with `plan.previous` the row before an update too, to say which columns it changed.
+    fn images(self, plan: &Plan) -> Vec<Image> {
+        // The message property an image is taken from: `Id` (the created row's id) for Create and
+        // `Target` otherwise, as Microsoft's table of entity-image message properties lists them.
         match self {
-            Message::Create => (IMAGE_POST, "PostImage", "Id"),
-            Message::Update => (IMAGE_POST, "PostImage", "Target"),
-            Message::Delete => (IMAGE_PRE, "PreImage", "Target"),
+            Message::Create => vec![Image::post("Id", String::new())],
+            Message::Update => {
+                let mut images = vec![Image::post("Target", String::new())];
+                if plan.previous {
+                    // The watched columns are the ones whose earlier values the receiver reports;
+                    // without any, every column.
+                    images.push(Image::pre(plan.columns.join(",")));
+                }
+                images
+            }
+            Message::Delete => vec![Image::pre(plan.delete_image_columns.join(","))],
+        }
+    }
+}
+
+/// An image a step should have: its type, its name and alias, the message property it is taken
+/// from, and its attributes (empty for every column).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Image {
+    kind: i64,
+    alias: &'static str,
+    property: &'static str,
+    attributes: String,
+}
+
+impl Image {
+    fn pre(attributes: String) -> Self {
+        Self {
+            kind: IMAGE_PRE,
+            alias: "PreImage",
+            property: "Target",
+            attributes,
+        }
+    }
+
+    fn post(property: &'static str, attributes: String) -> Self {
+        Self {
+            kind: IMAGE_POST,
+            alias: "PostImage",
+            property,
+            attributes,
         }
     }
 }
@@ -133,19 +177,68 @@ impl Auth {
         }
     }
 
-    /// `authvalue`: the key itself, or a one-setting list naming where it goes.
-    fn value(self, key: &SecretString) -> SecretString {
-        let setting = |name: &str| {
+    /// `authvalue`: the key itself, or a list of settings naming where it goes. The query string's
+    /// list also carries the receiver's options that are on; the other types cannot carry them
+    /// (the command line refuses options with those).
+    fn value(self, key: &SecretString, options: ReceiverOptions) -> SecretString {
+        let setting = |name: &str, value: &str| {
             format!(
-                "<settings><setting name=\"{name}\" value=\"{}\" /></settings>",
-                xml_escape(key.expose_secret())
+                "<setting name=\"{name}\" value=\"{}\" />",
+                xml_escape(value)
             )
         };
         SecretString::from(match self {
             Auth::WebhookKey => key.expose_secret().to_owned(),
-            Auth::HttpHeader => setting(KEY_HEADER),
-            Auth::HttpQueryString => setting(KEY_PARAMETER),
+            Auth::HttpHeader => format!(
+                "<settings>{}</settings>",
+                setting(KEY_HEADER, key.expose_secret())
+            ),
+            Auth::HttpQueryString => {
+                let mut settings = setting(KEY_PARAMETER, key.expose_secret());
+                for name in options.names() {
+                    settings.push_str(&setting(name, "true"));
+                }
+                format!("<settings>{settings}</settings>")
+            }
         })
+    }
+}
+
+/// The options `dataverse-webhook` reads from a delivery's query; each is off unless registered.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReceiverOptions {
+    pub ignore_own_changes: bool,
+    pub formatted_values: bool,
+}
+
+impl ReceiverOptions {
+    /// The query parameters of the options that are on.
+    fn names(self) -> impl Iterator<Item = &'static str> {
+        [
+            (IGNORE_OWN_CHANGES, self.ignore_own_changes),
+            (FORMATTED_VALUES, self.formatted_values),
+        ]
+        .into_iter()
+        .filter_map(|(name, on)| on.then_some(name))
+    }
+
+    pub fn any(self) -> bool {
+        self.names().next().is_some()
+    }
+}
+
+/// What an endpoint made here says it is for.
+const DESCRIPTION: &str = "Sends this org's changes to dataverse-webhook on AWS Lambda.";
+
+/// The endpoint's description: what it is for, and the options its auth value carries, which
+/// Dataverse does not return. Without options it is the description earlier runs wrote, so their
+/// endpoints are not rewritten.
+fn description(options: ReceiverOptions) -> String {
+    let on: Vec<String> = options.names().map(|n| format!("{n}=true")).collect();
+    if on.is_empty() {
+        DESCRIPTION.to_owned()
+    } else {
+        format!("{DESCRIPTION} Options: {}.", on.join(", "))
     }
 }
 
@@ -194,6 +287,11 @@ pub struct Plan {
     /// With a `$filter`: the columns the Delete step's pre-image must hold for the receiver to judge
     /// a deletion by it (their attribute names). Empty for an image of every column.
     pub delete_image_columns: Vec<String>,
+    /// Give the Update step a pre-image (of `columns`, else every column), so that its events say
+    /// which columns changed and what they held.
+    pub previous: bool,
+    /// The receiver's options, which need the `HttpQueryString` auth type.
+    pub options: ReceiverOptions,
 }
 
 impl Plan {
@@ -388,17 +486,11 @@ pub async fn register(
             deadline,
         )
         .await?;
-        let attributes = if message == Message::Delete {
-            plan.delete_image_columns.join(",")
-        } else {
-            String::new()
-        };
-        ensure_image(
+        ensure_images(
             client,
             &tables,
             step,
-            message,
-            &attributes,
+            &message.images(plan),
             &mut outcome,
             deadline,
         )
@@ -424,20 +516,26 @@ async fn ensure_endpoint(
 ) -> Result<Uuid, RegistrationError> {
     let name = plan.endpoint_name();
     let query = Query::new()
-        .select("serviceendpointid,url,authtype")
+        .select("serviceendpointid,url,authtype,description")
         .filter(format!("name eq {}", literal(&name)));
     let existing = rows(client, &tables.endpoints, &query, deadline).await?;
+    let description = description(plan.options);
     let mut fields = Map::new();
     fields.insert("url".into(), json!(plan.endpoint_url.as_str()));
     fields.insert("authtype".into(), json!(plan.auth.code()));
+    fields.insert("description".into(), json!(description));
     if let Some(row) = existing.first() {
         let id = id_of(row, "serviceendpoint", "serviceendpointid")?;
+        // The endpoint is found by its address; its options and key are in the auth value, which
+        // Dataverse never returns, so the description stands for the options. A difference in any
+        // of them rewrites the whole auth value, key included, which this run has.
         let same = text(row, "url") == plan.endpoint_url.as_str()
-            && row.get("authtype").and_then(Value::as_i64) == Some(plan.auth.code());
+            && row.get("authtype").and_then(Value::as_i64) == Some(plan.auth.code())
+            && text(row, "description") == description;
         if !same || plan.update_key {
             fields.insert(
                 "authvalue".into(),
-                json!(plan.auth.value(key).expose_secret()),
+                json!(plan.auth.value(key, plan.options).expose_secret()),
             );
             client
                 .update(&tables.endpoints, id, &fields)
@@ -448,15 +546,11 @@ async fn ensure_endpoint(
         return Ok(id);
     }
     fields.insert("name".into(), json!(name));
-    fields.insert(
-        "description".into(),
-        json!("Sends this org's changes to dataverse-webhook on AWS Lambda."),
-    );
     fields.insert("contract".into(), json!(CONTRACT_WEBHOOK));
     fields.insert("messageformat".into(), json!(FORMAT_JSON));
     fields.insert(
         "authvalue".into(),
-        json!(plan.auth.value(key).expose_secret()),
+        json!(plan.auth.value(key, plan.options).expose_secret()),
     );
     let created = client
         .create(
@@ -590,56 +684,77 @@ async fn ensure_step(
     Ok(id)
 }
 
-/// Makes the step's image unless it has one. `attributes` empty means every column. A step's image
-/// never needs changing: the attributes follow from the endpoint's filter, and each filter has an
-/// endpoint, and so steps, of its own.
-async fn ensure_image(
+/// Gives the step exactly the images `wanted`: one of each type, made when missing, its attributes
+/// updated when they differ (the Update step's pre-image follows `--columns`), and an image of a
+/// type not wanted deleted (the Update step's pre-image once `--previous` is dropped).
+async fn ensure_images(
     client: &Client,
     tables: &Tables,
     step: Uuid,
-    message: Message,
-    attributes: &str,
+    wanted: &[Image],
     outcome: &mut Outcome,
     deadline: Deadline,
 ) -> Result<(), RegistrationError> {
-    let (kind, alias, property) = message.image();
+    const TABLE: &str = "sdkmessageprocessingstepimage";
     let query = Query::new()
-        .select("sdkmessageprocessingstepimageid")
-        .filter(format!(
-            "_sdkmessageprocessingstepid_value eq {step} and imagetype eq {kind}"
-        ));
-    if !rows(client, &tables.images, &query, deadline)
-        .await?
-        .is_empty()
-    {
-        return Ok(());
+        .select("sdkmessageprocessingstepimageid,imagetype,attributes")
+        .filter(format!("_sdkmessageprocessingstepid_value eq {step}"));
+    let existing = rows(client, &tables.images, &query, deadline).await?;
+    for row in &existing {
+        let kind = row.get("imagetype").and_then(Value::as_i64);
+        if !wanted.iter().any(|image| Some(image.kind) == kind) {
+            let id = id_of(row, TABLE, "sdkmessageprocessingstepimageid")?;
+            client.delete(&tables.images, id, None, deadline).await?;
+            outcome.deleted.push((TABLE, id));
+        }
     }
-    let mut fields = Map::new();
-    fields.insert("name".into(), json!(alias));
-    fields.insert("entityalias".into(), json!(alias));
-    fields.insert("imagetype".into(), json!(kind));
-    fields.insert("messagepropertyname".into(), json!(property));
-    if !attributes.is_empty() {
-        fields.insert("attributes".into(), json!(attributes));
+    for image in wanted {
+        let found = existing
+            .iter()
+            .find(|row| row.get("imagetype").and_then(Value::as_i64) == Some(image.kind));
+        if let Some(row) = found {
+            if text(row, "attributes") != image.attributes {
+                let id = id_of(row, TABLE, "sdkmessageprocessingstepimageid")?;
+                let mut fields = Map::new();
+                fields.insert(
+                    "attributes".into(),
+                    if image.attributes.is_empty() {
+                        Value::Null
+                    } else {
+                        json!(image.attributes)
+                    },
+                );
+                client
+                    .update(&tables.images, id, &fields)
+                    .send(deadline)
+                    .await?;
+                outcome.updated.push((TABLE, id));
+            }
+            continue;
+        }
+        let mut fields = Map::new();
+        fields.insert("name".into(), json!(image.alias));
+        fields.insert("entityalias".into(), json!(image.alias));
+        fields.insert("imagetype".into(), json!(image.kind));
+        fields.insert("messagepropertyname".into(), json!(image.property));
+        if !image.attributes.is_empty() {
+            fields.insert("attributes".into(), json!(image.attributes));
+        }
+        fields.insert(
+            "sdkmessageprocessingstepid@odata.bind".into(),
+            json!(format!("/sdkmessageprocessingsteps({step})")),
+        );
+        let created = client
+            .create(
+                &tables.images,
+                &fields,
+                &Query::new().select("sdkmessageprocessingstepimageid"),
+                deadline,
+            )
+            .await?;
+        let id = id_of(&created, TABLE, "sdkmessageprocessingstepimageid")?;
+        outcome.created.push((TABLE, id));
     }
-    fields.insert(
-        "sdkmessageprocessingstepid@odata.bind".into(),
-        json!(format!("/sdkmessageprocessingsteps({step})")),
-    );
-    let created = client
-        .create(
-            &tables.images,
-            &fields,
-            &Query::new().select("sdkmessageprocessingstepimageid"),
-            deadline,
-        )
-        .await?;
-    let id = id_of(
-        &created,
-        "sdkmessageprocessingstepimage",
-        "sdkmessageprocessingstepimageid",
-    )?;
-    outcome.created.push(("sdkmessageprocessingstepimage", id));
     Ok(())
 }
 
@@ -656,7 +771,7 @@ pub struct Step {
 pub async fn list(client: &Client, deadline: Deadline) -> Result<Value, RegistrationError> {
     let tables = Tables::resolve(client, deadline).await?;
     let query = Query::new()
-        .select("serviceendpointid,name,url,authtype")
+        .select("serviceendpointid,name,url,authtype,description")
         .filter(format!("startswith(name,{})", literal(NAME_PREFIX)));
     let mut endpoints = Vec::new();
     for endpoint in rows(client, &tables.endpoints, &query, deadline).await? {
@@ -667,6 +782,8 @@ pub async fn list(client: &Client, deadline: Deadline) -> Result<Value, Registra
             "name": text(&endpoint, "name"),
             "url": text(&endpoint, "url"),
             "authtype": endpoint.get("authtype"),
+            // The options registered with it: the auth value that carries them is never returned.
+            "description": text(&endpoint, "description"),
             "steps": steps.iter().map(|s| json!({
                 "id": s.id,
                 "name": s.name,
@@ -812,17 +929,93 @@ mod tests {
         assert_eq!(endpoint_name(&url), format!("aws-crm: {url}"));
     }
 
+    fn plan(previous: bool, columns: &[&str]) -> Plan {
+        Plan {
+            endpoint_url: Url::parse("https://x/contoso").unwrap(),
+            table: TableName::try_from("account").unwrap(),
+            messages: Message::ALL.into_iter().collect(),
+            columns: columns.iter().map(|c| (*c).to_owned()).collect(),
+            auth: Auth::WebhookKey,
+            update_key: false,
+            delete_image_columns: vec!["statecode".into()],
+            previous,
+            options: ReceiverOptions::default(),
+        }
+    }
+
+    #[test]
+    fn an_update_step_gets_a_pre_image_of_its_watched_columns_only_when_asked() {
+        let kinds = |images: Vec<Image>| {
+            images
+                .into_iter()
+                .map(|i| (i.kind, i.property, i.attributes))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            kinds(Message::Update.images(&plan(false, &["name"]))),
+            [(IMAGE_POST, "Target", String::new())]
+        );
+        assert_eq!(
+            kinds(Message::Update.images(&plan(true, &["name", "telephone1"]))),
+            [
+                (IMAGE_POST, "Target", String::new()),
+                (IMAGE_PRE, "Target", "name,telephone1".to_owned())
+            ]
+        );
+        assert_eq!(
+            kinds(Message::Update.images(&plan(true, &[])))[1],
+            (IMAGE_PRE, "Target", String::new()),
+            "every column without --columns"
+        );
+        assert_eq!(
+            kinds(Message::Delete.images(&plan(true, &["name"]))),
+            [(IMAGE_PRE, "Target", "statecode".to_owned())]
+        );
+        assert_eq!(
+            kinds(Message::Create.images(&plan(true, &[]))),
+            [(IMAGE_POST, "Id", String::new())]
+        );
+    }
+
+    #[test]
+    fn the_description_records_the_options_and_is_unchanged_without_them() {
+        assert_eq!(
+            description(ReceiverOptions::default()),
+            "Sends this org's changes to dataverse-webhook on AWS Lambda."
+        );
+        assert_eq!(
+            description(ReceiverOptions {
+                ignore_own_changes: false,
+                formatted_values: true
+            }),
+            "Sends this org's changes to dataverse-webhook on AWS Lambda. Options: formatted_values=true."
+        );
+    }
+
     #[test]
     fn auth_values_carry_the_key_where_the_receiver_reads_it() {
         let key = SecretString::from("a\"b<c>&d".to_owned());
-        assert_eq!(Auth::WebhookKey.value(&key).expose_secret(), "a\"b<c>&d");
+        let none = ReceiverOptions::default();
         assert_eq!(
-            Auth::HttpHeader.value(&key).expose_secret(),
+            Auth::WebhookKey.value(&key, none).expose_secret(),
+            "a\"b<c>&d"
+        );
+        assert_eq!(
+            Auth::HttpHeader.value(&key, none).expose_secret(),
             "<settings><setting name=\"x-crm-webhook-key\" value=\"a&quot;b&lt;c&gt;&amp;d\" /></settings>"
         );
         assert_eq!(
-            Auth::HttpQueryString.value(&key).expose_secret(),
+            Auth::HttpQueryString.value(&key, none).expose_secret(),
             "<settings><setting name=\"code\" value=\"a&quot;b&lt;c&gt;&amp;d\" /></settings>"
+        );
+        // The options beside the key, named as the receiver reads them.
+        let both = ReceiverOptions {
+            ignore_own_changes: true,
+            formatted_values: true,
+        };
+        assert_eq!(
+            Auth::HttpQueryString.value(&key, both).expose_secret(),
+            "<settings><setting name=\"code\" value=\"a&quot;b&lt;c&gt;&amp;d\" /><setting name=\"ignore_own_changes\" value=\"true\" /><setting name=\"formatted_values\" value=\"true\" /></settings>"
         );
         assert_eq!(literal("O'Brien"), "'O''Brien'");
     }
