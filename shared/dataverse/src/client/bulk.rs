@@ -46,8 +46,9 @@ impl BulkMessage {
 /// What a bulk request answered.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BulkWritten {
-    /// The rows' ids in the order of the targets, when Dataverse answered them (`CreateMultiple`
-    /// and `UpsertMultiple` answer `Ids`; `UpdateMultiple` answers nothing).
+    /// The rows' ids in the order of the targets, when Dataverse answered them: `CreateMultiple`
+    /// answers `Ids`; `UpdateMultiple` and `UpsertMultiple` answer 204 with no body (*Use bulk
+    /// operation messages*), so an upsert cannot say which rows it created.
     pub ids: Option<Vec<Uuid>>,
 }
 
