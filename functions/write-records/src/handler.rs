@@ -1,5 +1,6 @@
 use connector::input::{self, Dataset, TableName};
 use connector::output::S3;
+use connector::source::{Line, MAX_LINE};
 use connector::{Crm, CrmError, lambda};
 use dataverse::{BulkMessage, Client, Deadline, Table, WriteOptions};
 use lambda_runtime::LambdaEvent;
@@ -8,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::rows::{At, Naming, Outcome, RowError, prepare};
-use crate::source::{self, Line, Lines, S3Source};
+use crate::source::{self, S3Source};
 use crate::write::{Listing, Report, Writer};
 
 /// The rows one bulk request carries when `batch_size` is not given: where *Use bulk operation
@@ -319,7 +320,7 @@ impl Job<'_> {
         source: &S3Source,
     ) -> Result<Report, CrmError> {
         let mut writer = self.writer(client, table, Listing::Problems(MAX_LISTED_PROBLEMS));
-        let mut lines = Lines::open(s3, source, self.deadline).await?;
+        let mut lines = source::open(s3, source, self.deadline).await?;
         let mut number = 0_u64;
         let mut done = false;
         while !done && !writer.stopped() {
@@ -339,11 +340,7 @@ impl Job<'_> {
                         break;
                     }
                     Err(problem) => {
-                        // What was read is written; the rest waits for a resume from here.
-                        let error = RowError {
-                            kind: "Crm.ServerError",
-                            message: problem,
-                        };
+                        let error = CrmError::from(problem);
                         if chunk.is_empty()
                             && writer.report.created
                                 + writer.report.updated
@@ -351,12 +348,12 @@ impl Job<'_> {
                                 + writer.report.unknown
                                 == 0
                         {
-                            return Err(CrmError::Source {
-                                message: error.message,
-                                configuration: false,
-                            });
+                            return Err(error);
                         }
-                        writer.report.stop_before(At::Line(number + 1), error);
+                        // What was read is written; the rest waits for a resume from here.
+                        writer
+                            .report
+                            .stop_before(At::Line(number + 1), RowError::of(&error));
                         done = true;
                         break;
                     }
@@ -370,7 +367,7 @@ impl Job<'_> {
                     Line::TooLong => {
                         let error = CrmError::invalid(
                             crate::rows::field(at),
-                            format!("is longer than {} bytes", source::MAX_LINE),
+                            format!("is longer than {MAX_LINE} bytes"),
                         );
                         chunk.push(Err(Box::new(Outcome::failed(at, &error))));
                         continue;

@@ -93,13 +93,10 @@ pub enum CrmError {
     #[error(transparent)]
     Scan(#[from] crate::trigger::ScanError),
 
-    /// Reading an object a caller named failed (`write-records`'s `input`). `configuration`: the
-    /// bucket does not exist or the function may not read it.
-    #[error("{message}")]
-    Source {
-        message: String,
-        configuration: bool,
-    },
+    /// Reading an S3 object a caller named failed (`write-records`'s `input`).
+    #[cfg(feature = "s3")]
+    #[error(transparent)]
+    Source(#[from] crate::source::SourceError),
 
     /// Writing a result to S3 failed (`list-records`'s `output`).
     #[cfg(feature = "s3")]
@@ -185,11 +182,8 @@ impl CrmError {
             CrmError::SecretsUnavailable { .. } => "Crm.ServerError",
             CrmError::Dataverse(e) => dataverse_error_type(e),
             CrmError::Conflict { .. } => "Crm.Conflict",
-            CrmError::Source {
-                configuration: true,
-                ..
-            } => "Crm.Configuration",
-            CrmError::Source { .. } => "Crm.ServerError",
+            #[cfg(feature = "s3")]
+            CrmError::Source(e) => e.error_type(),
             #[cfg(feature = "idempotency")]
             CrmError::Idempotency(e) => e.error_type(),
             #[cfg(feature = "triggers")]

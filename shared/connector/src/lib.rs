@@ -9,7 +9,8 @@
 //! - with the `triggers` feature, the cursor store, the event sink and the trigger engine;
 //! - with the `idempotency` feature, the writers' idempotency records ([`idempotency`]);
 //! - with the `webhook` feature, the receiver of the changes Dataverse pushes;
-//! - with the `s3` feature, results written to S3 as JSON Lines ([`output`]).
+//! - with the `s3` feature, results written to S3 as JSON Lines ([`output`]), and rows read from
+//!   an S3 object of JSON Lines ([`source`]).
 
 pub mod aws;
 pub mod config;
@@ -26,6 +27,8 @@ pub mod lambda;
 pub mod metrics;
 #[cfg(feature = "s3")]
 pub mod output;
+#[cfg(feature = "s3")]
+pub mod source;
 #[cfg(feature = "triggers")]
 pub mod trigger;
 #[cfg(feature = "webhook")]

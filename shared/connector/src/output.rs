@@ -352,38 +352,64 @@ struct Reason<'a> {
 
 impl std::fmt::Display for Reason<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let (code, message) = (self.error.code(), self.error.message());
-        if code.is_none() && self.status.is_none() {
-            // No answer from S3: the SDK says what kind of failure (its first source: "dispatch
-            // failure", "response error"...), the root cause what happened.
-            let kind = std::error::Error::source(self.error);
-            let mut root = kind;
-            while let Some(next) = root.and_then(std::error::Error::source) {
-                root = Some(next);
-            }
-            return match (kind, root) {
-                (Some(kind), Some(root)) if !std::ptr::addr_eq(kind, root) => {
-                    write!(f, "{kind} ({})", Root(root))
-                }
-                (Some(kind), _) => write!(f, "{}", Root(kind)),
-                (None, _) => f.write_str("no answer from S3"),
-            };
+        let refusal = Refusal {
+            error: self.error,
+            status: self.status,
+        };
+        write!(f, "{refusal}")?;
+        if self.error.code().is_none() && self.status.is_none() {
+            return Ok(());
         }
-        match (code, self.status) {
-            (Some(code), Some(status)) => write!(f, "{code} (HTTP {status})")?,
-            (Some(code), None) => f.write_str(code)?,
-            (None, Some(status)) => write!(f, "HTTP {status}")?,
-            (None, None) => {}
-        }
-        match message {
+        match self.error.message() {
             Some(message) if !message.is_empty() => write!(f, ": {}", excerpt(message)),
             _ => Ok(()),
         }
     }
 }
 
+/// Why an S3 call failed, without S3's message: its code and status, or what went wrong on the way
+/// and its root cause. For messages that must not carry any of S3's answer text.
+pub(crate) struct Refusal<'a> {
+    pub(crate) error: &'a aws_sdk_s3::Error,
+    pub(crate) status: Option<u16>,
+}
+
+impl std::fmt::Display for Refusal<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.error.code(), self.status) {
+            (Some(code), Some(status)) => write!(f, "{code} (HTTP {status})"),
+            (Some(code), None) => f.write_str(code),
+            (None, Some(status)) => write!(f, "HTTP {status}"),
+            // No answer from S3: the SDK says what kind of failure (its first source: "dispatch
+            // failure", "response error"...), the root cause what happened.
+            (None, None) => match std::error::Error::source(self.error) {
+                Some(kind) => write!(f, "{}", Causes(kind)),
+                None => f.write_str("no answer from S3"),
+            },
+        }
+    }
+}
+
+/// An error by its own text and, when it has one, its root cause's: `dispatch failure (could not
+/// connect)`. Each told as [`Root`] tells it.
+pub(crate) struct Causes<'a>(pub(crate) &'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for Causes<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut root = self.0;
+        while let Some(next) = root.source() {
+            root = next;
+        }
+        if std::ptr::addr_eq(self.0, root) {
+            write!(f, "{}", Root(self.0))
+        } else {
+            write!(f, "{} ({})", Root(self.0), Root(root))
+        }
+    }
+}
+
 /// A cause by its own text, except reqwest's, which names the URL.
-struct Root<'a>(&'a (dyn std::error::Error + 'static));
+pub(crate) struct Root<'a>(pub(crate) &'a (dyn std::error::Error + 'static));
 
 impl std::fmt::Display for Root<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -831,11 +857,7 @@ fn failure<E>(
 where
     aws_sdk_s3::Error: From<SdkError<E, HttpResponse>>,
 {
-    // A status only for S3's own error answers: a 2xx answer the SDK could not read says nothing.
-    let status = match &error {
-        SdkError::ServiceError(context) => Some(context.raw().status().as_u16()),
-        _ => None,
-    };
+    let status = answer_status(&error);
     let refused_before_sending = matches!(error, SdkError::ConstructionFailure(_));
     let source = Box::new(aws_sdk_s3::Error::from(error));
     let settled = refused_before_sending || says_not_applied(status, source.code());
@@ -854,6 +876,15 @@ where
         key: excerpt(key),
         status,
         source,
+    }
+}
+
+/// The HTTP status of S3's error answer. Only for S3's own error answers: a 2xx answer the SDK
+/// could not read says nothing.
+pub(crate) fn answer_status<E>(error: &SdkError<E, HttpResponse>) -> Option<u16> {
+    match error {
+        SdkError::ServiceError(context) => Some(context.raw().status().as_u16()),
+        _ => None,
     }
 }
 
