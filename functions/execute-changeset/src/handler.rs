@@ -253,38 +253,4 @@ mod tests {
             }
         }
     }
-
-    #[test]
-    fn the_write_options_are_booleans_named_when_refused() {
-        let mut event: Value =
-            serde_json::from_str(include_str!("../events/changeset.json")).unwrap();
-        if let Some(fields) = event.as_object_mut() {
-            fields.remove("idempotency_key");
-        }
-        for name in ["bypass_plugins", "suppress_flows"] {
-            for bad in [serde_json::json!("true"), serde_json::json!(1), Value::Null] {
-                let mut payload = event.clone();
-                payload[name] = bad;
-                match input::parse::<Input>(payload) {
-                    Err(CrmError::InvalidInput { field, .. }) => assert_eq!(field, name),
-                    other => panic!("{name}: {other:?}"),
-                }
-            }
-        }
-        event["bypass_plugins"] = Value::Bool(true);
-        event["suppress_flows"] = Value::Bool(true);
-        let input = input::parse::<Input>(event).unwrap();
-        assert!(
-            (WriteOptions {
-                bypass_plugins: input.bypass_plugins,
-                suppress_flows: input.suppress_flows
-            })
-            .bypass_plugins
-                && (WriteOptions {
-                    bypass_plugins: input.bypass_plugins,
-                    suppress_flows: input.suppress_flows
-                })
-                .suppress_flows
-        );
-    }
 }

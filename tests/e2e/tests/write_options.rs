@@ -288,3 +288,31 @@ async fn suppress_flows_starts_no_flow_job() {
         "{flows:?}"
     );
 }
+
+#[tokio::test]
+async fn an_option_that_is_not_a_boolean_is_invalid_input_naming_it_and_nothing_is_sent() {
+    let org = Org::start().await;
+    let id = "7eb682f1-ca75-e511-80d4-00155d2a68d1";
+    for option in ["bypass_plugins", "suppress_flows"] {
+        // Text and numbers that read as true somewhere else, and null, which serde would take as
+        // "absent" for an `Option`.
+        for bad in [json!("true"), json!(1), Value::Null] {
+            for (name, payload) in writes(id, &json!({ option: bad })) {
+                let mut function = org.function(name).await;
+                org.emulator.clear_requests().await.unwrap();
+                match function.invoke(&payload).await {
+                    Err(Failure::Error {
+                        error_type,
+                        message,
+                    }) => {
+                        assert_eq!(error_type, "Crm.InvalidInput", "{name}: {message}");
+                        assert!(message.starts_with(option), "{name}: {message}");
+                    }
+                    other => panic!("{name} with {option}: {bad}: {other:?}"),
+                }
+                let sent = org.emulator.requests().await.unwrap();
+                assert!(sent.is_empty(), "{name} sent {sent:?}");
+            }
+        }
+    }
+}
