@@ -78,6 +78,20 @@ fn format(secs: i64, format: &[BorrowedFormatItem<'_>]) -> String {
 }
 
 /// `2016-09-28T22:57:53Z`.
+/// A UTC instant as .NET's invariant `DateTime.ToString()` shows it in Dataverse's messages:
+/// `01/31/2024 09:00:00`.
+pub fn format_dotnet(secs: i64) -> String {
+    OffsetDateTime::from_unix_timestamp(secs)
+        .ok()
+        .and_then(|t| {
+            t.format(format_description!(
+                "[month]/[day]/[year] [hour]:[minute]:[second]"
+            ))
+            .ok()
+        })
+        .unwrap_or_default()
+}
+
 pub fn format_utc(secs: i64) -> String {
     format(
         secs,

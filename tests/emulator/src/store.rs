@@ -701,6 +701,27 @@ fn cannot_convert(set: &str, value: &Value, edm: Edm) -> Fail {
     )
 }
 
+/// 1753-01-01T00:00:00Z: the earliest date and time Dataverse keeps (Microsoft Learn, *Behavior
+/// and format of the date and time column*), the start of SQL Server's `datetime`.
+const EARLIEST_DATE_TIME: i64 = -6_847_804_800;
+
+/// Refuses a date or time before 1753 as Dataverse does, after the `OData` reader took it: a .NET
+/// client that sends `DateTime.MinValue` for "no date" meets this (0x80040239, its message
+/// misspelling "minimum" as Dataverse's does, and showing both values in `MM/dd/yyyy HH:mm:ss`).
+fn not_before_1753(secs: i64) -> Result<(), Fail> {
+    if secs >= EARLIEST_DATE_TIME {
+        return Ok(());
+    }
+    let actual = clock::format_dotnet(secs);
+    Err(Fail::new(
+        400,
+        "0x80040239",
+        format!(
+            "DateTime is less than minumum value supported by CrmDateTime. Actual value: {actual}, Minimum value supported: 01/01/1753 00:00:00"
+        ),
+    ))
+}
+
 fn convert(
     set: &str,
     def: &TableDef,
@@ -749,10 +770,12 @@ fn convert(
                 .as_str()
                 .and_then(|text| crate::dates::read(*behavior, text))
                 .ok_or_else(bad)?;
+            not_before_1753(t)?;
             Value::String(clock::format_utc(t))
         }
         ColumnType::DateOnly => {
             let d = value.as_str().and_then(clock::parse_date).ok_or_else(bad)?;
+            not_before_1753(d.midnight().assume_utc().unix_timestamp())?;
             Value::String(clock::format_date(d))
         }
         ColumnType::Choice { options } => {

@@ -224,6 +224,41 @@ async fn values_of_the_wrong_shape_are_refused_by_the_odata_reader() {
     }
 }
 
+/// .NET's `DateTime.MinValue` (`0001-01-01`), sent for "no date", is the usual way to meet this.
+#[tokio::test]
+async fn dates_before_1753_are_refused_and_1753_is_not() {
+    let emulator = org(&[]).await;
+    for (column, value, actual) in [
+        ("new_start", "0001-01-01T00:00:00Z", "01/01/0001 00:00:00"),
+        ("new_doors", "1752-12-31T23:59:59Z", "12/31/1752 23:59:59"),
+        ("new_anniversary", "1752-12-31", "12/31/1752 00:00:00"),
+    ] {
+        let response = emulator
+            .request(Method::POST, "new_events")
+            .json(&json!({ column: value }))
+            .send()
+            .await
+            .unwrap();
+        expect_error(
+            response,
+            400,
+            "0x80040239",
+            &format!(
+                "DateTime is less than minumum value supported by CrmDateTime. Actual value: {actual}, Minimum value supported: 01/01/1753 00:00:00"
+            ),
+        )
+        .await;
+    }
+    let row = emulator
+        .create(
+            "new_events",
+            json!({"new_start": "1753-01-01T00:00:00Z", "new_anniversary": "1753-01-01"}),
+        )
+        .await;
+    assert_eq!(row["new_start"], "1753-01-01T00:00:00Z");
+    assert_eq!(row["new_anniversary"], "1753-01-01");
+}
+
 #[tokio::test]
 async fn attribute_metadata_describes_each_behaviour() {
     let emulator = org(&[]).await;
