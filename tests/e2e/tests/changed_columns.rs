@@ -328,6 +328,40 @@ async fn a_pushed_update_compares_the_pre_image_with_the_post_image() {
     let detail = last(&files);
     assert_eq!(detail["changed"], json!([]), "set to what it was: {detail}");
 
+    // A post-image of fewer columns than the pre-image: a column in neither it nor the request
+    // is not known to have changed, and is not reported as changed to null.
+    let narrow = StepSpec {
+        message: "Update",
+        columns: None,
+        pre_image: Some("telephone1,name"),
+        post_image: Some("telephone1,versionnumber"),
+    };
+    register(
+        &emulator,
+        &format!("{url}?narrow=1"),
+        KEY,
+        "account",
+        &[narrow],
+    )
+    .await
+    .unwrap();
+    patch(&emulator, "accounts", &id, &json!({"telephone1": "3"})).await;
+    delivered(&emulator, 2).await;
+    let events = files.published();
+    let narrow = events
+        .iter()
+        .rev()
+        .take(2)
+        .map(|e| &e["detail"])
+        .find(|d| d["record"].get("name").is_none())
+        .unwrap_or_else(|| panic!("no event from the narrow post-image: {events:#?}"));
+    assert_eq!(
+        narrow["changed"],
+        json!(["telephone1"]),
+        "the name, in neither the post-image nor the request, is left out: {narrow}"
+    );
+    assert_eq!(narrow["previous"], json!({"telephone1": "2"}), "{narrow}");
+
     // A step without a pre-image: the event cannot say, and says nothing.
     let without = StepSpec {
         message: "Update",

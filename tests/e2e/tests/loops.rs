@@ -187,6 +187,81 @@ async fn with_ignore_own_changes_the_loop_stops_after_one_round() {
 }
 
 #[tokio::test]
+async fn a_watched_author_column_is_read_although_it_decides_own_changes_too() {
+    let mut rig = Rig::new("loops-watched-author").await;
+    let payload = payload(&json!({"ignore_own_changes": true, "columns": ["_modifiedby_value"]}));
+    rig.poll(&payload).await;
+    // The connector's creation: no update, but its fingerprint holds the connector as author.
+    let id = rig
+        .emulator
+        .create_account("by the connector")
+        .await
+        .unwrap();
+    settle(&rig.emulator).await.unwrap();
+    assert_eq!(rig.round(&payload).await, 0);
+    // Someone else changes a column not watched: the author, which is watched, changed.
+    rig.as_someone_else(
+        Method::PATCH,
+        &format!("accounts({id})"),
+        &json!({"description": "by a person"}),
+    )
+    .await;
+    let output = rig.poll(&payload).await;
+    assert_eq!(output["value"].as_array().unwrap().len(), 1, "{output}");
+    let (_, who) = rig.emulator.api_get("WhoAmI").await.unwrap();
+    let own = who["UserId"].as_str().unwrap().to_owned();
+    let detail = rig.files.published().last().unwrap()["detail"].clone();
+    assert_eq!(detail["changed"], json!(["_modifiedby_value"]), "{detail}");
+    assert_eq!(
+        detail["previous"],
+        json!({"_modifiedby_value": own}),
+        "{detail}"
+    );
+}
+
+#[tokio::test]
+async fn a_persons_change_hidden_by_the_connectors_own_fires_when_the_row_next_changes() {
+    let mut rig = Rig::new("loops-hidden").await;
+    let payload = payload(&json!({"ignore_own_changes": true, "columns": ["name"]}));
+    rig.poll(&payload).await;
+    let id = rig.row_by_someone_else().await;
+    assert_eq!(
+        rig.round(&payload).await,
+        0,
+        "a creation: its fingerprint is kept"
+    );
+    // A person renames the row, and the workflow writes it before the trigger polls again: the
+    // row's last author is the connector, so the poll passes it over.
+    rig.as_someone_else(
+        Method::PATCH,
+        &format!("accounts({id})"),
+        &json!({"name": "renamed by a person"}),
+    )
+    .await;
+    let update = json!({"dataset": "contoso", "table": "accounts", "id": id,
+        "item": {"description": "written by the workflow"}});
+    rig.update.invoke(&update).await.unwrap();
+    let output = rig.poll(&payload).await;
+    assert_eq!(output["value"].as_array().unwrap().len(), 0, "{output}");
+    assert_eq!(output["skipped_own"], 1, "{output}");
+    // The row's next change by someone else reports the rename, late but not lost, against the
+    // values from before both changes.
+    rig.as_someone_else(
+        Method::PATCH,
+        &format!("accounts({id})"),
+        &json!({"description": "touched by a person"}),
+    )
+    .await;
+    let output = rig.poll(&payload).await;
+    assert_eq!(output["value"].as_array().unwrap().len(), 1, "{output}");
+    let detail = rig.files.published().last().unwrap()["detail"].clone();
+    assert_eq!(detail["changed"], json!(["name"]), "{detail}");
+    assert_eq!(detail["previous"], json!({"name": "looped"}), "{detail}");
+    assert_eq!(detail["record"]["name"], "renamed by a person", "{detail}");
+    assert_eq!(rig.round(&payload).await, 0, "and once only");
+}
+
+#[tokio::test]
 async fn the_created_trigger_passes_over_rows_the_connector_created() {
     let rig = Rig::new("loops-created").await;
     let mut created = Function::start("when-record-created", &rig.files.env())

@@ -1,7 +1,8 @@
 //! `when-record-deleted` with `remember_ids: true`: when the delta token expires, the new baseline
 //! is followed by a sweep that fires a deletion for every remembered row that is gone, exactly those,
 //! with the event id any deletion of that row has; without it the gap's deletions are lost, as the
-//! warning says. Ids are kept in a directory and in DynamoDB (moto). Each function runs as its
+//! warning says. A cursor that starts remembering lists every row's id and still fires the deletions
+//! its saved delta holds. Ids are kept in a directory and in DynamoDB (moto). Each function runs as its
 //! binary, through the Runtime API, against the emulator.
 
 // Integration tests: a panic is a failed assertion.
@@ -205,7 +206,7 @@ async fn remembered_ids_live_in_dynamodb_one_item_each() {
     then_tracking_goes_on(&emulator, &mut deleted, &payload, &rows).await;
     assert_eq!(members().await, HashSet::from([rows.kept.clone()]));
 
-    // A cursor saved without remember_ids takes a new baseline when it is asked to remember.
+    // A cursor saved without remember_ids lists every row's id when it is asked to remember.
     let named = payload_named("was-forgetful");
     let mut forgetful = Function::start("when-record-deleted", &environment)
         .await
@@ -225,9 +226,63 @@ async fn remembered_ids_live_in_dynamodb_one_item_each() {
     assert_eq!(
         poll(&mut forgetful, &named(true)).await,
         HashSet::from([rows.kept.clone()]),
-        "a quiet row, learnt from the new baseline"
+        "a quiet row, learnt from the listing"
     );
     let _ = fresh;
+}
+
+#[tokio::test]
+async fn turning_remember_ids_on_keeps_the_deletions_waiting_in_the_saved_delta() {
+    let emulator = Emulator::start(&["--seed", "none"]).await.unwrap();
+    let files = LocalFiles::new("remember-ids-upgrade", &emulator).unwrap();
+    let mut deleted = Function::start("when-record-deleted", &files.env())
+        .await
+        .unwrap();
+    let named = payload_named("upgraded");
+    let waiting = emulator.create_account("waiting").await.unwrap();
+    let quiet = emulator.create_account("quiet").await.unwrap();
+    let last = emulator.create_account("last").await.unwrap();
+    assert!(
+        poll(&mut deleted, &named(false)).await.is_empty(),
+        "the baseline"
+    );
+    delete(&emulator, &waiting).await;
+    assert_eq!(
+        poll(&mut deleted, &named(true)).await,
+        HashSet::from([waiting.clone()]),
+        "the deletion in the saved delta fires although the cursor starts remembering"
+    );
+    let logs = deleted.logs();
+    assert!(
+        logs.contains("remember_ids is new to this cursor"),
+        "{logs}"
+    );
+    assert!(poll(&mut deleted, &named(true)).await.is_empty());
+    // The quiet row never changed: only the listing can have taught the cursor its id.
+    emulator.client().expire_delta_tokens().await.unwrap();
+    delete(&emulator, &quiet).await;
+    assert_eq!(
+        poll(&mut deleted, &named(true)).await,
+        HashSet::from([quiet.clone()]),
+        "a quiet row, learnt from the listing"
+    );
+
+    // Off, a deletion fires and its id stays in the set, which is no longer kept; on again, that
+    // id is dropped before the listing, so no later sweep fires it a second time.
+    assert!(poll(&mut deleted, &named(false)).await.is_empty());
+    delete(&emulator, &last).await;
+    assert_eq!(
+        poll(&mut deleted, &named(false)).await,
+        HashSet::from([last.clone()])
+    );
+    assert!(poll(&mut deleted, &named(true)).await.is_empty());
+    emulator.client().expire_delta_tokens().await.unwrap();
+    assert!(
+        poll(&mut deleted, &named(true)).await.is_empty(),
+        "a deletion fired while ids were not kept does not fire again"
+    );
+    let events = files.published();
+    assert_eq!(events.len(), 3, "{events:#?}");
 }
 
 fn payload_named(name: &str) -> impl Fn(bool) -> Value + '_ {

@@ -43,9 +43,10 @@
 //!
 //! With `ignore_own_changes`, a change whose author (`_createdby_value` for a creation,
 //! `_modifiedby_value` for an update) is the connector's own user (`WhoAmI`) is passed over like an
-//! unchanged row: not published, but the cursor moves past it, so it never fires later. The author
-//! column is read even when `$select` leaves it out, and taken out of the row again before it is
-//! published.
+//! unchanged row: not published, but the cursor moves past it. Its fingerprint is not saved, though:
+//! someone else's change to a watched column may hide under it, and fires at the row's next change.
+//! The author column is read even when `$select` leaves it out, and taken out of the row again
+//! before it is published.
 
 use std::collections::{HashMap, HashSet};
 use std::pin::pin;
@@ -521,15 +522,23 @@ pub(super) async fn scan(
                 }
                 continue;
             }
-            let fingerprint = row.fingerprint.clone().map(|fingerprint| {
-                (
-                    row.id,
-                    Kept {
-                        fingerprint,
-                        values: Some(kept::keep(&input.columns, &row.watched)),
-                    },
-                )
-            });
+            // A change passed over as the connector's own keeps the fingerprint saved before it:
+            // the row may also hold someone else's change made since the last poll, which must
+            // still fire, with the values from before both, when the row next changes.
+            let keeps = verdict != Verdict::Own;
+            let fingerprint = row
+                .fingerprint
+                .clone()
+                .filter(|_| keeps)
+                .map(|fingerprint| {
+                    (
+                        row.id,
+                        Kept {
+                            fingerprint,
+                            values: Some(kept::keep(&input.columns, &row.watched)),
+                        },
+                    )
+                });
             if verdict == Verdict::Own {
                 tracing::debug!(id = %row.id, version = row.version, "a change by the connector's own user; passed over");
             }

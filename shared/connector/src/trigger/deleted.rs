@@ -23,6 +23,8 @@
 //!   they report. After a new baseline taken because the token expired, members the baseline did not
 //!   mark are asked about (the sweep): each one gone fires as a deletion, with the event id any
 //!   deletion of that row has, so a repeated sweep publishes the same event again, never another.
+//!   A cursor that starts remembering lists every row's id first and then follows its saved delta,
+//!   whose deletions a new baseline would have thrown away.
 //!
 //! A tombstone carries only the id, so a deletion's event has no record and no version.
 
@@ -67,6 +69,25 @@ fn fire(scan: &mut Scan, dataset: &str, table: &Table, id: Uuid) -> Result<usize
     ))
 }
 
+/// Drops the members marked below `generation`: ids kept the last time the cursor remembered
+/// them, since when the rows they name may have been deleted and their deletions fired. Kept, they
+/// would fire again in a later sweep.
+async fn forget_earlier(members: &Members<'_>, key: &str, generation: u64) -> Result<(), CrmError> {
+    loop {
+        let stale = members
+            .store
+            .stale_members(key, generation, SWEEP_CHUNK)
+            .await?;
+        if stale.is_empty() {
+            return Ok(());
+        }
+        members
+            .store
+            .change_members(key, &[], &stale, generation)
+            .await?;
+    }
+}
+
 /// Whether a failed delta request means the token can no longer be used (as opposed to a failure
 /// worth retrying later: throttling, auth, the server).
 fn token_unusable(error: &dataverse::Error) -> bool {
@@ -108,14 +129,19 @@ pub(super) async fn scan(
     });
     let mut current = initial.clone();
     let mut scan = Scan::default();
-    if input.remember_ids && !current.remembers {
-        // Its set lacks the rows that did not change since its baseline: take a new one, which
-        // lists them all.
-        tracing::info!(table = %table.entity_set_name, "remember_ids is new to this cursor; taking a new baseline to learn every row's id");
+    if input.remember_ids && !current.remembers && input.filter.is_none() {
+        // Its set lacks the rows that did not change since its baseline. A new baseline would list
+        // them but throw away the saved delta, and the deletions waiting in it: list the ids
+        // instead, then carry on where the cursor was. (A filtered cursor already keeps the set of
+        // the rows that match.)
+        tracing::info!(table = %table.entity_set_name, "remember_ids is new to this cursor; listing every row's id before following the saved delta");
         current = Deletions {
             generation: current.generation + 1,
             fired: 0,
-            phase: first(),
+            phase: Phase::Learn {
+                next: None,
+                then: Box::new(current.phase),
+            },
             remembers: true,
         };
         scan.steps.push(Step::Deletion {
@@ -138,6 +164,34 @@ pub(super) async fn scan(
                 current.phase = match members.snapshot(next.as_deref(), current.generation).await {
                     Ok(Some(next)) => Phase::Members { next: Some(next) },
                     Ok(None) => Phase::Baseline { next: None },
+                    Err(e) => {
+                        scan.error = Some(e);
+                        break;
+                    }
+                };
+                scan.steps.push(Step::Deletion {
+                    fired: None,
+                    state: current.clone(),
+                });
+            }
+            Phase::Learn { next, then } => {
+                let Some(members) = members.as_ref().filter(|m| m.filter.is_none()) else {
+                    // Saved by a poll that remembered ids, read by one that does not: nothing to learn.
+                    current.phase = *then;
+                    continue;
+                };
+                if next.is_none()
+                    && let Err(e) = forget_earlier(members, key, current.generation).await
+                {
+                    scan.error = Some(e);
+                    break;
+                }
+                current.phase = match members.snapshot(next.as_deref(), current.generation).await {
+                    Ok(Some(next)) => Phase::Learn {
+                        next: Some(next),
+                        then,
+                    },
+                    Ok(None) => *then,
                     Err(e) => {
                         scan.error = Some(e);
                         break;

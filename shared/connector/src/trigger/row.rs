@@ -110,14 +110,17 @@ impl Columns<'_> {
             "versionnumber" => return Place::Version,
             _ => {}
         }
-        if self.author == Some(name) {
-            return Place::Author;
-        }
+        // The author column can also be watched or sorted by: it fills every slot it names.
+        let author = self.author == Some(name);
         let watched = self.watched.iter().position(|c| c == name);
         let sorted = self.sorted.iter().position(|c| c == name);
-        match (watched, sorted) {
-            (None, None) => Place::Other,
-            (watched, sorted) => Place::Value { watched, sorted },
+        match (author, watched, sorted) {
+            (false, None, None) => Place::Other,
+            (author, watched, sorted) => Place::Value {
+                author,
+                watched,
+                sorted,
+            },
         }
     }
 }
@@ -128,9 +131,9 @@ enum Place {
     Created,
     Modified,
     Version,
-    Author,
-    /// A watched column, an `$orderby` column, or both.
+    /// The author column, a watched column, an `$orderby` column, or more than one of these.
     Value {
+        author: bool,
         watched: Option<usize>,
         sorted: Option<usize>,
     },
@@ -185,9 +188,15 @@ impl<'de> Visitor<'de> for Reader<'_> {
                 Place::Created => found.created = map.next_value()?,
                 Place::Modified => found.modified = map.next_value()?,
                 Place::Version => found.version = map.next_value()?,
-                Place::Author => found.author = map.next_value()?,
-                Place::Value { watched, sorted } => {
+                Place::Value {
+                    author,
+                    watched,
+                    sorted,
+                } => {
                     let value: Value = map.next_value()?;
+                    if author {
+                        found.author = value.clone();
+                    }
                     if let Some(i) = sorted {
                         found.sorted[i] = value.clone();
                     }
@@ -347,6 +356,25 @@ mod tests {
             row.fingerprint.unwrap(),
             super::super::event::hex(&whole[..8])
         );
+    }
+
+    #[test]
+    fn the_author_column_fills_its_watched_and_sorted_slots_too() {
+        let author = "8d2d1c4e-5b6a-4f7e-9a0b-1c2d3e4f5a6b";
+        let value = json!({"accountid": ID, "_modifiedby_value": author,
+            "createdon": "2024-01-02T03:04:05Z", "modifiedon": "2024-01-02T03:04:05Z", "versionnumber": 1});
+        let named = ["_modifiedby_value".to_owned()];
+        let row = Columns {
+            primary_id: "accountid",
+            watched: &named,
+            sorted: &named,
+            author: Some("_modifiedby_value"),
+        }
+        .read(raw(&value))
+        .unwrap();
+        assert_eq!(row.author.unwrap().to_string(), author);
+        assert_eq!(row.watched, [json!(author)]);
+        assert_eq!(row.sort_keys, [json!(author)]);
     }
 
     #[test]

@@ -116,9 +116,9 @@ pub struct Deletions {
     /// Tombstones fired in this generation.
     pub fired: u64,
     pub phase: Phase,
-    /// Whether this cursor keeps the ids of the rows it knows (`remember_ids`) since its baseline.
-    /// A cursor saved without it that is now asked to remember takes a new baseline, so that its
-    /// set holds every row, quiet ones included.
+    /// Whether this cursor keeps the ids of the rows it knows (`remember_ids`). A cursor saved
+    /// without it that is now asked to remember first lists every row's id ([`Phase::Learn`]), so
+    /// that its set holds quiet rows too.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub remembers: bool,
 }
@@ -134,6 +134,14 @@ pub enum Phase {
     Baseline { next: Option<String> },
     /// Following a delta: `link` is the page to (re)read, `after` the last tombstone fired from it.
     Tracking { link: String, after: Option<Uuid> },
+    /// `remember_ids` turned on for a cursor without a filter that did not remember ids: the ids
+    /// left from an earlier time it remembered are dropped, then every row's id is listed into the
+    /// set (`next` resumes the listing), and the cursor carries on with `then`, the phase it was
+    /// in, so the deletions its saved delta holds still fire.
+    Learn {
+        next: Option<String>,
+        then: Box<Phase>,
+    },
     /// With `remember_ids`, after a new baseline: remembered rows the baseline (or the membership
     /// snapshot) did not confirm, those marked below generation `below`, are asked about, and
     /// each one gone fires as a deletion. `link` is the delta to follow afterwards.
@@ -276,6 +284,24 @@ mod tests {
             version: u64::try_from(at).unwrap_or(0),
             at,
         }
+    }
+
+    #[test]
+    fn a_listing_saved_halfway_keeps_the_phase_it_returns_to() {
+        let state = TriggerState::Deleted(Deletions {
+            generation: 3,
+            fired: 0,
+            phase: Phase::Learn {
+                next: Some("next-page".into()),
+                then: Box::new(Phase::Tracking {
+                    link: "delta".into(),
+                    after: Some(Uuid::from_u128(9)),
+                }),
+            },
+            remembers: true,
+        });
+        let text = serde_json::to_string(&state).unwrap();
+        assert_eq!(serde_json::from_str::<TriggerState>(&text).unwrap(), state);
     }
 
     #[test]

@@ -107,7 +107,9 @@ impl Options {
 /// Which columns an update changed, from the row before it (the step's pre-image) and after it.
 /// The columns compared are those the pre-image holds and those the request set, less the
 /// bookkeeping columns every update sets; named in alphabetical order. An image leaves out columns
-/// that are empty, so a column missing from one side is compared as null.
+/// that are empty, so a column the pre-image lacks was null before. A column absent from both the
+/// row after and the `Target` is not compared: the request did not set it, and a post-image
+/// registered for fewer columns than the pre-image lacks it without saying it is empty now.
 fn changed_columns(
     before: &Map<String, Value>,
     after: &Map<String, Value>,
@@ -127,10 +129,12 @@ fn changed_columns(
     };
     for column in columns {
         let was = before.get(column).unwrap_or(&Value::Null);
-        let now = after
+        let Some(now) = after
             .get(column)
             .or_else(|| target.and_then(|t| t.get(column)))
-            .unwrap_or(&Value::Null);
+        else {
+            continue;
+        };
         if was != now {
             changes.changed.push(column.clone());
             if let Some(previous) = &mut changes.previous {
