@@ -1039,7 +1039,56 @@ def _walk(value: Any) -> Iterator[Any]:
             yield from _walk(child)
 
 
+def _states_in(definition: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """Each `States` object of a definition, nested ones (Map, Parallel) included."""
+    yield definition.get("States", {})
+    for _, state in walk_states(definition.get("States", {})):
+        for nested_key in ("ItemProcessor", "Iterator"):
+            if nested_key in state:
+                yield from _states_in(state[nested_key])
+        for branch in state.get("Branches", []):
+            yield from _states_in(branch)
+
+
+def resume_problems(t: Template) -> list[str]:
+    """A write-records task must not end a batch that stopped partway: its answer's next_row must lead, through
+    a Choice, back to the same task with start_row taken from it (rows after a stop are not written otherwise)."""
+    problems = []
+    for sm_id, machine in resources(t, "AWS::StepFunctions::StateMachine").items():
+        substitutions = (machine.get("Properties") or {}).get("DefinitionSubstitutions") or {}
+        try:
+            definition = definition_of(t, sm_id)
+        except (ValueError, TypeError):
+            continue  # reported by state_machine_problems
+        for states in _states_in(definition):
+            for name, state in states.items():
+                if state.get("Type") != "Task":
+                    continue
+                match = re.fullmatch(r"\$\{(\w+)\}", (state.get("Parameters") or {}).get("FunctionName", ""))
+                if binary_of(target_of(substitutions.get(match.group(1)) if match else None) or "") != "write-records":
+                    continue
+                where = f"{sm_id}/{name}"
+                choice = states.get(state.get("Next", ""), {})
+                loops = [rule for rule in choice.get("Choices", [])
+                         if choice.get("Type") == "Choice" and str(rule.get("Variable", "")).endswith(".next_row")
+                         and rule.get("IsPresent") is True]
+                if not loops:
+                    problems.append(f"{where}: write-records may stop partway; its Next must be a Choice on the "
+                                    "answer's next_row (IsPresent) that writes the rest")
+                    continue
+                # Follow Pass states from the rule to the task, and see start_row taken from next_row on the way.
+                step, hops, resumes = loops[0].get("Next"), 0, False
+                while step != name and hops < 5 and states.get(step, {}).get("Type") == "Pass":
+                    parameters = states[step].get("Parameters") or {}
+                    resumes = resumes or str(parameters.get("start_row.$", "")).endswith(".next_row")
+                    step, hops = states[step].get("Next"), hops + 1
+                if step != name or not resumes:
+                    problems.append(f"{where}: the Choice on next_row must lead back to {name} with start_row "
+                                    "set from next_row")
+    return problems
+
+
 def all_problems(t: Template) -> list[str]:
     return sorted(set(store_problems(t) + function_problems(t) + function_url_problems(t)
                       + schedule_problems(t) + state_machine_problems(t) + other_role_problems(t)
-                      + alarm_problems(t)))
+                      + alarm_problems(t) + resume_problems(t)))

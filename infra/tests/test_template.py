@@ -330,6 +330,94 @@ class TriggerContract(unittest.TestCase):
 # ------------------------------------------------------------------------------------------------
 
 
+def _path(data: Any, path: str) -> Any:
+    """A JSONPath of the form `$` or `$.a.b`, as the import workflow uses them; KeyError when absent."""
+    for part in [p for p in path.removeprefix("$").split(".") if p]:
+        data = data[part]
+    return data
+
+
+def _parameters(template: Any, data: Any) -> Any:
+    if isinstance(template, dict):
+        return {(k[:-2] if k.endswith(".$") else k): (_path(data, v) if k.endswith(".$") else _parameters(v, data))
+                for k, v in template.items()}
+    return template
+
+
+def run_batch(definition: dict[str, Any], batch: dict[str, Any], invoke: Any) -> Any:
+    """Runs the import workflow's ItemProcessor on one batch, as Step Functions would for the states it uses
+    (Pass, Task, Choice with IsPresent), calling `invoke(payload)` for write-records. Its output."""
+    processor = definition["States"]["WriteEachBatch"]["ItemProcessor"]
+    states, name, data = processor["States"], processor["StartAt"], batch
+    for _ in range(1000):
+        state = states[name]
+        kind = state["Type"]
+        if kind == "Choice":
+            name = state["Default"]
+            for rule in state["Choices"]:
+                assert set(rule) == {"Variable", "IsPresent", "Next"}, rule
+                try:
+                    _path(data, rule["Variable"])
+                    present = True
+                except (KeyError, TypeError):
+                    present = False
+                if present == rule["IsPresent"]:
+                    name = rule["Next"]
+                    break
+            continue
+        if kind == "Pass":
+            result = _parameters(state["Parameters"], data) if "Parameters" in state else data
+        elif kind == "Task":
+            answer = invoke(_parameters(state["Parameters"], data)["Payload"])
+            result = _parameters(state.get("ResultSelector", {"Payload.$": "$.Payload"}), {"Payload": answer})
+        else:
+            raise AssertionError(f"{name}: {kind} is not simulated")
+        target = state.get("ResultPath", "$")
+        if target == "$":
+            data = result
+        else:
+            assert target.count(".") == 1, target
+            data = {**data, target.removeprefix("$."): result}
+        if state.get("End"):
+            return data
+        name = state["Next"]
+    raise AssertionError("the batch never ended")
+
+
+class ImportBatchLoop(unittest.TestCase):
+    """The import workflow writes every row of a batch once, however often write-records stops partway."""
+
+    def test_a_batch_is_written_whole_and_no_row_twice(self) -> None:
+        definition = json.loads((INFRA_DIR / "statemachines" / "import.asl.json").read_text())
+        items = [{"name": f"r{i}"} for i in range(7)]
+        written: list[int] = []
+        payloads: list[dict[str, Any]] = []
+
+        def write_records(payload: dict[str, Any]) -> dict[str, Any]:
+            # Writes at most three rows an invocation, then stops as at a deadline.
+            payloads.append(payload)
+            start = payload.get("start_row", 0)
+            rows = payload["Items"]
+            done = list(range(start, min(start + 3, len(rows))))
+            written.extend(done)
+            answer: dict[str, Any] = {"created": len(done), "not_attempted": len(rows) - start - len(done),
+                                      "rows": [{"row": i, "status": "created"} for i in done]}
+            if done[-1] + 1 < len(rows):
+                answer["next_row"] = done[-1] + 1
+            return answer
+
+        batch = {"Items": items, "BatchInput": {"dataset": "d", "table": "t", "mode": "create"}}
+        output = run_batch(definition, batch, write_records)
+        self.assertEqual(written, list(range(7)))
+        self.assertEqual([p["start_row"] for p in payloads], [0, 3, 6])
+        self.assertTrue(all(p["Items"] == items and p["BatchInput"] == batch["BatchInput"] for p in payloads))
+        # Every round's answer is kept: the last, then the earlier ones, latest first.
+        self.assertEqual(output["answer"]["rows"], [{"row": 6, "status": "created"}])
+        self.assertEqual(output["earlier"]["answer"]["next_row"], 6)
+        self.assertEqual(output["earlier"]["earlier"]["answer"]["next_row"], 3)
+        self.assertIsNone(output["earlier"]["earlier"]["earlier"])
+
+
 class Mutations(unittest.TestCase):
     """Each test breaks one rule in a copy of the translated template and expects a report."""
 
@@ -492,6 +580,17 @@ class Mutations(unittest.TestCase):
         definition["States"]["WriteEachBatch"]["MaxConcurrency"] = 100
         set_definition(self.t, "ImportStateMachine", definition)
         self.assertReported("ImportStateMachine/WriteEachBatch: a Distributed Map needs a MaxConcurrency")
+
+    def test_an_import_batch_that_ends_without_writing_the_rest_is_reported(self) -> None:
+        definition = checks.definition_of(self.t, "ImportStateMachine")
+        batch = definition["States"]["WriteEachBatch"]["ItemProcessor"]["States"]
+        batch["RowsLeft"]["Choices"][0]["Next"] = "BatchDone"
+        set_definition(self.t, "ImportStateMachine", definition)
+        self.assertReported("ImportStateMachine/WriteBatch: the Choice on next_row must lead back to WriteBatch")
+        del batch["WriteBatch"]["Next"]
+        batch["WriteBatch"]["End"] = True
+        set_definition(self.t, "ImportStateMachine", definition)
+        self.assertReported("ImportStateMachine/WriteBatch: write-records may stop partway")
 
     def test_an_import_workflow_reading_another_prefix_is_reported(self) -> None:
         policy = next(p for p in self.r["ImportStateMachineRole"]["Properties"]["Policies"]

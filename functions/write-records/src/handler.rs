@@ -80,6 +80,10 @@ pub(crate) struct Input {
     /// The rows in an S3 object of JSON Lines: `{"s3": {"bucket", "key", "start_line"}}`.
     #[serde(rename = "input", default)]
     source: Option<Value>,
+    /// The first of `rows` or `Items` to write (from 0): an earlier answer's `next_row`. The rows
+    /// before it are neither sent nor listed.
+    #[serde(default)]
+    start_row: Option<u64>,
     /// The columns of the alternate key that names each row of an update or upsert.
     #[serde(default, deserialize_with = "key_columns")]
     key: Option<Vec<String>>,
@@ -187,7 +191,23 @@ pub(crate) async fn handle(deps: &Deps, event: LambdaEvent<Value>) -> Result<Out
                     ),
                 ));
             }
+            let start = input.start_row.unwrap_or(0);
+            if start >= rows.len() as u64 {
+                return Err(CrmError::invalid(
+                    "start_row",
+                    format!(
+                        "must be less than the number of rows ({}): it is the first row to write, from 0",
+                        rows.len()
+                    ),
+                ));
+            }
             Rows::Inline(rows)
+        }
+        (None, None, Some(_)) if input.start_row.is_some() => {
+            return Err(CrmError::invalid(
+                "start_row",
+                "is for rows and Items; resume an S3 object with input.s3.start_line",
+            ));
         }
         (None, None, Some(source)) => Rows::S3(source::parse(source)?),
         (None, None, None) => {
@@ -220,6 +240,7 @@ pub(crate) async fn handle(deps: &Deps, event: LambdaEvent<Value>) -> Result<Out
         key: input.key.as_deref(),
         batch,
         deadline,
+        start_row: input.start_row.unwrap_or(0),
     };
     let (table, report) = match rows {
         Rows::Inline(rows) => {
@@ -273,6 +294,8 @@ struct Job<'a> {
     key: Option<&'a [String]>,
     batch: usize,
     deadline: Deadline,
+    /// The first of `rows` or `Items` to write.
+    start_row: u64,
 }
 
 impl Job<'_> {
@@ -295,7 +318,8 @@ impl Job<'_> {
         rows: Vec<Value>,
     ) -> Result<Report, CrmError> {
         let mut writer = self.writer(client, table, Listing::All);
-        let mut rows = rows.into_iter().enumerate().peekable();
+        let skip = usize::try_from(self.start_row).unwrap_or(usize::MAX);
+        let mut rows = rows.into_iter().enumerate().skip(skip).peekable();
         while rows.peek().is_some() {
             let chunk: Vec<_> = rows
                 .by_ref()
@@ -323,6 +347,8 @@ impl Job<'_> {
         let mut lines = source::open(s3, source, self.deadline).await?;
         let mut number = 0_u64;
         let mut done = false;
+        // Where the object broke off, and why, once it has.
+        let mut broke = None;
         while !done && !writer.stopped() {
             if !writer.has_time() {
                 writer
@@ -350,10 +376,9 @@ impl Job<'_> {
                         {
                             return Err(error);
                         }
-                        // What was read is written; the rest waits for a resume from here.
-                        writer
-                            .report
-                            .stop_before(At::Line(number + 1), RowError::of(&error));
+                        // The rows read are written first (below); the rest waits for a resume
+                        // from the line that broke off.
+                        broke = Some((At::Line(number + 1), RowError::of(&error)));
                         done = true;
                         break;
                     }
@@ -385,6 +410,9 @@ impl Job<'_> {
             }
             if !chunk.is_empty() {
                 writer.chunk(chunk).await?;
+            }
+            if let Some((at, why)) = broke.take() {
+                writer.report.stop_before(at, why);
             }
         }
         tracing::debug!(requests = writer.requests, lines = number, "bulk requests");

@@ -2,22 +2,41 @@
 //! report.
 //!
 //! On a standard table a bulk request is all or nothing: one refused row fails it, and nothing of
-//! it is written. So a chunk refused for a row's content (a 4xx other than 401, 403 and 429, which
-//! say nothing about any one row) is split in halves and each half sent again, down to single rows:
-//! the good rows are written, and each bad row gets its own error. Rows come out of this in input
-//! order, since the left half is always settled before the right.
+//! it is written. So a chunk refused for a row's content (see [`verdict`]) is split in halves and
+//! each half sent again, down to single rows: the good rows are written, and each bad row gets its
+//! own error. Rows come out of this in input order, since the left half is always settled before
+//! the right.
+//!
+//! `UpdateMultiple` applies only the first of several targets naming the same row and ignores the
+//! rest, and `UpsertMultiple` refuses them: a chunk is first cut where a row is named again, so
+//! that each request names a row once and the rows apply in input order.
 
-use std::time::Duration;
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
 
 use connector::CrmError;
 use dataverse::{BulkMessage, Client, Deadline, Table};
 use serde::Serialize;
+use serde_json::Value;
 
 use crate::rows::{At, Outcome, RowError, Status, Target};
 
 /// The least time left worth starting a request with. A bulk request of many rows takes seconds;
 /// one cut off by the deadline leaves its rows unknown, where not sending it leaves them to resume.
 pub(crate) const MIN_REQUEST_TIME: Duration = Duration::from_secs(2);
+
+/// Whether a request may start with `left` of the invocation (`None`: no deadline), when the
+/// slowest request of this invocation took `slowest`. The next request may take as long, and
+/// twice that leaves room for a slower one: a request cut off by the deadline leaves its creates
+/// unknown, never to be sent again, where one not started leaves them to resume.
+pub(crate) fn time_for_a_request(left: Option<Duration>, slowest: Duration) -> bool {
+    left.is_none_or(|left| left >= MIN_REQUEST_TIME.max(slowest.saturating_mul(2)))
+}
+
+/// Dataverse's code for a row that does not exist (`0x80040217`): the one 404 a row can cause
+/// (an update naming a missing row, a lookup bound to one). Any other 404 is about the request,
+/// such as a table with no such bulk message (`0x8006088a`, "Resource not found for the segment").
+const ROW_NOT_FOUND: &str = "0x80040217";
 
 /// Which rows the answer lists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,11 +97,14 @@ impl Report {
             Status::NotAttempted => &mut self.not_attempted,
         };
         *count += 1;
-        if outcome.status == Status::NotAttempted
-            && self.next_row.is_none()
-            && self.next_line.is_none()
-        {
-            (self.next_row, self.next_line) = (outcome.row, outcome.line);
+        if outcome.status == Status::NotAttempted {
+            // The earliest row not sent, whatever came first: a resume from there misses none.
+            let earliest = |next: Option<u64>, at: Option<u64>| match (next, at) {
+                (Some(next), Some(at)) => Some(next.min(at)),
+                (next, at) => next.or(at),
+            };
+            self.next_row = earliest(self.next_row, outcome.row);
+            self.next_line = earliest(self.next_line, outcome.line);
         }
         match self.listing.unwrap_or(Listing::All) {
             Listing::All => self.rows.push(outcome),
@@ -119,9 +141,12 @@ enum Verdict {
     RowRefused,
     /// The request may have been carried out (its answer was lost).
     Unknown,
-    /// Refused as a whole, for no row's sake (credentials, privilege, throttling, a server
-    /// error): nothing was written, and the next request would fare no better.
+    /// Refused for now, for no row's sake (credentials, privilege, throttling, a server error):
+    /// nothing was written, the next request would fare no better, and a later one might.
     Refused,
+    /// Refused for good, for no row's sake: the request itself cannot be carried out (the table has
+    /// no such bulk message: 404; 405; 415). Halving it would only repeat the refusal.
+    RequestRefused,
 }
 
 fn verdict(error: &dataverse::Error) -> Verdict {
@@ -129,11 +154,47 @@ fn verdict(error: &dataverse::Error) -> Verdict {
         return Verdict::Unknown;
     }
     match error.status() {
-        Some(status) if (400..500).contains(&status) && !matches!(status, 401 | 403 | 429) => {
-            Verdict::RowRefused
-        }
+        // A gateway's 502, 503 or 504 says the server behind it did not answer, not that it did
+        // nothing: the send loop marks them as possibly applied, and so does this.
+        Some(502..=504) => Verdict::Unknown,
+        Some(401 | 403 | 429) => Verdict::Refused,
+        Some(404) if error.code() != Some(ROW_NOT_FOUND) => Verdict::RequestRefused,
+        Some(405 | 415) => Verdict::RequestRefused,
+        Some(400..=499) => Verdict::RowRefused,
         _ => Verdict::Refused,
     }
+}
+
+/// Where `targets` are cut into runs that each name a row at most once, as `(start, end)`. A row
+/// is named by its id and by its key's values; key values are compared without case, as
+/// Dataverse's default collation does (cutting once too often costs only a request).
+fn runs(targets: &[Target]) -> Vec<(usize, usize)> {
+    let mut runs = Vec::new();
+    let mut start = 0;
+    let mut named = HashSet::new();
+    for (i, target) in targets.iter().enumerate() {
+        let identities: Vec<String> = target
+            .id
+            .map(|id| format!("id {id}"))
+            .into_iter()
+            .chain(target.key.as_ref().map(|key| {
+                format!(
+                    "key {}",
+                    Value::Object(key.clone()).to_string().to_lowercase()
+                )
+            }))
+            .collect();
+        if identities.iter().any(|identity| named.contains(identity)) {
+            runs.push((start, i));
+            start = i;
+            named.clear();
+        }
+        named.extend(identities);
+    }
+    if start < targets.len() {
+        runs.push((start, targets.len()));
+    }
+    runs
 }
 
 /// The rows of one invocation, sent chunk by chunk.
@@ -148,6 +209,8 @@ pub(crate) struct Writer<'a> {
     wrote: bool,
     /// Requests sent, for the log.
     pub(crate) requests: u64,
+    /// The longest a request of this invocation has taken, answered or not.
+    slowest: Duration,
 }
 
 impl<'a> Writer<'a> {
@@ -166,6 +229,7 @@ impl<'a> Writer<'a> {
             report: Report::new(listing),
             wrote: false,
             requests: 0,
+            slowest: Duration::ZERO,
         }
     }
 
@@ -173,18 +237,16 @@ impl<'a> Writer<'a> {
         self.report.stopped.is_some()
     }
 
-    /// Whether a request may still start.
+    /// Whether a request may still start (see [`time_for_a_request`]).
     pub(crate) fn has_time(&self) -> bool {
-        self.deadline
-            .remaining()
-            .is_none_or(|left| left >= MIN_REQUEST_TIME)
+        time_for_a_request(self.deadline.remaining(), self.slowest)
     }
 
     /// Stops here for want of time.
     pub(crate) fn out_of_time() -> RowError {
         RowError {
             kind: "Crm.ServerError",
-            message: "the invocation's deadline is near: the rows from here on were not sent; resume from next_row or next_line".into(),
+            message: "the invocation's deadline is too near to start another request: the rows from here on were not sent; resume from next_row or next_line".into(),
         }
     }
 
@@ -195,6 +257,7 @@ impl<'a> Writer<'a> {
         &mut self,
         rows: Vec<Result<Target, Box<Outcome>>>,
     ) -> Result<(), CrmError> {
+        let stopped_before = self.stopped();
         let mut settled: Vec<Option<Outcome>> = Vec::with_capacity(rows.len());
         let mut targets = Vec::new();
         // Where each target's outcome goes.
@@ -210,7 +273,8 @@ impl<'a> Writer<'a> {
             }
         }
         let columns: Vec<_> = targets.iter().map(|t| t.columns.clone()).collect();
-        let mut pending = vec![(0, targets.len())];
+        // Last run first on the stack, so that the first is sent first.
+        let mut pending: Vec<(usize, usize)> = runs(&targets).into_iter().rev().collect();
         while let Some((start, end)) = pending.pop() {
             if start == end {
                 continue;
@@ -225,6 +289,7 @@ impl<'a> Writer<'a> {
                 continue;
             }
             self.requests += 1;
+            let started = Instant::now();
             let sent = self
                 .client
                 .bulk(
@@ -234,6 +299,7 @@ impl<'a> Writer<'a> {
                     self.deadline,
                 )
                 .await;
+            self.slowest = self.slowest.max(started.elapsed());
             match sent {
                 Ok(written) => {
                     self.wrote = true;
@@ -277,11 +343,43 @@ impl<'a> Writer<'a> {
                         self.report.stopped = Some(RowError::of(&error));
                         pending.push((start, end));
                     }
+                    Verdict::RequestRefused => {
+                        let error = CrmError::from(error.into_reported());
+                        if !self.wrote {
+                            return Err(error);
+                        }
+                        // A resume would be refused alike: the rows fail, with the request's error.
+                        for i in start..end {
+                            settled[slots[i]] = Some(Outcome {
+                                id: targets[i].id,
+                                key: targets[i].key.clone(),
+                                ..Outcome::failed(targets[i].at, &error)
+                            });
+                        }
+                    }
                 },
             }
         }
-        for outcome in settled.into_iter().flatten() {
-            self.report.push(outcome);
+        // Everything after the first row not sent is not sent either, rows refused before sending
+        // included: a resume from `next_row` or `next_line` reads them again, and reports each once.
+        let unsent_from = if stopped_before {
+            Some(0)
+        } else {
+            settled
+                .iter()
+                .position(|o| o.as_ref().is_some_and(|o| o.status == Status::NotAttempted))
+        };
+        for (i, outcome) in settled.into_iter().enumerate() {
+            let Some(outcome) = outcome else { continue };
+            if unsent_from.is_some_and(|from| i >= from) && outcome.status == Status::Failed {
+                self.report.push(Outcome {
+                    status: Status::NotAttempted,
+                    error: None,
+                    ..outcome
+                });
+            } else {
+                self.report.push(outcome);
+            }
         }
         Ok(())
     }
@@ -314,22 +412,91 @@ mod tests {
         }
     }
 
+    fn api_code(status: u16, code: &str) -> dataverse::Error {
+        dataverse::Error::Api {
+            status,
+            code: Some(code.into()),
+            message: String::new(),
+            retry_after: None,
+        }
+    }
+
     #[test]
     fn only_a_definite_refusal_of_content_is_split() {
-        for status in [400, 404, 409, 412, 413] {
+        for status in [400, 409, 412, 413] {
             assert_eq!(verdict(&api(status)), Verdict::RowRefused, "{status}");
         }
-        for status in [401, 403, 429, 500, 503] {
+        // A row naming a missing row is the row's fault; any other 404 is the request's.
+        assert_eq!(verdict(&api_code(404, "0x80040217")), Verdict::RowRefused);
+        for error in [api(404), api_code(404, "0x8006088a"), api(405), api(415)] {
+            assert_eq!(verdict(&error), Verdict::RequestRefused, "{error:?}");
+        }
+        for status in [401, 403, 429, 500, 501] {
             assert_eq!(verdict(&api(status)), Verdict::Refused, "{status}");
         }
-        // A gateway's timeout, a lost answer, or a refusal after an unanswered attempt: unknown.
-        assert_eq!(verdict(&api(504)), Verdict::Unknown);
+        // A gateway's error, a lost answer, or a refusal after an unanswered attempt: unknown.
+        for status in [502, 503, 504] {
+            assert_eq!(verdict(&api(status)), Verdict::Unknown, "{status}");
+        }
         assert_eq!(verdict(&api(400).after_possible_write()), Verdict::Unknown);
         let lost = dataverse::Error::Deadline {
             method: "POST".into(),
             path: "/x".into(),
         };
         assert_eq!(verdict(&lost), Verdict::Unknown);
+    }
+
+    #[test]
+    fn a_request_starts_only_with_twice_the_slowest_request_left_and_at_least_two_seconds() {
+        let s = Duration::from_secs;
+        assert!(time_for_a_request(None, s(100)));
+        assert!(time_for_a_request(Some(s(2)), Duration::ZERO));
+        assert!(!time_for_a_request(
+            Some(Duration::from_millis(1_999)),
+            Duration::ZERO
+        ));
+        assert!(time_for_a_request(Some(s(2)), Duration::from_millis(900)));
+        // A request took 3 s: the next needs 6 s.
+        assert!(!time_for_a_request(Some(s(5)), s(3)));
+        assert!(time_for_a_request(Some(s(6)), s(3)));
+        assert!(!time_for_a_request(Some(s(100)), Duration::MAX));
+    }
+
+    fn target(n: u64, id: Option<&str>, key: Option<&str>) -> Target {
+        Target {
+            at: At::Row(n),
+            columns: serde_json::Map::new(),
+            id: id.map(|id| id.parse().unwrap()),
+            key: key.map(|k| {
+                let mut key = serde_json::Map::new();
+                key.insert("accountnumber".into(), k.into());
+                key
+            }),
+        }
+    }
+
+    #[test]
+    fn a_chunk_is_cut_where_a_row_is_named_again() {
+        let a = Some("3f2504e0-4f89-41d3-9a0c-0305e82c3301");
+        let b = Some("3f2504e0-4f89-41d3-9a0c-0305e82c3302");
+        let targets = [
+            target(0, a, None),
+            target(1, b, None),
+            target(2, a, None),
+            target(3, None, None),
+            target(4, None, None),
+            target(5, b, None),
+            target(6, a, None),
+        ];
+        assert_eq!(runs(&targets), [(0, 2), (2, 6), (6, 7)]);
+        // Key values are one name whatever their case; new rows (no id, no key) never repeat.
+        let keyed = [
+            target(0, None, Some("A-1")),
+            target(1, None, Some("a-1")),
+            target(2, None, Some("B-1")),
+        ];
+        assert_eq!(runs(&keyed), [(0, 1), (1, 3)]);
+        assert_eq!(runs(&[]), []);
     }
 
     #[test]
@@ -357,5 +524,10 @@ mod tests {
         all.push(Outcome::new(At::Row(1), Status::NotAttempted));
         assert_eq!(all.rows.len(), 2);
         assert_eq!(all.next_row, Some(1));
+        // A resume point set before is moved back to an earlier row found not sent.
+        let mut report = Report::new(Listing::Problems(10));
+        report.stop_before(At::Line(9), Writer::out_of_time());
+        report.push(Outcome::new(At::Line(5), Status::NotAttempted));
+        assert_eq!(report.next_line, Some(5));
     }
 }

@@ -3,13 +3,15 @@
 //! [`crate::proxy`] tells AWS calls apart by their `X-Amz-Target` header, which S3's REST protocol
 //! does not send: an S3 call is named by its method and query (`PUT ?partNumber=2&uploadId=...` is
 //! `UploadPart`). This proxy forwards every request to moto, records each call's method and query,
-//! and answers the calls a [`S3Fault`] picks with an S3 error, or never.
+//! and answers the calls a [`S3Fault`] picks with an S3 error, or never, or with a body cut short.
 
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
+use hyper::body::{Frame, Incoming};
 use hyper::{Request, Response};
 use tokio::net::TcpListener;
 
@@ -22,6 +24,8 @@ pub enum S3Call {
     UploadPart,
     CompleteMultipartUpload,
     AbortMultipartUpload,
+    /// `GET` of an object (the SDK names it in the query: `x-id=GetObject`).
+    GetObject,
     Other,
 }
 
@@ -32,6 +36,9 @@ impl S3Call {
                 .split('&')
                 .any(|pair| pair == name || pair.starts_with(&format!("{name}=")))
         };
+        if method == hyper::Method::GET && query.split('&').any(|pair| pair == "x-id=GetObject") {
+            return S3Call::GetObject;
+        }
         match (
             method.as_str(),
             has("uploads"),
@@ -60,6 +67,10 @@ pub enum S3Answer {
     Lost,
     /// Forwarded, so moto applies it, and never answered.
     AppliedThenHold,
+    /// Forwarded, and moto's answer sent back with its status and headers (`Content-Length`
+    /// included) but only the first this many bytes of its body, then the connection closed: a
+    /// body that breaks off partway, as a reset connection leaves a `GetObject`.
+    CutBody(usize),
 }
 
 /// The calls to `call` after the first `after` of them get `answer`.
@@ -107,6 +118,14 @@ impl S3Proxy {
         Ok(Self { url, state, server })
     }
 
+    /// Replaces the fault (`None`: forward every call from now on).
+    pub fn set_fault(&self, fault: Option<S3Fault>) {
+        self.state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .fault = fault;
+    }
+
     /// Every S3 call the proxy has seen, in order, faulted ones included.
     pub fn calls(&self) -> Vec<S3Call> {
         self.state
@@ -117,12 +136,50 @@ impl S3Proxy {
     }
 }
 
+/// An answer's body: whole, or cut short after its first bytes.
+#[derive(Debug)]
+pub enum ProxyBody {
+    Whole(Full<Bytes>),
+    /// These bytes; then, once hyper has flushed them, an error, which makes hyper close the
+    /// connection before the length the headers announced.
+    Cut {
+        bytes: Option<Bytes>,
+        flushed: bool,
+    },
+}
+
+impl hyper::body::Body for ProxyBody {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        match self.get_mut() {
+            ProxyBody::Whole(full) => Pin::new(full).poll_frame(cx).map_err(|e| match e {}),
+            ProxyBody::Cut { bytes, flushed } => {
+                if let Some(bytes) = bytes.take() {
+                    return Poll::Ready(Some(Ok(Frame::data(bytes))));
+                }
+                if !*flushed {
+                    // Pending once: hyper writes out what it holds before it polls again.
+                    *flushed = true;
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
+                Poll::Ready(Some(Err("the test proxy cut the body short".into())))
+            }
+        }
+    }
+}
+
 async fn forward(
     state: Arc<Mutex<State>>,
     http: reqwest::Client,
     target: String,
     req: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, Box<dyn std::error::Error + Send + Sync>> {
+) -> Result<Response<ProxyBody>, Box<dyn std::error::Error + Send + Sync>> {
     let method = req.method().clone();
     let path_and_query = req
         .uri()
@@ -145,11 +202,29 @@ async fn forward(
             let body = format!(
                 "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{code}</Code><Message>injected by the test proxy</Message><RequestId>proxy</RequestId></Error>"
             );
-            let mut response = Response::new(Full::new(Bytes::from(body)));
+            let mut response = Response::new(ProxyBody::Whole(Full::new(Bytes::from(body))));
             *response.status_mut() = hyper::StatusCode::from_u16(status)?;
             response
                 .headers_mut()
                 .insert("content-type", "application/xml".parse()?);
+            Ok(response)
+        }
+        Some(S3Answer::CutBody(keep)) => {
+            let (parts, body) = send_on(&http, &target, &path_and_query, req)
+                .await?
+                .into_parts();
+            let whole = body.collect().await?.to_bytes();
+            let mut response = Response::from_parts(
+                parts,
+                ProxyBody::Cut {
+                    bytes: Some(whole.slice(..keep.min(whole.len()))),
+                    flushed: false,
+                },
+            );
+            // The whole body's length, so that the client knows it was cut short.
+            response
+                .headers_mut()
+                .insert("content-length", whole.len().into());
             Ok(response)
         }
         Some(S3Answer::Lost) => {
@@ -161,7 +236,12 @@ async fn forward(
             send_on(&http, &target, &path_and_query, req).await?;
             std::future::pending().await
         }
-        None => send_on(&http, &target, &path_and_query, req).await,
+        None => {
+            let (parts, body) = send_on(&http, &target, &path_and_query, req)
+                .await?
+                .into_parts();
+            Ok(Response::from_parts(parts, ProxyBody::Whole(body)))
+        }
     }
 }
 

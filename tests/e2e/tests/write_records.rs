@@ -9,6 +9,7 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use dataverse_emulator::client::Fault;
+use e2e_tests::s3_proxy::{S3Answer, S3Call, S3Fault, S3Proxy};
 use e2e_tests::{Emulator, Failure, Function, LocalFiles, Moto, aws_env};
 use serde_json::{Value, json};
 
@@ -24,10 +25,14 @@ impl Org {
     /// Accounts with an alternate key on `accountnumber`, and `write-records`; with `s3`, moto's
     /// S3 with a bucket, for `input.s3`.
     async fn start(moto: Option<&Moto>) -> Self {
+        Self::start_with_s3(moto.map(|m| m.url.as_str())).await
+    }
+
+    /// With `s3`, the S3 endpoint the function calls (moto's, or a proxy's in front of it).
+    async fn start_with_s3(s3: Option<&str>) -> Self {
         let emulator = Emulator::with_account_key().await.unwrap();
         let files = LocalFiles::new("write-records", &emulator).unwrap();
-        let mut environment =
-            moto.map_or_else(Vec::new, |m| aws_env("AWS_ENDPOINT_URL_S3", &m.url));
+        let mut environment = s3.map_or_else(Vec::new, |url| aws_env("AWS_ENDPOINT_URL_S3", url));
         environment.push(files.secrets_env());
         let write = Function::start("write-records", &environment)
             .await
@@ -84,6 +89,18 @@ fn statuses(answer: &Value) -> Vec<String> {
         .iter()
         .map(|r| r["status"].as_str().unwrap().to_owned())
         .collect()
+}
+
+/// `name` of every account, unsorted and with repeats, as a count per name.
+async fn name_counts(org: &Org) -> std::collections::BTreeMap<String, usize> {
+    let (_, body) = org.emulator.api_get("accounts?$select=name").await.unwrap();
+    let mut counts = std::collections::BTreeMap::new();
+    for row in body["value"].as_array().unwrap() {
+        *counts
+            .entry(row["name"].as_str().unwrap().to_owned())
+            .or_insert(0) += 1;
+    }
+    counts
 }
 
 fn base(mode: &str, rows: Value) -> Value {
@@ -269,7 +286,10 @@ async fn near_the_deadline_it_stops_and_says_where_to_resume() {
         )
         .await
         .unwrap();
-    let rows: Vec<Value> = (0..5).map(|i| json!({"name": format!("d{i}")})).collect();
+    let mut rows: Vec<Value> = (0..5).map(|i| json!({"name": format!("d{i}")})).collect();
+    // Row 3 is refused before sending; after the stop it is not attempted like the others, so
+    // that each row is reported once over the invocation and its resume.
+    rows[3] = json!(["not", "a", "row"]);
     let mut payload = base("create", Value::Array(rows));
     payload["batch_size"] = json!(1);
     let answer = match org
@@ -280,25 +300,168 @@ async fn near_the_deadline_it_stops_and_says_where_to_resume() {
         Ok(answer) => answer,
         Err(e) => panic!("{e:?}\n{}", org.write.logs()),
     };
+    // The first request took 2.5 s: the next one starts only with 5 s left, which the 6 s
+    // invocation no longer has (with 2 s, it would have started, and might have been cut off).
     assert_eq!(
         statuses(&answer),
         [
             "created",
-            "created",
+            "not_attempted",
             "not_attempted",
             "not_attempted",
             "not_attempted"
         ],
         "{answer}"
     );
-    assert_eq!(answer["next_row"], 2, "{answer}");
+    assert_eq!(answer["next_row"], 1, "{answer}");
     assert!(
         answer["stopped"]["message"]
             .as_str()
             .unwrap()
             .contains("deadline")
     );
-    assert_eq!(org.names().await, ["d0", "d1"]);
+    assert_eq!(org.names().await, ["d0"]);
+
+    // A resume from next_row writes the rest, each once, and lists only its own rows.
+    payload["start_row"] = answer["next_row"].clone();
+    let rest = org.invoke(&payload).await;
+    assert_eq!(
+        statuses(&rest),
+        ["created", "created", "failed", "created"],
+        "{rest}"
+    );
+    assert_eq!(rest["rows"][0]["row"], 1, "{rest}");
+    assert_eq!(org.names().await, ["d0", "d1", "d2", "d4"]);
+    payload["start_row"] = json!(5);
+    match org.write.invoke(&payload).await {
+        Err(Failure::Error {
+            error_type,
+            message,
+        }) => {
+            assert_eq!(error_type, "Crm.InvalidInput");
+            assert!(message.starts_with("start_row"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn an_update_naming_a_row_twice_applies_both_in_input_order() {
+    let mut org = Org::start(None).await;
+    let created = org
+        .invoke(&base("create", json!([{"name": "v0"}, {"name": "other"}])))
+        .await;
+    let (a, b) = (
+        created["rows"][0]["id"].as_str().unwrap().to_owned(),
+        created["rows"][1]["id"].as_str().unwrap().to_owned(),
+    );
+    org.bulk_requests().await;
+    // UpdateMultiple applies only the first target naming a row: one request would leave v1.
+    let answer = org
+        .invoke(&base(
+            "update",
+            json!([{"accountid": a, "name": "v1"}, {"accountid": b, "name": "other2"},
+                   {"accountid": a, "name": "v2"}]),
+        ))
+        .await;
+    assert_eq!(
+        statuses(&answer),
+        ["updated", "updated", "updated"],
+        "{answer}"
+    );
+    assert_eq!(org.names().await, ["other2", "v2"]);
+    let sent = org.bulk_requests().await;
+    assert_eq!(
+        sent,
+        [
+            ("UpdateMultiple".to_owned(), 204),
+            ("UpdateMultiple".to_owned(), 204)
+        ]
+    );
+    // UpsertMultiple refuses such a request: cut alike, both rows apply, the later last.
+    let answer = org
+        .invoke(&json!({"dataset": "contoso", "table": "accounts", "mode": "upsert",
+            "key": ["accountnumber"],
+            "rows": [{"accountnumber": "K-1", "name": "k1"}, {"accountnumber": "k-1", "name": "k2"}]}))
+        .await;
+    assert_eq!(statuses(&answer), ["upserted", "upserted"], "{answer}");
+    assert_eq!(org.names().await, ["k2", "other2", "v2"]);
+    assert_eq!(org.bulk_requests().await.len(), 2);
+}
+
+#[tokio::test]
+async fn a_refusal_of_the_request_itself_is_not_split() {
+    let mut org = Org::start(None).await;
+    // A 404 that names no row (the table has no such message) refuses every half alike.
+    org.emulator
+        .client()
+        .add_fault(
+            &Fault::status(404)
+                .code("0x8006088a")
+                .message("Resource not found for the segment 'CreateMultiple'.")
+                .path_contains("CreateMultiple"),
+        )
+        .await
+        .unwrap();
+    let rows: Vec<Value> = (0..8).map(|i| json!({"name": format!("r{i}")})).collect();
+    let mut payload = base("create", Value::Array(rows));
+    payload["batch_size"] = json!(4);
+    match org.write.invoke(&payload).await {
+        Err(Failure::Error { error_type, .. }) => assert_eq!(error_type, "Crm.NotFound"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        org.bulk_requests().await,
+        [("CreateMultiple".to_owned(), 404)]
+    );
+    // After a chunk was written, a 405 fails the next chunk's rows with one request.
+    // Faults are taken in the order they were added: the first request passes, the second is
+    // refused.
+    org.emulator
+        .client()
+        .add_fault(
+            &Fault::delay(Duration::ZERO)
+                .path_contains("CreateMultiple")
+                .times(1),
+        )
+        .await
+        .unwrap();
+    org.emulator
+        .client()
+        .add_fault(&Fault::status(405).path_contains("CreateMultiple").times(1))
+        .await
+        .unwrap();
+    let answer = org.invoke(&payload).await;
+    assert_eq!(
+        (answer["created"].as_u64(), answer["failed"].as_u64()),
+        (Some(4), Some(4)),
+        "{answer}"
+    );
+    assert_eq!(
+        answer["rows"][4]["error"]["type"], "Crm.BadRequest",
+        "{answer}"
+    );
+    let statuses: Vec<u64> = org.bulk_requests().await.iter().map(|(_, s)| *s).collect();
+    assert_eq!(statuses, [200, 405], "not split");
+}
+
+#[tokio::test]
+async fn a_gateways_503_leaves_a_create_unknown_and_not_sent_again() {
+    let mut org = Org::start(None).await;
+    org.emulator
+        .client()
+        .add_fault(&Fault::status(503).path_contains("CreateMultiple").times(5))
+        .await
+        .unwrap();
+    let answer = org
+        .invoke(&base("create", json!([{"name": "x"}, {"name": "y"}])))
+        .await;
+    assert_eq!(statuses(&answer), ["unknown", "unknown"], "{answer}");
+    assert_eq!(
+        answer["rows"][0]["error"]["type"], "Crm.ServerError",
+        "{answer}"
+    );
+    assert_eq!(org.bulk_requests().await.len(), 1, "sent once");
 }
 
 #[tokio::test]
@@ -394,4 +557,64 @@ async fn reads_rows_from_an_s3_object_of_json_lines() {
         }
         other => panic!("{other:?}"),
     }
+}
+
+#[tokio::test]
+async fn an_s3_body_that_breaks_off_writes_what_was_read_and_resumes_from_the_break() {
+    let moto = Moto::start().await.unwrap();
+    let s3 = aws_sdk_s3::Client::new(&moto.sdk_config().await);
+    s3.create_bucket().bucket(BUCKET).send().await.unwrap();
+    // 250 lines of 17 bytes each; the body breaks off 5 bytes into line 151.
+    let mut lines = String::new();
+    for i in 1..=250 {
+        writeln!(lines, "{{\"name\": \"c{i:03}\"}}").unwrap();
+    }
+    assert_eq!(lines.len(), 250 * 17);
+    s3.put_object()
+        .bucket(BUCKET)
+        .key("import/cut.jsonl")
+        .body(lines.into_bytes().into())
+        .send()
+        .await
+        .unwrap();
+    let proxy = S3Proxy::start(
+        &moto.url,
+        Some(S3Fault {
+            call: S3Call::GetObject,
+            after: 0,
+            answer: S3Answer::CutBody(150 * 17 + 5),
+        }),
+    )
+    .await
+    .unwrap();
+    let mut org = Org::start_with_s3(Some(&proxy.url)).await;
+    let payload = json!({"dataset": "contoso", "table": "accounts", "mode": "create",
+        "input": {"s3": {"bucket": BUCKET, "key": "import/cut.jsonl"}}});
+    let answer = org.invoke(&payload).await;
+    assert_eq!(proxy.calls(), [S3Call::GetObject]);
+    // The 50 lines read of the second chunk are written before the invocation stops.
+    assert_eq!(answer["created"], 150, "{answer}");
+    assert_eq!(answer["next_line"], 151, "{answer}");
+    assert_eq!(answer["stopped"]["type"], "Crm.ServerError", "{answer}");
+    let next = answer["next_line"].as_u64().unwrap();
+    let written = name_counts(&org).await;
+    for i in 1..=250 {
+        let name = format!("c{i:03}");
+        assert_eq!(
+            written.contains_key(&name),
+            i < next,
+            "line {i}: every row is written or at or after next_line {next}"
+        );
+    }
+
+    // A resume from next_line completes the object, and writes no row twice.
+    proxy.set_fault(None);
+    let mut resume = payload.clone();
+    resume["input"]["s3"]["start_line"] = json!(next);
+    let answer = org.invoke(&resume).await;
+    assert_eq!(answer["created"], 100, "{answer}");
+    assert!(answer.get("next_line").is_none(), "{answer}");
+    let written = name_counts(&org).await;
+    assert_eq!(written.len(), 250);
+    assert!(written.values().all(|n| *n == 1), "{written:?}");
 }
