@@ -68,10 +68,14 @@ pub enum Metric {
     Lag,
     /// Changes a poll knows are left for the next one.
     Backlog,
+    /// Changes passed over because the connector's own application user made them
+    /// (`ignore_own_changes`): the loops a workflow would otherwise feed, counted so that an
+    /// operator can see them prevented.
+    OwnChangesSkipped,
 }
 
 impl Metric {
-    pub const ALL: [Metric; 9] = [
+    pub const ALL: [Metric; 10] = [
         Metric::DataverseRequests,
         Metric::Throttles,
         Metric::Retries,
@@ -81,6 +85,7 @@ impl Metric {
         Metric::PollDuration,
         Metric::Lag,
         Metric::Backlog,
+        Metric::OwnChangesSkipped,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -94,6 +99,7 @@ impl Metric {
             Metric::PollDuration => "PollDuration",
             Metric::Lag => "Lag",
             Metric::Backlog => "Backlog",
+            Metric::OwnChangesSkipped => "OwnChangesSkipped",
         }
     }
 

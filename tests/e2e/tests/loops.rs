@@ -9,6 +9,7 @@
 // Integration tests: a panic is a failed assertion.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use e2e_tests::emf;
 use e2e_tests::function_url::FunctionUrl;
 use e2e_tests::push::{StepSpec, register};
 use e2e_tests::{Emulator, Function, LocalFiles, settle};
@@ -22,6 +23,8 @@ struct Rig {
     files: LocalFiles,
     trigger: Function,
     update: Function,
+    /// Invocations of `trigger` so far.
+    polls: usize,
 }
 
 impl Rig {
@@ -40,6 +43,7 @@ impl Rig {
             files,
             trigger,
             update,
+            polls: 0,
         }
     }
 
@@ -70,10 +74,28 @@ impl Rig {
     }
 
     async fn poll(&mut self, payload: &Value) -> Value {
+        self.polls += 1;
         match self.trigger.invoke(payload).await {
             Ok(output) => output,
             Err(e) => panic!("the trigger failed: {e}\n{}", self.trigger.logs()),
         }
+    }
+
+    /// A metric of the trigger's last invocation, from the Embedded Metric Format line it wrote
+    /// before answering (read from its output, which may arrive a moment after the answer).
+    async fn last_metric(&self, name: &str) -> Option<f64> {
+        let mut logs = self.trigger.logs();
+        for _ in 0..10_000 {
+            if logs.lines().filter(|l| l.starts_with(emf::PREFIX)).count() >= self.polls {
+                break;
+            }
+            tokio::task::yield_now().await;
+            logs = self.trigger.logs();
+        }
+        let documents =
+            emf::documents(&logs).unwrap_or_else(|p| panic!("{}\n{logs}", p.join("\n")));
+        assert_eq!(documents.len(), self.polls, "one line per poll\n{logs}");
+        documents.last().and_then(|d| d.value(name))
     }
 
     /// One round of the workflow: poll, then update each row fired. Returns how many fired.
@@ -143,11 +165,13 @@ async fn with_ignore_own_changes_the_loop_stops_after_one_round() {
         "the workflow's own update does not: {output}"
     );
     assert_eq!(output["skipped_own"], 1, "{output}");
+    assert_eq!(rig.last_metric("OwnChangesSkipped").await, Some(1.0));
     assert_eq!(
         rig.poll(&payload).await["skipped_own"],
         0,
         "the cursor moved past it: it never fires later"
     );
+    assert_eq!(rig.last_metric("OwnChangesSkipped").await, Some(0.0));
 
     // Someone else again: it fires, and the author column the trigger read to decide is not added
     // to a row whose `$select` left it out.
@@ -387,4 +411,11 @@ async fn the_webhook_receiver_passes_over_deliveries_caused_by_the_connector() {
     assert_eq!(events[0]["detail"]["record"]["name"], "by a person");
     let logs = receiver.function().await.logs();
     assert!(logs.contains("passed over"), "{logs}");
+    // Each delivery wrote its metrics before it was answered: the two passed over count 1 each.
+    let skipped: Vec<Option<f64>> = emf::documents(&logs)
+        .unwrap_or_else(|p| panic!("{}\n{logs}", p.join("\n")))
+        .iter()
+        .map(|d| d.value("OwnChangesSkipped"))
+        .collect();
+    assert_eq!(skipped, [Some(1.0), Some(1.0), None], "{logs}");
 }

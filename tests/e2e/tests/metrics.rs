@@ -16,7 +16,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 /// The documented metrics and their units.
-const UNITS: [(&str, &str); 9] = [
+const UNITS: [(&str, &str); 10] = [
     ("DataverseRequests", "Count"),
     ("Throttles", "Count"),
     ("Retries", "Count"),
@@ -26,6 +26,7 @@ const UNITS: [(&str, &str); 9] = [
     ("PollDuration", "Milliseconds"),
     ("Lag", "Seconds"),
     ("Backlog", "Count"),
+    ("OwnChangesSkipped", "Count"),
 ];
 const CLIENT_METRICS: [&str; 3] = ["DataverseRequests", "Throttles", "Retries"];
 const NAMESPACE: &str = "DynamicsCrm";

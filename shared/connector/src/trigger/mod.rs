@@ -410,6 +410,9 @@ impl Leased<'_> {
                 "changes by the connector's own user passed over"
             );
         }
+        if input.ignore_own_changes {
+            metrics::set(Metric::OwnChangesSkipped, settled.skipped_own);
+        }
         let output = Output {
             value,
             skipped_own: input.ignore_own_changes.then_some(settled.skipped_own),

@@ -359,6 +359,9 @@ pub async fn receive(deps: &WebhookDeps, request: Value, deadline: Deadline) -> 
         Ok(handled) => {
             tracing::info!(request_id = %request_id, status = 200, event_id = %handled.event_id, published = handled.published, "delivery handled");
             metrics::set(Metric::EventsFired, u64::from(handled.published));
+            if handled.own {
+                metrics::set(Metric::OwnChangesSkipped, 1);
+            }
             Response::json(200, &handled.answer())
         }
         Err(refused) => {
