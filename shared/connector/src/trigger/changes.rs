@@ -43,8 +43,10 @@
 //!
 //! With `ignore_own_changes`, a change whose author (`_createdby_value` for a creation,
 //! `_modifiedby_value` for an update) is the connector's own user (`WhoAmI`) is passed over like an
-//! unchanged row: not published, but the cursor moves past it. Its fingerprint is not saved, though:
-//! someone else's change to a watched column may hide under it, and fires at the row's next change.
+//! unchanged row: not published, but the cursor moves past it, and its fingerprint and kept values
+//! are saved, so the connector's own write never fires later as someone else's change. A poll sees
+//! only the row's last writer: someone else's change the connector wrote over before the poll is
+//! passed over with it.
 //! The author column is read even when `$select` leaves it out, and taken out of the row again
 //! before it is published.
 
@@ -522,23 +524,19 @@ pub(super) async fn scan(
                 }
                 continue;
             }
-            // A change passed over as the connector's own keeps the fingerprint saved before it:
-            // the row may also hold someone else's change made since the last poll, which must
-            // still fire, with the values from before both, when the row next changes.
-            let keeps = verdict != Verdict::Own;
-            let fingerprint = row
-                .fingerprint
-                .clone()
-                .filter(|_| keeps)
-                .map(|fingerprint| {
-                    (
-                        row.id,
-                        Kept {
-                            fingerprint,
-                            values: Some(kept::keep(&input.columns, &row.watched)),
-                        },
-                    )
-                });
+            // A change passed over as the connector's own saves the row's values too: kept from
+            // before it, they would come back as changed at the row's next change by anyone
+            // else, and a workflow writing them again would loop. A person's change the
+            // connector wrote over before this poll is passed over with it (docs/events.md).
+            let fingerprint = row.fingerprint.clone().map(|fingerprint| {
+                (
+                    row.id,
+                    Kept {
+                        fingerprint,
+                        values: Some(kept::keep(&input.columns, &row.watched)),
+                    },
+                )
+            });
             if verdict == Verdict::Own {
                 tracing::debug!(id = %row.id, version = row.version, "a change by the connector's own user; passed over");
             }
