@@ -1085,6 +1085,21 @@ def resume_problems(t: Template) -> list[str]:
                 if step != name or not resumes:
                     problems.append(f"{where}: the Choice on next_row must lead back to {name} with start_row "
                                     "set from next_row")
+                # A round that settled nothing must not go straight back: nothing would make it wait.
+                guarded = False
+                for rule in choice.get("Choices", []):
+                    if rule is loops[0]:
+                        break
+                    compared = [r for r in rule.get("And", [rule]) if str(r.get("Variable", "")).endswith(".next_row")
+                                and str(r.get("NumericEqualsPath", "")).endswith(".start_row")]
+                    guarded = guarded or (bool(compared) and rule.get("Next") != loops[0].get("Next"))
+                if not guarded:
+                    problems.append(f"{where}: before the rule that writes the rest, the Choice must send a round "
+                                    "whose next_row equals its start_row elsewhere (it settled nothing)")
+                # A failure after earlier rounds wrote rows must be caught, to record where to resume.
+                if not any("States.ALL" in c.get("ErrorEquals", []) for c in state.get("Catch", [])):
+                    problems.append(f"{where}: write-records must Catch States.ALL, so that a batch failing after "
+                                    "earlier rounds says which rows they settled")
     return problems
 
 

@@ -337,38 +337,154 @@ def _path(data: Any, path: str) -> Any:
     return data
 
 
+def _arguments(text: str) -> list[str]:
+    """The arguments of an intrinsic function's call, split at the commas outside quotes."""
+    args, current, quoted = [], "", False
+    for i, char in enumerate(text):
+        if char == "'" and (i == 0 or text[i - 1] != "\\"):
+            quoted = not quoted
+        if char == "," and not quoted:
+            args.append(current.strip())
+            current = ""
+        else:
+            current += char
+    if current.strip():
+        args.append(current.strip())
+    return args
+
+
+def _value(expression: str, data: Any) -> Any:
+    """A `.$` field's value: a path, or one of the intrinsic functions the import workflow uses."""
+    call = re.fullmatch(r"(States\.\w+)\((.*)\)", expression, re.DOTALL)
+    if not call:
+        return _path(data, expression)
+    name, raw = call.group(1), _arguments(call.group(2))
+
+    def argument(arg: str) -> Any:
+        if arg.startswith("'"):
+            return arg[1:-1].replace("\\'", "'")
+        return _path(data, arg) if arg.startswith("$") else json.loads(arg)
+
+    args = [argument(a) for a in raw]
+    if name == "States.MathAdd":
+        assert all(type(a) is int for a in args), args  # Step Functions adds integers only
+        return args[0] + args[1]
+    if name == "States.JsonToString":
+        return json.dumps(args[0], separators=(",", ":"))
+    if name == "States.Format":
+        pieces = args[0].split("{}")
+        assert len(pieces) == len(args), args
+        return "".join(p + (str(a) if i < len(args) - 1 else "") for i, (p, a) in
+                       enumerate(zip(pieces, args[1:] + [""])))
+    raise AssertionError(f"{name} is not simulated")
+
+
 def _parameters(template: Any, data: Any) -> Any:
     if isinstance(template, dict):
-        return {(k[:-2] if k.endswith(".$") else k): (_path(data, v) if k.endswith(".$") else _parameters(v, data))
+        return {(k[:-2] if k.endswith(".$") else k): (_value(v, data) if k.endswith(".$") else _parameters(v, data))
                 for k, v in template.items()}
     return template
 
 
-def run_batch(definition: dict[str, Any], batch: dict[str, Any], invoke: Any) -> Any:
+def _matches(rule: dict[str, Any], data: Any) -> bool:
+    """A Choice rule of the kinds the import workflow uses."""
+    if "And" in rule:
+        return all(_matches(r, data) for r in rule["And"])
+    try:
+        value, present = _path(data, rule["Variable"]), True
+    except (KeyError, TypeError):
+        value, present = None, False
+    tests = set(rule) - {"Variable", "Next"}
+    assert len(tests) == 1, rule
+    test = tests.pop()
+    if test == "IsPresent":
+        return present == rule[test]
+    if not present:
+        return False  # Step Functions fails on a missing variable; the rules are ordered to avoid it
+    if test == "IsNull":
+        return (value is None) == rule[test]
+    if test == "StringEquals":
+        return value == rule[test]
+    if test == "NumericEqualsPath":
+        return value == _path(data, rule[test])
+    raise AssertionError(f"{test} is not simulated")
+
+
+class TaskFailed(Exception):
+    """What the simulated write-records raises to fail an invocation, as Lambda reports it."""
+
+    def __init__(self, error: str, cause: str = "") -> None:
+        super().__init__(error)
+        self.error, self.cause = error, cause
+
+
+class BatchFailed(Exception):
+    """The child execution ended in a Fail state (or an uncaught error)."""
+
+    def __init__(self, state: str, error: str, cause: str) -> None:
+        super().__init__(f"{state}: {error}: {cause}")
+        self.state, self.error, self.cause = state, error, cause
+
+
+def _size(data: Any) -> int:
+    """The bytes Step Functions counts for a state's data: its JSON text in UTF-8."""
+    return len(json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode())
+
+
+def run_batch(definition: dict[str, Any], batch: dict[str, Any], invoke: Any,
+              sizes: list[int] | None = None) -> Any:
     """Runs the import workflow's ItemProcessor on one batch, as Step Functions would for the states it uses
-    (Pass, Task, Choice with IsPresent), calling `invoke(payload)` for write-records. Its output."""
+    (Pass, Task with Retry and Catch, Choice, Fail), calling `invoke(payload)` for write-records, which may
+    raise TaskFailed. Its output, or BatchFailed. `sizes` collects the size of every state's data and every
+    payload."""
     processor = definition["States"]["WriteEachBatch"]["ItemProcessor"]
     states, name, data = processor["States"], processor["StartAt"], batch
+    sizes = [] if sizes is None else sizes
     for _ in range(1000):
         state = states[name]
         kind = state["Type"]
+        sizes.append(_size(data))
         if kind == "Choice":
-            name = state["Default"]
-            for rule in state["Choices"]:
-                assert set(rule) == {"Variable", "IsPresent", "Next"}, rule
-                try:
-                    _path(data, rule["Variable"])
-                    present = True
-                except (KeyError, TypeError):
-                    present = False
-                if present == rule["IsPresent"]:
-                    name = rule["Next"]
-                    break
+            name = next((rule["Next"] for rule in state["Choices"] if _matches(rule, data)), state.get("Default"))
+            assert name, f"no rule matched and no Default in {state}"
             continue
+        if kind == "Fail":
+            error = _value(state["ErrorPath"], data) if "ErrorPath" in state else state.get("Error", "")
+            cause = _value(state["CausePath"], data) if "CausePath" in state else state.get("Cause", "")
+            assert isinstance(error, str) and isinstance(cause, str), (error, cause)
+            raise BatchFailed(name, error, cause)
         if kind == "Pass":
-            result = _parameters(state["Parameters"], data) if "Parameters" in state else data
+            if "Result" in state:
+                result = state["Result"]
+            else:
+                result = _parameters(state["Parameters"], data) if "Parameters" in state else data
         elif kind == "Task":
-            answer = invoke(_parameters(state["Parameters"], data)["Payload"])
+            payload = _parameters(state["Parameters"], data)["Payload"]
+            sizes.append(_size(payload))
+            attempts: dict[int, int] = {}
+            while True:
+                try:
+                    answer = invoke(payload)
+                    break
+                except TaskFailed as failed:
+                    retriers = [i for i, r in enumerate(state.get("Retry", []))
+                                if failed.error in r["ErrorEquals"] or "States.ALL" in r["ErrorEquals"]]
+                    if retriers and attempts.get(retriers[0], 0) < state["Retry"][retriers[0]].get("MaxAttempts", 3):
+                        attempts[retriers[0]] = attempts.get(retriers[0], 0) + 1
+                        continue
+                    catcher = next((c for c in state.get("Catch", [])
+                                    if failed.error in c["ErrorEquals"] or "States.ALL" in c["ErrorEquals"]), None)
+                    if catcher is None:
+                        raise BatchFailed(name, failed.error, failed.cause) from None
+                    answer = None
+                    caught = {"Error": failed.error, "Cause": failed.cause}
+                    break
+            if answer is None:
+                target = catcher.get("ResultPath", "$")
+                assert target.count(".") == 1, target
+                data = {**data, target.removeprefix("$."): caught}
+                name = catcher["Next"]
+                continue
             result = _parameters(state.get("ResultSelector", {"Payload.$": "$.Payload"}), {"Payload": answer})
         else:
             raise AssertionError(f"{name}: {kind} is not simulated")
@@ -379,43 +495,162 @@ def run_batch(definition: dict[str, Any], batch: dict[str, Any], invoke: Any) ->
             assert target.count(".") == 1, target
             data = {**data, target.removeprefix("$."): result}
         if state.get("End"):
+            sizes.append(_size(data))
             return data
         name = state["Next"]
     raise AssertionError("the batch never ended")
 
 
+def _import_definition() -> dict[str, Any]:
+    return json.loads((INFRA_DIR / "statemachines" / "import.asl.json").read_text())
+
+
+COUNTS = ("created", "updated", "upserted", "failed", "unknown")
+
+
+def _answer(rows: int, start: int, done: list[tuple[int, str]], listed: str = "problems") -> dict[str, Any]:
+    """write-records' answer for a round from `start` that settled `done` (row, status) and stopped after
+    them when rows are left."""
+    answer: dict[str, Any] = {"table": "account", "mode": "create", **{c: 0 for c in COUNTS}}
+    for _, status in done:
+        answer[status] += 1
+    answer["rows"] = [{"row": row, "status": status} for row, status in done
+                      if listed == "all" or status in ("failed", "unknown")]
+    end = start + len(done)
+    answer["not_attempted"] = rows - end
+    if end < rows:
+        answer["next_row"] = end
+        answer["stopped"] = {"type": "Crm.Throttled", "message": "Dataverse answered 429"}
+    return answer
+
+
 class ImportBatchLoop(unittest.TestCase):
-    """The import workflow writes every row of a batch once, however often write-records stops partway."""
+    """The import workflow writes every row of a batch once, however often write-records stops partway, and a
+    batch that fails after writing says where to resume."""
+
+    batch_input = {"dataset": "d", "table": "t", "mode": "create", "outcomes": "problems"}
 
     def test_a_batch_is_written_whole_and_no_row_twice(self) -> None:
-        definition = json.loads((INFRA_DIR / "statemachines" / "import.asl.json").read_text())
+        definition = _import_definition()
         items = [{"name": f"r{i}"} for i in range(7)]
         written: list[int] = []
         payloads: list[dict[str, Any]] = []
 
         def write_records(payload: dict[str, Any]) -> dict[str, Any]:
-            # Writes at most three rows an invocation, then stops as at a deadline.
+            # Writes at most three rows an invocation (row 4 is refused), then stops as at a deadline.
             payloads.append(payload)
             start = payload.get("start_row", 0)
-            rows = payload["Items"]
-            done = list(range(start, min(start + 3, len(rows))))
-            written.extend(done)
-            answer: dict[str, Any] = {"created": len(done), "not_attempted": len(rows) - start - len(done),
-                                      "rows": [{"row": i, "status": "created"} for i in done]}
-            if done[-1] + 1 < len(rows):
-                answer["next_row"] = done[-1] + 1
-            return answer
+            done = [(i, "failed" if i == 4 else "created") for i in range(start, min(start + 3, len(items)))]
+            written.extend(i for i, _ in done)
+            return _answer(len(items), start, done)
 
-        batch = {"Items": items, "BatchInput": {"dataset": "d", "table": "t", "mode": "create"}}
+        batch = {"Items": items, "BatchInput": self.batch_input}
         output = run_batch(definition, batch, write_records)
         self.assertEqual(written, list(range(7)))
         self.assertEqual([p["start_row"] for p in payloads], [0, 3, 6])
         self.assertTrue(all(p["Items"] == items and p["BatchInput"] == batch["BatchInput"] for p in payloads))
-        # Every round's answer is kept: the last, then the earlier ones, latest first.
-        self.assertEqual(output["answer"]["rows"], [{"row": 6, "status": "created"}])
-        self.assertEqual(output["earlier"]["answer"]["next_row"], 6)
-        self.assertEqual(output["earlier"]["earlier"]["answer"]["next_row"], 3)
+        # The last answer, the counts of every round, and each earlier round's listed rows, latest first.
+        self.assertEqual(output["answer"]["created"], 1)
+        self.assertEqual(output["settled"], {"created": 6, "updated": 0, "upserted": 0, "failed": 1, "unknown": 0})
+        self.assertEqual(output["earlier"]["start_row"], 3)
+        self.assertEqual(output["earlier"]["rows"], [{"row": 4, "status": "failed"}])
+        self.assertEqual(output["earlier"]["earlier"]["next_row"], 3)
         self.assertIsNone(output["earlier"]["earlier"]["earlier"])
+
+    def test_the_workflow_asks_for_problems_only_and_batches_of_about_150_kb(self) -> None:
+        batcher = _import_definition()["States"]["WriteEachBatch"]["ItemBatcher"]
+        self.assertEqual(batcher["BatchInput"].get("outcomes"), "problems")
+        self.assertLessEqual(batcher["MaxInputBytesPerBatch"], 150 * 1024)
+
+    def test_a_batch_that_fails_after_writing_records_where_to_resume(self) -> None:
+        # Round 1 writes rows 0-59 (one refused) and is throttled; round 2 is throttled until its retries run out.
+        definition = _import_definition()
+        items = [{"name": f"r{i}"} for i in range(100)]
+        calls: list[int] = []
+
+        def write_records(payload: dict[str, Any]) -> dict[str, Any]:
+            start = payload["start_row"]
+            calls.append(start)
+            if start == 0:
+                return _answer(100, 0, [(i, "failed" if i == 7 else "created") for i in range(60)])
+            raise TaskFailed("Crm.Throttled", '{"errorType":"Crm.Throttled","errorMessage":"Dataverse answered 429"}')
+
+        with self.assertRaises(BatchFailed) as failed:
+            run_batch(definition, {"Items": items, "BatchInput": self.batch_input}, write_records)
+        self.assertEqual(failed.exception.error, "Import.BatchStoppedPartway")
+        record = json.loads(failed.exception.cause)
+        self.assertEqual(record["next_row"], 60)
+        self.assertEqual(record["settled"], {"created": 59, "updated": 0, "upserted": 0, "failed": 1, "unknown": 0})
+        self.assertEqual(record["error"], "Crm.Throttled")
+        self.assertIn("429", record["cause"])
+        # Round 2 was retried (its 6 retries) and never started before row 60.
+        self.assertEqual(calls, [0] + [60] * 7)
+
+    def test_a_first_round_failure_passes_its_error_on(self) -> None:
+        definition = _import_definition()
+        batch = {"Items": [{"name": "a"}], "BatchInput": self.batch_input}
+        for error, state in (("Crm.Forbidden", "BatchFailed"), ("Crm.NotFound", "NotFound")):
+            def refuse(payload: dict[str, Any], error: str = error) -> dict[str, Any]:
+                raise TaskFailed(error, "the original cause")
+
+            with self.assertRaises(BatchFailed) as failed:
+                run_batch(definition, batch, refuse)
+            self.assertEqual((failed.exception.state, failed.exception.error), (state, error))
+            self.assertIn("the original cause", failed.exception.cause)
+        # A 404 may be for the table or for its bulk message: the cause says both, and that nothing was written.
+        self.assertIn("no bulk message", failed.exception.cause)
+        self.assertIn("No row of this batch was written", failed.exception.cause)
+
+    def test_a_round_that_settles_nothing_does_not_loop(self) -> None:
+        # write-records fails instead; should an answer of nothing done come, the batch stops with its record.
+        definition = _import_definition()
+        calls: list[int] = []
+
+        def write_records(payload: dict[str, Any]) -> dict[str, Any]:
+            start = payload["start_row"]
+            calls.append(start)
+            done = [(0, "created"), (1, "created")] if start == 0 else []
+            return _answer(5, start, done)
+
+        with self.assertRaises(BatchFailed) as failed:
+            run_batch(definition, {"Items": [{}] * 5, "BatchInput": self.batch_input}, write_records)
+        self.assertEqual(calls, [0, 2])
+        self.assertEqual(failed.exception.error, "Import.BatchStoppedPartway")
+        record = json.loads(failed.exception.cause)
+        self.assertEqual((record["next_row"], record["error"], record["settled"]["created"]),
+                         (2, "Import.NoProgress", 2))
+
+    def test_the_state_stays_well_under_256_kb_in_the_worst_case(self) -> None:
+        # The largest batch the batcher hands over (about MaxInputBytesPerBatch, in update mode), and the most
+        # an answer can list: every row a problem with the longest message, each settled in a round of its own
+        # (100 rounds: each round settles a row or fails).
+        definition = _import_definition()
+        limit = definition["States"]["WriteEachBatch"]["ItemBatcher"]["MaxInputBytesPerBatch"]
+        batch_input = {**self.batch_input, "mode": "update"}
+        width = (limit - _size({"Items": [], "BatchInput": batch_input})) // 100 - 80
+        items = [{"accountid": f"3f2504e0-4f89-41d3-9a0c-0305e82c{i:04d}", "description": "x" * width}
+                 for i in range(100)]
+        self.assertLessEqual(_size({"Items": items, "BatchInput": batch_input}), limit)
+        self.assertGreater(_size({"Items": items, "BatchInput": batch_input}), limit - 1024)
+        message = ("Dataverse answered 400 (0x80040203): the value of \"description\" is longer than the column "
+                   "allows; " * 4)[:297] + "…"
+        self.assertEqual(len(message.encode()), 300)  # a row's message is cut to 300 bytes (rows.rs)
+
+        def write_records(payload: dict[str, Any]) -> dict[str, Any]:
+            start = payload["start_row"]
+            answer = _answer(100, start, [(start, "unknown")])
+            answer["mode"] = "update"
+            answer["rows"] = [{"row": start, "status": "unknown", "id": items[start]["accountid"],
+                               "error": {"type": "Crm.BadRequest", "message": message}}]
+            if "stopped" in answer:
+                answer["stopped"]["message"] = message
+            return answer
+
+        sizes: list[int] = []
+        output = run_batch(definition, {"Items": items, "BatchInput": batch_input}, write_records, sizes)
+        self.assertEqual(output["settled"]["unknown"], 100)
+        # 256 KB is Step Functions' limit for a state's data and a task's payload; keep 20% of it free.
+        self.assertLess(max(sizes), 256 * 1024 * 0.8, f"largest state: {max(sizes)} bytes")
 
 
 class Mutations(unittest.TestCase):
@@ -584,13 +819,25 @@ class Mutations(unittest.TestCase):
     def test_an_import_batch_that_ends_without_writing_the_rest_is_reported(self) -> None:
         definition = checks.definition_of(self.t, "ImportStateMachine")
         batch = definition["States"]["WriteEachBatch"]["ItemProcessor"]["States"]
-        batch["RowsLeft"]["Choices"][0]["Next"] = "BatchDone"
+        batch["RowsLeft"]["Choices"][-1]["Next"] = "BatchDone"
         set_definition(self.t, "ImportStateMachine", definition)
         self.assertReported("ImportStateMachine/WriteBatch: the Choice on next_row must lead back to WriteBatch")
         del batch["WriteBatch"]["Next"]
         batch["WriteBatch"]["End"] = True
         set_definition(self.t, "ImportStateMachine", definition)
         self.assertReported("ImportStateMachine/WriteBatch: write-records may stop partway")
+
+    def test_an_import_batch_that_loops_without_progress_or_loses_its_record_is_reported(self) -> None:
+        definition = checks.definition_of(self.t, "ImportStateMachine")
+        batch = definition["States"]["WriteEachBatch"]["ItemProcessor"]["States"]
+        batch["RowsLeft"]["Choices"][0]["Next"] = "NextRound"
+        batch["WriteBatch"]["Catch"] = [c for c in batch["WriteBatch"]["Catch"] if "States.ALL" not in c["ErrorEquals"]]
+        set_definition(self.t, "ImportStateMachine", definition)
+        self.assertReported("ImportStateMachine/WriteBatch: before the rule that writes the rest, the Choice must")
+        self.assertReported("ImportStateMachine/WriteBatch: write-records must Catch States.ALL")
+        del batch["RowsLeft"]["Choices"][0]
+        set_definition(self.t, "ImportStateMachine", definition)
+        self.assertReported("ImportStateMachine/WriteBatch: before the rule that writes the rest, the Choice must")
 
     def test_an_import_workflow_reading_another_prefix_is_reported(self) -> None:
         policy = next(p for p in self.r["ImportStateMachineRole"]["Properties"]["Policies"]

@@ -95,6 +95,21 @@ pub(crate) struct Input {
     /// Start no Power Automate flow (`MSCRM.SuppressCallbackRegistrationExpanderJob`).
     #[serde(default)]
     suppress_flows: bool,
+    /// Which rows the answer lists: every row, or only the failed and unknown ones.
+    #[serde(default)]
+    outcomes: Option<Outcomes>,
+}
+
+/// Which rows the answer lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum Outcomes {
+    /// Every row (the default for `rows` and `Items`).
+    All,
+    /// Only the failed and unknown rows; the counts and the resume point cover every row. What a
+    /// workflow that keeps each round's answer in its state wants (the state holds 256 KB), and
+    /// the only listing for `input`.
+    Problems,
 }
 
 fn key_columns<'de, D: Deserializer<'de>>(
@@ -223,6 +238,16 @@ pub(crate) async fn handle(deps: &Deps, event: LambdaEvent<Value>) -> Result<Out
             ));
         }
     };
+    if input.outcomes == Some(Outcomes::All) && matches!(rows, Rows::S3(_)) {
+        return Err(CrmError::invalid(
+            "outcomes",
+            "an S3 object may hold millions of rows: its answer lists only the failed and unknown ones (problems)",
+        ));
+    }
+    let listing = match input.outcomes {
+        Some(Outcomes::Problems) => Listing::Problems(MAX_INLINE_ROWS),
+        _ => Listing::All,
+    };
     if input.mode == Mode::Create && input.key.is_some() {
         return Err(CrmError::invalid(
             "key",
@@ -241,6 +266,7 @@ pub(crate) async fn handle(deps: &Deps, event: LambdaEvent<Value>) -> Result<Out
         batch,
         deadline,
         start_row: input.start_row.unwrap_or(0),
+        listing,
     };
     let (table, report) = match rows {
         Rows::Inline(rows) => {
@@ -269,6 +295,9 @@ pub(crate) async fn handle(deps: &Deps, event: LambdaEvent<Value>) -> Result<Out
                 .await??
         }
     };
+    if report.stopped.is_some() && report.settled() == 0 {
+        return Err(nothing_sent(&table, input.mode));
+    }
     tracing::info!(
         dataset = %input.dataset,
         table = %table.logical_name,
@@ -288,6 +317,29 @@ pub(crate) async fn handle(deps: &Deps, event: LambdaEvent<Value>) -> Result<Out
     })
 }
 
+/// The error of an invocation that stopped before it settled any row: the time went before its
+/// first request (on a token, the table's definition, an S3 object slow to open, or a timeout
+/// too short). Nothing was sent, so a retry is safe; an answer of nothing done would send a
+/// workflow that resumes from `next_row` straight back without its retry's backoff, round after
+/// round. `Crm.ServerError`, the type of a Dataverse too slow to answer, which a workflow
+/// retries with backoff, and whose retry gets a whole invocation's time.
+fn nothing_sent(table: &Table, mode: Mode) -> CrmError {
+    CrmError::NotStarted {
+        action: format!(
+            "POST {}/Microsoft.Dynamics.CRM.{}",
+            table.entity_set_name,
+            mode.message().action()
+        ),
+    }
+}
+
+/// The line to resume from when `read` lines have been read (skipped or not) and the object was
+/// to be read from `start_line`. Before the first chunk no line has been read, and the lines
+/// before `start_line` are not to be written: a resume from line 1 would write them again.
+fn first_unread(read: u64, start_line: u64) -> u64 {
+    (read + 1).max(start_line)
+}
+
 /// One invocation's work, whatever the rows' source.
 struct Job<'a> {
     mode: Mode,
@@ -296,6 +348,8 @@ struct Job<'a> {
     deadline: Deadline,
     /// The first of `rows` or `Items` to write.
     start_row: u64,
+    /// Which of `rows` or `Items` the answer lists.
+    listing: Listing,
 }
 
 impl Job<'_> {
@@ -317,7 +371,7 @@ impl Job<'_> {
         table: &Table,
         rows: Vec<Value>,
     ) -> Result<Report, CrmError> {
-        let mut writer = self.writer(client, table, Listing::All);
+        let mut writer = self.writer(client, table, self.listing);
         let skip = usize::try_from(self.start_row).unwrap_or(usize::MAX);
         let mut rows = rows.into_iter().enumerate().skip(skip).peekable();
         while rows.peek().is_some() {
@@ -351,9 +405,10 @@ impl Job<'_> {
         let mut broke = None;
         while !done && !writer.stopped() {
             if !writer.has_time() {
-                writer
-                    .report
-                    .stop_before(At::Line(number + 1), Writer::out_of_time());
+                writer.report.stop_before(
+                    At::Line(first_unread(number, source.start_line)),
+                    Writer::out_of_time(),
+                );
                 break;
             }
             let mut chunk = Vec::new();
@@ -449,7 +504,17 @@ mod tests {
         let batch =
             parse(serde_json::from_str(include_str!("../events/map-batch.json")).unwrap()).unwrap();
         assert!(batch.bypass_plugins);
+        assert_eq!(batch.outcomes, Some(Outcomes::Problems));
         assert_eq!(batch.items.unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_resume_point_is_never_before_start_line() {
+        // Stopped before reading anything: resume where this invocation was to start.
+        assert_eq!(first_unread(0, 250), 250);
+        assert_eq!(first_unread(0, 1), 1);
+        // Stopped after reading up to line 300: resume after it.
+        assert_eq!(first_unread(300, 250), 301);
     }
 
     #[test]
@@ -478,6 +543,9 @@ mod tests {
         assert_eq!(field(parse(clash)), "BatchInput.dataset");
         let bad = serde_json::json!({"BatchInput": [1], "Items": [{}]});
         assert_eq!(field(parse(bad)), "BatchInput");
+        assert_eq!(field(parse(with("outcomes", "some".into()))), "outcomes");
+        let problems = parse(with("outcomes", "problems".into())).unwrap();
+        assert_eq!(problems.outcomes, Some(Outcomes::Problems));
         assert!(parse(with("batch_size", 1000.into())).is_ok());
     }
 }

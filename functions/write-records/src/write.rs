@@ -18,12 +18,26 @@ use connector::CrmError;
 use dataverse::{BulkMessage, Client, Deadline, Table};
 use serde::Serialize;
 use serde_json::Value;
+use unicode_normalization::UnicodeNormalization;
+use unicode_normalization::char::is_combining_mark;
 
 use crate::rows::{At, Outcome, RowError, Status, Target};
 
 /// The least time left worth starting a request with. A bulk request of many rows takes seconds;
 /// one cut off by the deadline leaves its rows unknown, where not sending it leaves them to resume.
 pub(crate) const MIN_REQUEST_TIME: Duration = Duration::from_secs(2);
+
+/// The longest a request counts as having taken. Dataverse ends an operation at two minutes, so
+/// a call that took longer spent the rest waiting: on a `Retry-After` (the client waits inside
+/// the call, and only when the deadline allows the wait and a request after it) or between
+/// attempts. Counting such a wait would make every later request wait for a window it does not
+/// need: one 150 s wait would ask 300 s of each request after it.
+pub(crate) const MAX_REQUEST_TIME: Duration = Duration::from_secs(120);
+
+/// How long a call that took `elapsed` counts for [`time_for_a_request`].
+pub(crate) fn measured(elapsed: Duration) -> Duration {
+    elapsed.min(MAX_REQUEST_TIME)
+}
 
 /// Whether a request may start with `left` of the invocation (`None`: no deadline), when the
 /// slowest request of this invocation took `slowest`. The next request may take as long, and
@@ -85,6 +99,11 @@ impl Report {
             listing: Some(listing),
             ..Self::default()
         }
+    }
+
+    /// The rows settled: written, refused, or sent with no answer.
+    pub(crate) fn settled(&self) -> u64 {
+        self.created + self.updated + self.upserted + self.failed + self.unknown
     }
 
     pub(crate) fn push(&mut self, outcome: Outcome) {
@@ -165,9 +184,29 @@ fn verdict(error: &dataverse::Error) -> Verdict {
     }
 }
 
+/// A key value as Dataverse compares it, or coarser. Its default collation ignores case and
+/// accents, and SQL Server ignores trailing spaces when it compares strings: "Müller", "muller"
+/// and "MULLER " name one row. So letters are lowercased, accents dropped (decomposed, and the
+/// combining marks left out) and trailing spaces trimmed. Folding too much only cuts a chunk
+/// where it need not, which costs a request; too little lets a row be silently dropped.
+fn fold(value: &Value) -> String {
+    match value {
+        // Lowercased first: a capital can lowercase to a letter and a mark ('İ').
+        Value::String(text) => text
+            .chars()
+            .flat_map(char::to_lowercase)
+            .collect::<String>()
+            .nfd()
+            .filter(|c| !is_combining_mark(*c))
+            .collect::<String>()
+            .trim_end_matches(' ')
+            .to_owned(),
+        other => other.to_string(),
+    }
+}
+
 /// Where `targets` are cut into runs that each name a row at most once, as `(start, end)`. A row
-/// is named by its id and by its key's values; key values are compared without case, as
-/// Dataverse's default collation does (cutting once too often costs only a request).
+/// is named by its id and by its key's values, compared as [`fold`] says.
 fn runs(targets: &[Target]) -> Vec<(usize, usize)> {
     let mut runs = Vec::new();
     let mut start = 0;
@@ -178,10 +217,11 @@ fn runs(targets: &[Target]) -> Vec<(usize, usize)> {
             .map(|id| format!("id {id}"))
             .into_iter()
             .chain(target.key.as_ref().map(|key| {
-                format!(
-                    "key {}",
-                    Value::Object(key.clone()).to_string().to_lowercase()
-                )
+                let values: Vec<(&String, String)> = key
+                    .iter()
+                    .map(|(column, value)| (column, fold(value)))
+                    .collect();
+                format!("key {values:?}")
             }))
             .collect();
         if identities.iter().any(|identity| named.contains(identity)) {
@@ -299,7 +339,7 @@ impl<'a> Writer<'a> {
                     self.deadline,
                 )
                 .await;
-            self.slowest = self.slowest.max(started.elapsed());
+            self.slowest = self.slowest.max(measured(started.elapsed()));
             match sent {
                 Ok(written) => {
                     self.wrote = true;
@@ -497,6 +537,38 @@ mod tests {
         ];
         assert_eq!(runs(&keyed), [(0, 1), (1, 3)]);
         assert_eq!(runs(&[]), []);
+    }
+
+    #[test]
+    fn key_values_dataverse_compares_as_one_name_one_row() {
+        // Accents (precomposed or combining), case and trailing spaces do not tell rows apart.
+        for (a, b) in [
+            ("Müller", "Muller"),
+            ("Mu\u{308}ller", "MULLER"),
+            ("A-1", "a-1 "),
+            ("Éclair  ", "eclair"),
+            ("İstanbul", "istanbul"),
+        ] {
+            let pair = [target(0, None, Some(a)), target(1, None, Some(b))];
+            assert_eq!(runs(&pair), [(0, 1), (1, 2)], "{a:?} {b:?}");
+        }
+        // Leading spaces and other letters do.
+        for (a, b) in [(" A-1", "A-1"), ("Müller", "Miller"), ("A-1", "A-2")] {
+            let pair = [target(0, None, Some(a)), target(1, None, Some(b))];
+            assert_eq!(runs(&pair), [(0, 2)], "{a:?} {b:?}");
+        }
+        // A value that is not a string compares as written.
+        assert_eq!(fold(&serde_json::json!(12)), "12");
+    }
+
+    #[test]
+    fn a_call_counts_for_at_most_the_two_minutes_dataverse_gives_an_operation() {
+        let s = Duration::from_secs;
+        assert_eq!(measured(s(3)), s(3));
+        // A call that waited out a 150 s Retry-After counts as 120 s: 240 s left is enough.
+        assert_eq!(measured(s(151)), s(120));
+        assert!(time_for_a_request(Some(s(240)), measured(s(151))));
+        assert!(!time_for_a_request(Some(s(239)), measured(s(151))));
     }
 
     #[test]

@@ -67,6 +67,14 @@ pub enum CrmError {
     #[error(transparent)]
     Dataverse(dataverse::Error),
 
+    /// The invocation's time ran out before its first write was sent (on a token, a table's
+    /// definition, an input slow to open, or a timeout too short): nothing was written, so a
+    /// retry, which gets a whole invocation, is safe.
+    #[error(
+        "{action}: not sent, nothing written: too little of the invocation was left to start it"
+    )]
+    NotStarted { action: String },
+
     /// Another invocation with the same idempotency key and payload is still running; `left_ms` is
     /// how long it may still hold the key.
     #[error(
@@ -181,6 +189,8 @@ impl CrmError {
             CrmError::Configuration(_) => "Crm.Configuration",
             CrmError::SecretsUnavailable { .. } => "Crm.ServerError",
             CrmError::Dataverse(e) => dataverse_error_type(e),
+            // Retried with backoff by the workflows, as a Dataverse too slow to answer is.
+            CrmError::NotStarted { .. } => "Crm.ServerError",
             CrmError::Conflict { .. } => "Crm.Conflict",
             #[cfg(feature = "s3")]
             CrmError::Source(e) => e.error_type(),

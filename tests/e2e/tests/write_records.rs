@@ -618,3 +618,81 @@ async fn an_s3_body_that_breaks_off_writes_what_was_read_and_resumes_from_the_br
     assert_eq!(written.len(), 250);
     assert!(written.values().all(|n| *n == 1), "{written:?}");
 }
+
+#[tokio::test]
+async fn with_no_time_left_for_a_first_request_it_fails_retryably_and_sends_nothing() {
+    let moto = Moto::start().await.unwrap();
+    let s3 = aws_sdk_s3::Client::new(&moto.sdk_config().await);
+    s3.create_bucket().bucket(BUCKET).send().await.unwrap();
+    let mut lines = String::new();
+    for i in 1..=9 {
+        writeln!(lines, "{{\"name\": \"t{i}\"}}").unwrap();
+    }
+    s3.put_object()
+        .bucket(BUCKET)
+        .key("import/late.jsonl")
+        .body(lines.into_bytes().into())
+        .send()
+        .await
+        .unwrap();
+    let mut org = Org::start(Some(&moto)).await;
+    let inline = base("create", json!([{"name": "t1"}, {"name": "t2"}]));
+    let from_s3 = json!({"dataset": "contoso", "table": "accounts", "mode": "create",
+        "input": {"s3": {"bucket": BUCKET, "key": "import/late.jsonl", "start_line": 5}}});
+    // Less than the 2 s a request needs, from the start: an answer of nothing done would send
+    // a workflow straight back to the same rows; an error gets its retry's backoff, and says
+    // that nothing was written.
+    for payload in [&inline, &from_s3] {
+        match org
+            .write
+            .invoke_within(payload, Duration::from_millis(1_500))
+            .await
+        {
+            Err(Failure::Error {
+                error_type,
+                message,
+            }) => {
+                assert_eq!(error_type, "Crm.ServerError", "{message}");
+                assert!(message.contains("nothing written"), "{message}");
+            }
+            other => panic!("{other:?}\n{}", org.write.logs()),
+        }
+    }
+    assert_eq!(org.bulk_requests().await, []);
+    assert!(org.names().await.is_empty());
+    // With time, the S3 object is written from start_line, each line once.
+    let answer = org.invoke(&from_s3).await;
+    assert_eq!(answer["created"], 5, "{answer}");
+    assert_eq!(org.names().await, ["t5", "t6", "t7", "t8", "t9"]);
+}
+
+#[tokio::test]
+async fn outcomes_problems_lists_only_the_failed_and_unknown_rows() {
+    let moto = Moto::start().await.unwrap();
+    let mut org = Org::start(Some(&moto)).await;
+    let mut rows: Vec<Value> = (0..5).map(|i| json!({"name": format!("p{i}")})).collect();
+    rows[3] = json!(["not", "a", "row"]);
+    let mut payload = base("create", Value::Array(rows));
+    payload["outcomes"] = json!("problems");
+    let answer = org.invoke(&payload).await;
+    assert_eq!(
+        (answer["created"].as_u64(), answer["failed"].as_u64()),
+        (Some(4), Some(1)),
+        "{answer}"
+    );
+    assert_eq!(statuses(&answer), ["failed"], "{answer}");
+    assert_eq!(answer["rows"][0]["row"], 3, "{answer}");
+    // An S3 object's answer lists only problems: asking for every row is refused.
+    let all = json!({"dataset": "contoso", "table": "accounts", "mode": "create", "outcomes": "all",
+        "input": {"s3": {"bucket": BUCKET, "key": "import/x.jsonl"}}});
+    match org.write.invoke(&all).await {
+        Err(Failure::Error {
+            error_type,
+            message,
+        }) => {
+            assert_eq!(error_type, "Crm.InvalidInput");
+            assert!(message.starts_with("outcomes"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
