@@ -98,6 +98,8 @@ RESULT_WRITE_ACTIONS = {"s3:PutObject", "s3:AbortMultipartUpload"}
 # Dataverse's service protection: concurrent requests per application user and web server.
 CONCURRENT_REQUEST_LIMIT = 52
 # A Distributed Map reads its items (ItemReader) and writes its results (ResultWriter, a multipart upload).
+# The one Task that is not a Lambda call: a workflow reading its own Distributed Map's counts.
+DESCRIBE_MAP_RUN = "arn:aws:states:::aws-sdk:sfn:describeMapRun"
 DISTRIBUTED_MAP_S3_ACTIONS = ["s3:GetObject", "s3:PutObject", "s3:ListMultipartUploadParts", "s3:AbortMultipartUpload"]
 # Wildcards that name a set of resources which cannot be listed at deploy time.
 NAMED_WILDCARDS = [SECRETS_RESOURCE, RESULTS_OBJECTS]
@@ -302,7 +304,7 @@ def statement_problems(role_id: str, statement: dict[str, Any]) -> list[str]:
         # Any "*" in a literal, Fn::Sub or Fn::Join resource is a wildcard. The one exception is the
         # secrets prefix: one secret per dataset, and the datasets are not known at deploy time.
         if ("*" in json.dumps(resource) and resource not in NAMED_WILDCARDS and not _own_executions(resource)
-                and not _workflow_results(resource)):
+                and not _own_map_runs(resource) and not _workflow_results(resource)):
             problems.append(f"{role_id}: Resource {json.dumps(resource)} is a wildcard; name the resource")
     if not as_list(statement.get("Resource")) and statement.get("Effect") == "Allow":
         problems.append(f"{role_id}: Allow statement without Resource")
@@ -316,6 +318,15 @@ def _own_executions(resource: Any) -> bool:
         return False
     return re.fullmatch(r"arn:\$\{AWS::Partition\}:states:\$\{AWS::Region\}:\$\{AWS::AccountId\}:"
                         r"execution:\$\{AWS::StackName\}-[a-z-]+/\*", resource["Fn::Sub"]) is not None
+
+
+def _own_map_runs(resource: Any) -> bool:
+    """The Map Runs of one labelled Map state of a state machine named in this template
+    (`mapRun:<name>/<label>:*`), which the workflow describes after the Map; their ids are made at run time."""
+    if not isinstance(resource, dict) or set(resource) != {"Fn::Sub"} or not isinstance(resource["Fn::Sub"], str):
+        return False
+    return re.fullmatch(r"arn:\$\{AWS::Partition\}:states:\$\{AWS::Region\}:\$\{AWS::AccountId\}:"
+                        r"mapRun:\$\{AWS::StackName\}-[a-z-]+/[A-Za-z]+:\*", resource["Fn::Sub"]) is not None
 
 
 def _workflow_results(resource: Any) -> bool:
@@ -850,6 +861,7 @@ def state_machine_problems(t: Template) -> list[str]:
             continue
         invoked: list[Any] = []
         catches_not_found = False
+        describes_map_runs = False
         for state_name, state in walk_states(definition.get("States", {})):
             where = f"{sm_id}/{state_name}"
             mode = ((state.get("ItemProcessor") or {}).get("ProcessorConfig") or {}).get("Mode")
@@ -860,6 +872,14 @@ def state_machine_problems(t: Template) -> list[str]:
             if state.get("Type") != "Task":
                 continue
             resource = state.get("Resource", "")
+            if resource == DESCRIBE_MAP_RUN:
+                # Reads the counts of a Map Run of this very execution, named by the Map's output.
+                run = str((state.get("Parameters") or {}).get("MapRunArn.$", ""))
+                if not _distributed(definition) or not run.endswith(".MapRunArn"):
+                    problems.append(f"{where}: {DESCRIBE_MAP_RUN} may only read a Distributed Map's own MapRunArn")
+                else:
+                    describes_map_runs = True
+                continue
             if not resource.endswith(":states:::lambda:invoke"):
                 problems.append(f"{where}: call Lambda through arn:aws:states:::lambda:invoke, not {resource}")
                 continue
@@ -914,6 +934,11 @@ def state_machine_problems(t: Template) -> list[str]:
                 allowed[action] = [{"Fn::Sub": f"{arn}:execution:{name}/*"}]
             for action in DISTRIBUTED_MAP_S3_ACTIONS:
                 allowed[action] = [own]
+            if describes_map_runs:
+                allowed["states:DescribeMapRun"] = [
+                    {"Fn::Sub": f"{arn}:mapRun:{name}/{state.get('Label', '')}:*"}
+                    for _, state in walk_states(definition.get("States", {}))
+                    if ((state.get("ItemProcessor") or {}).get("ProcessorConfig") or {}).get("Mode") == "DISTRIBUTED"]
             needed = allowed
         granted, p3 = allowed_grants(role_id, statements, allowed)
         problems += p3
@@ -1069,33 +1094,54 @@ def resume_problems(t: Template) -> list[str]:
                     continue
                 where = f"{sm_id}/{name}"
                 choice = states.get(state.get("Next", ""), {})
-                loops = [rule for rule in choice.get("Choices", [])
-                         if choice.get("Type") == "Choice" and str(rule.get("Variable", "")).endswith(".next_row")
-                         and rule.get("IsPresent") is True]
-                if not loops:
-                    problems.append(f"{where}: write-records may stop partway; its Next must be a Choice on the "
-                                    "answer's next_row (IsPresent) that writes the rest")
+                rules = choice.get("Choices", []) if choice.get("Type") == "Choice" else []
+
+                def on_next_row(rule: dict[str, Any]) -> bool:
+                    return str(rule.get("Variable", "")).endswith(".next_row")
+
+                absent = next((i for i, rule in enumerate(rules) if on_next_row(rule) and rule.get("IsPresent") is False),
+                              None)
+                if absent is None or "Default" not in choice:
+                    problems.append(f"{where}: write-records may stop partway; its Next must be a Choice whose rule "
+                                    "on the answer's next_row IsPresent false ends the batch, and whose Default "
+                                    "writes the rest")
                     continue
-                # Follow Pass states from the rule to the task, and see start_row taken from next_row on the way.
-                step, hops, resumes = loops[0].get("Next"), 0, False
+                # Step Functions fails (States.Runtime, which no Catch sees) on a rule reading a missing variable,
+                # and And is not documented to stop at its first false operand: next_row is read only after the
+                # rule that sends an answer without it elsewhere, and never inside And, Or or Not.
+                compound = [rule for rule in rules if any(key in rule for key in ("And", "Or", "Not"))
+                            and ".next_row" in json.dumps(rule)]
+                early = [rule for rule in rules[:absent] if ".next_row" in json.dumps(rule)]
+                if compound or early:
+                    problems.append(f"{where}: the Choice must read next_row only after its rule on next_row "
+                                    "IsPresent false, and never inside And, Or or Not")
+                # Follow Pass states from the Default to the task, and see start_row taken from next_row on the way.
+                step, hops, resumes = choice.get("Default"), 0, False
                 while step != name and hops < 5 and states.get(step, {}).get("Type") == "Pass":
                     parameters = states[step].get("Parameters") or {}
                     resumes = resumes or str(parameters.get("start_row.$", "")).endswith(".next_row")
                     step, hops = states[step].get("Next"), hops + 1
-                if step != name or not resumes:
+                if step != name or not resumes or rules[absent].get("Next") == choice.get("Default"):
                     problems.append(f"{where}: the Choice on next_row must lead back to {name} with start_row "
                                     "set from next_row")
                 # A round that settled nothing must not go straight back: nothing would make it wait.
-                guarded = False
-                for rule in choice.get("Choices", []):
-                    if rule is loops[0]:
-                        break
-                    compared = [r for r in rule.get("And", [rule]) if str(r.get("Variable", "")).endswith(".next_row")
-                                and str(r.get("NumericEqualsPath", "")).endswith(".start_row")]
-                    guarded = guarded or (bool(compared) and rule.get("Next") != loops[0].get("Next"))
+                guarded = any(on_next_row(rule) and str(rule.get("NumericEqualsPath", "")).endswith(".start_row")
+                              and rule.get("Next") != choice.get("Default") for rule in rules[absent + 1:])
                 if not guarded:
                     problems.append(f"{where}: before the rule that writes the rest, the Choice must send a round "
                                     "whose next_row equals its start_row elsewhere (it settled nothing)")
+                # Only a Crm.* error says that the invocation wrote nothing: any other (a Lambda service error, a
+                # timeout, a crash) may come after it wrote rows, and must be recorded as of unknown outcome.
+                caught = next((c for c in state.get("Catch", []) if "States.ALL" in c.get("ErrorEquals", [])), {})
+                triage = states.get(caught.get("Next", ""), {})
+                crm = [rule for rule in triage.get("Choices", []) if rule.get("StringMatches") == "Crm.*"
+                       and str(rule.get("Variable", "")).endswith(".Error")]
+                if (triage.get("Type") != "Choice" or not crm
+                        or states.get(triage.get("Default", ""), {}).get("Type") != "Pass"
+                        or "unknown_from.$" not in (states.get(triage.get("Default", ""), {}).get("Parameters") or {})):
+                    problems.append(f"{where}: a caught error must go to a Choice that sends Crm.* errors (nothing "
+                                    "written) one way and by Default every other error to a record of the rows "
+                                    "whose outcome is unknown (unknown_from)")
                 # A failure after earlier rounds wrote rows must be caught, to record where to resume.
                 if not any("States.ALL" in c.get("ErrorEquals", []) for c in state.get("Catch", [])):
                     problems.append(f"{where}: write-records must Catch States.ALL, so that a batch failing after "
@@ -1103,7 +1149,45 @@ def resume_problems(t: Template) -> list[str]:
     return problems
 
 
+def batch_map_problems(t: Template) -> list[str]:
+    """A Distributed Map whose batches write records must let every batch end (a batch aborted midway leaves no
+    record of what it wrote) and then fail the execution when a batch failed, from the Map Run's counts."""
+    problems = []
+    for sm_id, machine in resources(t, "AWS::StepFunctions::StateMachine").items():
+        substitutions = (machine.get("Properties") or {}).get("DefinitionSubstitutions") or {}
+        try:
+            definition = definition_of(t, sm_id)
+        except (ValueError, TypeError):
+            continue
+        for states in _states_in(definition):
+            for name, state in states.items():
+                processor = state.get("ItemProcessor") or {}
+                if (processor.get("ProcessorConfig") or {}).get("Mode") != "DISTRIBUTED":
+                    continue
+                writes = any(binary_of(target_of(substitutions.get(m.group(1))) or "") == "write-records"
+                             for task in processor.get("States", {}).values()
+                             if (m := re.fullmatch(r"\$\{(\w+)\}", str((task.get("Parameters") or {})
+                                                                     .get("FunctionName", "")))))
+                if not writes:
+                    continue
+                where = f"{sm_id}/{name}"
+                if state.get("ToleratedFailurePercentage") != 100 or "ToleratedFailureCount" in state:
+                    problems.append(f"{where}: ToleratedFailurePercentage must be 100 (and no ToleratedFailureCount): "
+                                    "a failed batch must not abort the others midway, before they record what they "
+                                    "wrote")
+                count = states.get(state.get("Next", ""), {})
+                after = states.get(count.get("Next", ""), {})
+                run = str((count.get("Parameters") or {}).get("MapRunArn.$", ""))
+                result = str(state.get("ResultPath", "$"))
+                if (count.get("Resource") != DESCRIBE_MAP_RUN or run != f"{result}.MapRunArn"
+                        or after.get("Type") != "Choice"
+                        or states.get(after.get("Default", ""), {}).get("Type") != "Fail"):
+                    problems.append(f"{where}: its Next must read its own Map Run's counts ({DESCRIBE_MAP_RUN} on "
+                                    f"{result}.MapRunArn), then a Choice whose Default fails the execution")
+    return problems
+
+
 def all_problems(t: Template) -> list[str]:
     return sorted(set(store_problems(t) + function_problems(t) + function_url_problems(t)
                       + schedule_problems(t) + state_machine_problems(t) + other_role_problems(t)
-                      + alarm_problems(t) + resume_problems(t)))
+                      + alarm_problems(t) + resume_problems(t) + batch_map_problems(t)))

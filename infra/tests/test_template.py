@@ -330,9 +330,25 @@ class TriggerContract(unittest.TestCase):
 # ------------------------------------------------------------------------------------------------
 
 
+# Step Functions' limit for a state's input or output, a task's payload and its result.
+DATA_LIMIT = 256 * 1024
+
+
+class Uncatchable(Exception):
+    """An error no Retry or Catch sees, `States.ALL` included (AWS's error-handling docs): `States.Runtime` (a path
+    to a missing field, in a Choice rule or a `.$` field) and `States.DataLimitExceeded` (data over 256 KB). The
+    execution fails with it, and no state after it runs."""
+
+    def __init__(self, error: str, detail: str) -> None:
+        super().__init__(f"{error}: {detail}")
+        self.error = error
+
+
 def _path(data: Any, path: str) -> Any:
-    """A JSONPath of the form `$` or `$.a.b`, as the import workflow uses them; KeyError when absent."""
+    """A JSONPath of the form `$` or `$.a.b`, as the import workflow uses them; a missing field is States.Runtime."""
     for part in [p for p in path.removeprefix("$").split(".") if p]:
+        if not isinstance(data, dict) or part not in data:
+            raise Uncatchable("States.Runtime", f"{path} does not exist in the state's data")
         data = data[part]
     return data
 
@@ -387,39 +403,50 @@ def _parameters(template: Any, data: Any) -> Any:
 
 
 def _matches(rule: dict[str, Any], data: Any) -> bool:
-    """A Choice rule of the kinds the import workflow uses."""
-    if "And" in rule:
-        return all(_matches(r, data) for r in rule["And"])
-    try:
-        value, present = _path(data, rule["Variable"]), True
-    except (KeyError, TypeError):
-        value, present = None, False
+    """A Choice rule. Every operand of And, Or and Not is evaluated: AWS does not document that evaluation stops
+    at the first deciding operand, so a rule is safe only if each operand is. A comparison on a missing variable
+    is States.Runtime, as in Step Functions."""
+    for compound in ("And", "Or"):
+        if compound in rule:
+            results = [_matches(r, data) for r in rule[compound]]
+            return all(results) if compound == "And" else any(results)
+    if "Not" in rule:
+        return not _matches(rule["Not"], data)
     tests = set(rule) - {"Variable", "Next"}
     assert len(tests) == 1, rule
     test = tests.pop()
     if test == "IsPresent":
+        try:
+            _path(data, rule["Variable"])
+            present = True
+        except Uncatchable:
+            present = False
         return present == rule[test]
-    if not present:
-        return False  # Step Functions fails on a missing variable; the rules are ordered to avoid it
+    value = _path(data, rule["Variable"])
     if test == "IsNull":
         return (value is None) == rule[test]
     if test == "StringEquals":
-        return value == rule[test]
+        return isinstance(value, str) and value == rule[test]
+    if test == "StringMatches":
+        pattern = "".join(".*" if c == "*" else re.escape(c) for c in rule[test])
+        return isinstance(value, str) and re.fullmatch(pattern, value, re.DOTALL) is not None
     if test == "NumericEqualsPath":
-        return value == _path(data, rule[test])
+        return isinstance(value, (int, float)) and value == _path(data, rule[test])
+    if test == "NumericGreaterThan":
+        return isinstance(value, (int, float)) and value > rule[test]
     raise AssertionError(f"{test} is not simulated")
 
 
 class TaskFailed(Exception):
-    """What the simulated write-records raises to fail an invocation, as Lambda reports it."""
+    """What a simulated task raises to fail, as Step Functions reports it; `cause=None` for an error without one."""
 
-    def __init__(self, error: str, cause: str = "") -> None:
+    def __init__(self, error: str, cause: str | None = "") -> None:
         super().__init__(error)
         self.error, self.cause = error, cause
 
 
 class BatchFailed(Exception):
-    """The child execution ended in a Fail state (or an uncaught error)."""
+    """The execution ended in a Fail state, or in an error nothing caught (`state` is where)."""
 
     def __init__(self, state: str, error: str, cause: str) -> None:
         super().__init__(f"{state}: {error}: {cause}")
@@ -431,74 +458,115 @@ def _size(data: Any) -> int:
     return len(json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode())
 
 
+def _within_limit(data: Any, what: str, sizes: list[int]) -> None:
+    sizes.append(_size(data))
+    if sizes[-1] > DATA_LIMIT:
+        raise Uncatchable("States.DataLimitExceeded", f"{what}: {sizes[-1]} bytes")
+
+
+def _catches(names: list[str], error: str) -> bool:
+    """Whether an ErrorEquals list matches `error`: States.ALL matches every error but the uncatchable ones."""
+    return error in names or ("States.ALL" in names and error not in ("States.Runtime", "States.DataLimitExceeded"))
+
+
+def run_states(states: dict[str, Any], start: str, data: Any, tasks: dict[str, Any],
+               sizes: list[int] | None = None) -> Any:
+    """Runs `states` from `start` as Step Functions would for the kinds the import workflow uses (Pass, Task and
+    Map with Retry and Catch, Choice, Fail, Succeed). `tasks[resource](payload)` stands for a Task's call (the
+    Parameters' Payload for Lambda, all of them otherwise) and `tasks["Map"](data)` for a Map state; each may
+    raise TaskFailed. Returns the output, or raises BatchFailed (an uncatchable error becomes one, with its
+    name). `sizes` collects the size of every state's data, payload and result."""
+    sizes = [] if sizes is None else sizes
+    name = start
+    try:
+        for _ in range(1000):
+            state = states[name]
+            kind = state["Type"]
+            _within_limit(data, f"{name} input", sizes)
+            if kind == "Choice":
+                name = next((rule["Next"] for rule in state["Choices"] if _matches(rule, data)), state.get("Default"))
+                if name is None:
+                    raise Uncatchable("States.NoChoiceMatched", str(state))
+                continue
+            if kind == "Succeed":
+                return data
+            if kind == "Fail":
+                error = _value(state["ErrorPath"], data) if "ErrorPath" in state else state.get("Error", "")
+                cause = _value(state["CausePath"], data) if "CausePath" in state else state.get("Cause", "")
+                assert isinstance(error, str) and isinstance(cause, str), (error, cause)
+                raise BatchFailed(name, error, cause)
+            if kind == "Pass":
+                if "Result" in state:
+                    result = state["Result"]
+                else:
+                    result = _parameters(state["Parameters"], data) if "Parameters" in state else data
+            elif kind in ("Task", "Map"):
+                if kind == "Map":
+                    call, payload = tasks["Map"], data
+                else:
+                    parameters = _parameters(state.get("Parameters", {}), data)
+                    call = tasks[state["Resource"]]
+                    payload = parameters["Payload"] if state["Resource"].endswith(":lambda:invoke") else parameters
+                    _within_limit(payload, f"{name} payload", sizes)
+                attempts: dict[int, int] = {}
+                caught = None
+                while True:
+                    try:
+                        answer = call(payload)
+                        if kind == "Task" and state["Resource"].endswith(":lambda:invoke"):
+                            answer = {"Payload": answer}
+                        try:
+                            _within_limit(answer, f"{name} result", sizes)
+                        except Uncatchable as over:
+                            # Reported as the state's error, which only a Catch naming it could see.
+                            raise TaskFailed(over.error, str(over)) from None
+                        break
+                    except TaskFailed as failed:
+                        retriers = [i for i, r in enumerate(state.get("Retry", [])) if _catches(r["ErrorEquals"], failed.error)]
+                        if retriers and attempts.get(retriers[0], 0) < state["Retry"][retriers[0]].get("MaxAttempts", 3):
+                            attempts[retriers[0]] = attempts.get(retriers[0], 0) + 1
+                            continue
+                        catcher = next((c for c in state.get("Catch", []) if _catches(c["ErrorEquals"], failed.error)),
+                                       None)
+                        if catcher is None:
+                            raise BatchFailed(name, failed.error, failed.cause or "") from None
+                        caught = {"Error": failed.error}
+                        if failed.cause is not None:
+                            caught["Cause"] = failed.cause
+                        break
+                if caught is not None:
+                    target = catcher.get("ResultPath", "$")
+                    assert target.count(".") == 1, target
+                    data = {**data, target.removeprefix("$."): caught}
+                    name = catcher["Next"]
+                    continue
+                result = _parameters(state["ResultSelector"], answer) if "ResultSelector" in state else answer
+            else:
+                raise AssertionError(f"{name}: {kind} is not simulated")
+            target = state.get("ResultPath", "$")
+            if target == "$":
+                data = result
+            else:
+                assert target.count(".") == 1, target
+                data = {**data, target.removeprefix("$."): result}
+            _within_limit(data, f"{name} output", sizes)
+            if state.get("End"):
+                return data
+            name = state["Next"]
+    except Uncatchable as failure:
+        raise BatchFailed(name, failure.error, str(failure)) from None
+    raise AssertionError("the execution never ended")
+
+
+LAMBDA_INVOKE = "arn:aws:states:::lambda:invoke"
+
+
 def run_batch(definition: dict[str, Any], batch: dict[str, Any], invoke: Any,
               sizes: list[int] | None = None) -> Any:
-    """Runs the import workflow's ItemProcessor on one batch, as Step Functions would for the states it uses
-    (Pass, Task with Retry and Catch, Choice, Fail), calling `invoke(payload)` for write-records, which may
-    raise TaskFailed. Its output, or BatchFailed. `sizes` collects the size of every state's data and every
-    payload."""
+    """Runs the import workflow's ItemProcessor on one batch, calling `invoke(payload)` for write-records, which
+    may raise TaskFailed. Its output, or BatchFailed."""
     processor = definition["States"]["WriteEachBatch"]["ItemProcessor"]
-    states, name, data = processor["States"], processor["StartAt"], batch
-    sizes = [] if sizes is None else sizes
-    for _ in range(1000):
-        state = states[name]
-        kind = state["Type"]
-        sizes.append(_size(data))
-        if kind == "Choice":
-            name = next((rule["Next"] for rule in state["Choices"] if _matches(rule, data)), state.get("Default"))
-            assert name, f"no rule matched and no Default in {state}"
-            continue
-        if kind == "Fail":
-            error = _value(state["ErrorPath"], data) if "ErrorPath" in state else state.get("Error", "")
-            cause = _value(state["CausePath"], data) if "CausePath" in state else state.get("Cause", "")
-            assert isinstance(error, str) and isinstance(cause, str), (error, cause)
-            raise BatchFailed(name, error, cause)
-        if kind == "Pass":
-            if "Result" in state:
-                result = state["Result"]
-            else:
-                result = _parameters(state["Parameters"], data) if "Parameters" in state else data
-        elif kind == "Task":
-            payload = _parameters(state["Parameters"], data)["Payload"]
-            sizes.append(_size(payload))
-            attempts: dict[int, int] = {}
-            while True:
-                try:
-                    answer = invoke(payload)
-                    break
-                except TaskFailed as failed:
-                    retriers = [i for i, r in enumerate(state.get("Retry", []))
-                                if failed.error in r["ErrorEquals"] or "States.ALL" in r["ErrorEquals"]]
-                    if retriers and attempts.get(retriers[0], 0) < state["Retry"][retriers[0]].get("MaxAttempts", 3):
-                        attempts[retriers[0]] = attempts.get(retriers[0], 0) + 1
-                        continue
-                    catcher = next((c for c in state.get("Catch", [])
-                                    if failed.error in c["ErrorEquals"] or "States.ALL" in c["ErrorEquals"]), None)
-                    if catcher is None:
-                        raise BatchFailed(name, failed.error, failed.cause) from None
-                    answer = None
-                    caught = {"Error": failed.error, "Cause": failed.cause}
-                    break
-            if answer is None:
-                target = catcher.get("ResultPath", "$")
-                assert target.count(".") == 1, target
-                data = {**data, target.removeprefix("$."): caught}
-                name = catcher["Next"]
-                continue
-            result = _parameters(state.get("ResultSelector", {"Payload.$": "$.Payload"}), {"Payload": answer})
-        else:
-            raise AssertionError(f"{name}: {kind} is not simulated")
-        target = state.get("ResultPath", "$")
-        if target == "$":
-            data = result
-        else:
-            assert target.count(".") == 1, target
-            data = {**data, target.removeprefix("$."): result}
-        if state.get("End"):
-            sizes.append(_size(data))
-            return data
-        name = state["Next"]
-    raise AssertionError("the batch never ended")
+    return run_states(processor["States"], processor["StartAt"], batch, {LAMBDA_INVOKE: invoke}, sizes)
 
 
 def _import_definition() -> dict[str, Any]:
@@ -581,8 +649,8 @@ class ImportBatchLoop(unittest.TestCase):
         record = json.loads(failed.exception.cause)
         self.assertEqual(record["next_row"], 60)
         self.assertEqual(record["settled"], {"created": 59, "updated": 0, "upserted": 0, "failed": 1, "unknown": 0})
-        self.assertEqual(record["error"], "Crm.Throttled")
-        self.assertIn("429", record["cause"])
+        self.assertEqual(record["failure"]["Error"], "Crm.Throttled")
+        self.assertIn("429", record["failure"]["Cause"])
         # Round 2 was retried (its 6 retries) and never started before row 60.
         self.assertEqual(calls, [0] + [60] * 7)
 
@@ -617,7 +685,7 @@ class ImportBatchLoop(unittest.TestCase):
         self.assertEqual(calls, [0, 2])
         self.assertEqual(failed.exception.error, "Import.BatchStoppedPartway")
         record = json.loads(failed.exception.cause)
-        self.assertEqual((record["next_row"], record["error"], record["settled"]["created"]),
+        self.assertEqual((record["next_row"], record["failure"]["Error"], record["settled"]["created"]),
                          (2, "Import.NoProgress", 2))
 
     def test_the_state_stays_well_under_256_kb_in_the_worst_case(self) -> None:
@@ -632,9 +700,13 @@ class ImportBatchLoop(unittest.TestCase):
                  for i in range(100)]
         self.assertLessEqual(_size({"Items": items, "BatchInput": batch_input}), limit)
         self.assertGreater(_size({"Items": items, "BatchInput": batch_input}), limit - 1024)
-        message = ("Dataverse answered 400 (0x80040203): the value of \"description\" is longer than the column "
-                   "allows; " * 4)[:297] + "…"
-        self.assertEqual(len(message.encode()), 300)  # a row's message is cut to 300 bytes (rows.rs)
+        # The longest message write-records keeps for a row is ROW_MESSAGE_BYTES of JSON text, escapes included
+        # (rows.rs); quotes escape to two bytes each, so a message of quotes is the worst case per character kept.
+        cap = int(re.search(r"const ROW_MESSAGE_BYTES: usize = (\d+);",
+                            (REPO_DIR / "functions/write-records/src/rows.rs").read_text()).group(1))
+        message = '"' * ((cap - 3) // 2) + "…"
+        escaped = len(json.dumps(message, ensure_ascii=False).encode()) - 2
+        self.assertTrue(cap - 3 <= escaped <= cap, escaped)
 
         def write_records(payload: dict[str, Any]) -> dict[str, Any]:
             start = payload["start_row"]
@@ -651,6 +723,126 @@ class ImportBatchLoop(unittest.TestCase):
         self.assertEqual(output["settled"]["unknown"], 100)
         # 256 KB is Step Functions' limit for a state's data and a task's payload; keep 20% of it free.
         self.assertLess(max(sizes), 256 * 1024 * 0.8, f"largest state: {max(sizes)} bytes")
+
+    def test_no_rule_reads_next_row_when_an_answer_has_none(self) -> None:
+        # Step Functions fails with States.Runtime, which no Catch sees, on a rule reading a missing variable,
+        # and And is not documented to stop at its first false operand: the earlier RowsLeft would end every
+        # batch's last round so.
+        definition = _import_definition()
+        rows_left = definition["States"]["WriteEachBatch"]["ItemProcessor"]["States"]["RowsLeft"]
+        self.assertEqual(rows_left["Choices"][0], {"Variable": "$.round.answer.next_row", "IsPresent": False,
+                                                   "Next": "BatchDone"})
+        batch = {"Items": [{"name": "a"}], "BatchInput": self.batch_input}
+
+        def write_records(payload: dict[str, Any]) -> dict[str, Any]:
+            return _answer(1, 0, [(0, "created")])
+
+        self.assertEqual(run_batch(definition, batch, write_records)["settled"]["created"], 1)
+        rows_left["Choices"] = [
+            {"And": [{"Variable": "$.round.answer.next_row", "IsPresent": True},
+                     {"Variable": "$.round.answer.next_row", "NumericEqualsPath": "$.start_row"}],
+             "Next": "NoProgress"},
+            {"Variable": "$.round.answer.next_row", "IsPresent": True, "Next": "NextRound"}]
+        rows_left["Default"] = "BatchDone"
+        with self.assertRaises(BatchFailed) as failed:
+            run_batch(definition, batch, write_records)
+        self.assertEqual((failed.exception.state, failed.exception.error), ("RowsLeft", "States.Runtime"))
+
+    def test_an_error_that_is_not_crm_leaves_the_rows_from_its_round_unknown(self) -> None:
+        # A Lambda service error (after its retries), a timeout or a crash may come after the invocation wrote
+        # rows: the record says from which row the outcome is unknown, never that the round wrote nothing.
+        definition = _import_definition()
+        items = [{"name": f"r{i}"} for i in range(100)]
+        cases = [("Lambda.ServiceException", 60, "boom"), ("Sandbox.Timedout", 0, "Task timed out"),
+                 ("Runtime.ExitError", 60, "exit status 137"), ("States.Timeout", 60, None)]
+        for error, at, cause in cases:
+            calls: list[int] = []
+
+            def write_records(payload: dict[str, Any], error: str = error, at: int = at,
+                              cause: str | None = cause) -> dict[str, Any]:
+                start = payload["start_row"]
+                calls.append(start)
+                if start < at:
+                    return _answer(100, 0, [(i, "created") for i in range(60)])
+                raise TaskFailed(error, cause)
+
+            with self.assertRaises(BatchFailed) as failed:
+                run_batch(definition, {"Items": items, "BatchInput": self.batch_input}, write_records)
+            self.assertEqual((failed.exception.state, failed.exception.error),
+                             ("BatchOutcomeUnknown", "Import.BatchOutcomeUnknown"), error)
+            record = json.loads(failed.exception.cause)
+            self.assertEqual(record["unknown_from"], at, error)
+            self.assertNotIn("next_row", record)
+            self.assertEqual(record["settled"]["created"], 60 if at else 0, error)
+            self.assertEqual(record["failure"]["Error"], error)
+            self.assertIn("unknown_from", record["resume"])
+        # The Lambda service errors were retried first, from the same row.
+        self.assertTrue(calls)
+
+    def test_data_over_256_kb_is_not_caught(self) -> None:
+        # States.DataLimitExceeded is terminal: no Catch (States.ALL included) records the batch then.
+        definition = _import_definition()
+
+        def write_records(payload: dict[str, Any]) -> dict[str, Any]:
+            answer = _answer(1, 0, [(0, "failed")])
+            answer["rows"][0]["error"] = {"type": "Crm.BadRequest", "message": "x" * DATA_LIMIT}
+            return answer
+
+        with self.assertRaises(BatchFailed) as failed:
+            run_batch(definition, {"Items": [{}], "BatchInput": self.batch_input}, write_records)
+        self.assertEqual((failed.exception.state, failed.exception.error), ("WriteBatch", "States.DataLimitExceeded"))
+
+
+MAP_RUN = "arn:aws:states:us-east-1:123456789012:mapRun:stack-import/WriteEachBatch:5d1c"
+
+
+def run_import(counts: dict[str, int]) -> Any:
+    """Runs the import workflow's top level: the Map (its children are ImportBatchLoop's) answers as a Map with
+    a ResultWriter does, and DescribeMapRun with `counts` as its ExecutionCounts (PascalCase, as the AWS SDK
+    integration answers)."""
+    definition = _import_definition()
+    described: list[Any] = []
+
+    def describe(parameters: dict[str, Any]) -> dict[str, Any]:
+        described.append(parameters)
+        execution_counts = {"Pending": 0, "Running": 0, "Succeeded": 0, "Failed": 0, "TimedOut": 0, "Aborted": 0,
+                            "Total": 0, "ResultsWritten": 0, "FailuresNotRedrivable": 0, "PendingRedrive": 0}
+        execution_counts.update(counts)
+        return {"MapRunArn": MAP_RUN, "Status": "SUCCEEDED", "ExecutionCounts": execution_counts,
+                "ItemCounts": execution_counts, "ToleratedFailurePercentage": 100.0}
+
+    def map_state(data: Any) -> dict[str, Any]:
+        return {"MapRunArn": MAP_RUN,
+                "ResultWriterDetails": {"Bucket": "results", "Key": "import/results/5d1c/manifest.json"}}
+
+    try:
+        return run_states(definition["States"], definition["StartAt"], {"object": "import/a.jsonl", "mode": "create"},
+                          {"Map": map_state, "arn:aws:states:::aws-sdk:sfn:describeMapRun": describe})
+    finally:
+        assert described in ([], [{"MapRunArn": MAP_RUN}]), described
+
+
+class ImportOutcome(unittest.TestCase):
+    """Every batch runs to its end and records its own outcome; the import then fails if any batch did."""
+
+    def test_every_batch_runs_to_its_end(self) -> None:
+        batches = _import_definition()["States"]["WriteEachBatch"]
+        self.assertEqual(batches["ToleratedFailurePercentage"], 100)
+        self.assertNotIn("ToleratedFailureCount", batches)
+
+    def test_the_import_succeeds_only_when_every_batch_did(self) -> None:
+        output = run_import({"Succeeded": 7, "Total": 7})
+        self.assertEqual(output["counts"], {"total": 7, "succeeded": 7, "failed": 0, "timed_out": 0, "aborted": 0})
+        causes = []
+        for counts in ({"Succeeded": 5, "Failed": 2, "Total": 7}, {"Succeeded": 6, "TimedOut": 1, "Total": 7},
+                       {"Succeeded": 6, "Aborted": 1, "Total": 7}, {"Succeeded": 6, "Running": 1, "Total": 7}):
+            with self.assertRaises(BatchFailed) as failed:
+                run_import(counts)
+            self.assertEqual((failed.exception.state, failed.exception.error), ("BatchesFailed", "Import.BatchesFailed"))
+            self.assertIn("s3://results/import/results/5d1c/manifest.json", failed.exception.cause)
+            self.assertIn("never start the whole import again in create mode", failed.exception.cause)
+            causes.append(failed.exception.cause)
+        self.assertIn("Of 7 batches, 2 failed, 0 timed out and 0 were aborted", causes[0])
 
 
 class Mutations(unittest.TestCase):
@@ -816,10 +1008,13 @@ class Mutations(unittest.TestCase):
         set_definition(self.t, "ImportStateMachine", definition)
         self.assertReported("ImportStateMachine/WriteEachBatch: a Distributed Map needs a MaxConcurrency")
 
-    def test_an_import_batch_that_ends_without_writing_the_rest_is_reported(self) -> None:
+    def _import_batch(self) -> tuple[dict[str, Any], dict[str, Any]]:
         definition = checks.definition_of(self.t, "ImportStateMachine")
-        batch = definition["States"]["WriteEachBatch"]["ItemProcessor"]["States"]
-        batch["RowsLeft"]["Choices"][-1]["Next"] = "BatchDone"
+        return definition, definition["States"]["WriteEachBatch"]["ItemProcessor"]["States"]
+
+    def test_an_import_batch_that_ends_without_writing_the_rest_is_reported(self) -> None:
+        definition, batch = self._import_batch()
+        batch["RowsLeft"]["Default"] = "BatchDone"
         set_definition(self.t, "ImportStateMachine", definition)
         self.assertReported("ImportStateMachine/WriteBatch: the Choice on next_row must lead back to WriteBatch")
         del batch["WriteBatch"]["Next"]
@@ -828,16 +1023,78 @@ class Mutations(unittest.TestCase):
         self.assertReported("ImportStateMachine/WriteBatch: write-records may stop partway")
 
     def test_an_import_batch_that_loops_without_progress_or_loses_its_record_is_reported(self) -> None:
-        definition = checks.definition_of(self.t, "ImportStateMachine")
-        batch = definition["States"]["WriteEachBatch"]["ItemProcessor"]["States"]
-        batch["RowsLeft"]["Choices"][0]["Next"] = "NextRound"
+        definition, batch = self._import_batch()
+        batch["RowsLeft"]["Choices"][1]["Next"] = "NextRound"
         batch["WriteBatch"]["Catch"] = [c for c in batch["WriteBatch"]["Catch"] if "States.ALL" not in c["ErrorEquals"]]
         set_definition(self.t, "ImportStateMachine", definition)
         self.assertReported("ImportStateMachine/WriteBatch: before the rule that writes the rest, the Choice must")
         self.assertReported("ImportStateMachine/WriteBatch: write-records must Catch States.ALL")
-        del batch["RowsLeft"]["Choices"][0]
+        del batch["RowsLeft"]["Choices"][1]
         set_definition(self.t, "ImportStateMachine", definition)
         self.assertReported("ImportStateMachine/WriteBatch: before the rule that writes the rest, the Choice must")
+
+    def test_an_import_batch_reading_a_missing_next_row_is_reported(self) -> None:
+        definition, batch = self._import_batch()
+        batch["RowsLeft"]["Choices"] = [
+            {"And": [{"Variable": "$.round.answer.next_row", "IsPresent": True},
+                     {"Variable": "$.round.answer.next_row", "NumericEqualsPath": "$.start_row"}],
+             "Next": "NoProgress"}] + batch["RowsLeft"]["Choices"]
+        set_definition(self.t, "ImportStateMachine", definition)
+        self.assertReported("ImportStateMachine/WriteBatch: the Choice must read next_row only after its rule on "
+                            "next_row IsPresent false, and never inside And")
+        del batch["RowsLeft"]["Choices"][1]
+        set_definition(self.t, "ImportStateMachine", definition)
+        self.assertReported("ImportStateMachine/WriteBatch: write-records may stop partway")
+
+    def test_an_import_batch_claiming_nothing_written_after_any_error_is_reported(self) -> None:
+        definition, batch = self._import_batch()
+        batch["RoundFailed"]["Default"] = "WroteNothing"
+        set_definition(self.t, "ImportStateMachine", definition)
+        self.assertReported("ImportStateMachine/WriteBatch: a caught error must go to a Choice that sends Crm.*")
+
+    def test_an_import_map_aborting_batches_midway_is_reported(self) -> None:
+        definition = checks.definition_of(self.t, "ImportStateMachine")
+        definition["States"]["WriteEachBatch"]["ToleratedFailurePercentage"] = 0
+        set_definition(self.t, "ImportStateMachine", definition)
+        self.assertReported("ImportStateMachine/WriteEachBatch: ToleratedFailurePercentage must be 100")
+
+    def test_an_import_that_succeeds_whatever_its_batches_did_is_reported(self) -> None:
+        definition = checks.definition_of(self.t, "ImportStateMachine")
+        definition["States"]["WriteEachBatch"]["Next"] = "Imported"
+        set_definition(self.t, "ImportStateMachine", definition)
+        self.assertReported("ImportStateMachine/WriteEachBatch: its Next must read its own Map Run's counts")
+        definition = checks.definition_of(self.t, "ImportStateMachine")
+        definition["States"]["AllBatchesSucceeded"]["Default"] = "Imported"
+        set_definition(self.t, "ImportStateMachine", definition)
+        self.assertReported("ImportStateMachine/WriteEachBatch: its Next must read its own Map Run's counts")
+
+    def test_an_import_workflow_without_its_map_run_right_is_reported(self) -> None:
+        policies = self.r["ImportStateMachineRole"]["Properties"]["Policies"]
+        self.r["ImportStateMachineRole"]["Properties"]["Policies"] = [
+            p for p in policies if p["PolicyName"] != "own-map-runs"]
+        self.assertReported("ImportStateMachineRole: may not states:DescribeMapRun on")
+
+    def test_an_import_workflow_describing_other_map_runs_is_reported(self) -> None:
+        policy = next(p for p in self.r["ImportStateMachineRole"]["Properties"]["Policies"]
+                      if p["PolicyName"] == "own-map-runs")
+        statement = policy["PolicyDocument"]["Statement"][0]
+        for resource, problem in (
+                ("arn:${AWS::Partition}:states:${AWS::Region}:${AWS::AccountId}:mapRun:*", "is a wildcard"),
+                ("arn:${AWS::Partition}:states:${AWS::Region}:${AWS::AccountId}:mapRun:${AWS::StackName}-export-and-update/UpdateEachRow:*",
+                 "states:DescribeMapRun on")):
+            statement["Resource"] = {"Fn::Sub": resource}
+            self.assertReported(problem)
+            self.assertReported("ImportStateMachineRole: may not states:DescribeMapRun on")
+        statement["Resource"] = {"Fn::Sub": "arn:${AWS::Partition}:states:${AWS::Region}:${AWS::AccountId}:mapRun:${AWS::StackName}-import/WriteEachBatch:*"}
+        statement["Action"] = ["states:DescribeMapRun", "states:UpdateMapRun"]
+        self.assertReported("ImportStateMachineRole: action states:UpdateMapRun is not allowed for this role")
+
+    def test_a_map_run_right_on_a_workflow_that_does_not_describe_it_is_reported(self) -> None:
+        add_statement(self.t, "ExportAndUpdateStateMachineRole", {
+            "Effect": "Allow", "Action": "states:DescribeMapRun",
+            "Resource": {"Fn::Sub": "arn:${AWS::Partition}:states:${AWS::Region}:${AWS::AccountId}:mapRun:"
+                                    "${AWS::StackName}-export-and-update/UpdateEachRow:*"}})
+        self.assertReported("ExportAndUpdateStateMachineRole: action states:DescribeMapRun is not allowed")
 
     def test_an_import_workflow_reading_another_prefix_is_reported(self) -> None:
         policy = next(p for p in self.r["ImportStateMachineRole"]["Properties"]["Policies"]

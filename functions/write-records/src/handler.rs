@@ -333,6 +333,22 @@ fn nothing_sent(table: &Table, mode: Mode) -> CrmError {
     }
 }
 
+/// The error of an invocation whose time went on reading past the lines before `start_line`
+/// (`read` of them so far). Nothing was sent; a retry reads them again, so an object whose
+/// skipped lines take longer than an invocation needs a longer timeout or to be split.
+fn skip_too_long(table: &Table, mode: Mode, source: &S3Source, read: u64) -> CrmError {
+    CrmError::NotStarted {
+        action: format!(
+            "POST {}/Microsoft.Dynamics.CRM.{} (reading past lines 1 to {} of {}, before input.s3.start_line {}, took the invocation's time; a retry reads them again: give the function a longer timeout, or split the object)",
+            table.entity_set_name,
+            mode.message().action(),
+            read,
+            connector::excerpt(&source.key),
+            source.start_line
+        ),
+    }
+}
+
 /// The line to resume from when `read` lines have been read (skipped or not) and the object was
 /// to be read from `start_line`. Before the first chunk no line has been read, and the lines
 /// before `start_line` are not to be written: a resume from line 1 would write them again.
@@ -440,6 +456,12 @@ impl Job<'_> {
                 };
                 number += 1;
                 if number < source.start_line {
+                    // Reading past lines takes time too, and nothing can be sent before they
+                    // are read: stop while the invocation can still answer, saying why, rather
+                    // than be cut off by Lambda.
+                    if !writer.has_time() {
+                        return Err(skip_too_long(table, self.mode, source, number));
+                    }
                     continue;
                 }
                 let at = At::Line(number);

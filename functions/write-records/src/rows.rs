@@ -37,16 +37,31 @@ pub(crate) struct RowError {
     pub(crate) message: String,
 }
 
-/// The longest message kept per row: thousands of failed rows must still fit in one answer.
+/// The longest message kept per row, in bytes of its JSON text (escapes included): thousands
+/// of failed rows must still fit in one answer, and a message of quotes or control characters
+/// escapes to up to six times its length.
 const ROW_MESSAGE_BYTES: usize = 300;
+
+/// The bytes `text` takes inside a JSON string, as `serde_json` writes it.
+fn escaped_len(text: &str) -> usize {
+    serde_json::to_string(text).map_or(text.len() * 6, |json| json.len() - 2)
+}
 
 impl RowError {
     pub(crate) fn of(error: &CrmError) -> Self {
         let mut message = error.message();
-        if message.len() > ROW_MESSAGE_BYTES {
-            let mut end = ROW_MESSAGE_BYTES - 3;
-            while !message.is_char_boundary(end) {
-                end -= 1;
+        if escaped_len(&message) > ROW_MESSAGE_BYTES {
+            let ellipsis = escaped_len("…");
+            let mut kept = 0;
+            let mut end = 0;
+            let mut buffer = [0; 4];
+            for (at, c) in message.char_indices() {
+                let width = escaped_len(c.encode_utf8(&mut buffer));
+                if kept + width + ellipsis > ROW_MESSAGE_BYTES {
+                    break;
+                }
+                kept += width;
+                end = at + c.len_utf8();
             }
             message.truncate(end);
             message.push('…');
@@ -318,5 +333,21 @@ mod tests {
             "{}",
             row.message.len()
         );
+        // Quotes and control characters escape to two and six bytes: the cap is on the escaped
+        // text, what the answer carries.
+        for text in [
+            "\"".repeat(2_000),
+            "\u{1}".repeat(2_000),
+            "a\"\n\u{1f}é".repeat(500),
+        ] {
+            let row = RowError::of(&CrmError::invalid("rows[1]", text));
+            let json = serde_json::to_string(&row.message).unwrap();
+            assert!(json.len() - 2 <= ROW_MESSAGE_BYTES, "{}", json.len());
+            assert!(json.len() - 2 > ROW_MESSAGE_BYTES - 8, "{}", json.len());
+            assert!(row.message.ends_with('…'));
+        }
+        // A short message is kept whole.
+        let short = RowError::of(&CrmError::invalid("rows[1]", "\"quoted\""));
+        assert!(!short.message.ends_with('…'));
     }
 }

@@ -696,3 +696,77 @@ async fn outcomes_problems_lists_only_the_failed_and_unknown_rows() {
         other => panic!("{other:?}"),
     }
 }
+
+/// An S3 endpoint whose `GetObject` answers `body` a line at a time, one line every `pace`: an
+/// object slow to read, as a large one is. It answers every request alike (only `GetObject` is
+/// sent to it).
+async fn trickling_s3(body: String, pace: Duration) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let body = body.clone();
+            tokio::spawn(async move {
+                let mut request = Vec::new();
+                let mut buffer = [0_u8; 4096];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match socket.read(&mut buffer).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => request.extend_from_slice(&buffer[..n]),
+                    }
+                }
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\nETag: \"1\"\r\n\r\n",
+                    body.len()
+                );
+                if socket.write_all(head.as_bytes()).await.is_err() {
+                    return;
+                }
+                let mut ticks = tokio::time::interval(pace);
+                for line in body.split_inclusive('\n') {
+                    ticks.tick().await;
+                    if socket.write_all(line.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    url
+}
+
+#[tokio::test]
+async fn reading_past_the_lines_before_start_line_stops_before_the_deadline() {
+    // 2,000 lines read at one every 5 ms take 10 s; the invocation has 4. Reading past the lines
+    // before start_line must watch the deadline too: it stops while it can still say why, and
+    // sends nothing, rather than read on until Lambda or the read's own deadline cuts it off.
+    let mut lines = String::new();
+    for i in 1..=2_000 {
+        writeln!(lines, "{{\"name\": \"k{i}\"}}").unwrap();
+    }
+    let s3 = trickling_s3(lines, Duration::from_millis(5)).await;
+    let mut org = Org::start_with_s3(Some(&s3)).await;
+    let payload = json!({"dataset": "contoso", "table": "accounts", "mode": "create",
+        "input": {"s3": {"bucket": BUCKET, "key": "import/large.jsonl", "start_line": 1_990}}});
+    match org
+        .write
+        .invoke_within(&payload, Duration::from_secs(4))
+        .await
+    {
+        Err(Failure::Error {
+            error_type,
+            message,
+        }) => {
+            assert_eq!(error_type, "Crm.ServerError", "{message}");
+            assert!(message.contains("nothing written"), "{message}");
+            assert!(
+                message.contains("before input.s3.start_line 1990"),
+                "{message}"
+            );
+        }
+        other => panic!("{other:?}\n{}", org.write.logs()),
+    }
+    assert_eq!(org.bulk_requests().await, []);
+    assert!(org.names().await.is_empty());
+}
