@@ -222,26 +222,13 @@ pub(super) async fn scan(
                         break;
                     }
                 };
-                if input.remember_ids && input.filter.is_none() {
-                    // The baseline lists every row: each is a member, confirmed by this generation.
-                    let ids: Result<Vec<_>, _> = page
-                        .rows
-                        .iter()
-                        .map(|row| row_id(row, &table.primary_id_attribute))
-                        .collect();
-                    let stored = match ids {
-                        Ok(ids) => deps
-                            .store
-                            .within(deadline)
-                            .change_members(key, &ids, &[], current.generation)
-                            .await
-                            .map_err(CrmError::from),
-                        Err(e) => Err(e.into()),
-                    };
-                    if let Err(e) = stored {
-                        scan.error = Some(e);
-                        break;
-                    }
+                // With `remember_ids` and no filter, the baseline lists every row: each is a
+                // member, confirmed by this generation.
+                if let Some(members) = members.as_ref().filter(|m| m.filter.is_none())
+                    && let Err(e) = members.add(&page, current.generation).await
+                {
+                    scan.error = Some(e);
+                    break;
                 }
                 current.phase = match (page.next_link, page.delta_link) {
                     (Some(next), _) => Phase::Baseline { next: Some(next) },
@@ -320,7 +307,8 @@ pub(super) async fn scan(
                 for entry in page.rows {
                     match classify(entry) {
                         Change::Deleted(id) => tombstones.push(id),
-                        // Only a filter needs to know which rows changed.
+                        // Only the membership set (a filter, or `remember_ids`) needs to know
+                        // which rows changed.
                         Change::Upserted(row) if members.is_some() => {
                             match row_id(&row, &table.primary_id_attribute) {
                                 Ok(id) => changed.push(id),

@@ -76,14 +76,21 @@ impl Members<'_> {
             .client
             .page(&url, Self::prefer(), self.deadline)
             .await?;
-        let ids = self.ids(&page)?;
-        self.store.change_members(self.key, &ids, &[], mark).await?;
+        let rows = self.add(&page, mark).await?;
         tracing::debug!(
             table = %self.table.entity_set_name,
-            rows = ids.len(),
+            rows,
             "membership snapshot page"
         );
         Ok(page.next_link)
+    }
+
+    /// Adds every row of `page` to the set, marked `mark`: a snapshot's page, or with
+    /// `remember_ids` and no filter a baseline's, which lists every row too. Returns how many.
+    pub(super) async fn add(&self, page: &Page, mark: u64) -> Result<usize, CrmError> {
+        let ids = self.ids(page)?;
+        self.store.change_members(self.key, &ids, &[], mark).await?;
+        Ok(ids.len())
     }
 
     /// Brings the set up to date for rows a delta reported as created or updated; rows that join

@@ -123,10 +123,9 @@ fn changed_columns(
         .collect();
     columns.sort_unstable();
     columns.dedup();
-    let mut changes = ColumnChanges {
-        previous: Some(Map::new()),
-        ..ColumnChanges::default()
-    };
+    // The pre-image holds every compared column's earlier value, so none is ever omitted.
+    let mut changed = Vec::new();
+    let mut previous = Map::new();
     for column in columns {
         let was = before.get(column).unwrap_or(&Value::Null);
         let Some(now) = after
@@ -136,13 +135,15 @@ fn changed_columns(
             continue;
         };
         if was != now {
-            changes.changed.push(column.clone());
-            if let Some(previous) = &mut changes.previous {
-                previous.insert(column.clone(), was.clone());
-            }
+            changed.push(column.clone());
+            previous.insert(column.clone(), was.clone());
         }
     }
-    changes
+    ColumnChanges {
+        changed,
+        previous: Some(previous),
+        previous_omitted: Vec::new(),
+    }
 }
 
 /// The path, after the Function URL, of `dataset`'s endpoint, with `filter` when given.
