@@ -128,7 +128,7 @@ impl List {
     ) -> impl Stream<Item = Result<Box<RawValue>, dataverse::Error>> + 'a {
         if let Some(fetch_xml) = &self.fetch_xml {
             return client
-                .fetch_rows_with(
+                .fetch_rows(
                     table,
                     fetch_xml,
                     self.skip,

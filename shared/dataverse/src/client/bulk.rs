@@ -10,8 +10,8 @@
 
 use bytes::Bytes;
 use reqwest::Method;
-use serde::Deserialize;
-use serde::ser::{Serialize, SerializeMap, Serializer};
+use serde::ser::{SerializeMap, Serializer};
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
@@ -83,21 +83,26 @@ impl Serialize for Target<'_> {
     }
 }
 
-/// The request body: `{"Targets": [...]}`.
+/// The request body's shape: `{"Targets": [...]}`.
+#[derive(Serialize)]
+struct Body<'a> {
+    #[serde(rename = "Targets")]
+    targets: Vec<Target<'a>>,
+}
+
+/// The request body, written straight to bytes: up to a thousand rows are not copied into a
+/// `Value` tree first.
 pub(crate) fn body(table: &Table, rows: &[Map<String, Value>]) -> Result<Bytes, Error> {
     let odata_type = format!("Microsoft.Dynamics.CRM.{}", table.logical_name);
-    let targets: Vec<Target<'_>> = rows
-        .iter()
-        .map(|row| Target {
-            odata_type: &odata_type,
-            row,
-        })
-        .collect();
-    let mut body = Map::new();
-    body.insert(
-        "Targets".into(),
-        serde_json::to_value(&targets).map_err(Error::Encode)?,
-    );
+    let body = Body {
+        targets: rows
+            .iter()
+            .map(|row| Target {
+                odata_type: &odata_type,
+                row,
+            })
+            .collect(),
+    };
     serde_json::to_vec(&body)
         .map(Bytes::from)
         .map_err(Error::Encode)
@@ -125,14 +130,15 @@ impl Client {
             ),
             &Query::default(),
         )?;
-        let mut headers = vec![("content-type", "application/json; charset=utf-8".to_owned())];
-        headers.extend(self.options.headers());
         let answer = self
             .execute(
                 Call {
                     method: Method::POST,
                     url: &url,
-                    headers,
+                    headers: self.write_headers(vec![(
+                        "content-type",
+                        "application/json; charset=utf-8".to_owned(),
+                    )]),
                     body: Some(body(table, rows)?),
                     repeat: if message == BulkMessage::Create {
                         Repeat::OnlyIfUnsent

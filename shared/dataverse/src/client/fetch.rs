@@ -193,22 +193,11 @@ fn unescape(value: &str) -> String {
 
 impl Client {
     /// The rows `fetch_xml` finds in `table`, skipping the first `skip` and stopping after `top`,
-    /// fetched a page at a time (at most 5,000 rows a page) with the paging cookie.
+    /// fetched a page at a time with the paging cookie. A page holds `prefer`'s page size (5,000,
+    /// Dataverse's most, when it names none), sent as the `<fetch>` element's `count`, for a caller
+    /// that holds a page in memory while it works on it; `prefer` also asks for formatted values.
+    /// Tracking changes does not apply to `FetchXML` and is ignored.
     pub fn fetch_rows<'a>(
-        &'a self,
-        table: &'a Table,
-        fetch_xml: &'a str,
-        skip: usize,
-        top: Option<usize>,
-        deadline: Deadline,
-    ) -> impl Stream<Item = Result<Box<RawValue>, Error>> + 'a {
-        self.fetch_rows_with(table, fetch_xml, skip, top, Prefer::default(), deadline)
-    }
-
-    /// As [`Client::fetch_rows`], with `prefer`'s page size (at most 5,000, sent as the `<fetch>`
-    /// element's `count`, for a caller that holds a page in memory while it works on it) and
-    /// formatted values. Tracking changes does not apply to `FetchXML` and is ignored.
-    pub fn fetch_rows_with<'a>(
         &'a self,
         table: &'a Table,
         fetch_xml: &'a str,

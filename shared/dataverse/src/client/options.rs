@@ -1,8 +1,8 @@
 //! What a write asks Dataverse to leave out: custom business logic, and the system jobs that start
 //! Power Automate flows (Microsoft Learn, *Bypass custom Dataverse logic* and *Bypass Power
 //! Automate flows*). Both are request headers, sent on every write of a client that carries them
-//! ([`super::Client::with_options`]): `POST`, `PATCH`, `DELETE`, the bulk messages, and a `$batch`
-//! together with each request of its changeset.
+//! ([`super::Client::with_options`]): `POST`, `PATCH`, `DELETE`, the bulk messages, and each request
+//! inside a `$batch` changeset (not the `$batch` around them).
 
 /// The header that bypasses custom logic. `CustomSync,CustomAsync` leaves out synchronous and
 /// asynchronous plug-ins and workflows alike, webhooks registered as asynchronous steps included.

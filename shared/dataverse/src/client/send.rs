@@ -121,14 +121,10 @@ struct Throttle {
 
 impl Gate {
     /// Keeps the later of the current end and `now + wait`. `wait` is capped where it is read
-    /// ([`MAX_RETRY_AFTER`]); an end past what the clock can hold is taken as that cap, never as a
-    /// panic.
+    /// ([`MAX_RETRY_AFTER`]), and again here, so that no wait can carry the end past what the clock
+    /// holds (a panic).
     fn close(&self, wait: Duration, code: Option<&str>, message: &str) {
-        let now = Instant::now();
-        let Some(until) = now
-            .checked_add(wait)
-            .or_else(|| now.checked_add(MAX_RETRY_AFTER))
-        else {
+        let Some(until) = Instant::now().checked_add(wait.min(MAX_RETRY_AFTER)) else {
             return;
         };
         let mut gate = self.0.lock().unwrap_or_else(PoisonError::into_inner);
