@@ -228,11 +228,18 @@ fn platform_name(store: &Store, attribute: &str, value: &Value) -> Option<String
 
 /// `1234567` as `1,234,567`.
 pub fn group_integer(n: i64) -> String {
-    let digits = n.unsigned_abs().to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3 + 1);
+    let grouped = group_digits(&n.unsigned_abs().to_string());
     if n < 0 {
-        out.push('-');
+        format!("-{grouped}")
+    } else {
+        grouped
     }
+}
+
+/// A run of ASCII digits with a comma before each group of three from the right: `1,234,567`.
+/// Shared with the service protection messages and headers, which group numbers the same way.
+pub fn group_digits(digits: &str) -> String {
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, d) in digits.chars().enumerate() {
         if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
@@ -246,7 +253,7 @@ pub fn group_integer(n: i64) -> String {
 fn decimal(n: f64, places: usize) -> String {
     let text = format!("{:.places$}", n.abs());
     let (whole, fraction) = text.split_once('.').unwrap_or((&text, ""));
-    let grouped = group_integer(whole.parse::<i64>().unwrap_or(0));
+    let grouped = group_digits(whole);
     let sign = if n < 0.0 && text.chars().any(|c| c != '0' && c != '.') {
         "-"
     } else {

@@ -444,15 +444,7 @@ fn message(limit: Limit, settings: &Settings) -> String {
 
 /// `1200000` as `1,200,000`.
 fn grouped(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
+    crate::format::group_digits(&n.to_string())
 }
 
 /// Milliseconds as seconds with two decimals and grouped thousands: `1,199.46`, as Dataverse writes

@@ -645,35 +645,53 @@ pub fn patch(
         .map(|(_, values, _)| keys::render(&store.tables[t].def, values));
     let status = if current.is_some() {
         if let Some((_, values, _)) = &by_key {
-            changes
-                .values
-                .retain(|(c, _)| !values.iter().any(|(k, _)| k == c));
+            drop_key_values(&mut changes, values);
         }
         update(store, t, id, &mut changes)?;
         200
     } else {
         if let Some((_, values, _)) = by_key {
-            for (c, value) in values {
-                if changes.values.iter().any(|(set, _)| *set == c) {
-                    continue;
-                }
-                // A lookup's key value becomes a reference, which must name a row, as a bind must.
-                if let ColumnType::Lookup { navs } = &store.tables[t].def.columns[c].ty
-                    && let Some(target) = value.as_str()
-                    && store.lookup_target(navs, target).is_none()
-                {
-                    let table = navs.first().map_or("", |n| n.target.as_str());
-                    let id = Uuid::parse_str(target).unwrap_or_default();
-                    return Err(Fail::row_not_found(table, &id));
-                }
-                changes.values.push((c, value));
-            }
+            add_key_values(store, t, &mut changes, values)?;
         }
         // An upsert that creates is a Create, for the steps as for everything else.
         insert(store, t, id, &mut changes)?;
         201
     };
     Ok(written(store, ctx, t, id, status, &projection, address))
+}
+
+/// Adds to a create the alternate key's values the body did not set itself, as an upsert or bulk
+/// `UpsertMultiple` by key that creates a row does.
+pub(crate) fn add_key_values(
+    store: &Store,
+    t: usize,
+    changes: &mut Changes,
+    values: Vec<(usize, Value)>,
+) -> Result<(), Fail> {
+    for (c, value) in values {
+        if changes.values.iter().any(|(set, _)| *set == c) {
+            continue;
+        }
+        // A lookup's key value becomes a reference, which must name a row, as a bind must.
+        if let ColumnType::Lookup { navs } = &store.tables[t].def.columns[c].ty
+            && let Some(target) = value.as_str()
+            && store.lookup_target(navs, target).is_none()
+        {
+            let table = navs.first().map_or("", |n| n.target.as_str());
+            let id = Uuid::parse_str(target).unwrap_or_default();
+            return Err(Fail::row_not_found(table, &id));
+        }
+        changes.values.push((c, value));
+    }
+    Ok(())
+}
+
+/// Leaves out of an update the columns of the key that found the row: they address it and are not
+/// written.
+pub(crate) fn drop_key_values(changes: &mut Changes, values: &[(usize, Value)]) {
+    changes
+        .values
+        .retain(|(c, _)| !values.iter().any(|(k, _)| k == c));
 }
 
 pub fn delete(store: &mut Store, req: &Request, t: usize, id: Uuid) -> Result<Reply, Fail> {

@@ -35,7 +35,6 @@ use crate::api::Ctx;
 use crate::api::rows::{self, Target};
 use crate::keys;
 use crate::reply::{Fail, Reply};
-use crate::schema::ColumnType;
 use crate::store::{Changes, Store};
 
 /// What a bulk message is bound to in its CSDL: the collection of any table.
@@ -294,27 +293,11 @@ fn write(store: &mut Store, t: usize, plan: Plan, ids: &mut Vec<Uuid>) -> Result
         if store.tables[t].rows.contains_key(&id) {
             return Err(rows::duplicate());
         }
-        for (c, value) in key_values {
-            if changes.values.iter().any(|(set, _)| *set == c) {
-                continue;
-            }
-            // A lookup's key value becomes a reference, which must name a row, as a bind must.
-            if let ColumnType::Lookup { navs } = &store.tables[t].def.columns[c].ty
-                && let Some(target) = value.as_str()
-                && store.lookup_target(navs, target).is_none()
-            {
-                let table = navs.first().map_or("", |n| n.target.as_str());
-                let id = Uuid::parse_str(target).unwrap_or_default();
-                return Err(Fail::row_not_found(table, &id));
-            }
-            changes.values.push((c, value));
-        }
+        rows::add_key_values(store, t, &mut changes, key_values)?;
         let checked = rows::check_create(store, t, id, &mut changes)?;
         rows::apply(store, checked);
     } else {
-        changes
-            .values
-            .retain(|(c, _)| !key_values.iter().any(|(k, _)| k == c));
+        rows::drop_key_values(&mut changes, &key_values);
         let checked = rows::check_update(store, t, id, &mut changes)?;
         rows::apply(store, checked);
     }
