@@ -1,14 +1,16 @@
 //! AWS resources on moto for the trigger suites: a cursor table, and an event bus whose events land
 //! in an SQS queue the tests can read.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
+    ScalarAttributeType,
 };
 use serde_json::Value;
 
-use crate::Moto;
+use crate::{LocalFiles, Moto};
 
 /// Creates the cursor table exactly as `infra/template.yaml` declares it.
 pub async fn cursor_table(moto: &Moto, name: &str) -> Result<(), aws_sdk_dynamodb::Error> {
@@ -36,6 +38,31 @@ pub async fn cursor_table(moto: &Moto, name: &str) -> Result<(), aws_sdk_dynamod
         .send()
         .await?;
     Ok(())
+}
+
+/// The cursor table the trigger suites keep their state in on moto.
+pub const CURSOR_TABLE: &str = "crm-cursors";
+
+/// A trigger's variables with its state in DynamoDB: `endpoint` (moto's, or a proxy's in front of
+/// it), then `files`' variables with `CRM_STATE` naming [`CURSOR_TABLE`], which the caller creates.
+pub fn dynamodb_state(
+    endpoint: Vec<(String, String)>,
+    files: &LocalFiles,
+) -> Vec<(String, String)> {
+    let mut environment = endpoint;
+    environment.extend(files.env().into_iter().filter(|(k, _)| k != "CRM_STATE"));
+    environment.push(("CRM_STATE".into(), format!("dynamodb:{CURSOR_TABLE}")));
+    environment
+}
+
+/// Every item of `table` on moto, for tests that look at what a trigger stored.
+pub async fn scan_items(
+    moto: &Moto,
+    table: &str,
+) -> Result<Vec<HashMap<String, AttributeValue>>, aws_sdk_dynamodb::Error> {
+    let client = aws_sdk_dynamodb::Client::new(&moto.sdk_config().await);
+    let page = client.scan().table_name(table).send().await?;
+    Ok(page.items.unwrap_or_default())
 }
 
 /// An event bus with a rule sending every `source` event to a new SQS queue.

@@ -7,10 +7,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use dataverse_emulator::client::NewTable;
-use e2e_tests::aws::cursor_table;
+use e2e_tests::aws::{CURSOR_TABLE, cursor_table, dynamodb_state, scan_items};
 use e2e_tests::function_url::FunctionUrl;
 use e2e_tests::push::{StepSpec, register};
-use e2e_tests::{Emulator, Function, LocalFiles, Moto, env, settle};
+use e2e_tests::{Emulator, Function, LocalFiles, Moto, settle};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -124,11 +124,8 @@ async fn updated_events_name_the_changed_columns_and_their_earlier_values() {
 }
 
 async fn dynamo_env(moto: &Moto, files: &LocalFiles) -> Vec<(String, String)> {
-    cursor_table(moto, "crm-cursors").await.unwrap();
-    let mut environment = moto.env();
-    environment.extend(files.env().into_iter().filter(|(k, _)| k != "CRM_STATE"));
-    environment.extend(env(&[("CRM_STATE", "dynamodb:crm-cursors")]));
-    environment
+    cursor_table(moto, CURSOR_TABLE).await.unwrap();
+    dynamodb_state(moto.env(), files)
 }
 
 /// The `fp#` items under `cursor`, by row id.
@@ -136,18 +133,11 @@ async fn fingerprint_items(
     moto: &Moto,
     cursor: &str,
 ) -> Vec<std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>> {
-    let dynamo = aws_sdk_dynamodb::Client::new(&moto.sdk_config().await);
-    let items = dynamo
-        .scan()
-        .table_name("crm-cursors")
-        .send()
+    scan_items(moto, CURSOR_TABLE)
         .await
-        .unwrap();
-    items
-        .items()
-        .iter()
+        .unwrap()
+        .into_iter()
         .filter(|i| i["pk"].as_s().unwrap() == cursor && i["sk"].as_s().unwrap().starts_with("fp#"))
-        .cloned()
         .collect()
 }
 
@@ -177,7 +167,7 @@ async fn dynamodb_keeps_the_values_beside_the_fingerprint_and_reads_fingerprints
     let dynamo = aws_sdk_dynamodb::Client::new(&moto.sdk_config().await);
     dynamo
         .put_item()
-        .table_name("crm-cursors")
+        .table_name(CURSOR_TABLE)
         .item(
             "pk",
             aws_sdk_dynamodb::types::AttributeValue::S(cursor.into()),

@@ -8,10 +8,10 @@
 
 use std::collections::HashSet;
 
-use e2e_tests::aws::cursor_table;
+use e2e_tests::aws::{CURSOR_TABLE, cursor_table, dynamodb_state, scan_items};
 use e2e_tests::function_url::FunctionUrl;
 use e2e_tests::proxy::{Fault, Operation, Proxy, Rule};
-use e2e_tests::{Emulator, Failure, Function, LocalFiles, Moto, env, webhooks_command};
+use e2e_tests::{Emulator, Failure, Function, LocalFiles, Moto, webhooks_command};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -188,23 +188,15 @@ async fn the_membership_set_lives_in_dynamodb_and_loses_fired_rows() {
     let emulator = Emulator::start(&["--seed", "none"]).await.unwrap();
     let files = LocalFiles::new("deleted-filter-dynamo", &emulator).unwrap();
     let moto = Moto::start().await.unwrap();
-    cursor_table(&moto, "crm-cursors").await.unwrap();
-    let mut environment = moto.env();
-    environment.extend(files.env().into_iter().filter(|(k, _)| k != "CRM_STATE"));
-    environment.extend(env(&[("CRM_STATE", "dynamodb:crm-cursors")]));
+    cursor_table(&moto, CURSOR_TABLE).await.unwrap();
+    let environment = dynamodb_state(moto.env(), &files);
     let mut deleted = Function::start("when-record-deleted", &environment)
         .await
         .unwrap();
     let members = async || {
-        let dynamo = aws_sdk_dynamodb::Client::new(&moto.sdk_config().await);
-        let items = dynamo
-            .scan()
-            .table_name("crm-cursors")
-            .send()
+        scan_items(&moto, CURSOR_TABLE)
             .await
-            .unwrap();
-        items
-            .items()
+            .unwrap()
             .iter()
             .filter_map(|i| {
                 i["sk"]
@@ -232,11 +224,9 @@ async fn a_membership_set_that_cannot_be_written_loses_nothing() {
     let emulator = Emulator::start(&["--seed", "none"]).await.unwrap();
     let files = LocalFiles::new("deleted-filter-faults", &emulator).unwrap();
     let moto = Moto::start().await.unwrap();
-    cursor_table(&moto, "crm-cursors").await.unwrap();
+    cursor_table(&moto, CURSOR_TABLE).await.unwrap();
     let proxy = Proxy::start(&moto.url).await.unwrap();
-    let mut environment = proxy.env(&moto);
-    environment.extend(files.env().into_iter().filter(|(k, _)| k != "CRM_STATE"));
-    environment.extend(env(&[("CRM_STATE", "dynamodb:crm-cursors")]));
+    let environment = dynamodb_state(proxy.env(&moto), &files);
     let mut deleted = Function::start("when-record-deleted", &environment)
         .await
         .unwrap();

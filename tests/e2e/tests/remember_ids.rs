@@ -11,9 +11,9 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use e2e_tests::aws::cursor_table;
+use e2e_tests::aws::{CURSOR_TABLE, cursor_table, dynamodb_state, scan_items};
 use e2e_tests::fake_eventbridge::{FakeEventBridge, Received, Refuse};
-use e2e_tests::{Emulator, Function, LocalFiles, Moto, env};
+use e2e_tests::{Emulator, Function, LocalFiles, Moto};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -153,23 +153,15 @@ async fn remembered_ids_live_in_dynamodb_one_item_each() {
     let emulator = Emulator::start(&["--seed", "none"]).await.unwrap();
     let files = LocalFiles::new("remember-ids-dynamo", &emulator).unwrap();
     let moto = Moto::start().await.unwrap();
-    cursor_table(&moto, "crm-cursors").await.unwrap();
-    let mut environment = moto.env();
-    environment.extend(files.env().into_iter().filter(|(k, _)| k != "CRM_STATE"));
-    environment.extend(env(&[("CRM_STATE", "dynamodb:crm-cursors")]));
+    cursor_table(&moto, CURSOR_TABLE).await.unwrap();
+    let environment = dynamodb_state(moto.env(), &files);
     let mut deleted = Function::start("when-record-deleted", &environment)
         .await
         .unwrap();
     let members = async || {
-        let dynamo = aws_sdk_dynamodb::Client::new(&moto.sdk_config().await);
-        let items = dynamo
-            .scan()
-            .table_name("crm-cursors")
-            .send()
+        scan_items(&moto, CURSOR_TABLE)
             .await
-            .unwrap();
-        items
-            .items()
+            .unwrap()
             .iter()
             .filter_map(|i| {
                 let id = i["sk"].as_s().unwrap().strip_prefix("in#")?.to_owned();

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use dataverse_emulator::client::Fault;
 use e2e_tests::s3_proxy::{S3Answer, S3Call, S3Fault, S3Proxy};
-use e2e_tests::{Emulator, Failure, Function, LocalFiles, Moto, aws_env};
+use e2e_tests::{Emulator, Function, LocalFiles, Moto, aws_env, expect_error};
 use serde_json::{Value, json};
 
 const BUCKET: &str = "crm-imports";
@@ -333,16 +333,9 @@ async fn near_the_deadline_it_stops_and_says_where_to_resume() {
     assert_eq!(rest["rows"][0]["row"], 1, "{rest}");
     assert_eq!(org.names().await, ["d0", "d1", "d2", "d4"]);
     payload["start_row"] = json!(5);
-    match org.write.invoke(&payload).await {
-        Err(Failure::Error {
-            error_type,
-            message,
-        }) => {
-            assert_eq!(error_type, "Crm.InvalidInput");
-            assert!(message.starts_with("start_row"), "{message}");
-        }
-        other => panic!("{other:?}"),
-    }
+    let (error_type, message) = expect_error(org.write.invoke(&payload).await, &org.write.logs());
+    assert_eq!(error_type, "Crm.InvalidInput");
+    assert!(message.starts_with("start_row"), "{message}");
 }
 
 #[tokio::test]
@@ -406,10 +399,8 @@ async fn a_refusal_of_the_request_itself_is_not_split() {
     let rows: Vec<Value> = (0..8).map(|i| json!({"name": format!("r{i}")})).collect();
     let mut payload = base("create", Value::Array(rows));
     payload["batch_size"] = json!(4);
-    match org.write.invoke(&payload).await {
-        Err(Failure::Error { error_type, .. }) => assert_eq!(error_type, "Crm.NotFound"),
-        other => panic!("{other:?}"),
-    }
+    let (error_type, _) = expect_error(org.write.invoke(&payload).await, &org.write.logs());
+    assert_eq!(error_type, "Crm.NotFound");
     assert_eq!(
         org.bulk_requests().await,
         [("CreateMultiple".to_owned(), 404)]
@@ -478,14 +469,12 @@ async fn a_refusal_of_the_whole_first_request_fails_the_invocation() {
         .unwrap();
     // Nothing was written, so the invocation fails with the request's type, which a workflow
     // retries (a report of rows "not attempted" would look like success to it).
-    match org
+    let result = org
         .write
         .invoke(&base("create", json!([{"name": "x"}])))
-        .await
-    {
-        Err(Failure::Error { error_type, .. }) => assert_eq!(error_type, "Crm.Throttled"),
-        other => panic!("{other:?}"),
-    }
+        .await;
+    let (error_type, _) = expect_error(result, &org.write.logs());
+    assert_eq!(error_type, "Crm.Throttled");
     assert_eq!(org.names().await, Vec::<String>::new());
 }
 
@@ -540,23 +529,16 @@ async fn reads_rows_from_an_s3_object_of_json_lines() {
         .await;
     assert_eq!(answer["created"], 3, "{answer}");
 
-    match org
+    let result = org
         .write
         .invoke(
             &json!({"dataset": "contoso", "table": "accounts", "mode": "create",
             "input": {"s3": {"bucket": BUCKET, "key": "import/none.jsonl"}}}),
         )
-        .await
-    {
-        Err(Failure::Error {
-            error_type,
-            message,
-        }) => {
-            assert_eq!(error_type, "Crm.InvalidInput");
-            assert!(message.starts_with("input.s3.key"), "{message}");
-        }
-        other => panic!("{other:?}"),
-    }
+        .await;
+    let (error_type, message) = expect_error(result, &org.write.logs());
+    assert_eq!(error_type, "Crm.InvalidInput");
+    assert!(message.starts_with("input.s3.key"), "{message}");
 }
 
 #[tokio::test]
@@ -643,20 +625,13 @@ async fn with_no_time_left_for_a_first_request_it_fails_retryably_and_sends_noth
     // a workflow straight back to the same rows; an error gets its retry's backoff, and says
     // that nothing was written.
     for payload in [&inline, &from_s3] {
-        match org
+        let result = org
             .write
             .invoke_within(payload, Duration::from_millis(1_500))
-            .await
-        {
-            Err(Failure::Error {
-                error_type,
-                message,
-            }) => {
-                assert_eq!(error_type, "Crm.ServerError", "{message}");
-                assert!(message.contains("nothing written"), "{message}");
-            }
-            other => panic!("{other:?}\n{}", org.write.logs()),
-        }
+            .await;
+        let (error_type, message) = expect_error(result, &org.write.logs());
+        assert_eq!(error_type, "Crm.ServerError", "{message}");
+        assert!(message.contains("nothing written"), "{message}");
     }
     assert_eq!(org.bulk_requests().await, []);
     assert!(org.names().await.is_empty());
@@ -685,16 +660,9 @@ async fn outcomes_problems_lists_only_the_failed_and_unknown_rows() {
     // An S3 object's answer lists only problems: asking for every row is refused.
     let all = json!({"dataset": "contoso", "table": "accounts", "mode": "create", "outcomes": "all",
         "input": {"s3": {"bucket": BUCKET, "key": "import/x.jsonl"}}});
-    match org.write.invoke(&all).await {
-        Err(Failure::Error {
-            error_type,
-            message,
-        }) => {
-            assert_eq!(error_type, "Crm.InvalidInput");
-            assert!(message.starts_with("outcomes"), "{message}");
-        }
-        other => panic!("{other:?}"),
-    }
+    let (error_type, message) = expect_error(org.write.invoke(&all).await, &org.write.logs());
+    assert_eq!(error_type, "Crm.InvalidInput");
+    assert!(message.starts_with("outcomes"), "{message}");
 }
 
 /// An S3 endpoint whose `GetObject` answers `body` a line at a time, one line every `pace`: an
@@ -749,24 +717,17 @@ async fn reading_past_the_lines_before_start_line_stops_before_the_deadline() {
     let mut org = Org::start_with_s3(Some(&s3)).await;
     let payload = json!({"dataset": "contoso", "table": "accounts", "mode": "create",
         "input": {"s3": {"bucket": BUCKET, "key": "import/large.jsonl", "start_line": 1_990}}});
-    match org
+    let result = org
         .write
         .invoke_within(&payload, Duration::from_secs(4))
-        .await
-    {
-        Err(Failure::Error {
-            error_type,
-            message,
-        }) => {
-            assert_eq!(error_type, "Crm.ServerError", "{message}");
-            assert!(message.contains("nothing written"), "{message}");
-            assert!(
-                message.contains("before input.s3.start_line 1990"),
-                "{message}"
-            );
-        }
-        other => panic!("{other:?}\n{}", org.write.logs()),
-    }
+        .await;
+    let (error_type, message) = expect_error(result, &org.write.logs());
+    assert_eq!(error_type, "Crm.ServerError", "{message}");
+    assert!(message.contains("nothing written"), "{message}");
+    assert!(
+        message.contains("before input.s3.start_line 1990"),
+        "{message}"
+    );
     assert_eq!(org.bulk_requests().await, []);
     assert!(org.names().await.is_empty());
 }
