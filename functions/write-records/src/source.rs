@@ -1,7 +1,7 @@
 //! Where the rows are: `input`, parsed into an S3 object's location. Its lines are read by
 //! [`connector::source::Lines`].
 
-use connector::output::S3Client;
+use connector::output::{S3Client, bucket_problem};
 use connector::source::{Lines, SourceError};
 use connector::{CrmError, excerpt};
 use dataverse::Deadline;
@@ -54,16 +54,11 @@ pub(crate) fn parse(input: Value) -> Result<S3Source, CrmError> {
         key,
         start_line,
     } = parsed.s3;
-    let plain = bucket
-        .bytes()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'-'));
-    if !(3..=63).contains(&bucket.len()) || !plain {
+    // The rules `output` checks its bucket by: a name S3 could not have is the caller's mistake.
+    if let Some(problem) = bucket_problem(&bucket) {
         return Err(CrmError::invalid(
             "input.s3.bucket",
-            format!(
-                "'{}' is not a bucket name: 3 to 63 lowercase letters, digits, '.' and '-'",
-                excerpt(&bucket)
-            ),
+            format!("'{}' is not a bucket name: {problem}", excerpt(&bucket)),
         ));
     }
     if key.is_empty() || key.len() > 1024 || key.chars().any(char::is_control) {

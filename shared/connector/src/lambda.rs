@@ -190,7 +190,8 @@ fn sane_deadline(context: &mut Context, started_ms: u64, reported: &AtomicBool) 
     context.deadline = epoch_ms(SystemTime::now() + UNKNOWN_DEADLINE_BUDGET);
 }
 
-fn epoch_ms(at: SystemTime) -> u64 {
+/// `at` in milliseconds since the epoch, as Lambda gives its deadlines.
+pub(crate) fn epoch_ms(at: SystemTime) -> u64 {
     at.duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }

@@ -24,7 +24,7 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use dataverse::{Counters, Usage};
 use serde::Serialize;
@@ -357,9 +357,7 @@ pub(crate) fn document(
 
 /// Writes the invocation's document to stdout, as one line.
 pub(crate) fn emit(settings: &Settings, report: &Report<'_>) {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let now = crate::lambda::epoch_ms(SystemTime::now());
     let mut line = match document(settings, report, now) {
         Ok(line) => line,
         Err(error) => {

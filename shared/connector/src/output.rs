@@ -130,7 +130,7 @@ impl<'de> Deserialize<'de> for Prefix {
 /// The suffixes S3 reserves (`-s3alias`, `--ol-s3`, `--x-s3`...) are accepted: they keep bucket
 /// names from looking like access point aliases, which are written to exactly as buckets are.
 /// The prefixes S3 reserves are refused: no bucket or alias can have one.
-fn bucket_problem(name: &str) -> Option<&'static str> {
+pub fn bucket_problem(name: &str) -> Option<&'static str> {
     let bytes = name.as_bytes();
     if !(3..=63).contains(&bytes.len()) {
         return Some("it must be 3 to 63 characters long");

@@ -450,7 +450,8 @@ fn canonical(value: &Value, out: &mut Vec<u8>) {
                 if i > 0 {
                     out.push(b',');
                 }
-                scalar(&Value::String(name.clone()), out);
+                // A key is written as the JSON string it is, with no copy of it made.
+                let _ = serde_json::to_writer(&mut *out, name);
                 out.push(b':');
                 canonical(value, out);
             }
@@ -484,10 +485,7 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
     text
 }
 
-pub(crate) fn epoch_ms(at: SystemTime) -> u64 {
-    at.duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
+pub(crate) use crate::lambda::epoch_ms;
 
 /// What the work of a guarded invocation is told.
 #[derive(Debug, Clone)]
