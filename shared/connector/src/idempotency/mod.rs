@@ -827,6 +827,7 @@ fn wrote_nothing(error: &CrmError) -> bool {
         CrmError::InvalidInput { .. }
         | CrmError::Configuration(_)
         | CrmError::SecretsUnavailable { .. }
+        | CrmError::NotStarted { .. }
         | CrmError::Conflict { .. } => true,
         _ => false,
     }

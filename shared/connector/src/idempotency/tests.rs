@@ -579,6 +579,9 @@ fn only_a_failure_dataverse_answered_or_that_was_never_sent_wrote_nothing() {
     };
     assert!(wrote_nothing(&CrmError::Dataverse(part)));
     assert!(wrote_nothing(&CrmError::invalid("item", "x")));
+    assert!(wrote_nothing(&CrmError::NotStarted {
+        action: "POST accounts".into()
+    }));
     // A refusal after an attempt that went unanswered may hide that attempt's write.
     for status in [401, 404, 429, 500] {
         let after = dataverse::Error::MayHaveApplied(Box::new(dataverse::Error::Api {
