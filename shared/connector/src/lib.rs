@@ -38,3 +38,16 @@ pub use config::Config;
 pub use crm::{CredentialSource, Crm};
 pub use dataverse::excerpt;
 pub use error::{ConfigError, CrmError, MAX_MESSAGE_BYTES};
+
+/// Lower-case hex of `bytes`: the digests in event ids, fingerprints, cursor names and
+/// idempotency records.
+#[cfg(any(feature = "triggers", feature = "idempotency"))]
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    }
+    out
+}

@@ -34,6 +34,7 @@ pub use directory::DirectoryStore;
 pub use dynamo::DynamoStore;
 
 use crate::config::{Config, IdempotencyConfig};
+pub(crate) use crate::hex;
 use crate::{ConfigError, CredentialSource, Crm, CrmError, excerpt};
 
 /// The input carrying the key, taken out of the payload before the function reads it.
@@ -474,15 +475,6 @@ fn canonical(value: &Value, out: &mut Vec<u8>) {
 fn scalar(value: &Value, out: &mut Vec<u8>) {
     // Writing a string, number, boolean or null to a vector cannot fail.
     let _ = serde_json::to_writer(out, value);
-}
-
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    let mut text = String::with_capacity(bytes.len() * 2);
-    for byte in bytes {
-        let _ = write!(text, "{byte:02x}");
-    }
-    text
 }
 
 pub(crate) use crate::lambda::epoch_ms;

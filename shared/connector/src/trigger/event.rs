@@ -14,16 +14,7 @@ const RESPONSE_BUDGET: usize = 5_500_000;
 /// EventBridge refuses an entry over 256 KB: past this, an event's record is cut to its id.
 const DETAIL_BUDGET: usize = 250_000;
 
-/// Lower-case hex of `bytes`.
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        out.push(char::from(DIGITS[usize::from(b >> 4)]));
-        out.push(char::from(DIGITS[usize::from(b & 0xf)]));
-    }
-    out
-}
+pub(crate) use crate::hex;
 
 /// The event id: stable for the same change, so a redelivery carries the same one. A creation and a
 /// deletion happen once per row, so their identity leaves the version out; an update is one version.
